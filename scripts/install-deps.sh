@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing Ferry needs, if it is missing.
+# Usage: scripts/install-deps.sh [build|test|bench]  (each level includes the ones before it)
+# A fresh machine has only the compiler; this is the one place that knows what else is needed.
+set -euo pipefail
+level=${1:-build}
+
+need_apt=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+want() { for p in "$@"; do have_pkg "$p" || need_apt+=("$p"); done; }
+
+want make gcc libc6-dev
+if [ "$level" = test ] || [ "$level" = bench ]; then
+  # python3-pytest drives the tests; the clients are the ones Ferry must serve unchanged;
+  # rabbitmq-server is the reference for differential tests; clang + its runtime for
+  # ASan/UBSan/libFuzzer.
+  want python3 python3-pytest python3-pytest-timeout python3-pika python3-kombu python3-celery amqp-tools \
+       rabbitmq-server nodejs npm clang libclang-rt-14-dev procps
+fi
+if [ "$level" = bench ]; then
+  want gnuplot-nox rabbitmq-server
+fi
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  # Debian's rabbitmq-server package tries to start a system service; we start our own
+  # private instances, so keep the packaging from starting one.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+if [ "$level" = test ] || [ "$level" = bench ]; then
+  # node amqplib for the JavaScript client tests, pinned by tests/node/package-lock.json.
+  if [ -f tests/node/package.json ] && [ ! -d tests/node/node_modules/amqplib ]; then
+    (cd tests/node && npm ci --no-audit --no-fund --silent)
+  fi
+fi

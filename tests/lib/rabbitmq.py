@@ -1,0 +1,103 @@
+"""A private RabbitMQ (Debian's rabbitmq-server) for differential tests and benchmarks.
+
+Each instance gets its own node name, ports, data and log directories under a temp dir, so
+runs never collide with each other or with a system RabbitMQ. Listens on loopback only.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+from ferryd import free_port, wait_port
+
+RABBIT_BIN = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+
+def available():
+    return os.path.exists(RABBIT_BIN)
+
+
+class RabbitMQ:
+    def __init__(self, plugins=(), base=None, port=None):
+        self.base = base or tempfile.mkdtemp(prefix="rabbit-")
+        self.port = port or free_port()
+        self.dist_port = free_port()
+        self.host = "127.0.0.1"
+        self.url = f"amqp://guest:guest@{self.host}:{self.port}/"
+        self.node = f"ferrytest{os.getpid()}x{self.port}@localhost"
+        self.plugins = list(plugins)
+        self.proc = None
+
+    def _env(self):
+        env = dict(os.environ)
+        home = os.path.join(self.base, "home")
+        os.makedirs(home, exist_ok=True)
+        conf = os.path.join(self.base, "rabbitmq.conf")
+        with open(conf, "w") as f:
+            f.write(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+                    "loopback_users.guest = true\n"
+                    "log.console = false\n"
+                    "log.file.level = warning\n")
+        with open(os.path.join(self.base, "enabled_plugins"), "w") as f:
+            f.write("[" + ",".join(self.plugins) + "].\n")
+        env.update({
+            "HOME": home,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONFIG_FILE": conf,
+            "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(self.base, "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": os.path.join(self.base, "mnesia"),
+            "RABBITMQ_LOG_BASE": os.path.join(self.base, "log"),
+            "RABBITMQ_PID_FILE": os.path.join(self.base, "rabbit.pid"),
+            "RABBITMQ_CONF_ENV_FILE": os.path.join(self.base, "rabbitmq-env.conf"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        })
+        return env
+
+    def start(self, timeout=90.0):
+        env = self._env()
+        self.log = open(os.path.join(self.base, "stdout.log"), "wb")
+        self.proc = subprocess.Popen([RABBIT_BIN], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_port(self.host, self.port, timeout, self.proc)
+        return self
+
+    def pid(self):
+        """The beam process's pid (for RSS measurements)."""
+        try:
+            with open(os.path.join(self.base, "rabbit.pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(30)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    # Handy for development: python3 tests/lib/rabbitmq.py [plugin ...] -> prints the URL, runs until ^C
+    import sys
+    port = int(os.environ.get("RABBIT_PORT", "0")) or None
+    r = RabbitMQ(plugins=sys.argv[1:], port=port).start()
+    print(r.url, flush=True)
+    try:
+        while r.proc.poll() is None:
+            time.sleep(1)
+    finally:
+        r.stop()
