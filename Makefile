@@ -1,0 +1,77 @@
+# Ferry — one Makefile (beanstalkd style). `make` builds the broker and the CLI;
+# `make run` and `make test` first install whatever the machine is missing.
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN      = -Wall -Wextra -Werror
+BASE      = -std=c11 -D_GNU_SOURCE -Isrc $(WARN) -MMD -MP
+LDLIBS    = -lpthread
+SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+# The wire codec is shared by the broker, the CLI (load generator) and the fuzz target.
+WIRE_SRC   = src/wire.c src/buf.c src/util.c src/names.c
+BROKER_SRC = $(filter-out src/main.c $(WIRE_SRC),$(wildcard src/*.c))
+CLI_SRC    = $(wildcard cli/*.c)
+
+OBJ        = $(patsubst %.c,build/obj/%.o,$(WIRE_SRC) $(BROKER_SRC) src/main.c)
+CLI_OBJ    = $(patsubst %.c,build/obj/%.o,$(WIRE_SRC) $(CLI_SRC))
+ASAN_OBJ   = $(patsubst %.c,build/asan/obj/%.o,$(WIRE_SRC) $(BROKER_SRC) src/main.c)
+
+.PHONY: all run test test-only bench fuzz clean asan deps-build deps-test deps-bench format
+
+all: build/ferryd build/ferry
+
+build/ferryd: $(OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/ferry: $(CLI_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lm
+
+build/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE) $(CFLAGS) -c $< -o $@
+
+# Sanitizer build of the broker: the integration tests run against it.
+asan: build/asan/ferryd
+build/asan/ferryd: $(ASAN_OBJ)
+	clang $(SAN) -g -O1 -o $@ $^ $(LDLIBS)
+build/asan/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(BASE) $(SAN) -g -O1 -c $< -o $@
+
+deps-build:
+	@scripts/install-deps.sh build
+deps-test:
+	@scripts/install-deps.sh test
+deps-bench:
+	@scripts/install-deps.sh bench
+
+run: deps-build all
+	@mkdir -p data
+	build/ferryd --port 5672 --data-dir ./data
+
+test: deps-test
+	$(MAKE) all asan
+	@tests/run.sh
+
+# Runs the tests without the dependency check (for quick iterations).
+test-only: all asan
+	@tests/run.sh
+
+bench: deps-bench all
+	@bench/run.sh
+
+fuzz: build/fuzz/fuzz_wire
+	@mkdir -p build/fuzz/corpus
+	build/fuzz/fuzz_wire -max_total_time=$${FUZZ_SECONDS:-300} build/fuzz/corpus fuzz/corpus
+build/fuzz/fuzz_wire: fuzz/fuzz_wire.c $(WIRE_SRC)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -Isrc $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $^
+
+format:
+	clang-format -i src/*.c src/*.h cli/*.c fuzz/*.c
+
+clean:
+	rm -rf build
+
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d)
