@@ -1,0 +1,329 @@
+/* broker.h — the broker's core types and how they refer to each other.
+ *
+ *   broker ── exchanges (map) ── bindings ──> queues / exchanges
+ *          ── queues (map) ── ready messages, consumers
+ *          ── conns (list) ── channels ── consumers, unacked deliveries
+ *
+ * One event-loop thread owns all of it (see loop.h); nothing here is locked. A message body
+ * is allocated once and shared, reference-counted, by every queue it was routed to; its
+ * properties are the publisher's bytes, passed on unchanged. */
+#ifndef FERRY_BROKER_H
+#define FERRY_BROKER_H
+
+#define FERRY_VERSION "0.1.0"
+
+#include <stdint.h>
+
+#include "buf.h"
+#include "wire.h"
+#include "config.h"
+#include "loop.h"
+#include "map.h"
+
+typedef struct broker broker;
+typedef struct conn conn;
+typedef struct channel channel;
+typedef struct queue queue;
+typedef struct exchange exchange;
+typedef struct consumer consumer;
+typedef struct binding binding;
+
+/* ---------------- message.c ---------------- */
+
+typedef struct message {
+    uint32_t refs;
+    uint8_t persistent; /* delivery-mode 2 */
+    uint8_t priority;
+    uint8_t exchange_len;
+    uint8_t rkey_len;
+    uint32_t props_len;
+    uint64_t body_len;
+    uint64_t body_got; /* bytes of body received so far, while it is being assembled */
+    char *exchange;    /* NUL-terminated, inside data[] */
+    char *rkey;        /* NUL-terminated, inside data[] */
+    uint8_t *props;    /* the publisher's property bytes (flags + list), inside data[] */
+    uint8_t *body;     /* inside data[] */
+    uint8_t data[];
+} message;
+
+/* One allocation holds the struct, names, properties and body. */
+message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len);
+static inline message *message_ref(message *m) {
+    m->refs++;
+    return m;
+}
+void message_unref(message *m);
+
+/* ---------------- queue.c ---------------- */
+
+/* A message's place in one queue. seq orders the queue: a requeued message goes back to
+ * the position its seq gives it, ahead of everything published after it. */
+typedef struct qmsg {
+    message *m;
+    uint64_t seq;
+    uint32_t deliveries; /* times delivered (for redelivered / delivery limits) */
+} qmsg;
+
+typedef struct qring { /* FIFO of qmsg in increasing seq */
+    qmsg *a;
+    size_t cap, head, len;
+} qring;
+
+typedef struct qheap { /* requeued messages, min-heap on seq */
+    qmsg *a;
+    size_t len, cap;
+} qheap;
+
+struct queue {
+    char *name;
+    size_t name_len;
+    broker *b;
+    uint32_t refs; /* the broker's map holds one; each unacked delivery holds one */
+    uint8_t deleted, durable, exclusive, auto_delete, had_consumer, dirty;
+    conn *owner;   /* exclusive queues: the declaring connection */
+    uint8_t *args; /* declare arguments (field table contents) */
+    size_t args_len;
+    qring ready;
+    qheap requeued;
+    uint64_t next_seq;
+    uint64_t ready_bytes;
+    uint32_t unacked;
+    consumer **consumers;
+    size_t nconsumers, capconsumers, rr;
+    binding **bindings; /* bindings whose destination is this queue */
+    size_t nbindings, capbindings;
+    queue *next_dirty;
+    uint64_t route_mark; /* de-duplicates routing results */
+};
+
+queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args);
+void queue_unref(queue *q);
+size_t queue_ready_count(const queue *q);
+/* Appends a newly published message (takes a reference). */
+void queue_publish(queue *q, message *m);
+/* Takes the next ready message, if any. */
+int queue_pop(queue *q, qmsg *out);
+/* Puts a delivered message back in its place, marked as delivered before. */
+void queue_requeue(queue *q, qmsg qm);
+/* A delivered message leaves the queue for good (acked, or rejected without requeue). */
+void queue_settle(queue *q, qmsg qm);
+size_t queue_purge(queue *q);
+void queue_add_consumer(queue *q, consumer *c);
+void queue_remove_consumer(queue *q, consumer *c);
+/* Schedules delivery to consumers for the end of this loop batch. */
+void queue_mark_dirty(queue *q);
+void queue_dispatch(queue *q);
+/* Deletes: cancels consumers (with notification), removes bindings, drops ready messages. */
+size_t queue_delete(queue *q);
+
+/* ---------------- exchange.c ---------------- */
+
+enum { EX_DIRECT, EX_FANOUT, EX_TOPIC, EX_HEADERS };
+
+struct binding {
+    exchange *src;
+    queue *q;       /* destination queue, or */
+    exchange *dstx; /* destination exchange */
+    char *key;
+    size_t key_len;
+    uint8_t *args;
+    size_t args_len;
+};
+
+struct exchange {
+    char *name;
+    size_t name_len;
+    broker *b;
+    int type;
+    uint8_t durable, auto_delete, internal, builtin;
+    uint8_t *args;
+    size_t args_len;
+    binding **bindings; /* this exchange is the source */
+    size_t nbindings, capbindings;
+    binding **inbound; /* exchange-to-exchange bindings with this as destination */
+    size_t ninbound, capinbound;
+    map direct; /* EX_DIRECT: routing key -> struct bvec of bindings */
+    uint64_t route_mark;
+};
+
+int exchange_type_parse(slice s, int *type);
+const char *exchange_type_name(int type);
+exchange *exchange_new(broker *b, slice name, int type, int durable, int auto_delete, int internal,
+                       slice args);
+void exchange_free(exchange *x);
+binding *binding_find(exchange *src, queue *q, exchange *dstx, slice key, slice args);
+binding *binding_add(exchange *src, queue *q, exchange *dstx, slice key, slice args);
+/* Removes and frees a binding; an auto-delete source with no bindings left is deleted. */
+void binding_remove(binding *bd);
+/* Routes a message: appends destination queues (each once) to b->route_out. */
+void exchange_route(exchange *x, message *m, slice headers);
+int topic_match(const char *pattern, size_t plen, const char *key, size_t klen);
+
+/* ---------------- channel.c ---------------- */
+
+struct consumer {
+    char *tag;
+    size_t tag_len;
+    channel *ch;
+    queue *q; /* NULL for the direct reply-to pseudo-consumer */
+    uint8_t no_ack, exclusive;
+    uint32_t prefetch; /* 0 = unlimited */
+    uint32_t unacked;
+    uint8_t *args;
+    size_t args_len;
+};
+
+typedef struct unacked {
+    uint64_t tag;
+    queue *q; /* holds a reference */
+    consumer *c; /* NULL for basic.get, or once the consumer is cancelled */
+    qmsg qm;
+    uint8_t done;
+} unacked;
+
+typedef struct uring { /* unacked deliveries of a channel, in delivery-tag order */
+    unacked *a;
+    size_t cap, head, len;
+} uring;
+
+/* A transaction's buffered work (tx.select): applied on commit, dropped on rollback. */
+typedef struct txop {
+    uint8_t kind; /* TXOP_PUBLISH, TXOP_ACK, TXOP_NACK */
+    uint8_t multiple, requeue, mandatory;
+    uint64_t tag;
+    message *m;
+} txop;
+enum { TXOP_PUBLISH, TXOP_ACK, TXOP_NACK };
+
+struct channel {
+    uint16_t id;
+    conn *c;
+    uint8_t closing;   /* we sent channel.close and wait for close-ok */
+    uint8_t expect;    /* content frames expected next: 0 none, FRAME_HEADER, FRAME_BODY */
+    uint8_t mandatory; /* of the publish being assembled */
+    message *pending;  /* the publish being assembled */
+    uint64_t next_tag;
+    uring unacked;
+    uint32_t nunacked; /* live (not yet settled) entries in unacked */
+    map consumers;     /* tag -> consumer */
+    uint32_t prefetch;        /* basic.qos global=false: applies to new consumers */
+    uint32_t prefetch_global; /* basic.qos global=true: shared by the channel */
+    uint8_t confirm, tx, flow_active, in_confirms;
+    uint64_t pub_seq;      /* publishes seen in confirm mode */
+    uint64_t confirm_upto; /* highest seq ready to confirm */
+    uint64_t confirmed;    /* highest seq confirmed to the client */
+    channel *next_confirm;
+    txop *txops;
+    size_t ntx, captx;
+    consumer *reply;     /* direct reply-to consumer */
+    char reply_key[96];  /* amq.rabbitmq.reply-to.<key> naming this channel */
+    char last_queue[256]; /* the last queue declared here: "" in bind/consume means it */
+};
+
+channel *channel_new(conn *c, uint16_t id);
+/* Releases everything (requeues unacked, cancels consumers) and frees. */
+void channel_free(channel *ch);
+/* Handles one frame for this channel. */
+void channel_frame(channel *ch, const frame *f);
+/* Closes the channel with an error (a soft error: the connection stays). */
+void channel_close_error(channel *ch, int code, unsigned class_method, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Can this consumer take another delivery now? */
+int consumer_can_take(const consumer *cs);
+/* Delivers a queue message to a consumer (writes basic.deliver + content). */
+void consumer_deliver(consumer *cs, qmsg qm);
+/* The queue is gone: the consumer is removed and, if the client supports it, told. */
+void consumer_cancelled_by_queue(consumer *cs);
+void channel_send_confirms(channel *ch);
+
+/* ---------------- conn.c ---------------- */
+
+enum {
+    CONN_HEADER,   /* waiting for the protocol header */
+    CONN_START_OK, /* sent connection.start */
+    CONN_TUNE_OK,  /* sent connection.tune */
+    CONN_OPEN,     /* waiting for connection.open */
+    CONN_OPENED,
+    CONN_CLOSING, /* sent connection.close, waiting for close-ok */
+    CONN_DEAD
+};
+
+struct conn {
+    io_handler io;
+    int fd;
+    broker *b;
+    uint64_t id;
+    int state;
+    buf in, out;
+    channel **chans; /* indexed by channel number */
+    uint32_t nchans; /* size of chans */
+    uint32_t open_channels;
+    uint16_t channel_max;
+    uint32_t frame_max;
+    uint16_t heartbeat;
+    uint64_t created_ms, last_recv_ms, last_send_ms, closing_since_ms;
+    char peer[64];
+    uint8_t loopback;
+    uint8_t cap_cancel_notify, cap_auth_failure_close, cap_blocked;
+    uint8_t in_flush, read_paused, epollout;
+    uint8_t close_when_flushed; /* drop the socket once the output is written */
+    char *user;
+    conn *prev, *next;    /* all connections */
+    conn *next_flush;     /* flush list */
+    conn *next_dead;      /* freed after the batch */
+};
+
+/* Sends connection.close with a reply code and text; the connection accepts nothing
+ * more but close-ok. class_method names the method that failed (0 if none). */
+void conn_close_error(conn *c, int code, unsigned class_method, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Schedules the connection's output for the end of this batch. */
+void conn_want_flush(conn *c);
+int conn_can_deliver(const conn *c);
+void conn_free(conn *c);
+void conn_flush(conn *c);
+void conn_tick(conn *c, uint64_t now);
+/* Forgets a channel after channel.close-ok (either direction). */
+void conn_forget_channel(conn *c, uint16_t id);
+void conn_destroy(conn *c); /* closes the socket and frees, after the batch */
+int listener_open(broker *b, const char *addr, int port);
+
+/* ---------------- broker.c ---------------- */
+
+struct broker {
+    loop *loop;
+    config cfg;
+    map exchanges;
+    map queues;
+    map reply_to; /* direct reply-to key -> channel */
+    conn *conns;
+    size_t nconns;
+    uint64_t next_conn_id;
+    queue *dirty;       /* queues with deliveries to make */
+    conn *flush;        /* connections with output */
+    channel *confirms;  /* channels with confirms to send */
+    conn *dead;
+    queue **route_out;  /* scratch: routing result */
+    size_t nroute, caproute;
+    uint64_t route_epoch;
+    loop_timer tick;
+    io_handler sig_io;
+    int sig_fd;
+    int listen_fds[8];
+    io_handler *listen_io[8]; /* the listeners (freed at shutdown) */
+    int nlisten;
+    int stopping;
+};
+
+int broker_init(broker *b, const config *cfg);
+void broker_run(broker *b);
+void broker_shutdown(broker *b);
+exchange *broker_exchange(broker *b, slice name);
+queue *broker_queue(broker *b, slice name);
+void broker_remove_exchange(broker *b, exchange *x);
+void broker_remove_queue(broker *b, queue *q);
+void broker_route_add(broker *b, queue *q);
+/* Random characters for server-generated names (amq.gen-…, amq.ctag-…). */
+void broker_random_name(char *out, size_t n);
+
+#endif

@@ -1,0 +1,208 @@
+/* config.c — flags and the config file. Both use the same names: `--port 5673` on the
+ * command line is `port = 5673` in the file. A bad name or value is an error that names it. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+void config_defaults(config *c) {
+    memset(c, 0, sizeof *c);
+    c->port = 5672;
+    c->http_port = 15672;
+    snprintf(c->data_dir, sizeof c->data_dir, "./data");
+    c->heartbeat = 60;
+    c->frame_max = 131072;
+    c->channel_max = 2047;
+    c->handshake_timeout_ms = 10000;
+    c->max_message_size = 128u << 20; /* RabbitMQ's default max_message_size */
+    c->log_level = LOG_INFO;
+    snprintf(c->default_user, sizeof c->default_user, "guest");
+    snprintf(c->default_pass, sizeof c->default_pass, "guest");
+    c->loopback_users_only = 1;
+}
+
+static int parse_int(const char *v, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end || n < lo || n > hi)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+/* Applies one setting. Returns 0, or -1 with a message in err. */
+static int set(config *c, const char *name, const char *val, char *err, int errlen) {
+    long long n;
+#define INT_OPT(key, field, lo, hi)                                                                                   \
+    if (strcmp(name, key) == 0) {                                                                                      \
+        if (parse_int(val, lo, hi, &n) < 0) {                                                                          \
+            snprintf(err, (size_t)errlen, "invalid value '%s' for %s (expected an integer from %lld to %lld)", val,     \
+                     key, (long long)(lo), (long long)(hi));                                                           \
+            return -1;                                                                                                 \
+        }                                                                                                              \
+        c->field = n;                                                                                                  \
+        return 0;                                                                                                      \
+    }
+    INT_OPT("port", port, 0, 65535)
+    INT_OPT("http-port", http_port, 0, 65535)
+    INT_OPT("heartbeat", heartbeat, 0, 65535)
+    INT_OPT("frame-max", frame_max, 4096, 1 << 24)
+    INT_OPT("channel-max", channel_max, 1, 65535)
+    INT_OPT("handshake-timeout", handshake_timeout_ms, 100, 3600000)
+    INT_OPT("max-message-size", max_message_size, 0, 512LL << 20)
+#undef INT_OPT
+    if (strcmp(name, "data-dir") == 0) {
+        if (!*val || strlen(val) >= sizeof c->data_dir) {
+            snprintf(err, (size_t)errlen, "invalid value for data-dir");
+            return -1;
+        }
+        snprintf(c->data_dir, sizeof c->data_dir, "%s", val);
+        return 0;
+    }
+    if (strcmp(name, "bind") == 0) {
+        if (c->nbind >= 4 || strlen(val) >= sizeof c->bind[0]) {
+            snprintf(err, (size_t)errlen, "too many or too long bind addresses ('%s')", val);
+            return -1;
+        }
+        snprintf(c->bind[c->nbind++], sizeof c->bind[0], "%s", val);
+        return 0;
+    }
+    if (strcmp(name, "log-level") == 0) {
+        static const char *levels[] = {"debug", "info", "warning", "error"};
+        for (int i = 0; i < 4; i++) {
+            if (strcmp(val, levels[i]) == 0) {
+                c->log_level = i;
+                return 0;
+            }
+        }
+        snprintf(err, (size_t)errlen, "invalid value '%s' for log-level (debug, info, warning or error)", val);
+        return -1;
+    }
+    snprintf(err, (size_t)errlen, "unknown option '%s'", name);
+    return -1;
+}
+
+int config_load_file(config *c, const char *path, char *err, int errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, (size_t)errlen, "cannot read config file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        char *end = p + strlen(p);
+        while (end > p && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+            *--end = 0;
+        if (!*p || *p == '#')
+            continue;
+        char *eq = strchr(p, '=');
+        if (!eq) {
+            snprintf(err, (size_t)errlen, "%s:%d: expected 'name = value'", path, lineno);
+            fclose(f);
+            return -1;
+        }
+        char *name_end = eq;
+        while (name_end > p && (name_end[-1] == ' ' || name_end[-1] == '\t'))
+            name_end--;
+        *name_end = 0;
+        char *val = eq + 1;
+        while (*val == ' ' || *val == '\t')
+            val++;
+        char msg[256];
+        if (set(c, p, val, msg, sizeof msg) < 0) {
+            snprintf(err, (size_t)errlen, "%s:%d: %s", path, lineno, msg);
+            fclose(f);
+            return -1;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+static const char usage[] =
+    "usage: ferryd [options]\n"
+    "  --port N               AMQP port (default 5672)\n"
+    "  --bind ADDR            listen address, repeatable (default 127.0.0.1 and ::1)\n"
+    "  --data-dir DIR         data directory (default ./data)\n"
+    "  --http-port N          management HTTP port (default 15672; 0 = off)\n"
+    "  --config FILE          settings file: one 'name = value' per line, same names as the flags\n"
+    "  --heartbeat S          heartbeat interval proposed to clients (default 60; 0 = off)\n"
+    "  --frame-max N          largest frame in bytes (default 131072)\n"
+    "  --channel-max N        most channels per connection (default 2047)\n"
+    "  --handshake-timeout MS time allowed for the AMQP handshake (default 10000)\n"
+    "  --max-message-size N   largest message body in bytes (default 134217728)\n"
+    "  --log-level L          debug, info, warning or error (default info)\n"
+    "  --help, --version\n";
+
+int config_parse_args(config *c, int argc, char **argv, char *err, int errlen) {
+    int nbind_flags = 0;
+    /* --config first, so that flags override the file wherever they stand. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                snprintf(err, (size_t)errlen, "option --config needs a value");
+                return -1;
+            }
+            if (config_load_file(c, argv[i + 1], err, errlen) < 0)
+                return -1;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (strcmp(a, "--version") == 0) {
+            puts("ferryd " "0.1.0");
+            return 1;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, (size_t)errlen, "unexpected argument '%s' (see --help)", a);
+            return -1;
+        }
+        const char *name = a + 2;
+        const char *val = NULL;
+        char namebuf[64];
+        const char *eq = strchr(name, '=');
+        if (eq) {
+            snprintf(namebuf, sizeof namebuf, "%.*s", (int)(eq - name), name);
+            name = namebuf;
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc) {
+                snprintf(err, (size_t)errlen, "option --%s needs a value", name);
+                return -1;
+            }
+            val = argv[++i];
+        }
+        if (strcmp(name, "config") == 0)
+            continue;
+        if (strcmp(name, "bind") == 0 && nbind_flags++ == 0)
+            c->nbind = 0; /* flags replace the file's (or default) addresses */
+        char msg[256];
+        if (set(c, name, val, msg, sizeof msg) < 0) {
+            if (strncmp(msg, "unknown option", 14) == 0)
+                snprintf(err, (size_t)errlen, "unknown option '--%s' (see --help)", name);
+            else
+                snprintf(err, (size_t)errlen, "%s", msg);
+            return -1;
+        }
+    }
+    if (c->nbind == 0) {
+        snprintf(c->bind[0], sizeof c->bind[0], "127.0.0.1");
+        snprintf(c->bind[1], sizeof c->bind[1], "::1");
+        c->nbind = 2;
+    }
+    return 0;
+}

@@ -1,0 +1,30 @@
+/* config.h — ferryd's settings: command-line flags and the --config file (key = value). */
+#ifndef FERRY_CONFIG_H
+#define FERRY_CONFIG_H
+
+#include <stdint.h>
+
+typedef struct config {
+    int port;
+    int http_port;
+    char data_dir[512];
+    char bind[4][64]; /* listen addresses; default 127.0.0.1 and ::1 */
+    int nbind;
+    int heartbeat;           /* seconds proposed in connection.tune */
+    uint32_t frame_max;      /* proposed in connection.tune */
+    uint16_t channel_max;    /* proposed in connection.tune */
+    int handshake_timeout_ms;
+    uint64_t max_message_size;
+    int log_level;
+    char default_user[64];
+    char default_pass[64];
+    int loopback_users_only; /* guest only from loopback, as RabbitMQ's loopback_users */
+} config;
+
+void config_defaults(config *c);
+/* Parses argv into c; on a bad flag or value writes a message to err and returns -1.
+ * Returns 1 if --help/--version was handled (exit 0). */
+int config_parse_args(config *c, int argc, char **argv, char *err, int errlen);
+int config_load_file(config *c, const char *path, char *err, int errlen);
+
+#endif

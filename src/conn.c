@@ -1,0 +1,759 @@
+/* conn.c — one client connection: the socket, the handshake, frames in, bytes out.
+ *
+ * Input is read in large chunks and every complete frame in the buffer is handled before
+ * the next read. Output is appended to one buffer per connection and written once per loop
+ * batch (broker_after_batch → conn_flush), so a burst of deliveries or confirms costs one
+ * write(). Protocol errors end here as connection.close with the spec's reply code
+ * (conn_close_error); soft errors are the channel's business (channel.c). */
+#include "broker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define READ_CHUNK (256 * 1024)
+/* Consumers on a connection whose output buffer holds more than this wait (TCP push-back);
+ * input is not read while it holds more than OUT_PAUSE_READ (a client that does not read
+ * its confirms cannot make the broker buffer without bound). */
+#define OUT_HIGH_WATER (4u << 20)
+#define OUT_PAUSE_READ (16u << 20)
+#define CLOSE_OK_TIMEOUT_MS 3000
+
+static const uint8_t amqp_header[8] = {'A', 'M', 'Q', 'P', 0, 0, 9, 1};
+
+static void conn_io(io_handler *h, uint32_t events);
+static void handle_input(conn *c);
+
+static int is_loopback(const struct sockaddr_storage *ss) {
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+            return 1;
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
+            return a->sin6_addr.s6_addr[12] == 127;
+    }
+    return 0;
+}
+
+static void format_peer(const struct sockaddr_storage *ss, char *out, size_t n) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+        snprintf(out, n, "%s:%d", host, port);
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        port = ntohs(a->sin6_port);
+        snprintf(out, n, "[%s]:%d", host, port);
+    }
+}
+
+/* ---- listening ---- */
+
+typedef struct listener {
+    io_handler io;
+    broker *b;
+    int fd;
+} listener;
+
+static void accept_ready(io_handler *h, uint32_t events) {
+    (void)events;
+    broker *b = ((listener *)h)->b;
+    int lfd = ((listener *)h)->fd;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+                log_warn("accept: %s", strerror(errno));
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conn *c = xcalloc(1, sizeof *c);
+        c->io.fn = conn_io;
+        c->fd = fd;
+        c->b = b;
+        c->id = ++b->next_conn_id;
+        c->state = CONN_HEADER;
+        c->frame_max = b->cfg.frame_max;
+        c->created_ms = c->last_recv_ms = c->last_send_ms = loop_now_ms(b->loop);
+        c->loopback = (uint8_t)is_loopback(&ss);
+        format_peer(&ss, c->peer, sizeof c->peer);
+        buf_init(&c->in);
+        buf_init(&c->out);
+        c->next = b->conns;
+        if (b->conns)
+            b->conns->prev = c;
+        b->conns = c;
+        b->nconns++;
+        if (loop_add(b->loop, fd, EPOLLIN, &c->io) < 0) {
+            log_warn("epoll add: %s", strerror(errno));
+            conn_destroy(c);
+            continue;
+        }
+        log_debug("accepted connection %llu from %s", (unsigned long long)c->id, c->peer);
+    }
+}
+
+int listener_open(broker *b, const char *addr, int port) {
+    if (b->nlisten >= (int)ARRAY_LEN(b->listen_fds))
+        return -1;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t sl;
+    int family;
+    if (strchr(addr, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, addr, &a->sin6_addr) != 1) {
+            errno = EINVAL;
+            return -1;
+        }
+        family = AF_INET6;
+        sl = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, addr, &a->sin_addr) != 1) {
+            errno = EINVAL;
+            return -1;
+        }
+        family = AF_INET;
+        sl = sizeof *a;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    listener *l = xcalloc(1, sizeof *l);
+    l->io.fn = accept_ready;
+    l->b = b;
+    l->fd = fd;
+    b->listen_fds[b->nlisten] = fd;
+    b->listen_io[b->nlisten] = &l->io;
+    b->nlisten++;
+    loop_add(b->loop, fd, EPOLLIN, &l->io);
+    return 0;
+}
+
+/* ---- output ---- */
+
+void conn_want_flush(conn *c) {
+    if (c->in_flush || c->state == CONN_DEAD)
+        return;
+    c->in_flush = 1;
+    c->next_flush = c->b->flush;
+    c->b->flush = c;
+}
+
+int conn_can_deliver(const conn *c) { return c->state == CONN_OPENED && c->out.len < OUT_HIGH_WATER; }
+
+static void update_events(conn *c) {
+    uint32_t ev = 0;
+    if (!c->read_paused)
+        ev |= EPOLLIN;
+    if (c->epollout)
+        ev |= EPOLLOUT;
+    loop_mod(c->b->loop, c->fd, ev, &c->io);
+}
+
+/* Consumers that waited for this connection's buffer to drain get another turn. */
+static void wake_consumers(conn *c) {
+    for (uint32_t i = 0; i < c->nchans; i++) {
+        channel *ch = c->chans[i];
+        if (!ch)
+            continue;
+        size_t it = 0;
+        map_entry *e;
+        while (map_iter(&ch->consumers, &it, &e)) {
+            consumer *cs = e->val;
+            if (cs->q)
+                queue_mark_dirty(cs->q);
+        }
+    }
+}
+
+/* Writes as much of the output buffer as the socket takes. */
+void conn_flush(conn *c) {
+    c->in_flush = 0;
+    if (c->state == CONN_DEAD)
+        return;
+    int was_blocked = c->out.len >= OUT_HIGH_WATER;
+    while (c->out.len) {
+        ssize_t n = write(c->fd, buf_head(&c->out), c->out.len);
+        if (n > 0) {
+            buf_consume(&c->out, (size_t)n);
+            c->last_send_ms = loop_now_ms(c->b->loop);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        log_debug("connection %llu: write failed: %s", (unsigned long long)c->id, strerror(errno));
+        conn_destroy(c);
+        return;
+    }
+    int want_out = c->out.len > 0;
+    int pause = c->out.len > OUT_PAUSE_READ;
+    if (want_out != c->epollout || pause != c->read_paused) {
+        c->epollout = (uint8_t)want_out;
+        c->read_paused = (uint8_t)pause;
+        update_events(c);
+        if (!pause && c->in.len)
+            handle_input(c); /* frames that arrived while reading was paused */
+    }
+    if (c->out.len == 0) {
+        buf_shrink_if_idle(&c->out, 64 * 1024);
+        if (c->state == CONN_CLOSING && c->close_when_flushed) {
+            conn_destroy(c); /* close-ok sent: we are done */
+            return;
+        }
+    }
+    if (was_blocked && c->out.len < OUT_HIGH_WATER)
+        wake_consumers(c);
+}
+
+/* ---- teardown ---- */
+
+static void release_channels(conn *c) {
+    for (uint32_t i = 0; i < c->nchans; i++) {
+        if (c->chans[i]) {
+            channel_free(c->chans[i]);
+            c->chans[i] = NULL;
+        }
+    }
+    c->open_channels = 0;
+}
+
+/* Exclusive queues belong to their connection and go with it. */
+static void delete_exclusive_queues(conn *c) {
+    broker *b = c->b;
+    size_t i = 0;
+    map_entry *e;
+    while (map_iter(&b->queues, &i, &e)) {
+        queue *q = e->val;
+        if (q->exclusive && q->owner == c)
+            queue_delete(q);
+    }
+}
+
+void conn_destroy(conn *c) {
+    if (c->state == CONN_DEAD)
+        return;
+    c->state = CONN_DEAD;
+    release_channels(c);
+    delete_exclusive_queues(c);
+    loop_del(c->b->loop, c->fd);
+    close(c->fd);
+    c->fd = -1;
+    broker *b = c->b;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        b->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    b->nconns--;
+    c->next_dead = b->dead;
+    b->dead = c;
+}
+
+void conn_free(conn *c) {
+    buf_free(&c->in);
+    buf_free(&c->out);
+    free(c->chans);
+    free(c->user);
+    free(c);
+}
+
+/* ---- sending methods ---- */
+
+static void send_close(conn *c, int code, const char *text, unsigned mid) {
+    size_t m = method_begin(&c->out, 0, CONNECTION_CLOSE);
+    buf_u16(&c->out, (uint16_t)code);
+    buf_shortstr(&c->out, text, strlen(text));
+    buf_u16(&c->out, (uint16_t)(mid >> 16));
+    buf_u16(&c->out, (uint16_t)(mid & 0xffff));
+    frame_end(&c->out, m);
+    conn_want_flush(c);
+}
+
+void conn_close_error(conn *c, int code, unsigned class_method, const char *fmt, ...) {
+    if (c->state == CONN_CLOSING || c->state == CONN_DEAD)
+        return;
+    char text[256];
+    int n = snprintf(text, sizeof text, "%s - ", reply_code_name(code));
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
+    va_end(ap);
+    log_warn("closing connection %llu (%s): %s", (unsigned long long)c->id, c->peer, text);
+    send_close(c, code, text, class_method);
+    /* Channels are released by handle_frame once the current handler has returned. */
+    c->state = CONN_CLOSING;
+    c->closing_since_ms = loop_now_ms(c->b->loop);
+}
+
+static void send_start(conn *c) {
+    buf *o = &c->out;
+    size_t m = method_begin(o, 0, CONNECTION_START);
+    buf_u8(o, 0);
+    buf_u8(o, 9);
+    size_t tpos = o->len;
+    buf_u32(o, 0);
+    buf cap;
+    buf_init(&cap);
+    static const char *caps[] = {"publisher_confirms",     "exchange_exchange_bindings",
+                                 "basic.nack",             "consumer_cancel_notify",
+                                 "connection.blocked",     "authentication_failure_close",
+                                 "per_consumer_qos",       "direct_reply_to"};
+    for (size_t i = 0; i < ARRAY_LEN(caps); i++)
+        table_put_bool(&cap, caps[i], 1);
+    table_put_table(o, "capabilities", buf_head(&cap), cap.len);
+    buf_free(&cap);
+    table_put_longstr(o, "product", "Ferry", 5);
+    table_put_longstr(o, "version", FERRY_VERSION, strlen(FERRY_VERSION));
+    table_put_longstr(o, "platform", "C", 1);
+    table_put_longstr(o, "cluster_name", "ferry", 5);
+    table_put_longstr(o, "copyright", "Ferry contributors", 18);
+    table_put_longstr(o, "information", "AMQP 0-9-1 broker; see README.md", 32);
+    buf_patch_u32(o, tpos, (uint32_t)(o->len - tpos - 4));
+    buf_longstr(o, "PLAIN AMQPLAIN", 14);
+    buf_longstr(o, "en_US", 5);
+    frame_end(o, m);
+    conn_want_flush(c);
+}
+
+static void send_tune(conn *c) {
+    size_t m = method_begin(&c->out, 0, CONNECTION_TUNE);
+    buf_u16(&c->out, c->b->cfg.channel_max);
+    buf_u32(&c->out, c->b->cfg.frame_max);
+    buf_u16(&c->out, (uint16_t)c->b->cfg.heartbeat);
+    frame_end(&c->out, m);
+    conn_want_flush(c);
+}
+
+static void send_empty_method(conn *c, uint16_t ch, unsigned mid) {
+    size_t m = method_begin(&c->out, ch, mid);
+    frame_end(&c->out, m);
+    conn_want_flush(c);
+}
+
+/* ---- handshake ---- */
+
+static int check_login(conn *c, slice user, slice pass) {
+    const config *cfg = &c->b->cfg;
+    if (!slice_eqs(user, cfg->default_user) || !slice_eqs(pass, cfg->default_pass))
+        return -1;
+    /* RabbitMQ's loopback_users: the default user may only connect from loopback. */
+    if (cfg->loopback_users_only && !c->loopback)
+        return -2;
+    return 0;
+}
+
+static void read_client_capabilities(conn *c, slice props) {
+    fval v, f;
+    if (!table_get(props, "capabilities", &v) || v.type != 'F')
+        return;
+    if (table_get(v.s, "consumer_cancel_notify", &f) && f.type == 't')
+        c->cap_cancel_notify = (uint8_t)f.i;
+    if (table_get(v.s, "authentication_failure_close", &f) && f.type == 't')
+        c->cap_auth_failure_close = (uint8_t)f.i;
+    if (table_get(v.s, "connection.blocked", &f) && f.type == 't')
+        c->cap_blocked = (uint8_t)f.i;
+}
+
+static void auth_failed(conn *c, const char *mech, slice user, int why) {
+    log_warn("connection %llu (%s): login refused for user '%.*s' (%s)", (unsigned long long)c->id, c->peer,
+             (int)user.n, (const char *)user.p, why == -2 ? "default user only from loopback" : "bad credentials");
+    if (c->cap_auth_failure_close) {
+        conn_close_error(c, ACCESS_REFUSED,
+                         0, "Login was refused using authentication mechanism %s. For details see the broker logfile.",
+                         mech);
+    } else {
+        /* Clients without authentication_failure_close expect the socket to close (spec). */
+        c->state = CONN_CLOSING;
+        c->close_when_flushed = 1;
+        conn_want_flush(c);
+    }
+}
+
+static void on_start_ok(conn *c, rd *r) {
+    slice props = rd_longstr(r);
+    slice mech = rd_shortstr(r);
+    slice resp = rd_longstr(r);
+    rd_shortstr(r); /* locale */
+    if (r->err || table_validate(props) < 0) {
+        conn_close_error(c, SYNTAX_ERROR, CONNECTION_START_OK, "malformed connection.start-ok");
+        return;
+    }
+    read_client_capabilities(c, props);
+    slice user = {0}, pass = {0};
+    if (slice_eqs(mech, "PLAIN")) {
+        /* authzid NUL authcid NUL password */
+        const uint8_t *p = resp.p, *end = resp.p + resp.n;
+        const uint8_t *z1 = memchr(p, 0, resp.n);
+        const uint8_t *z2 = z1 ? memchr(z1 + 1, 0, (size_t)(end - z1 - 1)) : NULL;
+        if (!z1 || !z2) {
+            auth_failed(c, "PLAIN", user, -1);
+            return;
+        }
+        user = (slice){z1 + 1, (size_t)(z2 - z1 - 1)};
+        pass = (slice){z2 + 1, (size_t)(end - z2 - 1)};
+    } else if (slice_eqs(mech, "AMQPLAIN")) {
+        /* A field table without its length prefix: LOGIN and PASSWORD. */
+        fval v;
+        if (table_validate(resp) < 0) {
+            auth_failed(c, "AMQPLAIN", user, -1);
+            return;
+        }
+        if (table_get(resp, "LOGIN", &v) && fval_is_str(&v))
+            user = v.s;
+        if (table_get(resp, "PASSWORD", &v) && fval_is_str(&v))
+            pass = v.s;
+    } else {
+        conn_close_error(c, ACCESS_REFUSED, CONNECTION_START_OK, "unsupported authentication mechanism '%.*s'",
+                         (int)MIN(mech.n, 64), (const char *)mech.p);
+        return;
+    }
+    int rc = check_login(c, user, pass);
+    if (rc < 0) {
+        auth_failed(c, slice_eqs(mech, "PLAIN") ? "PLAIN" : "AMQPLAIN", user, rc);
+        return;
+    }
+    c->user = xstrndup((const char *)user.p, user.n);
+    send_tune(c);
+    c->state = CONN_TUNE_OK;
+}
+
+static void on_tune_ok(conn *c, rd *r) {
+    uint16_t chmax = rd_u16(r);
+    uint32_t fmax = rd_u32(r);
+    uint16_t hb = rd_u16(r);
+    const config *cfg = &c->b->cfg;
+    if (r->err) {
+        conn_close_error(c, SYNTAX_ERROR, CONNECTION_TUNE_OK, "malformed connection.tune-ok");
+        return;
+    }
+    if (fmax != 0 && fmax < FRAME_MIN_SIZE) {
+        conn_close_error(c, NOT_ALLOWED, CONNECTION_TUNE_OK, "frame_max=%u < %u min size", fmax, FRAME_MIN_SIZE);
+        return;
+    }
+    if (fmax > cfg->frame_max || (fmax == 0 && cfg->frame_max != 0)) {
+        if (fmax != 0) {
+            conn_close_error(c, NOT_ALLOWED, CONNECTION_TUNE_OK, "frame_max=%u > %u max size", fmax, cfg->frame_max);
+            return;
+        }
+        fmax = cfg->frame_max;
+    }
+    if (chmax > cfg->channel_max) {
+        conn_close_error(c, NOT_ALLOWED, CONNECTION_TUNE_OK, "channel_max=%u > %u max size", chmax, cfg->channel_max);
+        return;
+    }
+    c->channel_max = chmax ? chmax : cfg->channel_max;
+    c->frame_max = fmax;
+    c->heartbeat = hb;
+    c->state = CONN_OPEN;
+}
+
+static void on_open(conn *c, rd *r) {
+    slice vhost = rd_shortstr(r);
+    rd_shortstr(r);
+    rd_u8(r);
+    if (r->err) {
+        conn_close_error(c, SYNTAX_ERROR, CONNECTION_OPEN, "malformed connection.open");
+        return;
+    }
+    if (!slice_eqs(vhost, "/")) {
+        conn_close_error(c, NOT_ALLOWED, CONNECTION_OPEN, "vhost %.*s not found", (int)vhost.n,
+                         (const char *)vhost.p);
+        return;
+    }
+    size_t m = method_begin(&c->out, 0, CONNECTION_OPEN_OK);
+    buf_shortstr(&c->out, "", 0);
+    frame_end(&c->out, m);
+    conn_want_flush(c);
+    c->state = CONN_OPENED;
+    log_debug("connection %llu (%s) opened by user '%s'", (unsigned long long)c->id, c->peer, c->user);
+}
+
+/* A method on channel 0. */
+static void connection_method(conn *c, const frame *f) {
+    rd r = rd_make(f->payload, f->size);
+    unsigned mid = rd_u32(&r);
+    if (r.err) {
+        conn_close_error(c, FRAME_ERROR, 0, "method frame too short");
+        return;
+    }
+    if (c->state == CONN_CLOSING) {
+        if (mid == CONNECTION_CLOSE_OK) {
+            conn_destroy(c);
+        } else if (mid == CONNECTION_CLOSE) {
+            send_empty_method(c, 0, CONNECTION_CLOSE_OK);
+            c->close_when_flushed = 1;
+        }
+        return; /* everything else is discarded while closing (spec 2.2.4) */
+    }
+    switch (mid) {
+    case CONNECTION_START_OK:
+        if (c->state == CONN_START_OK)
+            return on_start_ok(c, &r);
+        break;
+    case CONNECTION_SECURE_OK:
+        break;
+    case CONNECTION_TUNE_OK:
+        if (c->state == CONN_TUNE_OK)
+            return on_tune_ok(c, &r);
+        break;
+    case CONNECTION_OPEN:
+        if (c->state == CONN_OPEN)
+            return on_open(c, &r);
+        break;
+    case CONNECTION_CLOSE:
+        /* The client closes: answer close-ok, then drop the socket once it is written. */
+        release_channels(c);
+        send_empty_method(c, 0, CONNECTION_CLOSE_OK);
+        c->state = CONN_CLOSING;
+        c->close_when_flushed = 1;
+        return;
+    case CONNECTION_CLOSE_OK:
+        conn_destroy(c);
+        return;
+    case CONNECTION_UPDATE_SECRET:
+        if (c->state == CONN_OPENED) {
+            rd_longstr(&r);
+            rd_shortstr(&r);
+            if (r.err) {
+                conn_close_error(c, SYNTAX_ERROR, mid, "malformed connection.update-secret");
+                return;
+            }
+            send_empty_method(c, 0, CONNECTION_UPDATE_SECRET_OK);
+            return;
+        }
+        break;
+    case CONNECTION_BLOCKED:
+    case CONNECTION_UNBLOCKED:
+        if (c->state == CONN_OPENED)
+            return; /* notifications; nothing to do */
+        break;
+    default:
+        if ((mid >> 16) == CLASS_CONNECTION) {
+            conn_close_error(c, COMMAND_INVALID, mid, "unknown method %u.%u", mid >> 16, mid & 0xffff);
+        } else if ((mid >> 16) == CLASS_CHANNEL || (mid >> 16) == CLASS_EXCHANGE || (mid >> 16) == CLASS_QUEUE ||
+                   (mid >> 16) == CLASS_BASIC || (mid >> 16) == CLASS_CONFIRM || (mid >> 16) == CLASS_TX) {
+            conn_close_error(c, COMMAND_INVALID, mid, "%s on channel 0", method_name(mid));
+        } else {
+            conn_close_error(c, NOT_IMPLEMENTED, mid, "unknown class %u", mid >> 16);
+        }
+        return;
+    }
+    conn_close_error(c, COMMAND_INVALID, mid, "unexpected %s in connection state", method_name(mid));
+}
+
+static channel *get_channel(conn *c, uint16_t id) { return id < c->nchans ? c->chans[id] : NULL; }
+
+static void open_channel(conn *c, uint16_t id) {
+    if (id > c->channel_max) {
+        conn_close_error(c, NOT_ALLOWED, CHANNEL_OPEN, "channel number %u exceeds channel_max %u", id,
+                         c->channel_max);
+        return;
+    }
+    if (id >= c->nchans) {
+        uint32_t n = c->nchans ? c->nchans : 4;
+        while (n <= id)
+            n *= 2;
+        c->chans = xrealloc(c->chans, n * sizeof *c->chans);
+        memset(c->chans + c->nchans, 0, (n - c->nchans) * sizeof *c->chans);
+        c->nchans = n;
+    }
+    c->chans[id] = channel_new(c, id);
+    c->open_channels++;
+    size_t m = method_begin(&c->out, id, CHANNEL_OPEN_OK);
+    buf_longstr(&c->out, "", 0);
+    frame_end(&c->out, m);
+    conn_want_flush(c);
+}
+
+void conn_forget_channel(conn *c, uint16_t id) {
+    channel *ch = get_channel(c, id);
+    if (!ch)
+        return;
+    c->chans[id] = NULL;
+    c->open_channels--;
+    channel_free(ch);
+}
+
+static void handle_frame(conn *c, const frame *f) {
+    if (f->type == FRAME_HEARTBEAT) {
+        if (f->channel != 0)
+            conn_close_error(c, FRAME_ERROR, 0, "heartbeat frame on channel %u", f->channel);
+        return;
+    }
+    if (f->type != FRAME_METHOD && f->type != FRAME_HEADER && f->type != FRAME_BODY) {
+        conn_close_error(c, FRAME_ERROR, 0, "unknown frame type %u", f->type);
+        return;
+    }
+    if (f->channel == 0) {
+        if (f->type != FRAME_METHOD) {
+            conn_close_error(c, UNEXPECTED_FRAME, 0, "content frame on channel 0");
+            return;
+        }
+        connection_method(c, f);
+        if (c->state == CONN_CLOSING)
+            release_channels(c);
+        return;
+    }
+    if (c->state == CONN_CLOSING)
+        return;
+    if (c->state != CONN_OPENED) {
+        conn_close_error(c, COMMAND_INVALID, 0, "frame on channel %u before connection.open", f->channel);
+        return;
+    }
+    channel *ch = get_channel(c, f->channel);
+    if (!ch) {
+        unsigned mid = f->size >= 4 && f->type == FRAME_METHOD
+                           ? ((unsigned)f->payload[0] << 24 | (unsigned)f->payload[1] << 16 |
+                              (unsigned)f->payload[2] << 8 | f->payload[3])
+                           : 0;
+        if (mid == CHANNEL_OPEN)
+            open_channel(c, f->channel);
+        else if (mid == CHANNEL_CLOSE_OK)
+            ; /* late close-ok for a channel already gone */
+        else
+            conn_close_error(c, CHANNEL_ERROR, mid, "expected 'channel.open'");
+        return;
+    }
+    channel_frame(ch, f);
+    if (c->state == CONN_CLOSING)
+        release_channels(c); /* a hard error in a channel method */
+}
+
+static void handle_input(conn *c) {
+    if (c->state == CONN_HEADER) {
+        if (c->in.len < 8)
+            return;
+        if (memcmp(buf_head(&c->in), amqp_header, 8) != 0) {
+            /* Spec 4.2.2: answer with the protocol header we support, then close. */
+            buf_put(&c->out, amqp_header, 8);
+            c->state = CONN_CLOSING;
+            c->close_when_flushed = 1;
+            buf_consume(&c->in, c->in.len);
+            conn_want_flush(c);
+            return;
+        }
+        buf_consume(&c->in, 8);
+        send_start(c);
+        c->state = CONN_START_OK;
+    }
+    while (c->in.len && c->state != CONN_DEAD && !c->read_paused) {
+        if (c->state == CONN_CLOSING && c->close_when_flushed) {
+            buf_consume(&c->in, c->in.len); /* closed for good: ignore the rest */
+            break;
+        }
+        frame f;
+        const char *why = NULL;
+        /* Before tune-ok, frames may be as large as the broker's own frame_max. */
+        long n = wire_parse_frame(buf_head(&c->in), c->in.len, c->frame_max, &f, &why);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            conn_close_error(c, FRAME_ERROR, 0, "%s", why);
+            buf_consume(&c->in, c->in.len);
+            c->close_when_flushed = 1; /* the stream is unusable: close once written */
+            break;
+        }
+        handle_frame(c, &f);
+        if (c->state == CONN_DEAD)
+            return;
+        buf_consume(&c->in, (size_t)n);
+    }
+    if (c->in.len == 0)
+        buf_shrink_if_idle(&c->in, 2 * READ_CHUNK);
+}
+
+static void conn_io(io_handler *h, uint32_t events) {
+    conn *c = (conn *)h;
+    if (c->state == CONN_DEAD)
+        return;
+    if (events & EPOLLOUT)
+        conn_flush(c);
+    if (c->state == CONN_DEAD)
+        return;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (c->read_paused)
+            return;
+        size_t want = READ_CHUNK;
+        uint8_t *p = buf_reserve(&c->in, want);
+        ssize_t n = read(c->fd, p, want);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            log_debug("connection %llu (%s) closed by peer", (unsigned long long)c->id, c->peer);
+            conn_destroy(c);
+            return;
+        }
+        if (n > 0) {
+            buf_commit(&c->in, (size_t)n);
+            c->last_recv_ms = loop_now_ms(c->b->loop);
+            handle_input(c);
+        }
+    }
+}
+
+/* Once a second: heartbeats, silent peers, handshakes and closes that never finish. */
+void conn_tick(conn *c, uint64_t now) {
+    const config *cfg = &c->b->cfg;
+    if (c->state < CONN_OPENED) {
+        if (now - c->created_ms > (uint64_t)cfg->handshake_timeout_ms) {
+            log_warn("connection %llu (%s): handshake timeout", (unsigned long long)c->id, c->peer);
+            conn_destroy(c);
+        }
+        return;
+    }
+    if (c->state == CONN_CLOSING) {
+        if (!c->close_when_flushed && now - c->closing_since_ms > CLOSE_OK_TIMEOUT_MS)
+            conn_destroy(c);
+        return;
+    }
+    if (c->heartbeat) {
+        uint64_t hb = (uint64_t)c->heartbeat * 1000;
+        if (now - c->last_recv_ms > 2 * hb) {
+            log_warn("connection %llu (%s): missed heartbeats from client, timeout: %us", (unsigned long long)c->id,
+                     c->peer, c->heartbeat);
+            conn_destroy(c);
+            return;
+        }
+        if (now - c->last_send_ms >= hb / 2) {
+            wire_heartbeat(&c->out);
+            conn_want_flush(c);
+        }
+    }
+}

@@ -1,0 +1,316 @@
+/* exchange.c — exchanges, bindings and routing (direct, fanout, topic, headers).
+ *
+ * Routing appends each destination queue once to the broker's scratch list; queues and
+ * exchanges carry a route_mark compared against a per-publish epoch, so de-duplication and
+ * exchange-to-exchange cycles cost nothing extra. Direct exchanges index bindings by key. */
+#include "broker.h"
+
+#include <stdlib.h>
+
+#include "util.h"
+
+typedef struct bvec {
+    binding **a;
+    size_t n, cap;
+} bvec;
+
+static void vec_add(binding ***a, size_t *n, size_t *cap, binding *bd) {
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 4;
+        *a = xrealloc(*a, *cap * sizeof **a);
+    }
+    (*a)[(*n)++] = bd;
+}
+
+static void vec_del(binding **a, size_t *n, binding *bd) {
+    for (size_t i = 0; i < *n; i++) {
+        if (a[i] == bd) {
+            memmove(&a[i], &a[i + 1], (*n - i - 1) * sizeof *a);
+            (*n)--;
+            return;
+        }
+    }
+}
+
+int exchange_type_parse(slice s, int *type) {
+    if (slice_eqs(s, "direct"))
+        *type = EX_DIRECT;
+    else if (slice_eqs(s, "fanout"))
+        *type = EX_FANOUT;
+    else if (slice_eqs(s, "topic"))
+        *type = EX_TOPIC;
+    else if (slice_eqs(s, "headers"))
+        *type = EX_HEADERS;
+    else
+        return -1;
+    return 0;
+}
+
+const char *exchange_type_name(int type) {
+    static const char *names[] = {"direct", "fanout", "topic", "headers"};
+    return names[type];
+}
+
+exchange *exchange_new(broker *b, slice name, int type, int durable, int auto_delete, int internal, slice args) {
+    exchange *x = xcalloc(1, sizeof *x);
+    x->name = xstrndup((const char *)name.p, name.n);
+    x->name_len = name.n;
+    x->b = b;
+    x->type = type;
+    x->durable = (uint8_t)durable;
+    x->auto_delete = (uint8_t)auto_delete;
+    x->internal = (uint8_t)internal;
+    if (args.n) {
+        x->args = xmalloc(args.n);
+        memcpy(x->args, args.p, args.n);
+        x->args_len = args.n;
+    }
+    map_init(&x->direct);
+    return x;
+}
+
+/* Frees an exchange after removing every binding to and from it. */
+void exchange_free(exchange *x) {
+    x->auto_delete = 0; /* no recursive delete while we tear down */
+    while (x->nbindings)
+        binding_remove(x->bindings[x->nbindings - 1]);
+    while (x->ninbound)
+        binding_remove(x->inbound[x->ninbound - 1]);
+    size_t i = 0;
+    map_entry *e;
+    while (map_iter(&x->direct, &i, &e)) {
+        bvec *v = e->val;
+        free(v->a);
+        free(v);
+    }
+    map_free(&x->direct);
+    free(x->bindings);
+    free(x->inbound);
+    free(x->args);
+    free(x->name);
+    free(x);
+}
+
+static int args_equal(const uint8_t *a, size_t an, slice b) {
+    slice sa = {a, an};
+    fval va = {.type = 'F', .s = sa}, vb = {.type = 'F', .s = b};
+    return fval_equal(&va, &vb);
+}
+
+binding *binding_find(exchange *src, queue *q, exchange *dstx, slice key, slice args) {
+    for (size_t i = 0; i < src->nbindings; i++) {
+        binding *bd = src->bindings[i];
+        if (bd->q == q && bd->dstx == dstx && bd->key_len == key.n && memcmp(bd->key, key.p, key.n) == 0 &&
+            args_equal(bd->args, bd->args_len, args))
+            return bd;
+    }
+    return NULL;
+}
+
+binding *binding_add(exchange *src, queue *q, exchange *dstx, slice key, slice args) {
+    binding *bd = xcalloc(1, sizeof *bd);
+    bd->src = src;
+    bd->q = q;
+    bd->dstx = dstx;
+    bd->key = xstrndup((const char *)key.p, key.n);
+    bd->key_len = key.n;
+    if (args.n) {
+        bd->args = xmalloc(args.n);
+        memcpy(bd->args, args.p, args.n);
+        bd->args_len = args.n;
+    }
+    vec_add(&src->bindings, &src->nbindings, &src->capbindings, bd);
+    if (q)
+        vec_add(&q->bindings, &q->nbindings, &q->capbindings, bd);
+    else
+        vec_add(&dstx->inbound, &dstx->ninbound, &dstx->capinbound, bd);
+    if (src->type == EX_DIRECT) {
+        bvec *v = map_get(&src->direct, bd->key, bd->key_len);
+        if (!v) {
+            v = xcalloc(1, sizeof *v);
+            map_put(&src->direct, bd->key, bd->key_len, v);
+        }
+        vec_add(&v->a, &v->n, &v->cap, bd);
+    }
+    return bd;
+}
+
+void binding_remove(binding *bd) {
+    exchange *src = bd->src;
+    vec_del(src->bindings, &src->nbindings, bd);
+    if (bd->q)
+        vec_del(bd->q->bindings, &bd->q->nbindings, bd);
+    else
+        vec_del(bd->dstx->inbound, &bd->dstx->ninbound, bd);
+    if (src->type == EX_DIRECT) {
+        bvec *v = map_get(&src->direct, bd->key, bd->key_len);
+        if (v) {
+            vec_del(v->a, &v->n, bd);
+            if (v->n == 0) {
+                map_del(&src->direct, bd->key, bd->key_len);
+                free(v->a);
+                free(v);
+            }
+        }
+    }
+    free(bd->key);
+    free(bd->args);
+    free(bd);
+    /* RabbitMQ: an auto-delete exchange goes when its last binding (as source) goes. */
+    if (src->auto_delete && src->nbindings == 0 && !src->builtin)
+        broker_remove_exchange(src->b, src);
+}
+
+/* ---- topic matching: '*' is exactly one word, '#' zero or more; words split on '.' ---- */
+
+#define MAX_WORDS 256
+
+static int split_words(const char *s, size_t n, const char **w, size_t *wl) {
+    int k = 0;
+    size_t start = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || s[i] == '.') {
+            if (k == MAX_WORDS)
+                return -1;
+            w[k] = s + start;
+            wl[k] = i - start;
+            k++;
+            start = i + 1;
+        }
+    }
+    return k;
+}
+
+int topic_match(const char *pattern, size_t plen, const char *key, size_t klen) {
+    const char *pw[MAX_WORDS], *kw[MAX_WORDS];
+    size_t pl[MAX_WORDS], kl[MAX_WORDS];
+    int np = split_words(pattern, plen, pw, pl);
+    int nk = split_words(key, klen, kw, kl);
+    if (np < 0 || nk < 0)
+        return 0;
+    /* An empty routing key is zero words, not one empty word (RabbitMQ). */
+    if (klen == 0)
+        nk = 0;
+    if (plen == 0)
+        np = 0;
+    /* m[j]: pattern words [0, i) match key words [0, j) — one row of the DP table. */
+    uint8_t m[MAX_WORDS + 1], next[MAX_WORDS + 1];
+    memset(m, 0, sizeof m);
+    m[0] = 1;
+    for (int i = 0; i < np; i++) {
+        int hash = pl[i] == 1 && pw[i][0] == '#';
+        int star = pl[i] == 1 && pw[i][0] == '*';
+        memset(next, 0, sizeof next);
+        for (int j = 0; j <= nk; j++) {
+            if (hash)
+                next[j] = m[j] || (j > 0 && next[j - 1]);
+            else if (j > 0 && m[j - 1] && (star || (pl[i] == kl[j - 1] && memcmp(pw[i], kw[j - 1], kl[j - 1]) == 0)))
+                next[j] = 1;
+        }
+        memcpy(m, next, sizeof m);
+    }
+    return m[nk];
+}
+
+/* ---- headers matching (RabbitMQ's rabbit_exchange_type_headers) ---- */
+
+static int headers_match(const binding *bd, slice headers) {
+    slice args = {bd->args, bd->args_len};
+    fval v;
+    int any = 0, with_x = 0;
+    if (table_get(args, "x-match", &v) && fval_is_str(&v)) {
+        if (slice_eqs(v.s, "any"))
+            any = 1;
+        else if (slice_eqs(v.s, "any-with-x"))
+            any = 1, with_x = 1;
+        else if (slice_eqs(v.s, "all-with-x"))
+            with_x = 1;
+    }
+    rd r = rd_make(args.p, args.n);
+    slice key;
+    while (table_next(&r, &key, &v) == 1) {
+        if (!with_x && slice_prefix(key, "x-"))
+            continue;
+        char k[256];
+        memcpy(k, key.p, key.n);
+        k[key.n] = 0;
+        fval hv;
+        int found = headers.n && table_get(headers, k, &hv);
+        /* A void binding value matches on the header's presence alone. */
+        int ok = found && (v.type == 'V' || fval_equal(&v, &hv));
+        if (any && ok)
+            return 1;
+        if (!any && !ok)
+            return 0;
+    }
+    return !any;
+}
+
+static void route_to_queue(broker *b, queue *q) {
+    if (q->route_mark == b->route_epoch || q->deleted)
+        return;
+    q->route_mark = b->route_epoch;
+    broker_route_add(b, q);
+}
+
+static void route_binding(binding *bd, message *m, slice headers);
+
+static void route_in(exchange *x, message *m, slice headers) {
+    broker *b = x->b;
+    if (x->route_mark == b->route_epoch)
+        return; /* already visited: exchange-to-exchange cycles end here */
+    x->route_mark = b->route_epoch;
+    size_t before = b->nroute;
+    switch (x->type) {
+    case EX_DIRECT: {
+        if (x->name_len == 0) { /* the default exchange: every queue by its name */
+            queue *q = broker_queue(b, (slice){(const uint8_t *)m->rkey, m->rkey_len});
+            if (q)
+                route_to_queue(b, q);
+            break;
+        }
+        bvec *v = map_get(&x->direct, m->rkey, m->rkey_len);
+        for (size_t i = 0; v && i < v->n; i++)
+            route_binding(v->a[i], m, headers);
+        break;
+    }
+    case EX_FANOUT:
+        for (size_t i = 0; i < x->nbindings; i++)
+            route_binding(x->bindings[i], m, headers);
+        break;
+    case EX_TOPIC:
+        for (size_t i = 0; i < x->nbindings; i++) {
+            binding *bd = x->bindings[i];
+            if (topic_match(bd->key, bd->key_len, m->rkey, m->rkey_len))
+                route_binding(bd, m, headers);
+        }
+        break;
+    case EX_HEADERS:
+        for (size_t i = 0; i < x->nbindings; i++)
+            if (headers_match(x->bindings[i], headers))
+                route_binding(x->bindings[i], m, headers);
+        break;
+    }
+    /* alternate-exchange: messages this exchange could not route go there (RabbitMQ). */
+    fval ae;
+    if (b->nroute == before && x->args_len && table_get((slice){x->args, x->args_len}, "alternate-exchange", &ae) &&
+        fval_is_str(&ae)) {
+        exchange *alt = broker_exchange(b, ae.s);
+        if (alt)
+            route_in(alt, m, headers);
+    }
+}
+
+static void route_binding(binding *bd, message *m, slice headers) {
+    if (bd->q)
+        route_to_queue(bd->src->b, bd->q);
+    else
+        route_in(bd->dstx, m, headers);
+}
+
+void exchange_route(exchange *x, message *m, slice headers) {
+    broker *b = x->b;
+    b->nroute = 0;
+    b->route_epoch++; /* 64 bits: never wraps */
+    route_in(x, m, headers);
+}

@@ -1,0 +1,153 @@
+/* loop.c — epoll event loop with a timer heap (see loop.h). */
+#include "loop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define MAX_EVENTS 256
+
+struct loop {
+    int epfd;
+    int stop;
+    uint64_t now;
+    loop_timer **heap;
+    size_t nheap, capheap;
+    void (*after)(void *ud);
+    void *after_ud;
+};
+
+loop *loop_new(void) {
+    loop *l = xcalloc(1, sizeof *l);
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->epfd < 0) {
+        free(l);
+        return NULL;
+    }
+    l->now = now_ms();
+    return l;
+}
+
+void loop_free(loop *l) {
+    if (!l)
+        return;
+    close(l->epfd);
+    free(l->heap);
+    free(l);
+}
+
+int loop_add(loop *l, int fd, uint32_t events, io_handler *h) {
+    struct epoll_event ev = {.events = events, .data.ptr = h};
+    return epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+int loop_mod(loop *l, int fd, uint32_t events, io_handler *h) {
+    struct epoll_event ev = {.events = events, .data.ptr = h};
+    return epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev);
+}
+
+void loop_del(loop *l, int fd) { epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL); }
+
+/* ---- timer heap (min-heap on due_ms; slot = index + 1) ---- */
+
+static void heap_set(loop *l, size_t i, loop_timer *t) {
+    l->heap[i] = t;
+    t->slot = i + 1;
+}
+
+static void sift_up(loop *l, size_t i) {
+    loop_timer *t = l->heap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (l->heap[p]->due_ms <= t->due_ms)
+            break;
+        heap_set(l, i, l->heap[p]);
+        i = p;
+    }
+    heap_set(l, i, t);
+}
+
+static void sift_down(loop *l, size_t i) {
+    loop_timer *t = l->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= l->nheap)
+            break;
+        if (c + 1 < l->nheap && l->heap[c + 1]->due_ms < l->heap[c]->due_ms)
+            c++;
+        if (l->heap[c]->due_ms >= t->due_ms)
+            break;
+        heap_set(l, i, l->heap[c]);
+        i = c;
+    }
+    heap_set(l, i, t);
+}
+
+void loop_timer_cancel(loop *l, loop_timer *t) {
+    if (!t->slot)
+        return;
+    size_t i = t->slot - 1;
+    t->slot = 0;
+    l->nheap--;
+    if (i == l->nheap)
+        return;
+    heap_set(l, i, l->heap[l->nheap]);
+    sift_down(l, i);
+    sift_up(l, i);
+}
+
+void loop_timer_arm(loop *l, loop_timer *t, uint64_t due_ms) {
+    loop_timer_cancel(l, t);
+    t->due_ms = due_ms;
+    if (l->nheap == l->capheap) {
+        l->capheap = l->capheap ? l->capheap * 2 : 64;
+        l->heap = xrealloc(l->heap, l->capheap * sizeof *l->heap);
+    }
+    heap_set(l, l->nheap++, t);
+    sift_up(l, l->nheap - 1);
+}
+
+void loop_set_after_batch(loop *l, void (*fn)(void *ud), void *ud) {
+    l->after = fn;
+    l->after_ud = ud;
+}
+
+void loop_stop(loop *l) { l->stop = 1; }
+
+uint64_t loop_now_ms(loop *l) { return l->now; }
+
+static void run_timers(loop *l) {
+    while (l->nheap && l->heap[0]->due_ms <= l->now) {
+        loop_timer *t = l->heap[0];
+        loop_timer_cancel(l, t);
+        t->fn(t);
+    }
+}
+
+void loop_run(loop *l) {
+    struct epoll_event evs[MAX_EVENTS];
+    while (!l->stop) {
+        int timeout = -1;
+        if (l->nheap) {
+            uint64_t due = l->heap[0]->due_ms;
+            timeout = due <= l->now ? 0 : (int)MIN(due - l->now, 60000);
+        }
+        int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
+        if (n < 0 && errno != EINTR) {
+            log_error("epoll_wait: %s", strerror(errno));
+            break;
+        }
+        l->now = now_ms();
+        for (int i = 0; i < n; i++) {
+            io_handler *h = evs[i].data.ptr;
+            h->fn(h, evs[i].events);
+        }
+        run_timers(l);
+        if (l->after)
+            l->after(l->after_ud);
+    }
+}

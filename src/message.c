@@ -1,0 +1,36 @@
+/* message.c — published messages: one allocation, shared by reference between queues. */
+#include "broker.h"
+
+#include <stdlib.h>
+
+#include "util.h"
+
+message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len) {
+    size_t n = sizeof(message) + exchange.n + 1 + rkey.n + 1 + props.n + body_len;
+    message *m = xmalloc(n);
+    memset(m, 0, sizeof *m);
+    m->refs = 1;
+    uint8_t *p = m->data;
+    m->exchange = (char *)p;
+    memcpy(p, exchange.p, exchange.n);
+    p[exchange.n] = 0;
+    m->exchange_len = (uint8_t)exchange.n;
+    p += exchange.n + 1;
+    m->rkey = (char *)p;
+    memcpy(p, rkey.p, rkey.n);
+    p[rkey.n] = 0;
+    m->rkey_len = (uint8_t)rkey.n;
+    p += rkey.n + 1;
+    m->props = p;
+    memcpy(p, props.p, props.n);
+    m->props_len = (uint32_t)props.n;
+    p += props.n;
+    m->body = p;
+    m->body_len = body_len;
+    return m;
+}
+
+void message_unref(message *m) {
+    if (m && --m->refs == 0)
+        free(m);
+}
