@@ -1,0 +1,464 @@
+/* bench_worker.c — the producer and consumer threads of `ferry bench` (see bench.h).
+ *
+ * Producer: every message is a copy of one pre-encoded template (basic.publish method frame,
+ * content header, body frames) with the stamp patched in, so encoding is one memcpy per
+ * message. Messages are encoded in batches into the connection's output buffer and written
+ * with one send() per batch; the loop never blocks on the socket, so confirms and
+ * connection.blocked are read while publishing. With --rate, messages are released on an
+ * even schedule (message i at t0 + i/rate) and the thread sleeps in ppoll between them.
+ *
+ * Consumer: reads into one large buffer, walks every whole frame in it, and acks with
+ * multiple=true every --ack-every messages (and when the stream goes idle, so a run never
+ * stalls on a partial batch). */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bench.h"
+#include "util.h"
+
+#define OUT_BATCH (64 * 1024)  /* bytes of messages encoded per batch */
+#define OUT_HIGH (256 * 1024)  /* stop encoding while this much is still unwritten */
+#define READ_ROOM (256 * 1024) /* bytes asked for per read */
+#define IDLE_ACK_MS 10         /* ack a partial batch after this long without deliveries */
+#define DRAIN_CONFIRMS_NS 2000000000ull /* duration runs: wait this long for last confirms */
+
+static void put_be64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static uint64_t get_be64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits for the start signal; 0 to go, -1 if the run was called off first. */
+static int wait_go(bench_state *st) {
+    while (!atomic_load(&st->go)) {
+        if (atomic_load(&st->stop) || atomic_load(&st->failed))
+            return -1;
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(&st->failed) ? -1 : 0;
+}
+
+static void worker_fail(worker *w, const char *what, const char *why) {
+    snprintf(w->err, sizeof w->err, "%s %d: %s%s%s", w->producer ? "producer" : "consumer", w->index, what,
+             *what ? ": " : "", why);
+    atomic_store(&w->st->failed, 1);
+}
+
+/* Waits for the socket (and at most timeout_ns) without busy-looping. */
+static void wait_socket(client *c, uint64_t timeout_ns) {
+    struct pollfd pfd = {c->fd, (short)(POLLIN | (c->out.len ? POLLOUT : 0)), 0};
+    struct timespec ts = {(time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u)};
+    ppoll(&pfd, 1, &ts, NULL);
+}
+
+/* ---- producer ---- */
+
+/* Outstanding publisher confirms: a ring indexed by delivery tag holding each publish's send
+ * time. Tags below `lowest` are settled; `next` is the tag the next publish gets. */
+typedef struct confirms {
+    uint64_t *sent;
+    uint8_t *done;
+    uint64_t mask;
+    uint64_t next, lowest;
+} confirms;
+
+/* Settles one tag (ack or nack) if it is still outstanding. */
+static void settle(worker *w, confirms *cf, uint64_t tag, int nack, uint64_t now, uint64_t *acked, uint64_t *nacked) {
+    if (tag < cf->lowest || tag >= cf->next || cf->done[tag & cf->mask])
+        return;
+    cf->done[tag & cf->mask] = 1;
+    if (nack) {
+        (*nacked)++;
+    } else {
+        (*acked)++;
+        uint64_t t = cf->sent[tag & cf->mask];
+        hist_record(&w->hist, now > t ? now - t : 0);
+    }
+}
+
+/* basic.ack / basic.nack: multiple=true settles every tag up to and including `tag`. */
+static void on_confirm(worker *w, confirms *cf, uint64_t tag, int multiple, int nack, uint64_t now, uint64_t *acked,
+                       uint64_t *nacked) {
+    if (multiple) {
+        for (uint64_t t = cf->lowest; t <= tag && t < cf->next; t++)
+            settle(w, cf, t, nack, now, acked, nacked);
+    } else {
+        settle(w, cf, tag, nack, now, acked, nacked);
+    }
+    while (cf->lowest < cf->next && cf->done[cf->lowest & cf->mask])
+        cf->lowest++;
+}
+
+/* Encodes the template every message copies: method frame, content header, body frames.
+ * *stamp_at is where the stamp goes (the start of the first body frame's payload). */
+static void build_template(buf *t, const bench_cfg *cfg, const char *key, uint32_t frame_max, size_t *stamp_at) {
+    size_t m = method_begin(t, 1, BASIC_PUBLISH);
+    buf_u16(t, 0);
+    buf_shortstr(t, cfg->exchange, strlen(cfg->exchange));
+    buf_shortstr(t, key, strlen(key));
+    buf_u8(t, 0); /* not mandatory, not immediate */
+    frame_end(t, m);
+    uint8_t props[3] = {0, 0, 2};
+    size_t plen = 2;
+    if (cfg->persistent) {
+        props[0] = (uint8_t)(PROP_DELIVERY_MODE >> 8);
+        plen = 3;
+    }
+    uint8_t *body = xcalloc(1, cfg->size ? cfg->size : 1);
+    size_t header_at = t->len;
+    wire_content(t, 1, props, plen, body, cfg->size, frame_max);
+    free(body);
+    /* header frame: 7 + class/weight/size (12) + properties + frame-end; then 7 bytes of the
+     * body frame's own header */
+    *stamp_at = header_at + 7 + 12 + plen + 1 + 7;
+}
+
+void *producer_main(void *arg) {
+    worker *w = arg;
+    const bench_cfg *cfg = w->cfg;
+    bench_state *st = w->st;
+    hist_init(&w->hist);
+    client c;
+    buf tmpl;
+    buf_init(&tmpl);
+    confirms cf = {0};
+    char name[64];
+    snprintf(name, sizeof name, "ferry-bench-producer-%d", w->index);
+    int ready = 0;
+    if (client_open(&c, &cfg->uri, name) < 0 || (cfg->confirm && client_confirm_select(&c) < 0)) {
+        worker_fail(w, "setup", c.err);
+        goto out;
+    }
+    size_t stamp_at;
+    build_template(&tmpl, cfg, w->routing_key, c.frame_max, &stamp_at);
+    const size_t tlen = tmpl.len;
+    if (cfg->confirm) {
+        uint64_t n = 1;
+        while (n < cfg->confirm)
+            n <<= 1;
+        cf.sent = xcalloc(n, sizeof *cf.sent);
+        cf.done = xcalloc(n, 1);
+        cf.mask = n - 1;
+        cf.next = cf.lowest = 1;
+    }
+    client_set_nonblocking(&c);
+    atomic_fetch_add(&st->ready, 1);
+    ready = 1;
+    if (wait_go(st) < 0)
+        goto out;
+
+    const uint64_t t0 = st->t0_ns;
+    const double rate = cfg->rate > 0 ? cfg->rate / cfg->producers : 0; /* per producer */
+    const uint64_t batch_max = tlen >= OUT_BATCH ? 1 : OUT_BATCH / tlen;
+    const uint64_t seq_base = (STAMP_MAGIC << 56) | ((uint64_t)w->index << 40);
+    uint64_t sent = 0, acked = 0, nacked = 0;
+    uint64_t finished_at = 0, last_progress = t0, blocked_since = 0;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (atomic_load_explicit(&st->failed, memory_order_relaxed))
+            goto out;
+        if (!finished_at && (atomic_load_explicit(&st->stop, memory_order_relaxed) ||
+                             (st->deadline_ns && now >= st->deadline_ns) || (cfg->duration == 0 && sent >= w->quota)))
+            finished_at = now;
+
+        /* How many messages may go now: the batch, the quota, the confirm window, the rate. */
+        uint64_t allow = 0;
+        if (!finished_at && !c.blocked && c.out.len < OUT_HIGH) {
+            allow = batch_max;
+            if (cfg->duration == 0)
+                allow = MIN(allow, w->quota - sent);
+            if (cfg->confirm) {
+                uint64_t outstanding = cf.next - cf.lowest;
+                allow = outstanding >= cfg->confirm ? 0 : MIN(allow, cfg->confirm - outstanding);
+            }
+            if (rate > 0) {
+                uint64_t due = (uint64_t)((double)(now - t0) * rate / 1e9) + 1;
+                allow = due > sent ? MIN(allow, due - sent) : 0;
+            }
+        }
+        if (allow > 0) {
+            uint8_t *p = buf_reserve(&c.out, allow * tlen);
+            for (uint64_t i = 0; i < allow; i++, p += tlen) {
+                memcpy(p, tmpl.data, tlen);
+                if (cfg->size >= STAMP_BYTES) {
+                    put_be64(p + stamp_at, now);
+                    put_be64(p + stamp_at + 8, seq_base | (sent + i));
+                }
+                if (cfg->confirm) {
+                    uint64_t tag = cf.next++;
+                    cf.sent[tag & cf.mask] = now;
+                    cf.done[tag & cf.mask] = 0;
+                }
+            }
+            c.out.len += allow * tlen;
+            sent += allow;
+            atomic_store_explicit(&w->published, sent, memory_order_relaxed);
+        }
+        size_t before = c.out.len;
+        if (c.out.len && client_write_some(&c) < 0) {
+            worker_fail(w, "", c.err);
+            goto out;
+        }
+
+        /* Confirms, flow control and errors. */
+        long r = client_read_some(&c, 65536);
+        if (r < 0) {
+            worker_fail(w, "", c.err);
+            goto out;
+        }
+        if (r > 0) {
+            uint64_t rnow = now_ns();
+            size_t pos = 0;
+            frame f;
+            int rc;
+            while ((rc = client_parse(&c, &pos, &f)) == 1) {
+                if (f.type != FRAME_METHOD || f.size < 4)
+                    continue; /* heartbeats; a basic.return's content */
+                rd rr = rd_make(f.payload, f.size);
+                unsigned mid = rd_u32(&rr);
+                if (mid == BASIC_ACK || mid == BASIC_NACK) {
+                    uint64_t tag = rd_u64(&rr);
+                    int multiple = rd_u8(&rr) & 1;
+                    on_confirm(w, &cf, tag, multiple, mid == BASIC_NACK, rnow, &acked, &nacked);
+                    last_progress = rnow;
+                } else if (mid != BASIC_RETURN && client_control_frame(&c, &f) < 0) {
+                    worker_fail(w, "", c.err);
+                    goto out;
+                }
+            }
+            c.skip = pos;
+            if (rc < 0) {
+                worker_fail(w, "", c.err);
+                goto out;
+            }
+            atomic_store_explicit(&w->confirmed, acked, memory_order_relaxed);
+            atomic_store_explicit(&w->nacked, nacked, memory_order_relaxed);
+            if (c.blocked && !blocked_since)
+                blocked_since = rnow;
+            if (!c.blocked && blocked_since) {
+                w->blocked_ns += rnow - blocked_since;
+                blocked_since = 0;
+            }
+        }
+
+        if (finished_at && c.out.len == 0) {
+            if (!cfg->confirm || cf.lowest == cf.next)
+                break;
+            /* Waiting for the last confirms: briefly after a duration run, up to --timeout
+             * without progress after a count-bounded one. */
+            uint64_t limit = cfg->duration > 0 ? DRAIN_CONFIRMS_NS : (uint64_t)(cfg->timeout * 1e9);
+            uint64_t since = cfg->duration > 0 ? finished_at : MAX(finished_at, last_progress);
+            if (now - since > limit) {
+                w->unconfirmed = cf.next - cf.lowest;
+                break;
+            }
+        }
+        /* Sleep only when this turn moved nothing: no message encoded, no byte written or
+         * read. Then wait for the socket, the next message due (--rate), or 50 ms. */
+        if (allow == 0 && r == 0 && c.out.len == before) {
+            uint64_t wait = 50000000; /* 50 ms: notice stop/deadline */
+            if (rate > 0 && !finished_at && c.out.len < OUT_HIGH) {
+                uint64_t due_at = t0 + (uint64_t)((double)sent * 1e9 / rate);
+                if (due_at > now)
+                    wait = MIN(wait, due_at - now);
+                else
+                    wait = 0;
+            }
+            if (st->deadline_ns && !finished_at)
+                wait = MIN(wait, st->deadline_ns > now ? st->deadline_ns - now : 0);
+            if (wait > 0)
+                wait_socket(&c, wait);
+        }
+    }
+    atomic_store(&w->published, sent);
+    atomic_store(&w->confirmed, acked);
+    atomic_store(&w->nacked, nacked);
+    if (blocked_since)
+        w->blocked_ns += now_ns() - blocked_since;
+    /* Publishing ends when the broker has taken every message, not when the last one went
+     * into our socket buffer (megabytes on loopback): at the last confirm, or else at the
+     * close-ok, which the broker sends only after handling every frame before the close. */
+    if (cfg->confirm && cf.lowest == cf.next) {
+        w->end_ns = last_progress;
+    } else {
+        client_close(&c, 30000);
+        w->end_ns = now_ns();
+    }
+out:
+    if (!ready)
+        atomic_fetch_add(&st->ready, 1); /* counted, so the main thread does not wait for it */
+    if (!w->end_ns)
+        w->end_ns = now_ns();
+    /* Closing waits for close-ok, i.e. until the broker has handled every publish. */
+    client_close(&c, 10000);
+    buf_free(&tmpl);
+    free(cf.sent);
+    free(cf.done);
+    w->cpu_s = thread_cpu_s();
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+/* ---- consumer ---- */
+
+static void put_ack(client *c, uint64_t tag) {
+    size_t m = method_begin(&c->out, 1, BASIC_ACK);
+    buf_u64(&c->out, tag);
+    buf_u8(&c->out, 1); /* multiple */
+    frame_end(&c->out, m);
+}
+
+void *consumer_main(void *arg) {
+    worker *w = arg;
+    const bench_cfg *cfg = w->cfg;
+    bench_state *st = w->st;
+    hist_init(&w->hist);
+    client c;
+    char name[64];
+    snprintf(name, sizeof name, "ferry-bench-consumer-%d", w->index);
+    int ready = 0;
+    const int no_ack = cfg->ack_every == 0;
+    if (client_open(&c, &cfg->uri, name) < 0 || (!no_ack && cfg->prefetch && client_qos(&c, (uint16_t)cfg->prefetch) < 0)) {
+        worker_fail(w, "setup", c.err);
+        goto out;
+    }
+    for (int i = 0; i < w->nq; i++)
+        if (client_consume(&c, w->qs[i], no_ack) < 0) {
+            worker_fail(w, w->qs[i], c.err);
+            goto out;
+        }
+    client_set_nonblocking(&c);
+    atomic_fetch_add(&st->ready, 1);
+    ready = 1;
+    if (wait_go(st) < 0)
+        goto out;
+
+    /* Where the frame walk is inside a message: after basic.deliver comes the content
+     * header, then body frames until body_size bytes have arrived. */
+    enum { WANT_METHOD, WANT_HEADER, WANT_BODY } want = WANT_METHOD;
+    uint64_t tag = 0, body_left = 0, last_tag = 0, consumed = 0, unacked = 0;
+    uint8_t stamp[STAMP_BYTES];
+    size_t stamp_got = 0;
+    uint64_t idle_since = 0;
+    for (;;) {
+        if (atomic_load_explicit(&st->failed, memory_order_relaxed) ||
+            atomic_load_explicit(&st->stop, memory_order_relaxed))
+            break;
+        if (atomic_load_explicit(&st->expected_known, memory_order_acquire) &&
+            atomic_load_explicit(&st->consumed_total, memory_order_relaxed) >= atomic_load(&st->expected))
+            break;
+        long r = client_read_some(&c, READ_ROOM);
+        if (r < 0) {
+            worker_fail(w, "", c.err);
+            goto out;
+        }
+        if (r == 0) {
+            uint64_t now = now_ns();
+            if (!idle_since)
+                idle_since = now;
+            if (unacked && now - idle_since >= IDLE_ACK_MS * 1000000ull) {
+                put_ack(&c, last_tag);
+                unacked = 0;
+            }
+            if (c.out.len && client_write_some(&c) < 0) {
+                worker_fail(w, "", c.err);
+                goto out;
+            }
+            wait_socket(&c, unacked ? IDLE_ACK_MS * 1000000ull : 50000000ull);
+            continue;
+        }
+        idle_since = 0;
+        uint64_t now = now_ns();
+        uint64_t got = 0;
+        size_t pos = 0;
+        frame f;
+        int rc;
+        while ((rc = client_parse(&c, &pos, &f)) == 1) {
+            int complete = 0;
+            if (f.type == FRAME_METHOD && f.size >= 4) {
+                rd rr = rd_make(f.payload, f.size);
+                unsigned mid = rd_u32(&rr);
+                if (mid == BASIC_DELIVER) {
+                    rd_shortstr(&rr); /* consumer tag */
+                    tag = rd_u64(&rr);
+                    if (rd_u8(&rr) & 1)
+                        w->redelivered++;
+                    want = WANT_HEADER;
+                } else if (client_control_frame(&c, &f) < 0) {
+                    worker_fail(w, "", c.err);
+                    goto out;
+                }
+            } else if (f.type == FRAME_HEADER && want == WANT_HEADER) {
+                rd rr = rd_make(f.payload, f.size);
+                rd_u16(&rr), rd_u16(&rr);
+                body_left = rd_u64(&rr);
+                stamp_got = 0;
+                want = WANT_BODY;
+                complete = body_left == 0;
+            } else if (f.type == FRAME_BODY && want == WANT_BODY) {
+                if (stamp_got < STAMP_BYTES) {
+                    size_t n = MIN((size_t)f.size, STAMP_BYTES - stamp_got);
+                    memcpy(stamp + stamp_got, f.payload, n);
+                    stamp_got += n;
+                }
+                body_left = f.size >= body_left ? 0 : body_left - f.size;
+                complete = body_left == 0;
+            }
+            if (!complete)
+                continue;
+            want = WANT_METHOD;
+            got++;
+            if (stamp_got == STAMP_BYTES && (get_be64(stamp + 8) >> 56) == STAMP_MAGIC) {
+                uint64_t sent = get_be64(stamp);
+                hist_record(&w->hist, now > sent ? now - sent : 0);
+            }
+            last_tag = tag;
+            if (!no_ack && ++unacked >= cfg->ack_every) {
+                put_ack(&c, last_tag);
+                unacked = 0;
+            }
+        }
+        c.skip = pos;
+        if (rc < 0) {
+            worker_fail(w, "", c.err);
+            goto out;
+        }
+        if (got) {
+            consumed += got;
+            w->end_ns = now;
+            atomic_store_explicit(&w->consumed, consumed, memory_order_relaxed);
+            atomic_fetch_add_explicit(&st->consumed_total, got, memory_order_relaxed);
+        }
+        if (c.out.len && client_write_some(&c) < 0) {
+            worker_fail(w, "", c.err);
+            goto out;
+        }
+    }
+    if (unacked)
+        put_ack(&c, last_tag);
+out:
+    if (!ready)
+        atomic_fetch_add(&st->ready, 1);
+    if (!w->end_ns)
+        w->end_ns = now_ns();
+    client_close(&c, 5000);
+    w->cpu_s = thread_cpu_s();
+    atomic_store(&w->done, 1);
+    return NULL;
+}
