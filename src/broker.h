@@ -167,6 +167,7 @@ struct consumer {
     channel *ch;
     queue *q; /* NULL for the direct reply-to pseudo-consumer */
     uint8_t no_ack, exclusive;
+    int32_t priority;  /* x-priority: higher goes first, round-robin among equals */
     uint32_t prefetch; /* 0 = unlimited */
     uint32_t unacked;
     uint8_t *args;

@@ -72,7 +72,9 @@ typedef struct slice {
 } slice;
 
 static inline rd rd_make(const void *p, size_t n) {
-    rd r = {(const uint8_t *)p, (const uint8_t *)p + n, 0};
+    static const uint8_t empty[1];
+    const uint8_t *b = p ? (const uint8_t *)p : empty; /* NULL + 0 is undefined in C */
+    rd r = {b, b + n, 0};
     return r;
 }
 static inline size_t rd_left(const rd *r) { return (size_t)(r->end - r->p); }

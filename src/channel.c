@@ -347,6 +347,16 @@ static slice last_queue_or(channel *ch, slice name) {
     return name;
 }
 
+static void locked(channel *ch, queue *q, unsigned mid) {
+    channel_close_error(ch, RESOURCE_LOCKED, mid,
+                        "cannot obtain exclusive access to locked queue '%s' in vhost '/'. It could be "
+                        "originally declared on another connection or the exclusive property value does not "
+                        "match that of the original declaration.",
+                        q->name);
+}
+
+static void check_exclusive_mismatch(channel *ch, queue *q) { locked(ch, q, QUEUE_DECLARE); }
+
 static int check_exclusive(channel *ch, queue *q, unsigned mid) {
     if (q->exclusive && q->owner != ch->c) {
         channel_close_error(ch, RESOURCE_LOCKED, mid,
@@ -360,6 +370,10 @@ static int check_exclusive(channel *ch, queue *q, unsigned mid) {
 }
 
 static queue *find_queue(channel *ch, slice name, unsigned mid) {
+    if (name.n == 0) { /* "" means the channel's last declared queue, and there was none */
+        channel_close_error(ch, NOT_FOUND, mid, "no previously declared queue");
+        return NULL;
+    }
     queue *q = broker_queue(ch->c->b, name);
     if (!q) {
         channel_close_error(ch, NOT_FOUND, mid, "%s", rs("no queue", name));
@@ -390,59 +404,93 @@ static slice read_table(rd *r) {
     return t;
 }
 
-/* Queue arguments RabbitMQ checks on declare: their types and ranges. */
-enum { ARG_NONNEG, ARG_POS, ARG_STR, ARG_BOOL, ARG_PRIO };
+/* Queue arguments RabbitMQ validates on declare, with the texts it answers. */
+enum { ARG_INT, ARG_EXPIRES, ARG_PRIO, ARG_XSTR, ARG_BOOL, ARG_ENUM };
 static const struct {
     const char *name;
     int kind;
+    const char *allowed; /* ARG_ENUM: space-separated values */
+    const char *what;    /* ARG_ENUM: how RabbitMQ names a bad value */
 } queue_args[] = {
-    {"x-message-ttl", ARG_NONNEG},   {"x-expires", ARG_POS},          {"x-max-length", ARG_NONNEG},
-    {"x-max-length-bytes", ARG_NONNEG}, {"x-max-priority", ARG_PRIO}, {"x-dead-letter-exchange", ARG_STR},
-    {"x-dead-letter-routing-key", ARG_STR}, {"x-overflow", ARG_STR},  {"x-queue-mode", ARG_STR},
-    {"x-queue-type", ARG_STR},       {"x-single-active-consumer", ARG_BOOL}, {"x-delivery-limit", ARG_NONNEG},
-    {"x-max-in-memory-length", ARG_NONNEG}, {"x-max-in-memory-bytes", ARG_NONNEG},
-    {"x-queue-master-locator", ARG_STR}, {"x-queue-leader-locator", ARG_STR},
+    {"x-message-ttl", ARG_INT, 0, 0},
+    {"x-expires", ARG_EXPIRES, 0, 0},
+    {"x-max-length", ARG_INT, 0, 0},
+    {"x-max-length-bytes", ARG_INT, 0, 0},
+    {"x-max-priority", ARG_PRIO, 0, 0},
+    {"x-max-in-memory-length", ARG_INT, 0, 0},
+    {"x-max-in-memory-bytes", ARG_INT, 0, 0},
+    {"x-delivery-limit", ARG_INT, 0, 0},
+    {"x-dead-letter-exchange", ARG_XSTR, 0, 0},
+    {"x-dead-letter-routing-key", ARG_XSTR, 0, 0},
+    {"x-single-active-consumer", ARG_BOOL, 0, 0},
+    {"x-overflow", ARG_ENUM, " drop-head reject-publish reject-publish-dlx ", 0},
+    {"x-queue-mode", ARG_ENUM, " default lazy ", "queue mode"},
+    {"x-queue-type", ARG_ENUM, " classic quorum ", "queue type"},
+    {"x-queue-master-locator", ARG_XSTR, 0, 0},
+    {"x-queue-leader-locator", ARG_XSTR, 0, 0},
 };
+
+static int in_list(const char *list, slice v) {
+    char word[300];
+    if (v.n + 3 > sizeof word)
+        return 0;
+    snprintf(word, sizeof word, " %.*s ", (int)v.n, (const char *)v.p);
+    return strstr(list, word) != NULL;
+}
+
+/* Writes RabbitMQ's reason for a bad argument value into why; 0 if the value is good. */
+static int arg_problem(int i, const fval *v, char *why, size_t n) {
+    int kind = queue_args[i].kind;
+    if (kind == ARG_INT || kind == ARG_EXPIRES || kind == ARG_PRIO) {
+        if (!fval_is_int(v))
+            snprintf(why, n, "\"expected integer, got %s\"", fval_type_name(v->type));
+        else if (kind == ARG_EXPIRES && v->i == 0)
+            snprintf(why, n, "{value_zero,0}");
+        else if (v->i < 0)
+            snprintf(why, n, "{value_negative,%lld}", (long long)v->i);
+        else if (kind == ARG_PRIO && v->i > 255)
+            snprintf(why, n, "{max_value_exceeded,%lld}", (long long)v->i);
+        else
+            return 0;
+    } else if (kind == ARG_BOOL) {
+        if (v->type == 't')
+            return 0;
+        snprintf(why, n, "{unacceptable_type,%s}", fval_type_name(v->type));
+    } else if (kind == ARG_ENUM) {
+        if (fval_is_str(v) && in_list(queue_args[i].allowed, v->s))
+            return 0;
+        if (!queue_args[i].what)
+            snprintf(why, n, "invalid_overflow");
+        else if (fval_is_str(v))
+            snprintf(why, n, "\"unsupported %s '%.*s'\"", queue_args[i].what, (int)MIN(v->s.n, 100),
+                     (const char *)v->s.p);
+        else
+            snprintf(why, n, "{unacceptable_type,%s}", fval_type_name(v->type));
+    } else {
+        return 0;
+    }
+    return -1;
+}
 
 static int check_queue_args(channel *ch, slice qname, slice args) {
     for (size_t i = 0; i < ARRAY_LEN(queue_args); i++) {
         fval v;
         if (!table_get(args, queue_args[i].name, &v))
             continue;
-        int kind = queue_args[i].kind;
-        const char *bad = NULL;
-        char detail[96];
-        if (kind == ARG_STR) {
-            if (v.type != 'S')
-                bad = "unacceptable_type";
-        } else if (kind == ARG_BOOL) {
-            if (v.type != 't')
-                bad = "unacceptable_type";
-        } else if (!fval_is_int(&v)) {
-            bad = "unacceptable_type";
-        } else if (kind == ARG_NONNEG && v.i < 0) {
-            bad = "value_negative";
-        } else if (kind == ARG_POS && v.i <= 0) {
-            bad = "value_zero_or_less";
-        } else if (kind == ARG_PRIO && (v.i < 0 || v.i > 255)) {
-            bad = v.i < 0 ? "value_negative" : "value_too_large";
-        }
-        if (!bad)
+        if (queue_args[i].kind == ARG_XSTR) {
+            if (v.type != 'S') {
+                channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE, "invalid type '%s' for arg '%s' in %s",
+                                    fval_type_name(v.type), queue_args[i].name, rs("queue", qname));
+                return -1;
+            }
             continue;
-        if (strcmp(bad, "unacceptable_type") == 0)
-            snprintf(detail, sizeof detail, "{unacceptable_type,%s}", fval_type_name(v.type));
-        else
-            snprintf(detail, sizeof detail, "{%s,%lld}", bad, (long long)v.i);
-        channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE, "invalid arg '%s' for %s: %s",
-                            queue_args[i].name, rs("queue", qname), detail);
-        return -1;
-    }
-    fval v;
-    if (table_get(args, "x-queue-type", &v) && !slice_eqs(v.s, "classic") && !slice_eqs(v.s, "quorum")) {
-        channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE,
-                            "invalid arg 'x-queue-type' for %s: unsupported queue type '%.*s'",
-                            rs("queue", qname), (int)v.s.n, (const char *)v.s.p);
-        return -1;
+        }
+        char why[200];
+        if (arg_problem((int)i, &v, why, sizeof why) < 0) {
+            channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE, "invalid arg '%s' for %s: %s",
+                                queue_args[i].name, rs("queue", qname), why);
+            return -1;
+        }
     }
     return 0;
 }
@@ -457,23 +505,40 @@ static void describe(const fval *v, int present, char *out, size_t n) {
     snprintf(out, n, "the value '%s' of type '%s'", val, fval_type_name(v->type));
 }
 
-/* RabbitMQ compares the arguments it knows on redeclare; a difference is 406. */
-static int check_args_equivalent(channel *ch, const char *kind, slice name, slice have, slice got) {
-    for (size_t i = 0; i < ARRAY_LEN(queue_args); i++) {
+/* RabbitMQ compares the arguments it knows on redeclare; a difference is 406. When both
+ * sides have the argument it names the two values, otherwise their types too. */
+static int check_args_equivalent(channel *ch, unsigned mid, const char *kind, slice name, slice have, slice got,
+                                 const char *const *keys, size_t nkeys) {
+    for (size_t i = 0; i < nkeys; i++) {
         fval a, b;
-        int ha = table_get(have, queue_args[i].name, &a), hb = table_get(got, queue_args[i].name, &b);
-        if (ha != hb || (ha && !fval_equal(&a, &b))) {
-            char ra[192], rb[192];
+        int ha = table_get(have, keys[i], &a), hb = table_get(got, keys[i], &b);
+        if (ha == hb && (!ha || fval_equal(&a, &b)))
+            continue;
+        char ra[192], rb[192];
+        if (ha && hb) {
+            char va[128], vb[128];
+            fval_format(&a, va, sizeof va);
+            fval_format(&b, vb, sizeof vb);
+            snprintf(rb, sizeof rb, "'%s'", vb);
+            snprintf(ra, sizeof ra, "'%s'", va);
+        } else {
             describe(&b, hb, rb, sizeof rb);
             describe(&a, ha, ra, sizeof ra);
-            channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE,
-                                "inequivalent arg '%s' for %s '%.*s' in vhost '/': received %s but current is %s",
-                                queue_args[i].name, kind, (int)name.n, (const char *)name.p, rb, ra);
-            return -1;
         }
+        channel_close_error(ch, PRECONDITION_FAILED, mid, "inequivalent arg '%s' for %s '%.*s' in vhost '/': received %s but current is %s",
+                            keys[i], kind, (int)name.n, (const char *)name.p, rb, ra);
+        return -1;
     }
     return 0;
 }
+
+static const char *const queue_equiv_keys[] = {
+    "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-max-priority",
+    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-overflow", "x-queue-mode",
+    "x-queue-type", "x-single-active-consumer", "x-delivery-limit", "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+};
+static const char *const exchange_equiv_keys[] = {"alternate-exchange"};
 
 static int check_flag(channel *ch, unsigned mid, const char *kind, slice name, const char *arg, int have, int got) {
     if (have == got)
@@ -481,6 +546,20 @@ static int check_flag(channel *ch, unsigned mid, const char *kind, slice name, c
     channel_close_error(ch, PRECONDITION_FAILED, mid,
                         "inequivalent arg '%s' for %s '%.*s' in vhost '/': received '%s' but current is '%s'", arg,
                         kind, (int)name.n, (const char *)name.p, got ? "true" : "false", have ? "true" : "false");
+    return -1;
+}
+
+/* Headers bindings: x-match must be one RabbitMQ knows. */
+static int check_x_match(channel *ch, slice args, unsigned mid) {
+    fval v;
+    if (!table_get(args, "x-match", &v))
+        return 0;
+    if (fval_is_str(&v) && in_list(" all any all-with-x any-with-x ", v.s))
+        return 0;
+    char val[128];
+    fval_format(&v, val, sizeof val);
+    channel_close_error(ch, PRECONDITION_FAILED, mid,
+                        "Invalid x-match field value <<\"%s\">>; expected all, any, all-with-x, or any-with-x", val);
     return -1;
 }
 
@@ -526,7 +605,9 @@ static void exchange_declare(channel *ch, rd *r) {
             }
             if (check_flag(ch, EXCHANGE_DECLARE, "exchange", name, "durable", x->durable, durable) < 0 ||
                 check_flag(ch, EXCHANGE_DECLARE, "exchange", name, "auto_delete", x->auto_delete, auto_delete) < 0 ||
-                check_flag(ch, EXCHANGE_DECLARE, "exchange", name, "internal", x->internal, internal) < 0)
+                check_flag(ch, EXCHANGE_DECLARE, "exchange", name, "internal", x->internal, internal) < 0 ||
+                check_args_equivalent(ch, EXCHANGE_DECLARE, "exchange", name, (slice){x->args, x->args_len}, args,
+                                      exchange_equiv_keys, ARRAY_LEN(exchange_equiv_keys)) < 0)
                 return;
         } else {
             if (slice_prefix(name, "amq.")) {
@@ -558,12 +639,13 @@ static void exchange_delete(channel *ch, rd *r) {
         return;
     }
     if (slice_prefix(name, "amq.")) {
-        channel_close_error(ch, ACCESS_REFUSED, EXCHANGE_DELETE, "cannot delete system %s", rs("exchange", name));
+        channel_close_error(ch, ACCESS_REFUSED, EXCHANGE_DELETE, "deletion of system %s not allowed",
+                            rs("exchange", name));
         return;
     }
     exchange *x = broker_exchange(b, name);
     if (x) {
-        if (if_unused && (x->nbindings || x->ninbound)) {
+        if (if_unused && x->nbindings) { /* only bindings where it is the source count */
             channel_close_error(ch, PRECONDITION_FAILED, EXCHANGE_DELETE, "%s in use", rs("exchange", name));
             return;
         }
@@ -589,11 +671,22 @@ static void exchange_bind(channel *ch, rd *r, unsigned mid) {
         channel_close_error(ch, ACCESS_REFUSED, mid, "operation not permitted on the default exchange");
         return;
     }
+    if (mid == EXCHANGE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
+        exchange *d = broker_exchange(ch->c->b, dst), *s = broker_exchange(ch->c->b, src);
+        binding *bd = d && s ? binding_find(s, NULL, d, key, args) : NULL;
+        if (bd)
+            binding_remove(bd);
+        if (!(bits & 1))
+            send_empty(ch, EXCHANGE_UNBIND_OK);
+        return;
+    }
     exchange *d = find_exchange(ch, dst, mid);
     if (!d)
         return;
     exchange *s = find_exchange(ch, src, mid);
     if (!s)
+        return;
+    if (s->type == EX_HEADERS && check_x_match(ch, args, mid) < 0)
         return;
     binding *bd = binding_find(s, NULL, d, key, args);
     if (mid == EXCHANGE_BIND) {
@@ -637,28 +730,30 @@ static void queue_declare(channel *ch, rd *r) {
         name = (slice){(const uint8_t *)gen, 30};
     }
     name = last_queue_or(ch, name);
-    queue *q = broker_queue(b, name);
+    if (!passive && slice_prefix(name, "amq.") && name.p != (const uint8_t *)gen) {
+        channel_close_error(ch, ACCESS_REFUSED, QUEUE_DECLARE, "queue name '%.*s' contains reserved prefix 'amq.*'",
+                            (int)name.n, (const char *)name.p);
+        return;
+    }
+    queue *q = passive ? find_queue(ch, name, QUEUE_DECLARE) : broker_queue(b, name);
     if (passive) {
-        if (!q) {
-            channel_close_error(ch, NOT_FOUND, QUEUE_DECLARE, "%s", rs("no queue", name));
-            return;
-        }
-        if (check_exclusive(ch, q, QUEUE_DECLARE) < 0)
+        if (!q)
             return;
     } else if (q) {
+        /* RabbitMQ: another connection's exclusive queue, or a different exclusive flag,
+         * is a locked queue (405), not an inequivalent argument. */
         if (check_exclusive(ch, q, QUEUE_DECLARE) < 0)
             return;
-        if (check_flag(ch, QUEUE_DECLARE, "queue", name, "durable", q->durable, durable) < 0 ||
-            check_flag(ch, QUEUE_DECLARE, "queue", name, "auto_delete", q->auto_delete, auto_delete) < 0 ||
-            check_flag(ch, QUEUE_DECLARE, "queue", name, "exclusive", q->exclusive, exclusive) < 0 ||
-            check_args_equivalent(ch, "queue", name, (slice){q->args, q->args_len}, args) < 0)
-            return;
-    } else {
-        if (slice_prefix(name, "amq.") && name.p != (const uint8_t *)gen) {
-            channel_close_error(ch, ACCESS_REFUSED, QUEUE_DECLARE, "queue name '%.*s' contains reserved prefix 'amq.*'",
-                                (int)name.n, (const char *)name.p);
+        if (q->exclusive != exclusive) {
+            check_exclusive_mismatch(ch, q);
             return;
         }
+        if (check_flag(ch, QUEUE_DECLARE, "queue", name, "durable", q->durable, durable) < 0 ||
+            check_flag(ch, QUEUE_DECLARE, "queue", name, "auto_delete", q->auto_delete, auto_delete) < 0 ||
+            check_args_equivalent(ch, QUEUE_DECLARE, "queue", name, (slice){q->args, q->args_len}, args, queue_equiv_keys,
+                                  ARRAY_LEN(queue_equiv_keys)) < 0)
+            return;
+    } else {
         if (check_queue_args(ch, name, args) < 0)
             return;
         q = queue_new(b, name, durable, exclusive, auto_delete, ch->c, args);
@@ -691,25 +786,30 @@ static void queue_bind(channel *ch, rd *r, unsigned mid) {
         channel_close_error(ch, ACCESS_REFUSED, mid, "operation not permitted on the default exchange");
         return;
     }
+    if (mid == QUEUE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
+        queue *q = broker_queue(ch->c->b, qname);
+        exchange *x = broker_exchange(ch->c->b, xname);
+        if (q && check_exclusive(ch, q, mid) < 0)
+            return;
+        binding *bd = q && x ? binding_find(x, q, NULL, key, args) : NULL;
+        if (bd)
+            binding_remove(bd);
+        send_empty(ch, QUEUE_UNBIND_OK);
+        return;
+    }
     queue *q = find_queue(ch, qname, mid);
     if (!q)
         return;
     exchange *x = find_exchange(ch, xname, mid);
     if (!x)
         return;
-    /* For binding semantics the key of an empty-key bind is the queue name (spec 1.7.2.3.1)
-     * only when both queue and key are empty; RabbitMQ then uses the last queue's name. */
+    if (x->type == EX_HEADERS && check_x_match(ch, args, mid) < 0)
+        return;
     binding *bd = binding_find(x, q, NULL, key, args);
-    if (mid == QUEUE_BIND) {
-        if (!bd)
-            binding_add(x, q, NULL, key, args);
-        if (!(bits & 1))
-            send_empty(ch, QUEUE_BIND_OK);
-    } else {
-        if (bd)
-            binding_remove(bd);
-        send_empty(ch, QUEUE_UNBIND_OK);
-    }
+    if (!bd)
+        binding_add(x, q, NULL, key, args);
+    if (!(bits & 1))
+        send_empty(ch, QUEUE_BIND_OK);
 }
 
 static void send_count(channel *ch, unsigned mid, size_t n) {
@@ -754,7 +854,7 @@ static void queue_delete_m(channel *ch, rd *r) {
             return;
         }
         if (if_empty && queue_ready_count(q)) {
-            channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DELETE, "%s is not empty", rs("queue", name));
+            channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DELETE, "%s not empty", rs("queue", name));
             return;
         }
         n = queue_delete(q);
@@ -803,6 +903,9 @@ static consumer *consumer_new(channel *ch, slice tag, queue *q, int no_ack, int 
     cs->no_ack = (uint8_t)no_ack;
     cs->exclusive = (uint8_t)exclusive;
     cs->prefetch = ch->prefetch;
+    fval v;
+    if (args.n && table_get(args, "x-priority", &v) && fval_is_int(&v))
+        cs->priority = (int32_t)v.i;
     if (args.n) {
         cs->args = xmalloc(args.n);
         memcpy(cs->args, args.p, args.n);
@@ -985,6 +1088,31 @@ static message *rewrite_reply_to(message *m, slice old, const char *key) {
     return n;
 }
 
+/* The expiration property is a decimal count of milliseconds (RabbitMQ's per-message TTL). */
+static int check_expiration(channel *ch, slice e) {
+    const char *why = NULL;
+    char text[64];
+    long long v = 0;
+    size_t i = e.n && e.p[0] == '-' ? 1 : 0;
+    if (i == e.n)
+        why = "no_integer";
+    for (; !why && i < e.n; i++) {
+        if (e.p[i] < '0' || e.p[i] > '9' || v > 100000000000000LL)
+            why = "no_integer";
+        else
+            v = v * 10 + (e.p[i] - '0');
+    }
+    if (!why && e.p[0] == '-') {
+        snprintf(text, sizeof text, "{value_negative,-%lld}", v);
+        why = text;
+    }
+    if (!why)
+        return 0;
+    channel_close_error(ch, PRECONDITION_FAILED, BASIC_PUBLISH, "invalid expiration '%.*s': %s", (int)MIN(e.n, 64),
+                        (const char *)e.p, why);
+    return -1;
+}
+
 static void content_header(channel *ch, const frame *f) {
     rd r = rd_make(f->payload, f->size);
     uint16_t cls = rd_u16(&r);
@@ -1015,6 +1143,10 @@ static void content_header(channel *ch, const frame *f) {
         channel_close_error(ch, PRECONDITION_FAILED, BASIC_PUBLISH,
                             "user_id property set to '%.*s' but authenticated user was '%s'", (int)pv.user_id.n,
                             (const char *)pv.user_id.p, c->user);
+        message_unref(hdr);
+        return;
+    }
+    if ((pv.flags & PROP_EXPIRATION) && check_expiration(ch, pv.expiration) < 0) {
         message_unref(hdr);
         return;
     }
@@ -1137,12 +1269,15 @@ static void basic_settle(channel *ch, rd *r, unsigned mid) {
 }
 
 static void basic_recover(channel *ch, rd *r, unsigned mid) {
-    rd_u8(r);
+    int requeue = rd_u8(r) & 1;
     if (r->err) {
         syntax_error(ch, mid);
         return;
     }
-    /* RabbitMQ requeues every unacked delivery, whatever the requeue bit says. */
+    if (!requeue) { /* RabbitMQ cannot redeliver to the original consumer */
+        conn_close_error(ch->c, NOT_IMPLEMENTED, mid, "requeue=false");
+        return;
+    }
     settle_tags(ch, 0, 1, 1);
     if (mid == BASIC_RECOVER)
         send_empty(ch, BASIC_RECOVER_OK);
@@ -1229,6 +1364,10 @@ static void channel_method(channel *ch, const frame *f) {
         uint8_t active = rd_u8(&r) & 1;
         if (r.err)
             return (void)syntax_error(ch, mid);
+        if (!active) { /* RabbitMQ does not implement client-side flow control */
+            conn_close_error(c, NOT_IMPLEMENTED, mid, "active=false");
+            return;
+        }
         ch->flow_active = active;
         buf *o = out(ch);
         size_t m = method_begin(o, ch->id, CHANNEL_FLOW_OK);

@@ -583,9 +583,11 @@ static void connection_method(conn *c, const frame *f) {
 static channel *get_channel(conn *c, uint16_t id) { return id < c->nchans ? c->chans[id] : NULL; }
 
 static void open_channel(conn *c, uint16_t id) {
-    if (id > c->channel_max) {
-        conn_close_error(c, NOT_ALLOWED, CHANNEL_OPEN, "channel number %u exceeds channel_max %u", id,
-                         c->channel_max);
+    /* RabbitMQ limits how many channels are open, not the channel numbers. */
+    if (c->open_channels >= c->channel_max) {
+        conn_close_error(c, NOT_ALLOWED, CHANNEL_OPEN,
+                         "number of channels opened (%u) has reached the negotiated channel_max (%u)",
+                         c->open_channels, c->channel_max);
         return;
     }
     if (id >= c->nchans) {

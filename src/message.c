@@ -12,17 +12,20 @@ message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len)
     m->refs = 1;
     uint8_t *p = m->data;
     m->exchange = (char *)p;
-    memcpy(p, exchange.p, exchange.n);
+    if (exchange.n)
+        memcpy(p, exchange.p, exchange.n);
     p[exchange.n] = 0;
     m->exchange_len = (uint8_t)exchange.n;
     p += exchange.n + 1;
     m->rkey = (char *)p;
-    memcpy(p, rkey.p, rkey.n);
+    if (rkey.n)
+        memcpy(p, rkey.p, rkey.n);
     p[rkey.n] = 0;
     m->rkey_len = (uint8_t)rkey.n;
     p += rkey.n + 1;
     m->props = p;
-    memcpy(p, props.p, props.n);
+    if (props.n)
+        memcpy(p, props.p, props.n);
     m->props_len = (uint32_t)props.n;
     p += props.n;
     m->body = p;

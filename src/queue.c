@@ -169,7 +169,15 @@ void queue_add_consumer(queue *q, consumer *c) {
         q->capconsumers = q->capconsumers ? q->capconsumers * 2 : 4;
         q->consumers = xrealloc(q->consumers, q->capconsumers * sizeof *q->consumers);
     }
-    q->consumers[q->nconsumers++] = c;
+    /* Kept in descending priority order; a newcomer goes after its equals. */
+    size_t at = q->nconsumers;
+    while (at > 0 && q->consumers[at - 1]->priority < c->priority)
+        at--;
+    memmove(&q->consumers[at + 1], &q->consumers[at], (q->nconsumers - at) * sizeof *q->consumers);
+    q->consumers[at] = c;
+    q->nconsumers++;
+    if (q->rr > at)
+        q->rr++;
     q->had_consumer = 1;
     queue_mark_dirty(q);
 }
@@ -199,26 +207,35 @@ void queue_mark_dirty(queue *q) {
     q->b->dirty = q;
 }
 
-/* Hands out ready messages round-robin to consumers that have credit, until the queue is
- * empty or no consumer can take more. */
+/* The consumer for the next message: the highest priority group with a consumer that has
+ * credit, round-robin within that group (RabbitMQ's consumer priorities). */
+static consumer *next_consumer(queue *q) {
+    size_t n = q->nconsumers;
+    for (size_t i = 0; i < n;) {
+        int32_t p = q->consumers[i]->priority;
+        size_t j = i + 1;
+        while (j < n && q->consumers[j]->priority == p)
+            j++;
+        size_t len = j - i, start = q->rr >= i && q->rr < j ? q->rr - i : 0;
+        for (size_t k = 0; k < len; k++) {
+            size_t idx = i + (start + k) % len;
+            if (consumer_can_take(q->consumers[idx])) {
+                q->rr = idx + 1;
+                return q->consumers[idx];
+            }
+        }
+        i = j;
+    }
+    return NULL;
+}
+
+/* Hands out ready messages to consumers that have credit, until the queue is empty or no
+ * consumer can take more. */
 void queue_dispatch(queue *q) {
     while (q->nconsumers && queue_ready_count(q)) {
-        size_t tried = 0;
-        consumer *cs = NULL;
-        while (tried < q->nconsumers) {
-            if (q->rr >= q->nconsumers)
-                q->rr = 0;
-            consumer *c = q->consumers[q->rr];
-            if (consumer_can_take(c)) {
-                cs = c;
-                break;
-            }
-            q->rr++;
-            tried++;
-        }
+        consumer *cs = next_consumer(q);
         if (!cs)
             return;
-        q->rr++;
         qmsg qm;
         queue_pop(q, &qm);
         consumer_deliver(cs, qm);

@@ -212,6 +212,8 @@ static int value_equal(const fval *a, const fval *b) {
         return a->i == b->i;
     if ((a->type == 'f' || a->type == 'd') && (b->type == 'f' || b->type == 'd'))
         return a->d == b->d;
+    if (fval_is_str(a) && fval_is_str(b)) /* longstr and binary: the same bytes match */
+        return slice_eq(a->s, b->s);
     if (a->type != b->type)
         return 0;
     switch (a->type) {

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs every test suite and ends with one summary line: "N passed, N failed".
+#   1. C unit tests (wire codec, topic matching, map), built with ASan + UBSan;
+#   2. a short libFuzzer smoke run of the frame / field-table decoder;
+#   3. the integration tests (pytest, real clients, a real ferryd) against the sanitizer
+#      build of ferryd, which must also exit cleanly (no leak or UB report) on SIGTERM.
+# Extra pytest arguments can be passed: tests/run.sh -k topic
+set -u
+cd "$(dirname "$0")/.."
+mkdir -p build/test
+passed=0
+failed=0
+skipped=0
+PY=/usr/bin/python3
+SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+
+add() { passed=$((passed + $1)); failed=$((failed + $2)); }
+
+echo "== unit tests (ASan + UBSan)"
+if clang -std=c11 -D_GNU_SOURCE -Isrc -Itests/unit -Wall -Wextra -Werror -g -O1 $SAN \
+    -o build/test/unit tests/unit/test_wire.c src/wire.c src/buf.c src/util.c src/names.c src/map.c src/topic.c \
+    2> build/test/unit-build.log; then
+  build/test/unit > build/test/unit.log 2>&1
+  cat build/test/unit.log
+  line=$(grep -E '^unit: [0-9]+ passed, [0-9]+ failed' build/test/unit.log | tail -1)
+  if [ -n "$line" ]; then
+    p=$(echo "$line" | sed -E 's/unit: ([0-9]+) passed.*/\1/')
+    f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')
+    add "$p" "$f"
+    if grep -q 'ERROR: \(Address\|Leak\)Sanitizer\|runtime error:' build/test/unit.log; then add 0 1; fi
+  else
+    echo "unit tests crashed"; add 0 1
+  fi
+else
+  cat build/test/unit-build.log; echo "unit tests failed to build"; add 0 1
+fi
+
+echo "== fuzz smoke (libFuzzer, ${FUZZ_SMOKE_SECONDS:-20} s)"
+if make -s build/fuzz/fuzz_wire > build/test/fuzz-build.log 2>&1; then
+  mkdir -p build/fuzz/corpus
+  if build/fuzz/fuzz_wire -max_total_time="${FUZZ_SMOKE_SECONDS:-20}" -print_final_stats=0 \
+      build/fuzz/corpus fuzz/corpus > build/test/fuzz.log 2>&1; then
+    echo "PASS fuzz_wire ($(grep -c '' build/test/fuzz.log) log lines, no crash)"; add 1 0
+  else
+    tail -40 build/test/fuzz.log; echo "FAIL fuzz_wire"; add 0 1
+  fi
+else
+  cat build/test/fuzz-build.log; echo "FAIL fuzz target build"; add 0 1
+fi
+
+echo "== integration tests (pytest, real clients, ferryd with ASan + UBSan)"
+export FERRYD="${FERRYD:-$PWD/build/asan/ferryd}"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
+export PYTHONDONTWRITEBYTECODE=1
+rm -f build/test/pytest.xml
+(cd tests && $PY -m pytest -q -p no:cacheprovider --junitxml=../build/test/pytest.xml "$@")
+if [ -f build/test/pytest.xml ]; then
+  read -r t f e s < <($PY - <<'PYEOF'
+import xml.etree.ElementTree as ET
+r = ET.parse("build/test/pytest.xml").getroot()
+suites = [r] if r.tag == "testsuite" else list(r)
+t = sum(int(x.get("tests", 0)) for x in suites)
+f = sum(int(x.get("failures", 0)) for x in suites)
+e = sum(int(x.get("errors", 0)) for x in suites)
+s = sum(int(x.get("skipped", 0)) for x in suites)
+print(t, f, e, s)
+PYEOF
+)
+  add $((t - f - e - s)) $((f + e))
+  skipped=$((skipped + s))
+else
+  echo "pytest produced no results"; add 0 1
+fi
+
+if [ "$skipped" -gt 0 ]; then
+  echo "$passed passed, $failed failed, $skipped skipped"
+else
+  echo "$passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ]

@@ -1,0 +1,184 @@
+/* Unit tests for the wire codec, topic matching and the name map: the pieces whose edge
+ * cases are easiest to pin down without a socket. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+#include "unit.h"
+#include "wire.h"
+
+int unit_failures;
+
+static void test_frame_roundtrip_and_partial_input(void) {
+    buf b;
+    buf_init(&b);
+    size_t m = method_begin(&b, 7, QUEUE_DECLARE);
+    buf_shortstr(&b, "q", 1);
+    frame_end(&b, m);
+    frame f;
+    const char *why = NULL;
+    CHECK(wire_parse_frame(buf_head(&b), b.len - 1, 131072, &f, &why) == 0); /* one byte short */
+    long n = wire_parse_frame(buf_head(&b), b.len, 131072, &f, &why);
+    CHECK(n == (long)b.len);
+    CHECK(f.type == FRAME_METHOD && f.channel == 7 && f.size == 6);
+    buf_free(&b);
+}
+
+static void test_frame_with_bad_end_octet_is_an_error(void) {
+    uint8_t raw[] = {1, 0, 1, 0, 0, 0, 1, 9, 0x00};
+    frame f;
+    const char *why = NULL;
+    CHECK(wire_parse_frame(raw, sizeof raw, 131072, &f, &why) == -1);
+    CHECK(why && strstr(why, "frame end"));
+}
+
+static void test_frame_larger_than_frame_max_is_an_error_before_it_arrives(void) {
+    uint8_t raw[] = {3, 0, 1, 0, 1, 0, 0}; /* claims 65536 bytes */
+    frame f;
+    const char *why = NULL;
+    CHECK(wire_parse_frame(raw, sizeof raw, 4096, &f, &why) == -1);
+}
+
+static void test_table_with_every_type_validates_and_finds_keys(void) {
+    buf t;
+    buf_init(&t);
+    table_put_longstr(&t, "s", "hello", 5);
+    table_put_bool(&t, "b", 1);
+    buf_shortstr(&t, "i", 1), buf_u8(&t, 'I'), buf_u32(&t, (uint32_t)-5);
+    buf_shortstr(&t, "l", 1), buf_u8(&t, 'l'), buf_u64(&t, 1ULL << 40);
+    buf_shortstr(&t, "v", 1), buf_u8(&t, 'V');
+    buf_shortstr(&t, "d", 1), buf_u8(&t, 'D'), buf_u8(&t, 2), buf_u32(&t, 12345);
+    buf inner;
+    buf_init(&inner);
+    table_put_bool(&inner, "x", 0);
+    table_put_table(&t, "nested", buf_head(&inner), inner.len);
+    slice s = {buf_head(&t), t.len};
+    CHECK(table_validate(s) == 0);
+    fval v;
+    CHECK(table_get(s, "i", &v) && v.type == 'I' && v.i == -5);
+    CHECK(table_get(s, "l", &v) && v.i == (int64_t)(1ULL << 40));
+    CHECK(table_get(s, "s", &v) && slice_eqs(v.s, "hello"));
+    CHECK(table_get(s, "nested", &v) && v.type == 'F' && table_validate(v.s) == 0);
+    CHECK(!table_get(s, "missing", &v));
+    buf_free(&t);
+    buf_free(&inner);
+}
+
+static void test_table_with_unknown_type_or_overlong_length_is_rejected(void) {
+    uint8_t bad_type[] = {1, 'k', 'Z', 0};
+    CHECK(table_validate((slice){bad_type, sizeof bad_type}) < 0);
+    uint8_t long_str[] = {1, 'k', 'S', 0, 0, 0, 50, 'a'};
+    CHECK(table_validate((slice){long_str, sizeof long_str}) < 0);
+    uint8_t short_key[] = {9, 'k'};
+    CHECK(table_validate((slice){short_key, sizeof short_key}) < 0);
+}
+
+static void test_deeply_nested_tables_are_refused_not_recursed_forever(void) {
+    /* 100 nested tables: the validator stops at its depth limit. */
+    size_t depth = 100, per = 1 + 1 + 1 + 4;
+    size_t n = depth * per;
+    uint8_t *p = calloc(1, n);
+    for (size_t i = 0; i < depth; i++) {
+        uint8_t *q = p + i * per;
+        uint32_t len = (uint32_t)(n - (i + 1) * per);
+        q[0] = 1, q[1] = 'k', q[2] = 'F';
+        q[3] = (uint8_t)(len >> 24), q[4] = (uint8_t)(len >> 16), q[5] = (uint8_t)(len >> 8), q[6] = (uint8_t)len;
+    }
+    CHECK(table_validate((slice){p, n}) < 0);
+    free(p);
+}
+
+static void test_integer_arguments_compare_equal_across_integer_types(void) {
+    fval a = {.type = 'I', .i = 1000}, b = {.type = 'l', .i = 1000}, c = {.type = 'S'};
+    CHECK(fval_equal(&a, &b));
+    c.s = slice_str("1000");
+    CHECK(!fval_equal(&a, &c));
+}
+
+static void test_properties_parse_finds_reply_to_and_rejects_trailing_bytes(void) {
+    buf b;
+    buf_init(&b);
+    buf_u16(&b, PROP_DELIVERY_MODE | PROP_REPLY_TO);
+    buf_u8(&b, 2);
+    buf_shortstr(&b, "amq.rabbitmq.reply-to", 21);
+    props_view pv;
+    CHECK(props_parse((slice){buf_head(&b), b.len}, &pv) == 0);
+    CHECK(pv.delivery_mode == 2 && slice_eqs(pv.reply_to, "amq.rabbitmq.reply-to"));
+    buf_u8(&b, 0);
+    CHECK(props_parse((slice){buf_head(&b), b.len}, &pv) < 0);
+    buf_free(&b);
+}
+
+static int tm(const char *p, const char *k) { return topic_match(p, strlen(p), k, strlen(k)); }
+
+static void test_topic_patterns_match_as_rabbitmq_does(void) {
+    CHECK(tm("a.*.c", "a.b.c"));
+    CHECK(!tm("a.*.c", "a.c"));
+    CHECK(tm("a.#", "a"));
+    CHECK(tm("a.#", "a.b.c"));
+    CHECK(tm("#", ""));
+    CHECK(tm("#", "x.y"));
+    CHECK(tm("#.c", "c"));
+    CHECK(tm("a.#.c", "a.c"));
+    CHECK(tm("a.#.c", "a.b.b.c"));
+    CHECK(!tm("a.#.c", "a.b.d"));
+    CHECK(!tm("*", ""));
+    CHECK(tm("*", "a"));
+    CHECK(tm("a..b", "a..b"));
+    CHECK(tm("a.*.b", "a..b"));
+    CHECK(!tm("a.b", "a.b.c"));
+    CHECK(tm("#.#.#", "a.b"));
+    CHECK(tm("*.#", "a"));
+    CHECK(!tm("*.*", "a"));
+}
+
+static void test_map_put_get_delete_and_grow(void) {
+    map m;
+    map_init(&m);
+    char key[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        map_put(&m, key, strlen(key), (void *)(long)(i + 1));
+    }
+    CHECK(m.count == 1000);
+    CHECK(map_get(&m, "k500", 4) == (void *)501L);
+    for (int i = 0; i < 1000; i += 2) {
+        snprintf(key, sizeof key, "k%d", i);
+        map_del(&m, key, strlen(key));
+    }
+    CHECK(m.count == 500);
+    CHECK(map_get(&m, "k500", 4) == NULL);
+    CHECK(map_get(&m, "k501", 4) == (void *)502L);
+    map_free(&m);
+}
+
+static const unit_test tests[] = {
+#define T(f) {#f, f}
+    T(test_frame_roundtrip_and_partial_input),
+    T(test_frame_with_bad_end_octet_is_an_error),
+    T(test_frame_larger_than_frame_max_is_an_error_before_it_arrives),
+    T(test_table_with_every_type_validates_and_finds_keys),
+    T(test_table_with_unknown_type_or_overlong_length_is_rejected),
+    T(test_deeply_nested_tables_are_refused_not_recursed_forever),
+    T(test_integer_arguments_compare_equal_across_integer_types),
+    T(test_properties_parse_finds_reply_to_and_rejects_trailing_bytes),
+    T(test_topic_patterns_match_as_rabbitmq_does),
+    T(test_map_put_get_delete_and_grow),
+};
+
+int main(void) {
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        int before = unit_failures;
+        tests[i].fn();
+        if (unit_failures == before) {
+            passed++;
+            printf("PASS %s\n", tests[i].name);
+        } else {
+            failed++;
+            printf("FAIL %s\n", tests[i].name);
+        }
+    }
+    printf("unit: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
