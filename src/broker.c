@@ -76,6 +76,7 @@ static void after_batch(void *ud) {
     while (b->confirms) {
         channel *ch = b->confirms;
         b->confirms = ch->next_confirm;
+        ch->in_confirms = 0;
         channel_send_confirms(ch);
     }
     while (b->flush) {

@@ -39,6 +39,7 @@ typedef struct message {
     uint32_t props_len;
     uint64_t body_len;
     uint64_t body_got; /* bytes of body received so far, while it is being assembled */
+    int64_t ttl;       /* the expiration property in ms; -1 = none */
     char *exchange;    /* NUL-terminated, inside data[] */
     char *rkey;        /* NUL-terminated, inside data[] */
     uint8_t *props;    /* the publisher's property bytes (flags + list), inside data[] */
@@ -61,6 +62,7 @@ void message_unref(message *m);
 typedef struct qmsg {
     message *m;
     uint64_t seq;
+    uint64_t expires_at; /* monotonic ms when it expires (TTL); 0 = never */
     uint32_t deliveries; /* times delivered (for redelivered / delivery limits) */
 } qmsg;
 
@@ -83,8 +85,21 @@ struct queue {
     conn *owner;   /* exclusive queues: the declaring connection */
     uint8_t *args; /* declare arguments (field table contents) */
     size_t args_len;
-    qring ready;
-    qheap requeued;
+    /* Ready messages, one level per priority (x-max-priority; one level otherwise): each a
+     * FIFO ring plus a heap of requeued messages. */
+    struct qlevel {
+        qring ready;
+        qheap requeued;
+    } *levels;
+    uint8_t nlevels;
+    uint8_t overflow;     /* OVERFLOW_* (x-overflow) */
+    size_t nready;        /* ready messages over all levels */
+    int64_t message_ttl;  /* x-message-ttl in ms; -1 = none */
+    int64_t max_length;   /* x-max-length; -1 = none */
+    int64_t max_bytes;    /* x-max-length-bytes; -1 = none */
+    int64_t expires_ms;   /* x-expires: deleted after this long unused; 0 = never */
+    loop_timer ttl_timer;     /* fires when the head message expires */
+    loop_timer expiry_timer;  /* fires when the unused queue expires */
     uint64_t next_seq;
     uint64_t ready_bytes;
     uint32_t unacked;
@@ -98,9 +113,13 @@ struct queue {
 
 queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args);
 void queue_unref(queue *q);
-size_t queue_ready_count(const queue *q);
-/* Appends a newly published message (takes a reference). */
-void queue_publish(queue *q, message *m);
+enum { OVERFLOW_DROP_HEAD, OVERFLOW_REJECT_PUBLISH, OVERFLOW_REJECT_PUBLISH_DLX };
+static inline size_t queue_ready_count(const queue *q) { return q->nready; }
+/* Appends a newly published message (takes a reference). Returns -1 if the queue refused
+ * it (x-overflow reject-publish on a full queue). */
+int queue_publish(queue *q, message *m);
+/* The queue was used (declared, consumed from, got from): an x-expires lease restarts. */
+void queue_touch(queue *q);
 /* Takes the next ready message, if any. */
 int queue_pop(queue *q, qmsg *out);
 /* Puts a delivered message back in its place, marked as delivered before. */
@@ -112,6 +131,8 @@ void queue_add_consumer(queue *q, consumer *c);
 void queue_remove_consumer(queue *q, consumer *c);
 /* Schedules delivery to consumers for the end of this loop batch. */
 void queue_mark_dirty(queue *q);
+/* The consumer that should get the next message now, or NULL if none can take one. */
+consumer *queue_next_consumer(queue *q);
 void queue_dispatch(queue *q);
 /* Deletes: cancels consumers (with notification), removes bindings, drops ready messages. */
 size_t queue_delete(queue *q);

@@ -320,8 +320,18 @@ static void confirm_ready(channel *ch) {
     }
 }
 
+/* A nack must not overtake acks pending for earlier messages: send those first. */
+static void send_nack(channel *ch, uint64_t seq) {
+    channel_send_confirms(ch);
+    buf *o = out(ch);
+    size_t m = method_begin(o, ch->id, BASIC_NACK);
+    buf_u64(o, seq);
+    buf_u8(o, 0);
+    frame_end(o, m);
+    ch->confirmed = ch->confirm_upto = seq;
+}
+
 void channel_send_confirms(channel *ch) {
-    ch->in_confirms = 0;
     if (ch->closing || ch->confirm_upto <= ch->confirmed)
         return;
     buf *o = out(ch);
@@ -761,6 +771,7 @@ static void queue_declare(channel *ch, rd *r) {
         /* Every queue is bound to the default exchange by its name (implicitly). */
     }
     snprintf(ch->last_queue, sizeof ch->last_queue, "%s", q->name);
+    queue_touch(q);
     if (!nowait)
         send_declare_ok(ch, q);
 }
@@ -1051,7 +1062,7 @@ static void publish_route(channel *ch, message *m, int mandatory) {
     broker *b = ch->c->b;
     props_view pv;
     props_parse((slice){m->props, m->props_len}, &pv);
-    int routed = 0;
+    int routed = 0, rejected = 0;
     if (m->exchange_len == 0 && slice_prefix((slice){(const uint8_t *)m->rkey, m->rkey_len}, REPLY_TO_PREFIX)) {
         routed = deliver_reply(b, m);
     } else {
@@ -1059,7 +1070,8 @@ static void publish_route(channel *ch, message *m, int mandatory) {
         if (x) {
             exchange_route(x, m, pv.headers);
             for (size_t i = 0; i < b->nroute; i++)
-                queue_publish(b->route_out[i], m);
+                if (queue_publish(b->route_out[i], m) < 0)
+                    rejected = 1;
             routed = b->nroute > 0;
         }
     }
@@ -1067,7 +1079,10 @@ static void publish_route(channel *ch, message *m, int mandatory) {
         write_return(ch, m, NO_ROUTE, "NO_ROUTE");
     if (ch->confirm) {
         ch->pub_seq++;
-        confirm_ready(ch);
+        if (rejected)
+            send_nack(ch, ch->pub_seq); /* a full queue with x-overflow reject-publish */
+        else
+            confirm_ready(ch);
     }
 }
 
@@ -1154,6 +1169,11 @@ static void content_header(channel *ch, const frame *f) {
                              (slice){(const uint8_t *)hdr->rkey, hdr->rkey_len}, props, size);
     message_unref(hdr);
     m->persistent = pv.delivery_mode == 2;
+    if (pv.flags & PROP_EXPIRATION) {
+        m->ttl = 0;
+        for (size_t i = 0; i < pv.expiration.n; i++)
+            m->ttl = m->ttl * 10 + (pv.expiration.p[i] - '0');
+    }
     m->priority = pv.priority;
     if ((pv.flags & PROP_REPLY_TO) && slice_eqs(pv.reply_to, REPLY_TO)) {
         if (!ch->reply) {
@@ -1209,6 +1229,7 @@ static void basic_get(channel *ch, rd *r) {
     queue *q = find_queue(ch, qname, BASIC_GET);
     if (!q)
         return;
+    queue_touch(q);
     qmsg qm;
     buf *o = out(ch);
     if (!queue_pop(q, &qm)) {

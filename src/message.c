@@ -10,6 +10,7 @@ message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len)
     message *m = xmalloc(n);
     memset(m, 0, sizeof *m);
     m->refs = 1;
+    m->ttl = -1;
     uint8_t *p = m->data;
     m->exchange = (char *)p;
     if (exchange.n)

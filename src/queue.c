@@ -83,6 +83,14 @@ static qmsg heap_pop(qheap *h) {
 
 /* ---- queue ---- */
 
+static void ttl_fired(loop_timer *t);
+static void expiry_fired(loop_timer *t);
+
+static int64_t int_arg(slice args, const char *key, int64_t dflt) {
+    fval v;
+    return table_get(args, key, &v) && fval_is_int(&v) ? v.i : dflt;
+}
+
 queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args) {
     queue *q = xcalloc(1, sizeof *q);
     q->name = xstrndup((const char *)name.p, name.n);
@@ -98,21 +106,46 @@ queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_del
         memcpy(q->args, args.p, args.n);
         q->args_len = args.n;
     }
+    /* Arguments were validated by the caller (channel.c, with RabbitMQ's error texts). */
+    int64_t prio = int_arg(args, "x-max-priority", 0);
+    q->nlevels = (uint8_t)(prio > 0 ? prio + 1 : 1);
+    q->levels = xcalloc(q->nlevels, sizeof *q->levels);
+    q->message_ttl = int_arg(args, "x-message-ttl", -1);
+    q->max_length = int_arg(args, "x-max-length", -1);
+    q->max_bytes = int_arg(args, "x-max-length-bytes", -1);
+    q->expires_ms = int_arg(args, "x-expires", 0);
+    fval v;
+    if (table_get(args, "x-overflow", &v) && fval_is_str(&v))
+        q->overflow = slice_eqs(v.s, "reject-publish")       ? OVERFLOW_REJECT_PUBLISH
+                      : slice_eqs(v.s, "reject-publish-dlx") ? OVERFLOW_REJECT_PUBLISH_DLX
+                                                              : OVERFLOW_DROP_HEAD;
+    q->ttl_timer.fn = ttl_fired;
+    q->expiry_timer.fn = expiry_fired;
+    queue_touch(q);
     return q;
 }
 
 static void drop_all_ready(queue *q) {
-    qmsg m;
-    while (queue_pop(q, &m))
-        message_unref(m.m);
+    for (int l = 0; l < q->nlevels; l++) {
+        struct qlevel *lv = &q->levels[l];
+        while (lv->ready.len)
+            message_unref(ring_pop(&lv->ready).m);
+        while (lv->requeued.len)
+            message_unref(heap_pop(&lv->requeued).m);
+    }
+    q->nready = 0;
+    q->ready_bytes = 0;
 }
 
 void queue_unref(queue *q) {
     if (--q->refs > 0)
         return;
     drop_all_ready(q);
-    free(q->ready.a);
-    free(q->requeued.a);
+    for (int l = 0; l < q->nlevels; l++) {
+        free(q->levels[l].ready.a);
+        free(q->levels[l].requeued.a);
+    }
+    free(q->levels);
     free(q->consumers);
     free(q->bindings);
     free(q->args);
@@ -120,25 +153,138 @@ void queue_unref(queue *q) {
     free(q);
 }
 
-size_t queue_ready_count(const queue *q) { return q->ready.len + q->requeued.len; }
+/* The level a message belongs to: its priority, capped at the queue's maximum. */
+static struct qlevel *level_of(queue *q, const message *m) {
+    int l = m->priority < q->nlevels ? m->priority : q->nlevels - 1;
+    return &q->levels[l];
+}
 
-void queue_publish(queue *q, message *m) {
-    qmsg qm = {message_ref(m), q->next_seq++, 0};
-    ring_push(&q->ready, qm);
+/* The next message in delivery order: the highest non-empty level, and within it the lower
+ * seq of the ring's head and the requeue heap's top. */
+static qmsg *peek(queue *q, struct qlevel **lvp, int *from_heap) {
+    for (int l = q->nlevels - 1; l >= 0; l--) {
+        struct qlevel *lv = &q->levels[l];
+        qmsg *r = ring_front(&lv->ready);
+        if (lv->requeued.len && (!r || lv->requeued.a[0].seq < r->seq)) {
+            *lvp = lv, *from_heap = 1;
+            return &lv->requeued.a[0];
+        }
+        if (r) {
+            *lvp = lv, *from_heap = 0;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+static qmsg take(queue *q, struct qlevel *lv, int from_heap) {
+    qmsg m = from_heap ? heap_pop(&lv->requeued) : ring_pop(&lv->ready);
+    q->nready--;
+    q->ready_bytes -= m.m->body_len;
+    return m;
+}
+
+/* A message leaves the queue without being delivered (expired, dropped by a length
+ * limit). Dead-lettering hooks in here. */
+static void discard(queue *q, qmsg qm) {
+    (void)q;
+    message_unref(qm.m);
+}
+
+static void arm_ttl(queue *q) {
+    struct qlevel *lv;
+    int h;
+    qmsg *head = peek(q, &lv, &h);
+    if (head && head->expires_at)
+        loop_timer_arm(q->b->loop, &q->ttl_timer, head->expires_at);
+    else
+        loop_timer_cancel(q->b->loop, &q->ttl_timer);
+}
+
+/* Drops expired messages at the head, as RabbitMQ does: a message expires when it reaches
+ * the head of the queue past its time. */
+static void expire_head(queue *q) {
+    uint64_t now = now_ms();
+    struct qlevel *lv;
+    int h;
+    qmsg *head;
+    while ((head = peek(q, &lv, &h)) && head->expires_at && head->expires_at <= now)
+        discard(q, take(q, lv, h));
+    arm_ttl(q);
+}
+
+static void ttl_fired(loop_timer *t) {
+    expire_head((queue *)((char *)t - offsetof(queue, ttl_timer)));
+}
+
+static void expiry_fired(loop_timer *t) {
+    queue *q = (queue *)((char *)t - offsetof(queue, expiry_timer));
+    if (q->nconsumers == 0 && !q->deleted) {
+        log_info("queue '%s' expired after %lld ms unused (x-expires)", q->name, (long long)q->expires_ms);
+        queue_delete(q);
+    }
+}
+
+void queue_touch(queue *q) {
+    if (q->expires_ms > 0 && !q->deleted)
+        loop_timer_arm(q->b->loop, &q->expiry_timer, now_ms() + (uint64_t)q->expires_ms);
+}
+
+static int over_limit(const queue *q) {
+    return (q->max_length >= 0 && (int64_t)q->nready > q->max_length) ||
+           (q->max_bytes >= 0 && (int64_t)q->ready_bytes > q->max_bytes);
+}
+
+/* The message TTL in ms: the lower of the queue's x-message-ttl and the message's
+ * expiration property; -1 if neither. */
+static int64_t ttl_of(const queue *q, const message *m) {
+    int64_t t = q->message_ttl;
+    if (m->ttl >= 0 && (t < 0 || m->ttl < t))
+        t = m->ttl;
+    return t;
+}
+
+int queue_publish(queue *q, message *m) {
+    int64_t ttl = ttl_of(q, m);
+    if (ttl == 0) {
+        /* TTL 0: delivered now to a consumer that can take it, or never (RabbitMQ). */
+        consumer *cs = q->nready == 0 ? queue_next_consumer(q) : NULL;
+        if (cs)
+            consumer_deliver(cs, (qmsg){message_ref(m), q->next_seq++, 0, 0});
+        return 0;
+    }
+    if (q->overflow != OVERFLOW_DROP_HEAD &&
+        ((q->max_length >= 0 && (int64_t)q->nready >= q->max_length) ||
+         (q->max_bytes >= 0 && (int64_t)(q->ready_bytes + m->body_len) > q->max_bytes)))
+        return -1;
+    qmsg qm = {message_ref(m), q->next_seq++, ttl > 0 ? now_ms() + (uint64_t)ttl : 0, 0};
+    ring_push(&level_of(q, m)->ready, qm);
+    q->nready++;
     q->ready_bytes += m->body_len;
+    while (over_limit(q)) { /* x-overflow drop-head: the oldest go */
+        struct qlevel *lv;
+        int h;
+        peek(q, &lv, &h);
+        discard(q, take(q, lv, h));
+    }
+    if (qm.expires_at && !q->ttl_timer.slot)
+        arm_ttl(q);
     if (q->nconsumers)
         queue_mark_dirty(q);
+    return 0;
 }
 
 int queue_pop(queue *q, qmsg *out) {
-    qmsg *r = ring_front(&q->ready);
-    if (q->requeued.len && (!r || q->requeued.a[0].seq < r->seq))
-        *out = heap_pop(&q->requeued);
-    else if (r)
-        *out = ring_pop(&q->ready);
-    else
+    struct qlevel *lv;
+    int h;
+    qmsg *head = peek(q, &lv, &h);
+    if (head && head->expires_at) {
+        expire_head(q);
+        head = peek(q, &lv, &h);
+    }
+    if (!head)
         return 0;
-    q->ready_bytes -= out->m->body_len;
+    *out = take(q, lv, h);
     return 1;
 }
 
@@ -147,8 +293,11 @@ void queue_requeue(queue *q, qmsg qm) {
         message_unref(qm.m);
         return;
     }
-    heap_push(&q->requeued, qm);
+    heap_push(&level_of(q, qm.m)->requeued, qm);
+    q->nready++;
     q->ready_bytes += qm.m->body_len;
+    if (qm.expires_at)
+        arm_ttl(q);
     if (q->nconsumers)
         queue_mark_dirty(q);
 }
@@ -161,6 +310,7 @@ void queue_settle(queue *q, qmsg qm) {
 size_t queue_purge(queue *q) {
     size_t n = queue_ready_count(q);
     drop_all_ready(q);
+    arm_ttl(q);
     return n;
 }
 
@@ -179,6 +329,7 @@ void queue_add_consumer(queue *q, consumer *c) {
     if (q->rr > at)
         q->rr++;
     q->had_consumer = 1;
+    loop_timer_cancel(q->b->loop, &q->expiry_timer);
     queue_mark_dirty(q);
 }
 
@@ -194,8 +345,12 @@ void queue_remove_consumer(queue *q, consumer *c) {
             q->rr--;
         break;
     }
-    if (q->nconsumers == 0 && q->auto_delete && q->had_consumer && !q->deleted)
+    if (q->nconsumers == 0 && q->auto_delete && q->had_consumer && !q->deleted) {
         queue_delete(q);
+        return;
+    }
+    if (q->nconsumers == 0)
+        queue_touch(q);
 }
 
 void queue_mark_dirty(queue *q) {
@@ -209,7 +364,7 @@ void queue_mark_dirty(queue *q) {
 
 /* The consumer for the next message: the highest priority group with a consumer that has
  * credit, round-robin within that group (RabbitMQ's consumer priorities). */
-static consumer *next_consumer(queue *q) {
+consumer *queue_next_consumer(queue *q) {
     size_t n = q->nconsumers;
     for (size_t i = 0; i < n;) {
         int32_t p = q->consumers[i]->priority;
@@ -233,7 +388,7 @@ static consumer *next_consumer(queue *q) {
  * consumer can take more. */
 void queue_dispatch(queue *q) {
     while (q->nconsumers && queue_ready_count(q)) {
-        consumer *cs = next_consumer(q);
+        consumer *cs = queue_next_consumer(q);
         if (!cs)
             return;
         qmsg qm;
@@ -246,6 +401,8 @@ size_t queue_delete(queue *q) {
     size_t n = queue_ready_count(q);
     q->deleted = 1;
     q->refs++; /* keep q alive while its consumers and bindings go */
+    loop_timer_cancel(q->b->loop, &q->ttl_timer);
+    loop_timer_cancel(q->b->loop, &q->expiry_timer);
     while (q->nconsumers)
         consumer_cancelled_by_queue(q->consumers[q->nconsumers - 1]);
     while (q->nbindings)
