@@ -19,6 +19,7 @@
 
 #define EXIT_RUN_FAILED 1
 #define EXIT_USAGE 2
+#define DURATION_GRACE_NS 1000000000ull
 
 static const char usage_text[] =
     "usage: ferry bench [options]\n"
@@ -40,7 +41,8 @@ static const char usage_text[] =
     "  --prefetch N         basic.qos prefetch per consumer for manual acks (default 1000)\n"
     "  --ack-every N        ack with multiple=true every N messages (default 0 = auto-ack)\n"
     "  --rate MSG/S         fixed total publish rate, evenly paced (default: as fast as possible)\n"
-    "  --duration SECONDS   publish for this long (default 10 unless --count)\n"
+    "  --duration SECONDS   publish for this long (default 10 unless --count); consumers get up to\n"
+    "                       1 s more for messages still in flight\n"
     "  --count N            publish N messages in total, split evenly over the producers, and\n"
     "                       wait until all are consumed; exits 1 if any are missing\n"
     "  --timeout SECONDS    count-bounded runs give up after this long without progress (default 10)\n"
@@ -546,6 +548,7 @@ int bench_main(int argc, char **argv) {
     uint64_t last_pub = 0, last_con = 0, last_total = 0;
     uint64_t next_line = st.t0_ns + 1000000000ull, last_change = st.t0_ns, prev_line = st.t0_ns;
     int stalled = 0;
+    uint64_t grace_from = 0;
     for (;;) {
         sleep_ms(10);
         uint64_t now = now_ns();
@@ -576,10 +579,15 @@ int bench_main(int argc, char **argv) {
         }
         if (producers_done && consumers_done)
             break;
-        /* Duration runs end at the deadline; count-bounded ones when nothing has moved for
-         * --timeout seconds once publishing is over. */
-        if (st.deadline_ns && now >= st.deadline_ns && producers_done)
-            atomic_store(&st.stop, 1);
+        /* Duration runs end at the deadline, plus up to a second for the consumers to take
+         * what is still in flight; count-bounded ones when nothing has moved for --timeout
+         * seconds once publishing is over. */
+        if (st.deadline_ns && now >= st.deadline_ns && producers_done) {
+            if (!grace_from)
+                grace_from = now;
+            if (now - grace_from >= DURATION_GRACE_NS)
+                atomic_store(&st.stop, 1);
+        }
         uint64_t total = atomic_load(&st.consumed_total);
         if (total != last_total)
             last_total = total, last_change = now;
