@@ -277,7 +277,8 @@ void *producer_main(void *arg) {
              * without progress after a count-bounded one. */
             uint64_t limit = cfg->duration > 0 ? DRAIN_CONFIRMS_NS : (uint64_t)(cfg->timeout * 1e9);
             uint64_t since = cfg->duration > 0 ? finished_at : MAX(finished_at, last_progress);
-            if (now - since > limit) {
+            uint64_t t = now_ns(); /* not `now`: a confirm read this turn is later than it */
+            if (t > since && t - since > limit) {
                 w->unconfirmed = cf.next - cf.lowest;
                 break;
             }
