@@ -17,7 +17,7 @@
 
 #include "util.h"
 
-#define TICK_MS 1000
+#define TICK_MS 250 /* heartbeats go out every half interval, so at least 2 ticks per second */
 
 exchange *broker_exchange(broker *b, slice name) { return map_get(&b->exchanges, (const char *)name.p, name.n); }
 
@@ -65,24 +65,28 @@ static void add_builtin(broker *b, const char *name, int type) {
 
 static void after_batch(void *ud) {
     broker *b = ud;
-    while (b->dirty) {
-        queue *q = b->dirty;
-        b->dirty = q->next_dirty;
-        q->dirty = 0;
-        if (!q->deleted)
-            queue_dispatch(q);
-        queue_unref(q);
-    }
-    while (b->confirms) {
-        channel *ch = b->confirms;
-        b->confirms = ch->next_confirm;
-        ch->in_confirms = 0;
-        channel_send_confirms(ch);
-    }
-    while (b->flush) {
-        conn *c = b->flush;
-        b->flush = c->next_flush;
-        conn_flush(c);
+    /* Flushing can wake consumers (a drained socket) and dispatching can produce output:
+     * repeat until nothing is pending, so that no work waits for an unrelated event. */
+    while (b->dirty || b->confirms || b->flush) {
+        while (b->dirty) {
+            queue *q = b->dirty;
+            b->dirty = q->next_dirty;
+            q->dirty = 0;
+            if (!q->deleted)
+                queue_dispatch(q);
+            queue_unref(q);
+        }
+        while (b->confirms) {
+            channel *ch = b->confirms;
+            b->confirms = ch->next_confirm;
+            ch->in_confirms = 0;
+            channel_send_confirms(ch);
+        }
+        while (b->flush) {
+            conn *c = b->flush;
+            b->flush = c->next_flush;
+            conn_flush(c);
+        }
     }
     while (b->dead) {
         conn *c = b->dead;

@@ -224,6 +224,7 @@ struct channel {
     uint8_t expect;    /* content frames expected next: 0 none, FRAME_HEADER, FRAME_BODY */
     uint8_t mandatory; /* of the publish being assembled */
     message *pending;  /* the publish being assembled */
+    slice args;        /* the current method's argument bytes (for error texts) */
     uint64_t next_tag;
     uring unacked;
     uint32_t nunacked; /* live (not yet settled) entries in unacked */

@@ -401,8 +401,14 @@ static exchange *find_exchange(channel *ch, slice name, unsigned mid) {
     return x;
 }
 
+/* Arguments are well-formed when they decode completely, with nothing left over. */
+static int args_bad(const rd *r) { return r->err || rd_left(r) != 0; }
+
+/* Undecodable arguments: RabbitMQ answers 501 with the argument bytes, as here. */
 static int syntax_error(channel *ch, unsigned mid) {
-    conn_close_error(ch->c, SYNTAX_ERROR, mid, "malformed arguments for %s", method_name(mid));
+    char oct[160];
+    wire_format_octets(ch->args.p, ch->args.n, oct, sizeof oct);
+    conn_close_error(ch->c, FRAME_ERROR, mid, "cannot decode %s", oct);
     return -1;
 }
 
@@ -581,7 +587,7 @@ static void exchange_declare(channel *ch, rd *r) {
     slice type = rd_shortstr(r);
     uint8_t bits = rd_u8(r);
     slice args = read_table(r);
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, EXCHANGE_DECLARE);
         return;
     }
@@ -638,7 +644,7 @@ static void exchange_delete(channel *ch, rd *r) {
     rd_u16(r);
     slice name = rd_shortstr(r);
     uint8_t bits = rd_u8(r);
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, EXCHANGE_DELETE);
         return;
     }
@@ -673,7 +679,7 @@ static void exchange_bind(channel *ch, rd *r, unsigned mid) {
     slice key = rd_shortstr(r);
     uint8_t bits = rd_u8(r);
     slice args = read_table(r);
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, mid);
         return;
     }
@@ -725,7 +731,7 @@ static void queue_declare(channel *ch, rd *r) {
     slice name = rd_shortstr(r);
     uint8_t bits = rd_u8(r);
     slice args = read_table(r);
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, QUEUE_DECLARE);
         return;
     }
@@ -784,7 +790,7 @@ static void queue_bind(channel *ch, rd *r, unsigned mid) {
     slice key = rd_shortstr(r);
     uint8_t bits = mid == QUEUE_BIND ? rd_u8(r) : 0;
     slice args = read_table(r);
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, mid);
         return;
     }
@@ -834,7 +840,7 @@ static void queue_purge_m(channel *ch, rd *r) {
     rd_u16(r);
     slice name = last_queue_or(ch, rd_shortstr(r));
     uint8_t bits = rd_u8(r);
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, QUEUE_PURGE);
         return;
     }
@@ -850,7 +856,7 @@ static void queue_delete_m(channel *ch, rd *r) {
     rd_u16(r);
     slice name = last_queue_or(ch, rd_shortstr(r));
     uint8_t bits = rd_u8(r);
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, QUEUE_DELETE);
         return;
     }
@@ -880,7 +886,7 @@ static void basic_qos(channel *ch, rd *r) {
     uint32_t size = rd_u32(r);
     uint16_t count = rd_u16(r);
     uint8_t global = rd_u8(r) & 1;
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, BASIC_QOS);
         return;
     }
@@ -932,7 +938,7 @@ static void basic_consume(channel *ch, rd *r) {
     slice tag = rd_shortstr(r);
     uint8_t bits = rd_u8(r);
     slice args = read_table(r);
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, BASIC_CONSUME);
         return;
     }
@@ -987,7 +993,7 @@ static void basic_consume(channel *ch, rd *r) {
 static void basic_cancel(channel *ch, rd *r) {
     slice tag = rd_shortstr(r);
     uint8_t nowait = rd_u8(r) & 1;
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, BASIC_CANCEL);
         return;
     }
@@ -1011,7 +1017,7 @@ static void basic_publish(channel *ch, rd *r) {
     slice xname = rd_shortstr(r);
     slice rkey = rd_shortstr(r);
     uint8_t bits = rd_u8(r);
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, BASIC_PUBLISH);
         return;
     }
@@ -1135,13 +1141,21 @@ static void content_header(channel *ch, const frame *f) {
     uint64_t size = rd_u64(&r);
     slice props = rd_bytes(&r, rd_left(&r));
     conn *c = ch->c;
-    if (r.err || cls != CLASS_BASIC) {
-        conn_close_error(c, r.err ? FRAME_ERROR : COMMAND_INVALID, BASIC_PUBLISH, "malformed content header frame");
+    char oct[160];
+    if (r.err || props.n < 2) {
+        wire_format_octets(f->payload, f->size, oct, sizeof oct);
+        conn_close_error(c, FRAME_ERROR, 0, "type 2, all octets = %s: unknown_frame", oct);
+        return;
+    }
+    if (cls != CLASS_BASIC) {
+        conn_close_error(c, UNEXPECTED_FRAME, BASIC_PUBLISH,
+                         "expected content header for class 60, got one for class %u instead", cls);
         return;
     }
     props_view pv;
     if (props_parse(props, &pv) < 0) {
-        conn_close_error(c, FRAME_ERROR, BASIC_PUBLISH, "malformed content header properties");
+        wire_format_octets(props.p, props.n, oct, sizeof oct);
+        conn_close_error(c, FRAME_ERROR, BASIC_PUBLISH, "cannot decode %s", oct);
         return;
     }
     message *hdr = ch->pending;
@@ -1208,10 +1222,14 @@ static void publish_complete(channel *ch) {
 static void content_body(channel *ch, const frame *f) {
     message *m = ch->pending;
     if (m->body_got + f->size > m->body_len) {
-        conn_close_error(ch->c, FRAME_ERROR, BASIC_PUBLISH, "content body exceeds the declared size %llu",
-                         (unsigned long long)m->body_len);
+        /* More body than the header declared: as RabbitMQ, the message never completes (it is
+         * not routed) and the channel keeps waiting for body frames, so the next method is an
+         * UNEXPECTED_FRAME error. */
+        m->body_got = m->body_len + 1;
         return;
     }
+    if (m->body_got > m->body_len)
+        return;
     memcpy(m->body + m->body_got, f->payload, f->size);
     m->body_got += f->size;
     if (m->body_got == m->body_len)
@@ -1222,7 +1240,7 @@ static void basic_get(channel *ch, rd *r) {
     rd_u16(r);
     slice qname = last_queue_or(ch, rd_shortstr(r));
     int no_ack = rd_u8(r) & 1;
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, BASIC_GET);
         return;
     }
@@ -1271,7 +1289,7 @@ static void tx_add(channel *ch, uint8_t kind, uint64_t tag, int multiple, int re
 static void basic_settle(channel *ch, rd *r, unsigned mid) {
     uint64_t tag = rd_u64(r);
     uint8_t bits = rd_u8(r);
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, mid);
         return;
     }
@@ -1291,7 +1309,7 @@ static void basic_settle(channel *ch, rd *r, unsigned mid) {
 
 static void basic_recover(channel *ch, rd *r, unsigned mid) {
     int requeue = rd_u8(r) & 1;
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, mid);
         return;
     }
@@ -1308,7 +1326,7 @@ static void basic_recover(channel *ch, rd *r, unsigned mid) {
 
 static void confirm_select(channel *ch, rd *r) {
     uint8_t nowait = rd_u8(r) & 1;
-    if (r->err) {
+    if (args_bad(r)) {
         syntax_error(ch, CONFIRM_SELECT);
         return;
     }
@@ -1360,10 +1378,21 @@ static void tx_method(channel *ch, unsigned mid) {
 
 /* ---- dispatch ---- */
 
+/* A frame other than the content the channel waits for (RabbitMQ's texts). */
+static void content_expected(channel *ch) {
+    if (ch->expect == FRAME_HEADER)
+        conn_close_error(ch->c, UNEXPECTED_FRAME, BASIC_PUBLISH,
+                         "expected content header for class 60, got non content header frame instead");
+    else
+        conn_close_error(ch->c, UNEXPECTED_FRAME, BASIC_PUBLISH,
+                         "expected content body, got non content body frame instead");
+}
+
 static void channel_method(channel *ch, const frame *f) {
     rd r = rd_make(f->payload, f->size);
     unsigned mid = rd_u32(&r);
     conn *c = ch->c;
+    ch->args = (slice){f->payload + 4, f->size - 4}; /* for error texts */
     if (ch->closing) {
         /* After we sent channel.close only close / close-ok count (spec 2.2.4). */
         if (mid == CHANNEL_CLOSE_OK) {
@@ -1375,15 +1404,14 @@ static void channel_method(channel *ch, const frame *f) {
         return;
     }
     if (ch->expect) {
-        conn_close_error(c, UNEXPECTED_FRAME, mid, "expected content %s, got non content %s frame instead",
-                         ch->expect == FRAME_HEADER ? "header" : "body", ch->expect == FRAME_HEADER ? "header" : "body");
+        content_expected(ch);
         return;
     }
     switch (mid) {
     case CHANNEL_OPEN: conn_close_error(c, CHANNEL_ERROR, mid, "second 'channel.open' seen"); return;
     case CHANNEL_FLOW: {
         uint8_t active = rd_u8(&r) & 1;
-        if (r.err)
+        if (args_bad(&r))
             return (void)syntax_error(ch, mid);
         if (!active) { /* RabbitMQ does not implement client-side flow control */
             conn_close_error(c, NOT_IMPLEMENTED, mid, "active=false");
@@ -1403,7 +1431,7 @@ static void channel_method(channel *ch, const frame *f) {
         send_empty(ch, CHANNEL_CLOSE_OK);
         conn_forget_channel(c, ch->id);
         return;
-    case CHANNEL_CLOSE_OK: return; /* we never sent close: ignore */
+    case CHANNEL_CLOSE_OK: break; /* we never sent close */
     case EXCHANGE_DECLARE: return exchange_declare(ch, &r);
     case EXCHANGE_DELETE: return exchange_delete(ch, &r);
     case EXCHANGE_BIND:
@@ -1428,14 +1456,13 @@ static void channel_method(channel *ch, const frame *f) {
     case TX_COMMIT:
     case TX_ROLLBACK: return tx_method(ch, mid);
     }
-    unsigned cls = mid >> 16;
-    if (cls == CLASS_CONNECTION)
-        conn_close_error(c, CHANNEL_ERROR, mid, "connection method %s on channel %u", method_name(mid), ch->id);
-    else if (cls == CLASS_CHANNEL || cls == CLASS_EXCHANGE || cls == CLASS_QUEUE || cls == CLASS_BASIC ||
-             cls == CLASS_CONFIRM || cls == CLASS_TX)
-        conn_close_error(c, COMMAND_INVALID, mid, "unexpected method %s from client", method_name(mid));
+    unsigned cls = mid >> 16, m = mid & 0xffff;
+    /* Methods only a server sends, connection methods on a channel: "unimplemented" as
+     * RabbitMQ says; a method the spec does not have at all: 540. */
+    if (method_name(mid)[0] != 'u' || (cls == CLASS_CONNECTION && m <= 71))
+        conn_close_error(c, COMMAND_INVALID, mid, "unimplemented method");
     else
-        conn_close_error(c, NOT_IMPLEMENTED, mid, "unknown class %u", cls);
+        conn_close_error(c, NOT_IMPLEMENTED, mid, "unknown method %u.%u", cls, m);
 }
 
 void channel_frame(channel *ch, const frame *f) {
@@ -1444,6 +1471,10 @@ void channel_frame(channel *ch, const frame *f) {
     case FRAME_HEADER:
         if (ch->closing)
             return;
+        if (ch->expect == FRAME_BODY) {
+            content_expected(ch);
+            return;
+        }
         if (ch->expect != FRAME_HEADER) {
             conn_close_error(ch->c, UNEXPECTED_FRAME, 0, "expected method frame, got non method frame instead");
             return;
@@ -1455,9 +1486,12 @@ void channel_frame(channel *ch, const frame *f) {
     case FRAME_BODY:
         if (ch->closing)
             return;
+        if (ch->expect == FRAME_HEADER) {
+            content_expected(ch);
+            return;
+        }
         if (ch->expect != FRAME_BODY) {
-            conn_close_error(ch->c, UNEXPECTED_FRAME, 0, "expected %s frame, got content body frame instead",
-                             ch->expect == FRAME_HEADER ? "content header" : "method");
+            conn_close_error(ch->c, UNEXPECTED_FRAME, 0, "expected method frame, got non method frame instead");
             return;
         }
         content_body(ch, f);

@@ -118,6 +118,9 @@ int config_load_file(config *c, const char *path, char *err, int errlen) {
         char *val = eq + 1;
         while (*val == ' ' || *val == '\t')
             val++;
+        for (char *k = p; *k; k++) /* handshake_timeout and handshake-timeout are one name */
+            if (*k == '_')
+                *k = '-';
         char msg[256];
         if (set(c, p, val, msg, sizeof msg) < 0) {
             snprintf(err, (size_t)errlen, "%s:%d: %s", path, lineno, msg);

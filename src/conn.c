@@ -308,20 +308,47 @@ static void send_close(conn *c, int code, const char *text, unsigned mid) {
     conn_want_flush(c);
 }
 
-void conn_close_error(conn *c, int code, unsigned class_method, const char *fmt, ...) {
-    if (c->state == CONN_CLOSING || c->state == CONN_DEAD)
-        return;
+/* Ends a connection without a word: what RabbitMQ does with errors before the client has
+ * finished tune-ok (it may not even speak AMQP). */
+static void conn_drop(conn *c, const char *why) {
+    log_warn("dropping connection %llu (%s) during the handshake: %s", (unsigned long long)c->id, c->peer, why);
+    c->state = CONN_CLOSING;
+    c->close_when_flushed = 1;
+    conn_want_flush(c);
+}
+
+static void close_with(conn *c, int code, unsigned class_method, const char *fmt, va_list ap) {
     char text[256];
     int n = snprintf(text, sizeof text, "%s - ", reply_code_name(code));
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(text + n, sizeof text - (size_t)n, fmt, ap);
-    va_end(ap);
+    if (c->state < CONN_OPEN) {
+        conn_drop(c, text);
+        return;
+    }
     log_warn("closing connection %llu (%s): %s", (unsigned long long)c->id, c->peer, text);
     send_close(c, code, text, class_method);
     /* Channels are released by handle_frame once the current handler has returned. */
     c->state = CONN_CLOSING;
     c->closing_since_ms = loop_now_ms(c->b->loop);
+}
+
+void conn_close_error(conn *c, int code, unsigned class_method, const char *fmt, ...) {
+    if (c->state == CONN_CLOSING || c->state == CONN_DEAD)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    close_with(c, code, class_method, fmt, ap);
+    va_end(ap);
+}
+
+/* The one error RabbitMQ reports during the handshake: a refused login, to clients that
+ * announced authentication_failure_close. */
+static void close_in_handshake(conn *c, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    c->state = CONN_OPEN; /* so that close_with sends the close frame */
+    close_with(c, code, 0, fmt, ap);
+    va_end(ap);
 }
 
 static void send_start(conn *c) {
@@ -395,17 +422,13 @@ static void read_client_capabilities(conn *c, slice props) {
 
 static void auth_failed(conn *c, const char *mech, slice user, int why) {
     log_warn("connection %llu (%s): login refused for user '%.*s' (%s)", (unsigned long long)c->id, c->peer,
-             (int)user.n, (const char *)user.p, why == -2 ? "default user only from loopback" : "bad credentials");
-    if (c->cap_auth_failure_close) {
-        conn_close_error(c, ACCESS_REFUSED,
-                         0, "Login was refused using authentication mechanism %s. For details see the broker logfile.",
-                         mech);
-    } else {
-        /* Clients without authentication_failure_close expect the socket to close (spec). */
-        c->state = CONN_CLOSING;
-        c->close_when_flushed = 1;
-        conn_want_flush(c);
-    }
+             (int)user.n, user.p ? (const char *)user.p : "", why == -2 ? "default user only from loopback" : "bad credentials");
+    if (c->cap_auth_failure_close)
+        close_in_handshake(c, ACCESS_REFUSED,
+                           "Login was refused using authentication mechanism %s. For details see the broker logfile.",
+                           mech);
+    else /* clients without authentication_failure_close expect the socket to close (spec) */
+        conn_drop(c, "login refused");
 }
 
 static void on_start_ok(conn *c, rd *r) {
@@ -414,7 +437,7 @@ static void on_start_ok(conn *c, rd *r) {
     slice resp = rd_longstr(r);
     rd_shortstr(r); /* locale */
     if (r->err || table_validate(props) < 0) {
-        conn_close_error(c, SYNTAX_ERROR, CONNECTION_START_OK, "malformed connection.start-ok");
+        conn_drop(c, "malformed connection.start-ok");
         return;
     }
     read_client_capabilities(c, props);
@@ -425,7 +448,7 @@ static void on_start_ok(conn *c, rd *r) {
         const uint8_t *z1 = memchr(p, 0, resp.n);
         const uint8_t *z2 = z1 ? memchr(z1 + 1, 0, (size_t)(end - z1 - 1)) : NULL;
         if (!z1 || !z2) {
-            auth_failed(c, "PLAIN", user, -1);
+            conn_drop(c, "malformed PLAIN response");
             return;
         }
         user = (slice){z1 + 1, (size_t)(z2 - z1 - 1)};
@@ -442,8 +465,7 @@ static void on_start_ok(conn *c, rd *r) {
         if (table_get(resp, "PASSWORD", &v) && fval_is_str(&v))
             pass = v.s;
     } else {
-        conn_close_error(c, ACCESS_REFUSED, CONNECTION_START_OK, "unsupported authentication mechanism '%.*s'",
-                         (int)MIN(mech.n, 64), (const char *)mech.p);
+        conn_drop(c, "unsupported authentication mechanism");
         return;
     }
     int rc = check_login(c, user, pass);
@@ -511,10 +533,6 @@ static void on_open(conn *c, rd *r) {
 static void connection_method(conn *c, const frame *f) {
     rd r = rd_make(f->payload, f->size);
     unsigned mid = rd_u32(&r);
-    if (r.err) {
-        conn_close_error(c, FRAME_ERROR, 0, "method frame too short");
-        return;
-    }
     if (c->state == CONN_CLOSING) {
         if (mid == CONNECTION_CLOSE_OK) {
             conn_destroy(c);
@@ -547,14 +565,13 @@ static void connection_method(conn *c, const frame *f) {
         c->close_when_flushed = 1;
         return;
     case CONNECTION_CLOSE_OK:
-        conn_destroy(c);
-        return;
+        break; /* we did not ask for it */
     case CONNECTION_UPDATE_SECRET:
         if (c->state == CONN_OPENED) {
             rd_longstr(&r);
             rd_shortstr(&r);
-            if (r.err) {
-                conn_close_error(c, SYNTAX_ERROR, mid, "malformed connection.update-secret");
+            if (r.err || rd_left(&r)) {
+                conn_close_error(c, FRAME_ERROR, mid, "cannot decode connection.update-secret");
                 return;
             }
             send_empty_method(c, 0, CONNECTION_UPDATE_SECRET_OK);
@@ -567,17 +584,15 @@ static void connection_method(conn *c, const frame *f) {
             return; /* notifications; nothing to do */
         break;
     default:
-        if ((mid >> 16) == CLASS_CONNECTION) {
-            conn_close_error(c, COMMAND_INVALID, mid, "unknown method %u.%u", mid >> 16, mid & 0xffff);
-        } else if ((mid >> 16) == CLASS_CHANNEL || (mid >> 16) == CLASS_EXCHANGE || (mid >> 16) == CLASS_QUEUE ||
-                   (mid >> 16) == CLASS_BASIC || (mid >> 16) == CLASS_CONFIRM || (mid >> 16) == CLASS_TX) {
-            conn_close_error(c, COMMAND_INVALID, mid, "%s on channel 0", method_name(mid));
-        } else {
-            conn_close_error(c, NOT_IMPLEMENTED, mid, "unknown class %u", mid >> 16);
+        if (method_name(mid)[0] == 'u') { /* not a method of the spec */
+            conn_close_error(c, NOT_IMPLEMENTED, mid, "unknown method %u.%u", mid >> 16, mid & 0xffff);
+            return;
         }
-        return;
+        break;
     }
-    conn_close_error(c, COMMAND_INVALID, mid, "unexpected %s in connection state", method_name(mid));
+    /* RabbitMQ's words for a method that does not fit the connection's state. */
+    conn_close_error(c, CHANNEL_ERROR, mid, "unexpected method in connection state %s",
+                     c->state == CONN_OPENED ? "running" : "opening");
 }
 
 static channel *get_channel(conn *c, uint16_t id) { return id < c->nchans ? c->chans[id] : NULL; }
@@ -585,7 +600,7 @@ static channel *get_channel(conn *c, uint16_t id) { return id < c->nchans ? c->c
 static void open_channel(conn *c, uint16_t id) {
     /* RabbitMQ limits how many channels are open, not the channel numbers. */
     if (c->open_channels >= c->channel_max) {
-        conn_close_error(c, NOT_ALLOWED, CHANNEL_OPEN,
+        conn_close_error(c, NOT_ALLOWED, 0,
                          "number of channels opened (%u) has reached the negotiated channel_max (%u)",
                          c->open_channels, c->channel_max);
         return;
@@ -615,19 +630,32 @@ void conn_forget_channel(conn *c, uint16_t id) {
     channel_free(ch);
 }
 
+static void frame_error(conn *c, const frame *f, int code, const char *what) {
+    char oct[160];
+    wire_format_octets(f->payload, f->size, oct, sizeof oct);
+    conn_close_error(c, code, 0, "type %u, all octets = %s%s%s", f->type, oct, what ? ": " : "", what ? what : "");
+}
+
 static void handle_frame(conn *c, const frame *f) {
     if (f->type == FRAME_HEARTBEAT) {
-        if (f->channel != 0)
-            conn_close_error(c, FRAME_ERROR, 0, "heartbeat frame on channel %u", f->channel);
+        if (f->size != 0)
+            frame_error(c, f, FRAME_ERROR, "unknown_frame");
+        else if (f->channel != 0)
+            frame_error(c, f, UNEXPECTED_FRAME, NULL);
         return;
     }
-    if (f->type != FRAME_METHOD && f->type != FRAME_HEADER && f->type != FRAME_BODY) {
-        conn_close_error(c, FRAME_ERROR, 0, "unknown frame type %u", f->type);
+    if ((f->type != FRAME_METHOD && f->type != FRAME_HEADER && f->type != FRAME_BODY) ||
+        (f->type == FRAME_METHOD && f->size < 4)) {
+        frame_error(c, f, FRAME_ERROR, "unknown_frame");
+        return;
+    }
+    if (c->state < CONN_OPEN && !(f->channel == 0 && f->type == FRAME_METHOD)) {
+        conn_drop(c, "frame out of order during the handshake");
         return;
     }
     if (f->channel == 0) {
         if (f->type != FRAME_METHOD) {
-            conn_close_error(c, UNEXPECTED_FRAME, 0, "content frame on channel 0");
+            conn_close_error(c, UNEXPECTED_FRAME, 0, "expected method frame, got non method frame instead");
             return;
         }
         connection_method(c, f);
@@ -638,7 +666,7 @@ static void handle_frame(conn *c, const frame *f) {
     if (c->state == CONN_CLOSING)
         return;
     if (c->state != CONN_OPENED) {
-        conn_close_error(c, COMMAND_INVALID, 0, "frame on channel %u before connection.open", f->channel);
+        frame_error(c, f, UNEXPECTED_FRAME, NULL);
         return;
     }
     channel *ch = get_channel(c, f->channel);
@@ -649,8 +677,6 @@ static void handle_frame(conn *c, const frame *f) {
                            : 0;
         if (mid == CHANNEL_OPEN)
             open_channel(c, f->channel);
-        else if (mid == CHANNEL_CLOSE_OK)
-            ; /* late close-ok for a channel already gone */
         else
             conn_close_error(c, CHANNEL_ERROR, mid, "expected 'channel.open'");
         return;
@@ -689,7 +715,11 @@ static void handle_input(conn *c) {
         if (n == 0)
             break;
         if (n < 0) {
-            conn_close_error(c, FRAME_ERROR, 0, "%s", why);
+            if (n == WIRE_TOO_LARGE)
+                conn_close_error(c, FRAME_ERROR, 0, "type %u, all octets = <<>>: {frame_too_large,%u,%u}", f.type,
+                                 f.size, c->frame_max - FRAME_OVERHEAD);
+            else
+                frame_error(c, &f, FRAME_ERROR, "{invalid_frame_end_marker}");
             buf_consume(&c->in, c->in.len);
             c->close_when_flushed = 1; /* the stream is unusable: close once written */
             break;

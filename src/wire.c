@@ -18,16 +18,31 @@ long wire_parse_frame(const uint8_t *p, size_t n, uint32_t frame_max, frame *f, 
     f->size = rd_u32(&r);
     if (frame_max && (uint64_t)f->size + FRAME_OVERHEAD > frame_max) {
         *why = "frame size exceeds frame_max";
-        return -1;
+        return WIRE_TOO_LARGE;
     }
     if (n < (size_t)f->size + FRAME_OVERHEAD)
         return 0;
     f->payload = p + 7;
     if (p[7 + f->size] != FRAME_END) {
         *why = "bad frame end marker";
-        return -1;
+        return WIRE_BAD_END;
     }
     return (long)f->size + FRAME_OVERHEAD;
+}
+
+void wire_format_octets(const uint8_t *p, size_t n, char *out, size_t outn) {
+    int printable = n > 0;
+    for (size_t i = 0; i < n && printable; i++)
+        printable = p[i] >= 32 && p[i] < 127;
+    size_t o = 0;
+    o += (size_t)snprintf(out + o, outn - o, printable ? "<<\"" : "<<");
+    for (size_t i = 0; i < n && o + 12 < outn; i++) {
+        if (printable)
+            o += (size_t)snprintf(out + o, outn - o, (p[i] == '"' || p[i] == '\\') ? "\\%c" : "%c", p[i]);
+        else
+            o += (size_t)snprintf(out + o, outn - o, i ? ",%u" : "%u", p[i]);
+    }
+    snprintf(out + o, outn - o, printable ? "\">>" : ">>");
 }
 
 size_t frame_begin(buf *b, uint8_t type, uint16_t channel) {

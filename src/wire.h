@@ -21,9 +21,15 @@ typedef struct frame {
 } frame;
 
 /* Parses one frame from p[0..n). Returns the bytes it spans (> 0), 0 if more bytes are
- * needed, or -1 on a framing error (oversized frame or bad frame-end), with *why set to a
- * readable reason. frame_max counts the whole frame, as the spec's frame-max does. */
+ * needed, WIRE_TOO_LARGE for a frame over frame_max (known from its header alone), or
+ * WIRE_BAD_END for a bad frame-end octet; f is filled as far as known, and *why says what
+ * went wrong. frame_max counts the whole frame, as the spec's frame-max does. */
+#define WIRE_TOO_LARGE (-1)
+#define WIRE_BAD_END (-2)
 long wire_parse_frame(const uint8_t *p, size_t n, uint32_t frame_max, frame *f, const char **why);
+/* Formats bytes as RabbitMQ prints them in error texts (an Erlang binary: <<"text">> when
+ * printable, <<1,2,3>> otherwise), truncated to fit. */
+void wire_format_octets(const uint8_t *p, size_t n, char *out, size_t outn);
 
 /* Method frames: frame_begin returns a mark to pass to frame_end, which patches the size
  * and writes the frame-end octet. */
