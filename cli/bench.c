@@ -140,8 +140,8 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
         if (eq)
             val = eq + 1;
 
-        static const char *const switches[] = {"--persistent", "--no-consume", "--drain", "--keep-queues",
-                                               "--json", "--quiet"};
+        static const char *const switches[] = {"--persistent",  "--no-consume", "--drain",
+                                               "--keep-queues", "--json",       "--quiet"};
         int is_switch = 0;
         for (size_t k = 0; k < ARRAY_LEN(switches); k++)
             if (strcmp(flag, switches[k]) == 0)
@@ -163,9 +163,9 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
                 cfg->quiet = 1;
             continue;
         }
-        static const char *const valued[] = {"--uri",     "--producers", "--consumers", "--size",    "--queues",
-                                             "--queue-prefix", "--fanout", "--confirm",  "--prefetch", "--ack-every",
-                                             "--rate",    "--duration",  "--count",     "--timeout"};
+        static const char *const valued[] = {
+            "--uri",     "--producers", "--consumers", "--size", "--queues",   "--queue-prefix", "--fanout",
+            "--confirm", "--prefetch",  "--ack-every", "--rate", "--duration", "--count",        "--timeout"};
         int known = 0;
         for (size_t k = 0; k < ARRAY_LEN(valued); k++)
             if (strcmp(flag, valued[k]) == 0)
@@ -225,8 +225,9 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
         if (g->producers && cfg->producers)
             return usage_error("--drain only consumes; it takes no --producers");
         if (g->count || g->duration || g->rate || g->confirm)
-            return usage_error("--drain consumes what the queues hold; --count, --duration, --rate and --confirm "
-                               "do not apply");
+            return usage_error(
+                "--drain consumes what the queues hold; --count, --duration, --rate and --confirm "
+                "do not apply");
         cfg->producers = 0;
     }
     if (cfg->no_consume) {
@@ -248,7 +249,8 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
         return usage_error("--drain needs at least one consumer");
     if (cfg->ack_every && cfg->prefetch && cfg->ack_every > cfg->prefetch)
         return usage_error("--ack-every %u exceeds --prefetch %u: the broker would stop delivering before an "
-                           "ack is due", cfg->ack_every, cfg->prefetch);
+                           "ack is due",
+                           cfg->ack_every, cfg->prefetch);
     if (cfg->count && cfg->count < (uint64_t)cfg->producers)
         return usage_error("--count %llu is less than one message per producer (%d producers)",
                            (unsigned long long)cfg->count, cfg->producers);
@@ -347,9 +349,9 @@ static void print_latency_text(const char *label, const histogram *h) {
         printf("%-18s none recorded\n", label);
         return;
     }
-    printf("%-18s p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms  (mean %.3f ms, %llu samples)\n", label,
-           ms(hist_percentile(h, 50)), ms(hist_percentile(h, 99)), ms(hist_percentile(h, 99.9)), ms(h->max),
-           ms(h->sum / h->count), (unsigned long long)h->count);
+    printf("%-18s p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms  (mean %.3f ms, %llu samples)\n",
+           label, ms(hist_percentile(h, 50)), ms(hist_percentile(h, 99)), ms(hist_percentile(h, 99.9)),
+           ms(h->max), ms(h->sum / h->count), (unsigned long long)h->count);
 }
 
 static void print_latency_json(const char *key, const histogram *h) {
@@ -384,17 +386,20 @@ static void report(const bench_cfg *cfg, const totals *t, int ok, const char *er
         json_string(cfg->uri_text);
         printf(",\n  \"producers\": %d, \"consumers\": %d, \"size\": %llu, \"queues\": %d, \"fanout\": %d,\n",
                cfg->producers, cfg->consumers, (unsigned long long)cfg->size, cfg->queues, cfg->fanout);
-        printf("  \"persistent\": %s, \"confirm\": %u, \"prefetch\": %u, \"ack_every\": %u, \"rate\": %.1f,\n",
-               cfg->persistent ? "true" : "false", cfg->confirm, cfg->prefetch, cfg->ack_every, cfg->rate);
+        printf(
+            "  \"persistent\": %s, \"confirm\": %u, \"prefetch\": %u, \"ack_every\": %u, \"rate\": %.1f,\n",
+            cfg->persistent ? "true" : "false", cfg->confirm, cfg->prefetch, cfg->ack_every, cfg->rate);
         printf("  \"duration\": %.3f, \"count\": %llu, \"drain\": %s, \"no_consume\": %s,\n", cfg->duration,
-               (unsigned long long)cfg->count, cfg->drain ? "true" : "false", cfg->no_consume ? "true" : "false");
-        printf("  \"elapsed_s\": %.4f, \"publish_s\": %.4f, \"consume_s\": %.4f,\n", t->elapsed_s, t->publish_s,
-               t->consume_s);
+               (unsigned long long)cfg->count, cfg->drain ? "true" : "false",
+               cfg->no_consume ? "true" : "false");
+        printf("  \"elapsed_s\": %.4f, \"publish_s\": %.4f, \"consume_s\": %.4f,\n", t->elapsed_s,
+               t->publish_s, t->consume_s);
         printf("  \"published\": %llu, \"confirmed\": %llu, \"nacked\": %llu, \"unconfirmed\": %llu,\n",
-               (unsigned long long)t->published, (unsigned long long)t->confirmed, (unsigned long long)t->nacked,
-               (unsigned long long)t->unconfirmed);
-        printf("  \"consumed\": %llu, \"expected\": %llu, \"redelivered\": %llu,\n", (unsigned long long)t->consumed,
-               (unsigned long long)t->expected, (unsigned long long)t->redelivered);
+               (unsigned long long)t->published, (unsigned long long)t->confirmed,
+               (unsigned long long)t->nacked, (unsigned long long)t->unconfirmed);
+        printf("  \"consumed\": %llu, \"expected\": %llu, \"redelivered\": %llu,\n",
+               (unsigned long long)t->consumed, (unsigned long long)t->expected,
+               (unsigned long long)t->redelivered);
         printf("  \"publish_rate\": %.1f, \"consume_rate\": %.1f, \"blocked_s\": %.3f,\n", t->publish_rate,
                t->consume_rate, t->blocked_s);
         print_latency_json("confirm_latency_ms", &t->confirm_lat);
@@ -413,22 +418,25 @@ static void report(const bench_cfg *cfg, const totals *t, int ok, const char *er
     char a[32], b[32];
     printf("ferry bench  %s:%s  %d producer%s, %d consumer%s, %d queue%s%s, %llu B, %s, %s", cfg->uri.host,
            cfg->uri.port, cfg->producers, cfg->producers == 1 ? "" : "s", cfg->consumers,
-           cfg->consumers == 1 ? "" : "s", cfg->queues, cfg->queues == 1 ? "" : "s", cfg->fanout ? " (fanout)" : "",
-           (unsigned long long)cfg->size, cfg->persistent ? "persistent" : "transient", ack);
+           cfg->consumers == 1 ? "" : "s", cfg->queues, cfg->queues == 1 ? "" : "s",
+           cfg->fanout ? " (fanout)" : "", (unsigned long long)cfg->size,
+           cfg->persistent ? "persistent" : "transient", ack);
     if (cfg->confirm)
         printf(", confirms (window %u)", cfg->confirm);
     if (cfg->rate > 0)
         printf(", %.0f msg/s", cfg->rate);
     printf("\n");
     if (!cfg->drain)
-        printf("%-18s %s msg in %.2f s = %s msg/s\n", "published", fmt_count(a, sizeof a, t->published), t->publish_s,
-               fmt_count(b, sizeof b, (uint64_t)t->publish_rate));
+        printf("%-18s %s msg in %.2f s = %s msg/s\n", "published", fmt_count(a, sizeof a, t->published),
+               t->publish_s, fmt_count(b, sizeof b, (uint64_t)t->publish_rate));
     if (cfg->confirm)
-        printf("%-18s %s msg (%llu nacked, %llu never confirmed)\n", "confirmed", fmt_count(a, sizeof a, t->confirmed),
-               (unsigned long long)t->nacked, (unsigned long long)t->unconfirmed);
+        printf("%-18s %s msg (%llu nacked, %llu never confirmed)\n", "confirmed",
+               fmt_count(a, sizeof a, t->confirmed), (unsigned long long)t->nacked,
+               (unsigned long long)t->unconfirmed);
     if (cfg->consumers)
-        printf("%-18s %s msg in %.2f s = %s msg/s%s\n", "consumed", fmt_count(a, sizeof a, t->consumed), t->consume_s,
-               fmt_count(b, sizeof b, (uint64_t)t->consume_rate), t->redelivered ? " (some redelivered)" : "");
+        printf("%-18s %s msg in %.2f s = %s msg/s%s\n", "consumed", fmt_count(a, sizeof a, t->consumed),
+               t->consume_s, fmt_count(b, sizeof b, (uint64_t)t->consume_rate),
+               t->redelivered ? " (some redelivered)" : "");
     if (cfg->consumers && cfg->duration > 0 && t->expected > t->consumed)
         printf("%-18s %s msg published but not consumed when the run ended\n", "backlog",
                fmt_count(a, sizeof a, t->expected - t->consumed));
@@ -447,8 +455,8 @@ static void report(const bench_cfg *cfg, const totals *t, int ok, const char *er
 
 /* ---- the run ---- */
 
-static void progress_line(const bench_cfg *cfg, worker *ws, int nw, double t, uint64_t *last_pub, uint64_t *last_con,
-                          double dt) {
+static void progress_line(const bench_cfg *cfg, worker *ws, int nw, double t, uint64_t *last_pub,
+                          uint64_t *last_con, double dt) {
     uint64_t pub = 0, con = 0;
     for (int i = 0; i < nw; i++) {
         pub += atomic_load_explicit(&ws[i].published, memory_order_relaxed);
@@ -654,17 +662,21 @@ int bench_main(int argc, char **argv) {
         char a[32], b[32], c[32];
         snprintf(errbuf, sizeof errbuf, "consumed %s of %s %s messages (%s missing%s)",
                  fmt_count(a, sizeof a, t.consumed), fmt_count(b, sizeof b, t.expected),
-                 cfg.drain ? "queued" : cfg.confirm ? "confirmed" : "published",
+                 cfg.drain     ? "queued"
+                 : cfg.confirm ? "confirmed"
+                               : "published",
                  fmt_count(c, sizeof c, t.expected - t.consumed),
                  stalled ? ", nothing arrived for --timeout seconds" : "");
         error = errbuf;
     }
     if (!error && count_bounded && t.unconfirmed) {
-        snprintf(errbuf, sizeof errbuf, "%llu publishes were never confirmed", (unsigned long long)t.unconfirmed);
+        snprintf(errbuf, sizeof errbuf, "%llu publishes were never confirmed",
+                 (unsigned long long)t.unconfirmed);
         error = errbuf;
     }
     if (t.nacked && !cfg.json)
-        fprintf(stderr, "ferry bench: warning: the broker nacked %llu publishes\n", (unsigned long long)t.nacked);
+        fprintf(stderr, "ferry bench: warning: the broker nacked %llu publishes\n",
+                (unsigned long long)t.nacked);
     report(&cfg, &t, error == NULL, error);
     if (error && !cfg.json)
         fprintf(stderr, "ferry bench: %s\n", error);

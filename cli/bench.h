@@ -35,24 +35,24 @@ typedef struct bench_cfg {
     uint32_t confirm; /* publisher-confirm window; 0 = no confirms */
     uint32_t prefetch;
     uint32_t ack_every; /* 0 = auto-ack */
-    double rate; /* total msg/s over all producers; 0 = as fast as possible */
-    double duration; /* seconds; 0 = count-bounded */
-    uint64_t count; /* messages over all producers */
-    double timeout; /* count-bounded: give up after this long without progress */
+    double rate;        /* total msg/s over all producers; 0 = as fast as possible */
+    double duration;    /* seconds; 0 = count-bounded */
+    uint64_t count;     /* messages over all producers */
+    double timeout;     /* count-bounded: give up after this long without progress */
     int no_consume, drain, json, quiet, keep;
 } bench_cfg;
 
 typedef struct bench_state {
-    atomic_int ready;   /* workers connected and set up */
-    atomic_int failed;  /* some worker failed: everyone stops */
-    atomic_int go;      /* start publishing/consuming (t0 is set) */
-    atomic_int stop;    /* duration over, stalled, ^C, or abort */
+    atomic_int ready;       /* workers connected and set up */
+    atomic_int failed;      /* some worker failed: everyone stops */
+    atomic_int go;          /* start publishing/consuming (t0 is set) */
+    atomic_int stop;        /* duration over, stalled, ^C, or abort */
     atomic_int interrupted; /* SIGINT/SIGTERM */
-    uint64_t t0_ns;     /* written before go, read after */
-    uint64_t deadline_ns; /* duration runs: when producers stop; 0 = none */
+    uint64_t t0_ns;         /* written before go, read after */
+    uint64_t deadline_ns;   /* duration runs: when producers stop; 0 = none */
     atomic_uint_least64_t consumed_total;
-    atomic_uint_least64_t expected;     /* count-bounded: what consumers must receive ... */
-    atomic_int expected_known;          /* ... once known (producers finished) */
+    atomic_uint_least64_t expected; /* count-bounded: what consumers must receive ... */
+    atomic_int expected_known;      /* ... once known (producers finished) */
 } bench_state;
 
 typedef struct worker {
@@ -70,12 +70,12 @@ typedef struct worker {
     /* progress, written by the worker only */
     atomic_uint_least64_t published, confirmed, nacked, consumed;
     /* results, read after join */
-    uint64_t end_ns;       /* last publish written / last message consumed */
-    uint64_t unconfirmed;  /* publishes never confirmed before the producer gave up */
-    uint64_t blocked_ns;   /* time spent blocked by connection.blocked */
+    uint64_t end_ns;      /* last publish written / last message consumed */
+    uint64_t unconfirmed; /* publishes never confirmed before the producer gave up */
+    uint64_t blocked_ns;  /* time spent blocked by connection.blocked */
     uint64_t redelivered;
-    double cpu_s;          /* the thread's own CPU time */
-    histogram hist;        /* confirm latency (producer) or end-to-end latency (consumer) */
+    double cpu_s;   /* the thread's own CPU time */
+    histogram hist; /* confirm latency (producer) or end-to-end latency (consumer) */
     char err[512];
     atomic_int done; /* the thread has finished (results above are final) */
 } worker;

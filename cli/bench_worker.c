@@ -12,6 +12,7 @@
  * multiple=true every --ack-every messages (and when the stream goes idle, so a run never
  * stalls on a partial batch). */
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,10 +21,10 @@
 #include "bench.h"
 #include "util.h"
 
-#define OUT_BATCH (64 * 1024)  /* bytes of messages encoded per batch */
-#define OUT_HIGH (256 * 1024)  /* stop encoding while this much is still unwritten */
-#define READ_ROOM (256 * 1024) /* bytes asked for per read */
-#define IDLE_ACK_MS 10         /* ack a partial batch after this long without deliveries */
+#define OUT_BATCH (64 * 1024)           /* bytes of messages encoded per batch */
+#define OUT_HIGH (256 * 1024)           /* stop encoding while this much is still unwritten */
+#define READ_ROOM (256 * 1024)          /* bytes asked for per read */
+#define IDLE_ACK_MS 10                  /* ack a partial batch after this long without deliveries */
 #define DRAIN_CONFIRMS_NS 2000000000ull /* duration runs: wait this long for last confirms */
 /* --rate releases messages in steps at least this far apart: at high rates a wakeup per
  * message would cost the generator a core in syscalls (and the broker, on a small machine,
@@ -87,7 +88,8 @@ typedef struct confirms {
 } confirms;
 
 /* Settles one tag (ack or nack) if it is still outstanding. */
-static void settle(worker *w, confirms *cf, uint64_t tag, int nack, uint64_t now, uint64_t *acked, uint64_t *nacked) {
+static void settle(worker *w, confirms *cf, uint64_t tag, int nack, uint64_t now, uint64_t *acked,
+                   uint64_t *nacked) {
     if (tag < cf->lowest || tag >= cf->next || cf->done[tag & cf->mask])
         return;
     cf->done[tag & cf->mask] = 1;
@@ -101,8 +103,8 @@ static void settle(worker *w, confirms *cf, uint64_t tag, int nack, uint64_t now
 }
 
 /* basic.ack / basic.nack: multiple=true settles every tag up to and including `tag`. */
-static void on_confirm(worker *w, confirms *cf, uint64_t tag, int multiple, int nack, uint64_t now, uint64_t *acked,
-                       uint64_t *nacked) {
+static void on_confirm(worker *w, confirms *cf, uint64_t tag, int multiple, int nack, uint64_t now,
+                       uint64_t *acked, uint64_t *nacked) {
     if (multiple) {
         for (uint64_t t = cf->lowest; t <= tag && t < cf->next; t++)
             settle(w, cf, t, nack, now, acked, nacked);
@@ -115,7 +117,8 @@ static void on_confirm(worker *w, confirms *cf, uint64_t tag, int multiple, int 
 
 /* Encodes the template every message copies: method frame, content header, body frames.
  * *stamp_at is where the stamp goes (the start of the first body frame's payload). */
-static void build_template(buf *t, const bench_cfg *cfg, const char *key, uint32_t frame_max, size_t *stamp_at) {
+static void build_template(buf *t, const bench_cfg *cfg, const char *key, uint32_t frame_max,
+                           size_t *stamp_at) {
     size_t m = method_begin(t, 1, BASIC_PUBLISH);
     buf_u16(t, 0);
     buf_shortstr(t, cfg->exchange, strlen(cfg->exchange));
@@ -176,14 +179,15 @@ void *producer_main(void *arg) {
     const uint64_t batch_max = tlen >= OUT_BATCH ? 1 : OUT_BATCH / tlen;
     const uint64_t seq_base = (STAMP_MAGIC << 56) | ((uint64_t)w->index << 40);
     uint64_t sent = 0, acked = 0, nacked = 0;
-    uint64_t finished_at = 0, last_progress = t0, blocked_since = 0, turns = 0;
+    uint64_t finished_at = 0, last_progress = t0, blocked_since = 0, turns = 0, last_release = 0;
     int readable = 1;
     for (;;) {
         uint64_t now = now_ns();
         if (atomic_load_explicit(&st->failed, memory_order_relaxed))
             goto out;
-        if (!finished_at && (atomic_load_explicit(&st->stop, memory_order_relaxed) ||
-                             (st->deadline_ns && now >= st->deadline_ns) || (cfg->duration == 0 && sent >= w->quota)))
+        if (!finished_at &&
+            (atomic_load_explicit(&st->stop, memory_order_relaxed) ||
+             (st->deadline_ns && now >= st->deadline_ns) || (cfg->duration == 0 && sent >= w->quota)))
             finished_at = now;
 
         /* How many messages may go now: the batch, the quota, the confirm window, the rate. */
@@ -199,6 +203,10 @@ void *producer_main(void *arg) {
             if (rate > 0) {
                 uint64_t due = (uint64_t)((double)(now - t0) * rate / 1e9) + 1;
                 allow = due > sent ? MIN(allow, due - sent) : 0;
+                /* Release in steps: what fell due since the last step waits until the step
+                 * time is up, unless it already fills a batch. */
+                if (allow > 0 && allow < batch_max && now - last_release < PACE_MIN_NS)
+                    allow = 0;
             }
         }
         if (allow > 0) {
@@ -217,6 +225,8 @@ void *producer_main(void *arg) {
             }
             c.out.len += allow * tlen;
             sent += allow;
+            /* on a fixed grid, so late wakeups do not stretch the steps */
+            last_release = now - (now - t0) % PACE_MIN_NS;
             atomic_store_explicit(&w->published, sent, memory_order_relaxed);
         }
         size_t before = c.out.len;
@@ -288,8 +298,9 @@ void *producer_main(void *arg) {
         if (allow == 0 && r == 0 && c.out.len == before) {
             uint64_t wait = 50000000; /* 50 ms: notice stop/deadline */
             if (rate > 0 && !finished_at && c.out.len < OUT_HIGH) {
-                uint64_t due_at = t0 + (uint64_t)((double)sent * 1e9 / rate);
-                wait = MIN(wait, MAX(due_at > now ? due_at - now : 0, PACE_MIN_NS));
+                uint64_t due_at =
+                    MAX(t0 + (uint64_t)ceil((double)sent * 1e9 / rate) + 1, last_release + PACE_MIN_NS);
+                wait = MIN(wait, due_at > now ? due_at - now : 0);
             }
             if (st->deadline_ns && !finished_at)
                 wait = MIN(wait, st->deadline_ns > now ? st->deadline_ns - now : 0);
@@ -345,7 +356,8 @@ void *consumer_main(void *arg) {
     snprintf(name, sizeof name, "ferry-bench-consumer-%d", w->index);
     int ready = 0;
     const int no_ack = cfg->ack_every == 0;
-    if (client_open(&c, &cfg->uri, name) < 0 || (!no_ack && cfg->prefetch && client_qos(&c, (uint16_t)cfg->prefetch) < 0)) {
+    if (client_open(&c, &cfg->uri, name) < 0 ||
+        (!no_ack && cfg->prefetch && client_qos(&c, (uint16_t)cfg->prefetch) < 0)) {
         worker_fail(w, "setup", c.err);
         goto out;
     }

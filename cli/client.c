@@ -429,7 +429,8 @@ int client_open(client *c, const amqp_uri *u, const char *name) {
             /* RabbitMQ answers bad credentials by closing the socket (after a close frame
              * only if the client advertised authentication_failure_close). */
             if (strstr(c->err, "closed the connection"))
-                return fail(c, "the broker closed the connection during login (wrong user/password for '%s'?)",
+                return fail(c,
+                            "the broker closed the connection during login (wrong user/password for '%s'?)",
                             u->user);
             return -1;
         }

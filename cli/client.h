@@ -26,11 +26,11 @@ typedef struct amqp_uri {
 
 typedef struct client {
     int fd;
-    buf in;  /* bytes read, not yet parsed */
-    buf out; /* bytes encoded, not yet written */
+    buf in;      /* bytes read, not yet parsed */
+    buf out;     /* bytes encoded, not yet written */
     size_t skip; /* bytes of `in` held by the last frame handed out; dropped on the next read */
     uint32_t frame_max;
-    int blocked; /* connection.blocked received and not yet unblocked */
+    int blocked;        /* connection.blocked received and not yet unblocked */
     int channel_closed; /* the broker closed channel 1 */
     char err[512];
 } client;

@@ -7,13 +7,12 @@
 
 #include "bench.h"
 
-static const char usage[] =
-    "usage: ferry <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  bench      load-test an AMQP 0-9-1 broker (ferry bench --help)\n"
-    "\n"
-    "ferry --help shows this text.\n";
+static const char usage[] = "usage: ferry <command> [options]\n"
+                            "\n"
+                            "commands:\n"
+                            "  bench      load-test an AMQP 0-9-1 broker (ferry bench --help)\n"
+                            "\n"
+                            "ferry --help shows this text.\n";
 
 int main(int argc, char **argv) {
     if (argc < 2) {

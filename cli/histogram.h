@@ -18,7 +18,7 @@
 
 typedef struct histogram {
     uint64_t count;
-    uint64_t sum; /* for the mean */
+    uint64_t sum;      /* for the mean */
     uint64_t min, max; /* exact */
     uint64_t b[HIST_BUCKETS];
 } histogram;
