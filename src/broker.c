@@ -67,7 +67,8 @@ static void after_batch(void *ud) {
     broker *b = ud;
     /* Flushing can wake consumers (a drained socket) and dispatching can produce output:
      * repeat until nothing is pending, so that no work waits for an unrelated event. */
-    while (b->dirty || b->confirms || b->flush) {
+    while (b->dl_head || b->dirty || b->confirms || b->flush) {
+        deadletter_flush(b);
         while (b->dirty) {
             queue *q = b->dirty;
             b->dirty = q->next_dirty;

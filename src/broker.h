@@ -137,6 +137,17 @@ void queue_dispatch(queue *q);
 /* Deletes: cancels consumers (with notification), removes bindings, drops ready messages. */
 size_t queue_delete(queue *q);
 
+/* A delivered message rejected (or nacked) without requeue: dead-lettered or dropped. */
+void queue_reject(queue *q, qmsg qm);
+
+/* ---------------- deadletter.c ---------------- */
+
+/* Dead-letters a message (takes the reference) that left q for this reason ("rejected",
+ * "expired", "maxlen", "delivery_limit"), if q has a dead-letter exchange; drops it if not. */
+void deadletter(queue *q, message *m, const char *reason);
+/* Republishes the dead letters collected in this batch. */
+void deadletter_flush(broker *b);
+
 /* ---------------- exchange.c ---------------- */
 
 enum { EX_DIRECT, EX_FANOUT, EX_TOPIC, EX_HEADERS };
@@ -322,6 +333,7 @@ struct broker {
     conn *conns;
     size_t nconns;
     uint64_t next_conn_id;
+    struct deadletter *dl_head, *dl_tail; /* dead letters to republish (deadletter.c) */
     queue *dirty;       /* queues with deliveries to make */
     conn *flush;        /* connections with output */
     channel *confirms;  /* channels with confirms to send */

@@ -171,16 +171,21 @@ void consumer_cancelled_by_queue(consumer *cs) {
 
 /* ---- settling deliveries ---- */
 
-/* Ends one unacked delivery: acked (gone), or rejected (requeued or dropped). */
-static void settle(channel *ch, unacked *u, int requeue) {
+/* How an unacked delivery ends: acked, given back to its queue, or rejected (dead-lettered
+ * or dropped). */
+enum { SETTLE_ACK, SETTLE_REQUEUE, SETTLE_REJECT };
+
+static void settle(channel *ch, unacked *u, int mode) {
     queue *q = u->q;
     u->done = 1;
     ch->nunacked--;
     q->unacked--;
     if (u->c)
         u->c->unacked--;
-    if (requeue)
+    if (mode == SETTLE_REQUEUE)
         queue_requeue(q, u->qm);
+    else if (mode == SETTLE_REJECT)
+        queue_reject(q, u->qm);
     else
         queue_settle(q, u->qm);
     if (!q->deleted && q->nconsumers && queue_ready_count(q))
@@ -201,7 +206,7 @@ static void wake_channel_consumers(channel *ch) {
 
 /* Applies ack / nack / reject to one tag or (multiple) every tag up to it. tag 0 with
  * multiple means all. Returns -1 if nothing matched (RabbitMQ: unknown delivery tag). */
-static int settle_tags(channel *ch, uint64_t tag, int multiple, int requeue) {
+static int settle_tags(channel *ch, uint64_t tag, int multiple, int mode) {
     uring *r = &ch->unacked;
     int found = 0;
     if (multiple) {
@@ -210,7 +215,7 @@ static int settle_tags(channel *ch, uint64_t tag, int multiple, int requeue) {
             if (tag != 0 && u->tag > tag)
                 break;
             if (!u->done) {
-                settle(ch, u, requeue);
+                settle(ch, u, mode);
                 found = 1;
             }
         }
@@ -219,7 +224,7 @@ static int settle_tags(channel *ch, uint64_t tag, int multiple, int requeue) {
     } else {
         long i = ring_find(r, tag);
         if (i >= 0 && !ring_at(r, (size_t)i)->done) {
-            settle(ch, ring_at(r, (size_t)i), requeue);
+            settle(ch, ring_at(r, (size_t)i), mode);
             found = 1;
         }
     }
@@ -269,7 +274,7 @@ static void channel_release(channel *ch) {
     for (size_t i = 0; i < r->len; i++) {
         unacked *u = ring_at(r, i);
         if (!u->done)
-            settle(ch, u, 1);
+            settle(ch, u, SETTLE_REQUEUE);
     }
     r->len = 0;
     message_unref(ch->pending);
@@ -1303,7 +1308,8 @@ static void basic_settle(channel *ch, rd *r, unsigned mid) {
         tx_add(ch, mid == BASIC_ACK ? TXOP_ACK : TXOP_NACK, tag, multiple, requeue);
         return;
     }
-    if (settle_tags(ch, tag, multiple, requeue) < 0)
+    int mode = mid == BASIC_ACK ? SETTLE_ACK : requeue ? SETTLE_REQUEUE : SETTLE_REJECT;
+    if (settle_tags(ch, tag, multiple, mode) < 0)
         channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
 }
 
@@ -1317,7 +1323,7 @@ static void basic_recover(channel *ch, rd *r, unsigned mid) {
         conn_close_error(ch->c, NOT_IMPLEMENTED, mid, "requeue=false");
         return;
     }
-    settle_tags(ch, 0, 1, 1);
+    settle_tags(ch, 0, 1, SETTLE_REQUEUE);
     if (mid == BASIC_RECOVER)
         send_empty(ch, BASIC_RECOVER_OK);
 }
@@ -1348,7 +1354,8 @@ static void tx_commit(channel *ch) {
             publish_route(ch, op->m, op->mandatory);
             message_unref(op->m);
         } else {
-            settle_tags(ch, op->tag, op->multiple, op->kind == TXOP_NACK ? op->requeue : 0);
+            settle_tags(ch, op->tag, op->multiple,
+                        op->kind == TXOP_ACK ? SETTLE_ACK : op->requeue ? SETTLE_REQUEUE : SETTLE_REJECT);
         }
     }
 }

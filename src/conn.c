@@ -363,7 +363,8 @@ static void send_start(conn *c) {
     static const char *caps[] = {"publisher_confirms",     "exchange_exchange_bindings",
                                  "basic.nack",             "consumer_cancel_notify",
                                  "connection.blocked",     "authentication_failure_close",
-                                 "per_consumer_qos",       "direct_reply_to"};
+                                 "per_consumer_qos",       "direct_reply_to",
+                                 "consumer_priorities"};
     for (size_t i = 0; i < ARRAY_LEN(caps); i++)
         table_put_bool(&cap, caps[i], 1);
     table_put_table(o, "capabilities", buf_head(&cap), cap.len);

@@ -178,7 +178,7 @@ static int headers_match(const binding *bd, slice headers) {
     rd r = rd_make(args.p, args.n);
     slice key;
     while (table_next(&r, &key, &v) == 1) {
-        if (!with_x && slice_prefix(key, "x-"))
+        if (slice_eqs(key, "x-match") || (!with_x && slice_prefix(key, "x-")))
             continue;
         char k[256];
         memcpy(k, key.p, key.n);

@@ -184,12 +184,11 @@ static qmsg take(queue *q, struct qlevel *lv, int from_heap) {
     return m;
 }
 
-/* A message leaves the queue without being delivered (expired, dropped by a length
- * limit). Dead-lettering hooks in here. */
-static void discard(queue *q, qmsg qm) {
-    (void)q;
-    message_unref(qm.m);
-}
+/* A message leaves the queue without being acknowledged: expired, dropped by a length
+ * limit, or rejected. It is dead-lettered if the queue says where to. */
+static void discard(queue *q, qmsg qm, const char *reason) { deadletter(q, qm.m, reason); }
+
+void queue_reject(queue *q, qmsg qm) { discard(q, qm, "rejected"); }
 
 static void arm_ttl(queue *q) {
     struct qlevel *lv;
@@ -209,7 +208,7 @@ static void expire_head(queue *q) {
     int h;
     qmsg *head;
     while ((head = peek(q, &lv, &h)) && head->expires_at && head->expires_at <= now)
-        discard(q, take(q, lv, h));
+        discard(q, take(q, lv, h), "expired");
     arm_ttl(q);
 }
 
@@ -251,12 +250,17 @@ int queue_publish(queue *q, message *m) {
         consumer *cs = q->nready == 0 ? queue_next_consumer(q) : NULL;
         if (cs)
             consumer_deliver(cs, (qmsg){message_ref(m), q->next_seq++, 0, 0});
+        else
+            deadletter(q, message_ref(m), "expired");
         return 0;
     }
     if (q->overflow != OVERFLOW_DROP_HEAD &&
         ((q->max_length >= 0 && (int64_t)q->nready >= q->max_length) ||
-         (q->max_bytes >= 0 && (int64_t)(q->ready_bytes + m->body_len) > q->max_bytes)))
+         (q->max_bytes >= 0 && (int64_t)(q->ready_bytes + m->body_len) > q->max_bytes))) {
+        if (q->overflow == OVERFLOW_REJECT_PUBLISH_DLX)
+            deadletter(q, message_ref(m), "maxlen");
         return -1;
+    }
     qmsg qm = {message_ref(m), q->next_seq++, ttl > 0 ? now_ms() + (uint64_t)ttl : 0, 0};
     ring_push(&level_of(q, m)->ready, qm);
     q->nready++;
@@ -265,7 +269,7 @@ int queue_publish(queue *q, message *m) {
         struct qlevel *lv;
         int h;
         peek(q, &lv, &h);
-        discard(q, take(q, lv, h));
+        discard(q, take(q, lv, h), "maxlen");
     }
     if (qm.expires_at && !q->ttl_timer.slot)
         arm_ttl(q);

@@ -344,3 +344,39 @@ int props_parse(slice raw, props_view *pv) {
         rd_shortstr(&r);
     return r.err || rd_left(&r) != 0 ? -1 : 0;
 }
+
+/* Copies one property field from r to out (or skips it if out is NULL). */
+static void copy_field(rd *r, int kind, buf *out) {
+    const uint8_t *start = r->p;
+    switch (kind) {
+    case 's': rd_shortstr(r); break;
+    case 'S': rd_longstr(r); break;
+    case '1': rd_u8(r); break;
+    case '8': rd_u64(r); break;
+    }
+    if (out && !r->err)
+        buf_put(out, start, (size_t)(r->p - start));
+}
+
+void props_rewrite(slice raw, slice headers, int drop_expiration, buf *out) {
+    /* Field kinds in flag order: content-type … cluster-id. */
+    static const char kinds[14] = {'s', 's', 'S', '1', '1', 's', 's', 's', 's', '8', 's', 's', 's', 's'};
+    rd r = rd_make(raw.p, raw.n);
+    uint16_t flags = rd_u16(&r);
+    uint16_t nflags = (uint16_t)(flags | PROP_HEADERS);
+    if (drop_expiration)
+        nflags &= (uint16_t)~PROP_EXPIRATION;
+    buf_u16(out, nflags);
+    for (int i = 0; i < 14; i++) {
+        uint16_t bit = (uint16_t)(1u << (15 - i));
+        if (bit == PROP_HEADERS) {
+            if (flags & bit)
+                copy_field(&r, 'S', NULL);
+            buf_longstr(out, headers.p, headers.n);
+            continue;
+        }
+        if (!(flags & bit))
+            continue;
+        copy_field(&r, kinds[i], bit == PROP_EXPIRATION && drop_expiration ? NULL : out);
+    }
+}

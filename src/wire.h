@@ -101,5 +101,8 @@ typedef struct props_view {
 /* Parses the property list that follows class-id/weight/body-size in a content header.
  * Returns 0 if well-formed. */
 int props_parse(slice raw, props_view *pv);
+/* Re-encodes well-formed properties with another headers table (the table's contents) and,
+ * if drop_expiration, without the expiration property; everything else is copied as is. */
+void props_rewrite(slice raw, slice headers, int drop_expiration, buf *out);
 
 #endif

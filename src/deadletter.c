@@ -1,0 +1,220 @@
+/* deadletter.c — dead-letter exchanges, as RabbitMQ does them.
+ *
+ * A message that leaves a queue without being acknowledged — rejected or nacked without
+ * requeue, expired, dropped by a length limit — is republished to the queue's
+ * x-dead-letter-exchange (with x-dead-letter-routing-key, or its own routing keys), carrying
+ * an x-death header that says where and why it died: one entry per {queue, reason}, the most
+ * recent first, with a count; x-first-death-* record the first death. The republish is
+ * deferred to the end of the loop batch (broker_after_batch), so dead-lettering inside a
+ * publish never nests routing, and a cycle costs one batch per turn rather than recursion.
+ * Cycles are dropped as RabbitMQ drops them: a message that would come back to a queue it
+ * already died in, with no rejection anywhere in its history. */
+#include "broker.h"
+
+#include <stdlib.h>
+
+#include "util.h"
+
+struct deadletter {
+    struct deadletter *next;
+    message *m; /* the republished copy: new exchange, routing key and headers */
+    uint8_t rejected;
+};
+
+static void put_str(buf *b, const char *key, const void *s, size_t n) {
+    buf_shortstr(b, key, strlen(key));
+    buf_u8(b, 'S');
+    buf_longstr(b, s, n);
+}
+
+/* One x-death entry (the contents of its table). */
+static void death_entry(buf *e, const queue *q, const message *m, const char *reason, slice expiration) {
+    buf_shortstr(e, "count", 5);
+    buf_u8(e, 'l');
+    buf_u64(e, 1);
+    put_str(e, "reason", reason, strlen(reason));
+    put_str(e, "queue", q->name, q->name_len);
+    buf_shortstr(e, "time", 4);
+    buf_u8(e, 'T');
+    buf_u64(e, wall_seconds());
+    put_str(e, "exchange", m->exchange, m->exchange_len);
+    buf_shortstr(e, "routing-keys", 12);
+    buf_u8(e, 'A');
+    buf_u32(e, 5 + m->rkey_len);
+    buf_u8(e, 'S');
+    buf_longstr(e, m->rkey, m->rkey_len);
+    if (expiration.n)
+        put_str(e, "original-expiration", expiration.p, expiration.n);
+}
+
+/* A copy of a table entry's value bytes with "count" raised by one. */
+static void bump_count(buf *out, slice entry) {
+    rd r = rd_make(entry.p, entry.n);
+    slice k;
+    fval v;
+    const uint8_t *start = r.p;
+    while (table_next(&r, &k, &v) == 1) {
+        if (slice_eqs(k, "count") && fval_is_int(&v)) {
+            buf_shortstr(out, "count", 5);
+            buf_u8(out, 'l');
+            buf_u64(out, (uint64_t)v.i + 1);
+        } else {
+            buf_put(out, start, (size_t)(r.p - start));
+        }
+        start = r.p;
+    }
+}
+
+static int entry_is(slice entry, const queue *q, const char *reason) {
+    fval v;
+    return table_get(entry, "queue", &v) && fval_is_str(&v) && slice_eq(v.s, (slice){(const uint8_t *)q->name, q->name_len}) &&
+           table_get(entry, "reason", &v) && fval_is_str(&v) && slice_eqs(v.s, reason);
+}
+
+/* The new headers table: the old entries but x-death, the updated x-death, x-first-death-*. */
+static void build_headers(buf *h, slice old, const queue *q, const message *m, const char *reason, slice expiration) {
+    buf arr, e;
+    buf_init(&arr);
+    buf_init(&e);
+    fval xd;
+    int have_xd = old.n && table_get(old, "x-death", &xd) && xd.type == 'A';
+    int matched = 0;
+    if (have_xd) { /* the matching entry, counted up, goes first */
+        rd r = rd_make(xd.s.p, xd.s.n);
+        fval v;
+        while (array_next(&r, &v) == 1) {
+            if (!matched && v.type == 'F' && entry_is(v.s, q, reason)) {
+                bump_count(&e, v.s);
+                matched = 1;
+            }
+        }
+    }
+    if (!matched)
+        death_entry(&e, q, m, reason, expiration);
+    buf_u8(&arr, 'F');
+    buf_longstr(&arr, buf_head(&e), e.len);
+    if (have_xd) {
+        rd r = rd_make(xd.s.p, xd.s.n);
+        const uint8_t *start = r.p;
+        fval v;
+        int skipped = 0;
+        while (array_next(&r, &v) == 1) {
+            if (matched && !skipped && v.type == 'F' && entry_is(v.s, q, reason))
+                skipped = 1;
+            else
+                buf_put(&arr, start, (size_t)(r.p - start));
+            start = r.p;
+        }
+    }
+    /* the other headers, as they were */
+    rd r = rd_make(old.p, old.n);
+    const uint8_t *start = r.p;
+    slice k;
+    fval v;
+    int first = 0;
+    while (table_next(&r, &k, &v) == 1) {
+        if (slice_eqs(k, "x-first-death-reason"))
+            first = 1;
+        if (!slice_eqs(k, "x-death"))
+            buf_put(h, start, (size_t)(r.p - start));
+        start = r.p;
+    }
+    buf_shortstr(h, "x-death", 7);
+    buf_u8(h, 'A');
+    buf_longstr(h, buf_head(&arr), arr.len);
+    if (!first) {
+        put_str(h, "x-first-death-reason", reason, strlen(reason));
+        put_str(h, "x-first-death-queue", q->name, q->name_len);
+        put_str(h, "x-first-death-exchange", m->exchange, m->exchange_len);
+    }
+    buf_free(&arr);
+    buf_free(&e);
+}
+
+void deadletter(queue *q, message *m, const char *reason) {
+    fval dlx, dlrk;
+    slice args = {q->args, q->args_len};
+    if (!q->args_len || !table_get(args, "x-dead-letter-exchange", &dlx) || dlx.type != 'S') {
+        message_unref(m);
+        return;
+    }
+    props_view pv;
+    props_parse((slice){m->props, m->props_len}, &pv);
+    slice expiration = (pv.flags & PROP_EXPIRATION) ? pv.expiration : (slice){NULL, 0};
+    buf h, props;
+    buf_init(&h);
+    buf_init(&props);
+    build_headers(&h, pv.headers, q, m, reason, expiration);
+    /* RabbitMQ drops the expiration so that a dead letter does not expire again. */
+    props_rewrite((slice){m->props, m->props_len}, (slice){buf_head(&h), h.len}, 1, &props);
+    slice rkey = (slice){(const uint8_t *)m->rkey, m->rkey_len};
+    if (table_get(args, "x-dead-letter-routing-key", &dlrk) && dlrk.type == 'S')
+        rkey = dlrk.s;
+    message *n = message_new(dlx.s, rkey, (slice){buf_head(&props), props.len}, m->body_len);
+    if (m->body_len)
+        memcpy(n->body, m->body, m->body_len);
+    n->persistent = m->persistent;
+    n->priority = m->priority;
+    buf_free(&h);
+    buf_free(&props);
+    message_unref(m);
+    struct deadletter *d = xcalloc(1, sizeof *d);
+    d->m = n;
+    d->rejected = strcmp(reason, "rejected") == 0;
+    broker *b = q->b;
+    /* FIFO, so that dead letters from one queue keep their order */
+    d->next = NULL;
+    if (b->dl_tail)
+        b->dl_tail->next = d;
+    else
+        b->dl_head = d;
+    b->dl_tail = d;
+}
+
+/* Would this message, dead-lettered again into q, go round a cycle without a rejection? */
+static int is_cycle(const message *m, const queue *q) {
+    props_view pv;
+    fval xd, v;
+    if (props_parse((slice){m->props, m->props_len}, &pv) < 0 || !table_get(pv.headers, "x-death", &xd) ||
+        xd.type != 'A')
+        return 0;
+    int seen = 0;
+    rd r = rd_make(xd.s.p, xd.s.n);
+    while (array_next(&r, &v) == 1) {
+        fval f;
+        if (v.type != 'F')
+            continue;
+        if (table_get(v.s, "reason", &f) && fval_is_str(&f) && slice_eqs(f.s, "rejected"))
+            return 0;
+        if (table_get(v.s, "queue", &f) && fval_is_str(&f) &&
+            slice_eq(f.s, (slice){(const uint8_t *)q->name, q->name_len}))
+            seen = 1;
+    }
+    return seen;
+}
+
+void deadletter_flush(broker *b) {
+    while (b->dl_head) {
+        struct deadletter *d = b->dl_head;
+        b->dl_head = d->next;
+        if (!b->dl_head)
+            b->dl_tail = NULL;
+        message *m = d->m;
+        exchange *x = broker_exchange(b, (slice){(const uint8_t *)m->exchange, m->exchange_len});
+        if (x) {
+            props_view pv;
+            props_parse((slice){m->props, m->props_len}, &pv);
+            exchange_route(x, m, pv.headers);
+            for (size_t i = 0; i < b->nroute; i++) {
+                queue *q = b->route_out[i];
+                if (!d->rejected && is_cycle(m, q)) {
+                    log_debug("dead letter dropped: cycle through queue '%s'", q->name);
+                    continue;
+                }
+                queue_publish(q, m);
+            }
+        }
+        message_unref(m);
+        free(d);
+    }
+}
