@@ -9,6 +9,8 @@ connection.blocked, and connection.unblocked when space is freed."""
 import os
 import time
 
+from pika import exceptions
+
 from . import helpers
 from .helpers import connect, drain
 
@@ -142,3 +144,43 @@ def test_publishers_are_blocked_below_the_disk_free_limit_and_unblocked_when_spa
     assert p.unblocked, "no connection.unblocked after the space was freed"
     assert len(p.confirmed) >= state["confirmed_when_blocked"] + 20
     assert d.running()
+
+
+def fill_completely(path):
+    """Write a file until the filesystem is full (ENOSPC); the filler is left in place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 512)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_a_durable_queue_declared_on_a_full_disk_is_refused_or_kept_with_its_messages(
+        small_disk, ferryd_factory):
+    """A queue.declare-ok for a durable queue is a promise like a confirm: if its definition
+    cannot be written, the declare must fail; if it succeeded, the queue (and the messages
+    confirmed on it once space returned) must survive a restart."""
+    args = ("--disk-free-limit", "1")
+    d = helpers.start(ferryd_factory, str(small_disk / "data"), *args)
+    filler = str(small_disk / "filler")
+    fill_completely(filler)
+    conn = connect(d)
+    try:
+        conn.channel().queue_declare("declared-when-full", durable=True)
+        declared = True
+    except exceptions.ChannelClosedByBroker:
+        declared = False
+    finally:
+        if conn.is_open:
+            conn.close()
+    os.unlink(filler)
+    if not declared:
+        return
+    ids = [f"m{i}" for i in range(10)]
+    helpers.publish_all(d, "", "declared-when-full", ids, timeout=20)
+    assert d.stop() == 0
+    d = helpers.start(ferryd_factory, d.data_dir, *args)
+    assert drain(d, "declared-when-full").ids == ids, "declare-ok and confirms were given, then lost"
