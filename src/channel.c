@@ -1601,32 +1601,23 @@ void channel_frame(channel *ch, const frame *f) {
     switch (f->type) {
     case FRAME_METHOD: channel_method(ch, f); return;
     case FRAME_HEADER:
+    case FRAME_BODY:
         if (ch->closing)
             return;
-        if (ch->expect == FRAME_BODY) {
-            content_expected(ch);
+        if (ch->expect != f->type) {
+            if (ch->expect)
+                content_expected(ch);
+            else
+                conn_close_error(ch->c, UNEXPECTED_FRAME, 0, "expected method frame, got non method frame instead");
             return;
         }
-        if (ch->expect != FRAME_HEADER) {
-            conn_close_error(ch->c, UNEXPECTED_FRAME, 0, "expected method frame, got non method frame instead");
+        if (f->type == FRAME_BODY) {
+            content_body(ch, f);
             return;
         }
         content_header(ch, f);
         if (ch->expect == FRAME_BODY && ch->pending && ch->pending->body_len == 0)
             publish_complete(ch);
-        return;
-    case FRAME_BODY:
-        if (ch->closing)
-            return;
-        if (ch->expect == FRAME_HEADER) {
-            content_expected(ch);
-            return;
-        }
-        if (ch->expect != FRAME_BODY) {
-            conn_close_error(ch->c, UNEXPECTED_FRAME, 0, "expected method frame, got non method frame instead");
-            return;
-        }
-        content_body(ch, f);
         return;
     }
 }
