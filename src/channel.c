@@ -1181,8 +1181,10 @@ static int deliver_reply(broker *b, message *m) {
 /* Routes a complete message to its queues (or returns it), then confirms it. */
 static int publish_route(channel *ch, message *m, int mandatory) {
     broker *b = ch->c->b;
-    props_view pv;
-    props_parse((slice){msg_props(m), m->props_len}, &pv);
+    /* Headers are only looked at by headers exchanges: skip the parse when there are none. */
+    props_view pv = {0};
+    if (m->props_len >= 2 && (msg_props(m)[0] << 8 & PROP_HEADERS))
+        props_parse((slice){msg_props(m), m->props_len}, &pv);
     int routed = 0, rejected = 0;
     if (m->exchange_len == 0 && slice_prefix((slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, REPLY_TO_PREFIX)) {
         routed = deliver_reply(b, m);
