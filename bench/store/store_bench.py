@@ -12,7 +12,8 @@ measure and write bench/store/results.md, they never fail on a number.
               VmHWM of ferryd, before and after a restart (10 GiB of disk: off by default)
 
 usage: store_bench.py [--only throughput,recovery,rss] [--recovery-count N] [--rss-count N]
-                      [--duration S] [--ferryd PATH] [--ferry PATH] [--data-root DIR] [--out FILE]
+                      [--duration S] [--ferryd PATH] [--ferry PATH] [--data-root DIR]
+                      [--out FILE] [--append] [--built-from TEXT]
 """
 import argparse
 import datetime
@@ -258,6 +259,8 @@ def main():
     ap.add_argument("--ferryd", default=os.path.join(ROOT, "build", "ferryd"))
     ap.add_argument("--ferry", default=os.path.join(ROOT, "build", "ferry"))
     ap.add_argument("--data-root", default="/tmp/ferry-bench-store")
+    ap.add_argument("--append", action="store_true", help="add to --out instead of rewriting it")
+    ap.add_argument("--built-from", help="what the binaries were built from (default: this checkout)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.md"))
     o = ap.parse_args()
     os.makedirs(o.data_root, exist_ok=True)
@@ -267,16 +270,16 @@ def main():
                            text=True).stdout.strip()
     fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", o.data_root], capture_output=True,
                         text=True).stdout.strip()
-    out = ["# Store benchmarks\n",
+    out = ["# Store benchmarks\n" if not o.append else "",
            f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
-           f"`bench/store/store_bench.py --only {o.only}` with {o.ferryd} "
-           f"({'built from the working tree of ' if o.ferryd.startswith(ROOT) else 'main at '}commit {commit}"
-           f"{' with uncommitted changes in src/' if dirty and o.ferryd.startswith(ROOT) else ''}); {os.cpu_count()} CPUs, "
+           f"`bench/store/store_bench.py --only {o.only}` with {o.ferryd} (built from "
+           f"{o.built_from or 'the working tree at commit ' + commit + (' with uncommitted changes in src/' if dirty else '')}"
+           f"); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start, "
            f"{platform.system()} {platform.release()}, data on {fs or o.data_root}. "
            "Broker and load generator share the machine.\n"]
     for part in o.only.split(","):
         {"throughput": run_throughput, "recovery": run_recovery, "rss": run_rss}[part.strip()](o, out)
-    with open(o.out, "w") as f:
+    with open(o.out, "a" if o.append else "w") as f:
         f.write("\n".join(out) + "\n")
     print(f"wrote {o.out}", file=sys.stderr)
 
