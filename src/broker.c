@@ -176,6 +176,7 @@ void broker_shutdown(broker *b) {
     while (map_iter(&b->queues, &i, &e))
         queue_delete(e->val);
     after_batch(b);
+    delayed_free(b);
     i = 0;
     while (map_iter(&b->exchanges, &i, &e))
         exchange_free(e->val);

@@ -119,6 +119,7 @@ queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_del
         q->overflow = slice_eqs(v.s, "reject-publish")       ? OVERFLOW_REJECT_PUBLISH
                       : slice_eqs(v.s, "reject-publish-dlx") ? OVERFLOW_REJECT_PUBLISH_DLX
                                                               : OVERFLOW_DROP_HEAD;
+    qtype_init(q, args);
     q->ttl_timer.fn = ttl_fired;
     q->expiry_timer.fn = expiry_fired;
     queue_touch(q);
@@ -146,6 +147,8 @@ void queue_unref(queue *q) {
         free(q->levels[l].requeued.a);
     }
     free(q->levels);
+    free(q->retry_delays);
+    dedup_free(q->dedup);
     free(q->consumers);
     free(q->bindings);
     free(q->args);
@@ -188,7 +191,21 @@ static qmsg take(queue *q, struct qlevel *lv, int from_heap) {
  * limit, or rejected. It is dead-lettered if the queue says where to. */
 static void discard(queue *q, qmsg qm, const char *reason) { deadletter(q, qm.m, reason); }
 
-void queue_reject(queue *q, qmsg qm) { discard(q, qm, "rejected"); }
+void queue_reject(queue *q, qmsg qm) {
+    if (q->nretry && !q->deleted && retry_schedule(q, qm.m)) {
+        message_unref(qm.m);
+        return;
+    }
+    discard(q, qm, "rejected");
+}
+
+slice queue_delivery_props(const queue *q, const qmsg *qm, buf *scratch) {
+    slice props = {qm->m->props, qm->m->props_len};
+    if (!q || !q->quorum)
+        return props;
+    props_set_int_header(props, "x-delivery-count", 'l', qm->returns, scratch);
+    return (slice){buf_head(scratch), scratch->len};
+}
 
 static void arm_ttl(queue *q) {
     struct qlevel *lv;
@@ -249,7 +266,7 @@ int queue_publish(queue *q, message *m) {
         /* TTL 0: delivered now to a consumer that can take it, or never (RabbitMQ). */
         consumer *cs = q->nready == 0 ? queue_next_consumer(q) : NULL;
         if (cs)
-            consumer_deliver(cs, (qmsg){message_ref(m), q->next_seq++, 0, 0});
+            consumer_deliver(cs, (qmsg){message_ref(m), q->next_seq++, 0, 0, 0});
         else
             deadletter(q, message_ref(m), "expired");
         return 0;
@@ -261,7 +278,9 @@ int queue_publish(queue *q, message *m) {
             deadletter(q, message_ref(m), "maxlen");
         return -1;
     }
-    qmsg qm = {message_ref(m), q->next_seq++, ttl > 0 ? now_ms() + (uint64_t)ttl : 0, 0};
+    if (q->dedup_window > 0 && dedup_seen(q, m))
+        return 0; /* a duplicate within x-deduplication-window: dropped, still confirmed */
+    qmsg qm = {message_ref(m), q->next_seq++, ttl > 0 ? now_ms() + (uint64_t)ttl : 0, 0, 0};
     ring_push(&level_of(q, m)->ready, qm);
     q->nready++;
     q->ready_bytes += m->body_len;
@@ -297,6 +316,17 @@ void queue_requeue(queue *q, qmsg qm) {
         message_unref(qm.m);
         return;
     }
+    /* Every return counts, a consumer's crash (channel or connection closed) as well as a
+     * nack: a message returned more than x-delivery-limit times is a poison message. */
+    qm.returns++;
+    if (q->delivery_limit >= 0 && qm.returns > (uint64_t)q->delivery_limit) {
+        discard(q, qm, "delivery_limit");
+        return;
+    }
+    queue_putback(q, qm);
+}
+
+void queue_putback(queue *q, qmsg qm) {
     heap_push(&level_of(q, qm.m)->requeued, qm);
     q->nready++;
     q->ready_bytes += qm.m->body_len;
@@ -330,6 +360,9 @@ void queue_add_consumer(queue *q, consumer *c) {
     memmove(&q->consumers[at + 1], &q->consumers[at], (q->nconsumers - at) * sizeof *q->consumers);
     q->consumers[at] = c;
     q->nconsumers++;
+    c->since = ++q->consumer_epoch;
+    if (q->sac && !q->sac_active)
+        q->sac_active = c;
     if (q->rr > at)
         q->rr++;
     q->had_consumer = 1;
@@ -348,6 +381,14 @@ void queue_remove_consumer(queue *q, consumer *c) {
         if (q->rr > i)
             q->rr--;
         break;
+    }
+    if (q->sac_active == c) { /* failover: the longest-registered consumer takes over */
+        q->sac_active = NULL;
+        for (size_t i = 0; i < q->nconsumers; i++)
+            if (!q->sac_active || q->consumers[i]->since < q->sac_active->since)
+                q->sac_active = q->consumers[i];
+        if (q->sac_active)
+            queue_mark_dirty(q);
     }
     if (q->nconsumers == 0 && q->auto_delete && q->had_consumer && !q->deleted) {
         queue_delete(q);
@@ -369,6 +410,8 @@ void queue_mark_dirty(queue *q) {
 /* The consumer for the next message: the highest priority group with a consumer that has
  * credit, round-robin within that group (RabbitMQ's consumer priorities). */
 consumer *queue_next_consumer(queue *q) {
+    if (q->sac) /* x-single-active-consumer: only the active one, even when it is full */
+        return q->sac_active && consumer_can_take(q->sac_active) ? q->sac_active : NULL;
     size_t n = q->nconsumers;
     for (size_t i = 0; i < n;) {
         int32_t p = q->consumers[i]->priority;
