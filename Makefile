@@ -75,3 +75,10 @@ clean:
 	rm -rf build
 
 -include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d)
+
+# Durable storage (issue 3): the long crash and power-cut runs, and the store benchmarks.
+.PHONY: soak bench-store
+soak: all asan
+	cd tests && FERRY_SOAK=1 FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest store -q -p no:cacheprovider
+bench-store: all
+	/usr/bin/python3 bench/store/store_bench.py $(BENCH_STORE_ARGS)

@@ -15,7 +15,8 @@ Rows (issue 5):
   9  highest sustainable rate: fixed-rate sweep (1P/1C, 256 B) up to where p99 passes 10 ms
      or the consumer falls behind
 
-BENCH_QUICK=1 runs every row briefly (about a minute or two in all) for development.
+BENCH_QUICK=1 runs every row briefly (about two minutes in all) for development; it writes
+bench/results/tmp/latest-quick.{md,png} and leaves the committed latest.{md,png} alone.
 BENCH_BROKERS=ferry or =rabbitmq runs one side only. A broker that is missing or will not
 start gets "n/a" in its column instead of failing the run; so does a row that fails.
 """
@@ -41,6 +42,9 @@ FERRYD = os.path.join(ROOT, "build", "ferryd")
 RESULTS = os.path.join(ROOT, "bench", "results")
 RAW = os.path.join(RESULTS, "tmp")
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+# A quick run is for development: it never overwrites the committed full-run results.
+OUT_MD = os.path.join(RAW if QUICK else RESULTS, "latest-quick.md" if QUICK else "latest.md")
+OUT_PNG = os.path.join(RAW if QUICK else RESULTS, "latest-quick.png" if QUICK else "latest.png")
 
 # Durations and sizes: full run ~10-15 minutes for both brokers, quick ~1-2 minutes.
 D_THROUGHPUT = 2 if QUICK else 10     # rows 1-5, seconds
@@ -542,7 +546,7 @@ def write_markdown(res, started, elapsed):
                   "a thread near 100% would mean the generator, not the broker, set the pace.", ""]
     lines += ["Reproduce: `make bench` (or `BENCH_QUICK=1 make bench` for a quick look). Raw results of the",
               "last run: `bench/results/tmp/`.", ""]
-    with open(os.path.join(RESULTS, "latest.md"), "w") as fh:
+    with open(OUT_MD, "w") as fh:
         fh.write("\n".join(lines))
 
 
@@ -572,7 +576,7 @@ def write_chart(res):
     gp = os.path.join(RAW, "chart.gp")
     with open(gp, "w") as fh:
         fh.write(f"""set terminal pngcairo size 1500,520 font "sans,10"
-set output "{os.path.join(RESULTS, 'latest.png')}"
+set output "{OUT_PNG}"
 set datafile missing "NaN"
 set style data histograms
 set style histogram clustered gap 1
@@ -614,8 +618,8 @@ def main():
         json.dump(res, fh, indent=1)
     write_markdown(res, started, time.time() - t0)
     write_chart(res)
-    log(f"wrote bench/results/latest.md and latest.png in {(time.time() - t0) / 60:.1f} min")
-    with open(os.path.join(RESULTS, "latest.md")) as fh:
+    log(f"wrote {os.path.relpath(OUT_MD, ROOT)} and {os.path.basename(OUT_PNG)} in {(time.time() - t0) / 60:.1f} min")
+    with open(OUT_MD) as fh:
         print(fh.read())
     return 0
 

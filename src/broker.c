@@ -15,6 +15,8 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "store.h"
+#include "storeio.h"
 #include "util.h"
 
 #define TICK_MS 250 /* heartbeats go out every half interval, so at least 2 ticks per second */
@@ -25,12 +27,14 @@ queue *broker_queue(broker *b, slice name) { return map_get(&b->queues, (const c
 
 void broker_remove_exchange(broker *b, exchange *x) {
     map_del(&b->exchanges, x->name, x->name_len);
+    store_exchange(b->store, x, 0);
     exchange_free(x);
 }
 
 void broker_remove_queue(broker *b, queue *q) {
     if (map_get(&b->queues, q->name, q->name_len) == q) {
         map_del(&b->queues, q->name, q->name_len);
+        store_queue(b->store, q, 0);
         queue_unref(q); /* the map's reference */
     }
 }
@@ -57,6 +61,61 @@ void broker_random_name(char *out, size_t n) {
     out[n] = 0;
 }
 
+size_t broker_enqueue_routed(broker *b, message *m, int *rejected) {
+    size_t k = 0, ns = 0;
+    if (b->nroute > b->scratch_cap) {
+        b->scratch_cap = b->nroute * 2;
+        b->scratch_qids = xrealloc(b->scratch_qids, b->scratch_cap * sizeof *b->scratch_qids);
+        b->scratch_seqs = xrealloc(b->scratch_seqs, b->scratch_cap * sizeof *b->scratch_seqs);
+    }
+    for (size_t i = 0; i < b->nroute; i++) {
+        queue *q = b->route_out[i];
+        int accepted = queue_accepts(q, m);
+        if (accepted < 0) {
+            *rejected = 1;
+            continue;
+        }
+        if (accepted > 0) /* a duplicate (x-deduplication-window): confirmed, not stored */
+            continue;
+        b->route_out[k++] = q;
+        if (m->persistent && q->qid && b->store) {
+            b->scratch_qids[ns] = q->qid;
+            b->scratch_seqs[ns++] = q->next_seq;
+        }
+    }
+    /* One record for the body, naming every durable queue and the place it takes there. */
+    if (ns)
+        store_publish(b->store, m, b->scratch_qids, b->scratch_seqs, (int)ns);
+    for (size_t i = 0; i < k; i++)
+        queue_publish(b->route_out[i], m);
+    return k;
+}
+
+void broker_store_synced(broker *b, uint64_t gen, int ok) {
+    channel **pp = &b->store_waiters;
+    while (*pp) {
+        channel *ch = *pp;
+        channel_store_synced(ch, gen, ok);
+        if (!ch->ncwait && !ch->tx_wait_gen) {
+            *pp = ch->next_waiter;
+            ch->in_waiters = 0;
+        } else {
+            pp = &ch->next_waiter;
+        }
+    }
+}
+
+void broker_set_alarm(broker *b, int which, int on) {
+    int before = b->alarms;
+    b->alarms = on ? (b->alarms | which) : (b->alarms & ~which);
+    if (!before == !b->alarms)
+        return;
+    log_warn("resource alarm %s (%s): publishers are %s", b->alarms ? "set" : "cleared",
+             which == ALARM_DISK ? "disk" : "memory", b->alarms ? "blocked" : "unblocked");
+    for (conn *c = b->conns; c; c = c->next)
+        conn_set_blocked(c, b->alarms != 0);
+}
+
 static void add_builtin(broker *b, const char *name, int type) {
     exchange *x = exchange_new(b, slice_str(name), type, 1, 0, 0, (slice){NULL, 0});
     x->builtin = 1;
@@ -68,6 +127,7 @@ static void after_batch(void *ud) {
     /* Flushing can wake consumers (a drained socket) and dispatching can produce output:
      * repeat until nothing is pending, so that no work waits for an unrelated event. */
     while (b->dl_head || b->dirty || b->confirms || b->flush) {
+        store_kick(b->store); /* records of this batch start their fsync at once */
         deadletter_flush(b);
         while (b->dirty) {
             queue *q = b->dirty;
@@ -89,6 +149,7 @@ static void after_batch(void *ud) {
             conn_flush(c);
         }
     }
+    store_kick(b->store);
     while (b->dead) {
         conn *c = b->dead;
         b->dead = c->next_dead;
@@ -104,6 +165,11 @@ static void tick(loop_timer *t) {
     for (conn *c = b->conns, *next; c; c = next) {
         next = c->next;
         conn_tick(c, now);
+    }
+    sio_check_powercut();
+    if (++b->ticks % 4 == 0) { /* once a second */
+        broker_set_alarm(b, ALARM_DISK, store_tick(b->store));
+        broker_set_alarm(b, ALARM_MEMORY, message_bytes() > b->cfg.memory_high_watermark);
     }
     loop_timer_arm(b->loop, &b->tick, now + TICK_MS);
 }
@@ -121,6 +187,13 @@ static void on_signal(io_handler *h, uint32_t events) {
 int broker_init(broker *b, const config *cfg) {
     memset(b, 0, sizeof *b);
     b->cfg = *cfg;
+    /* Block the signals we read from a signalfd before any thread starts (the store's
+     * writer inherits the mask), so that only the loop ever sees them. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
     b->sig_fd = -1;
     b->loop = loop_new();
     if (!b->loop)
@@ -135,6 +208,11 @@ int broker_init(broker *b, const config *cfg) {
     add_builtin(b, "amq.topic", EX_TOPIC);
     add_builtin(b, "amq.headers", EX_HEADERS);
     add_builtin(b, "amq.match", EX_HEADERS);
+    char err[600];
+    if (store_open(b, cfg->data_dir, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
     for (int i = 0; i < cfg->nbind; i++) {
         if (listener_open(b, cfg->bind[i], cfg->port) < 0) {
             log_error("cannot listen on %s port %d: %s", cfg->bind[i], cfg->port, strerror(errno));
@@ -143,11 +221,6 @@ int broker_init(broker *b, const config *cfg) {
         log_info("listening for AMQP 0-9-1 on %s%s%s:%d", strchr(cfg->bind[i], ':') ? "[" : "", cfg->bind[i],
                  strchr(cfg->bind[i], ':') ? "]" : "", cfg->port);
     }
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
     b->sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     b->sig_io.fn = on_signal;
     loop_add(b->loop, b->sig_fd, EPOLLIN, &b->sig_io);
@@ -171,6 +244,8 @@ void broker_shutdown(broker *b) {
     while (b->conns)
         conn_destroy(b->conns);
     after_batch(b);
+    /* Write what is pending; from here on, tearing down memory is not a deletion. */
+    store_close(b->store);
     size_t i = 0;
     map_entry *e;
     while (map_iter(&b->queues, &i, &e))
@@ -190,5 +265,7 @@ void broker_shutdown(broker *b) {
     if (b->sig_fd >= 0)
         close(b->sig_fd);
     free(b->route_out);
+    free(b->scratch_qids);
+    free(b->scratch_seqs);
     loop_free(b->loop);
 }

@@ -33,6 +33,9 @@ typedef struct binding binding;
 typedef struct message {
     uint32_t refs;
     uint8_t persistent; /* delivery-mode 2 */
+    uint8_t in_store;   /* has a publish record in the store */
+    uint32_t seg;       /* store: the segment holding its publish record (if stored) */
+    uint64_t published_ms; /* wall-clock ms at publish (for TTL across restarts) */
     uint8_t priority;
     uint8_t exchange_len;
     uint8_t rkey_len;
@@ -65,6 +68,7 @@ typedef struct qmsg {
     uint64_t expires_at; /* monotonic ms when it expires (TTL); 0 = never */
     uint32_t deliveries; /* times delivered (for the redelivered flag) */
     uint32_t returns;    /* times given back unacknowledged (x-delivery-count, x-delivery-limit) */
+    uint8_t stored;      /* this queue's copy has a publish record in the store */
 } qmsg;
 
 typedef struct qring { /* FIFO of qmsg in increasing seq */
@@ -82,6 +86,7 @@ struct queue {
     size_t name_len;
     broker *b;
     uint32_t refs; /* the broker's map holds one; each unacked delivery holds one */
+    uint32_t qid;  /* store id of a durable queue (0: not stored) */
     uint8_t deleted, durable, exclusive, auto_delete, had_consumer, dirty;
     conn *owner;   /* exclusive queues: the declaring connection */
     uint8_t *args; /* declare arguments (field table contents) */
@@ -126,9 +131,8 @@ queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_del
 void queue_unref(queue *q);
 enum { OVERFLOW_DROP_HEAD, OVERFLOW_REJECT_PUBLISH, OVERFLOW_REJECT_PUBLISH_DLX };
 static inline size_t queue_ready_count(const queue *q) { return q->nready; }
-/* Appends a newly published message (takes a reference). Returns -1 if the queue refused
- * it (x-overflow reject-publish on a full queue). */
-int queue_publish(queue *q, message *m);
+/* Appends a newly published message (takes a reference); the caller checked queue_accepts. */
+void queue_publish(queue *q, message *m);
 /* The queue was used (declared, consumed from, got from): an x-expires lease restarts. */
 void queue_touch(queue *q);
 /* Takes the next ready message, if any. */
@@ -144,6 +148,12 @@ void queue_add_consumer(queue *q, consumer *c);
 void queue_remove_consumer(queue *q, consumer *c);
 /* Schedules delivery to consumers for the end of this loop batch. */
 void queue_mark_dirty(queue *q);
+/* Would the queue take this message now? -1 if x-overflow reject-publish refuses it (and
+ * dead-letters it for reject-publish-dlx); 1 if it is a duplicate within the queue's
+ * x-deduplication-window (accepted and confirmed, but not enqueued). */
+int queue_accepts(queue *q, message *m);
+/* Appends a recovered message at the end of the queue (store recovery, in seq order). */
+void queue_recover(queue *q, qmsg qm);
 /* The consumer that should get the next message now, or NULL if none can take one. */
 consumer *queue_next_consumer(queue *q);
 void queue_dispatch(queue *q);
@@ -277,7 +287,6 @@ void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms);
 void delayed_exchange_gone(broker *b, exchange *x);
 size_t delayed_pending(const broker *b);
 void delayed_free(broker *b);
-uint64_t wall_ms(void);
 
 /* ---------------- message.c (headers) ---------------- */
 
@@ -348,6 +357,16 @@ struct channel {
     consumer *reply;     /* direct reply-to consumer */
     char reply_key[96];  /* amq.rabbitmq.reply-to.<key> naming this channel */
     char last_queue[256]; /* the last queue declared here: "" in bind/consume means it */
+    /* Confirms waiting for the store: (highest publish seq, store generation) pairs, in
+     * order; a generation is confirmed when the store has synced it. */
+    struct cwait {
+        uint64_t seq, gen;
+        uint8_t nack;
+    } *cwait;
+    uint32_t ncwait, capcwait;
+    uint8_t in_waiters;
+    uint64_t tx_wait_gen; /* tx.commit-ok waits for this generation (0: none) */
+    channel *next_waiter;
 };
 
 channel *channel_new(conn *c, uint16_t id);
@@ -365,6 +384,8 @@ void consumer_deliver(consumer *cs, qmsg qm);
 /* The queue is gone: the consumer is removed and, if the client supports it, told. */
 void consumer_cancelled_by_queue(consumer *cs);
 void channel_send_confirms(channel *ch);
+/* The store synced (or failed) generation gen: confirm or nack what waited for it. */
+void channel_store_synced(channel *ch, uint64_t gen, int ok);
 
 /* ---------------- conn.c ---------------- */
 
@@ -397,6 +418,9 @@ struct conn {
     uint8_t cap_cancel_notify, cap_auth_failure_close, cap_blocked;
     uint8_t in_flush, read_paused, epollout;
     uint8_t close_when_flushed; /* drop the socket once the output is written */
+    uint8_t has_published, blocked, told_blocked; /* resource alarms (connection.blocked) */
+    uint32_t store_wait; /* input paused until the store syncs (tx.commit) */
+    uint8_t resume;      /* re-evaluate input at the next flush */
     char *user;
     conn *prev, *next;    /* all connections */
     conn *next_flush;     /* flush list */
@@ -415,14 +439,26 @@ void conn_flush(conn *c);
 void conn_tick(conn *c, uint64_t now);
 /* Forgets a channel after channel.close-ok (either direction). */
 void conn_forget_channel(conn *c, uint16_t id);
+/* Re-evaluates whether to read the socket (paused output, alarms, tx waits) and handles
+ * input that arrived while it was paused. */
+void conn_update_input(conn *c);
+void conn_set_blocked(conn *c, int on);
 void conn_destroy(conn *c); /* closes the socket and frees, after the batch */
 int listener_open(broker *b, const char *addr, int port);
 
 /* ---------------- broker.c ---------------- */
 
+struct store;
+
 struct broker {
     loop *loop;
     config cfg;
+    struct store *store;
+    channel *store_waiters; /* channels waiting for the store to sync (confirms, tx) */
+    int alarms;             /* ALARM_* bits */
+    uint32_t *scratch_qids;
+    uint64_t *scratch_seqs;
+    size_t scratch_cap;
     map exchanges;
     map queues;
     map reply_to; /* direct reply-to key -> channel */
@@ -445,6 +481,7 @@ struct broker {
     io_handler *listen_io[8]; /* the listeners (freed at shutdown) */
     int nlisten;
     int stopping;
+    uint64_t ticks;
 };
 
 int broker_init(broker *b, const config *cfg);
@@ -455,6 +492,17 @@ queue *broker_queue(broker *b, slice name);
 void broker_remove_exchange(broker *b, exchange *x);
 void broker_remove_queue(broker *b, queue *q);
 void broker_route_add(broker *b, queue *q);
+/* Puts a routed message (b->route_out) into the queues that accept it, writing one store
+ * record for the durable ones if it is persistent. Returns how many took it; *rejected is
+ * set if a queue refused it. */
+size_t broker_enqueue_routed(broker *b, message *m, int *rejected);
+/* The store synced generation gen (ok) or failed to (disk full): confirms, tx.commit-ok. */
+void broker_store_synced(broker *b, uint64_t gen, int ok);
+/* Sets or clears a resource alarm; publishers are blocked while any is set. */
+void broker_set_alarm(broker *b, int which, int on);
+enum { ALARM_DISK = 1, ALARM_MEMORY = 2 };
+/* Bytes held by message bodies and properties (message.c). */
+uint64_t message_bytes(void);
 /* Random characters for server-generated names (amq.gen-…, amq.ctag-…). */
 void broker_random_name(char *out, size_t n);
 

@@ -5,6 +5,8 @@
 
 #include "util.h"
 
+uint8_t buf_empty[1];
+
 void buf_init(buf *b) { memset(b, 0, sizeof *b); }
 
 void buf_free(buf *b) {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "store.h"
 #include "util.h"
 
 #define REPLY_TO "amq.rabbitmq.reply-to"
@@ -120,6 +121,7 @@ static void write_deliver(channel *ch, const consumer *cs, uint64_t tag, int red
 void consumer_deliver(consumer *cs, qmsg qm) {
     channel *ch = cs->ch;
     uint64_t tag = ++ch->next_tag;
+    store_delivered(ch->c->b->store, cs->q, &qm);
     buf scratch;
     buf_init(&scratch);
     write_deliver(ch, cs, tag, qm.deliveries > 0, qm.m, queue_delivery_props(cs->q, &qm, &scratch));
@@ -284,6 +286,20 @@ static void channel_release(channel *ch) {
     ch->pending = NULL;
     ch->expect = 0;
     tx_clear(ch);
+    if (ch->in_waiters) { /* unlink from the store's waiters */
+        channel **pp = &ch->c->b->store_waiters;
+        while (*pp && *pp != ch)
+            pp = &(*pp)->next_waiter;
+        if (*pp)
+            *pp = ch->next_waiter;
+        ch->in_waiters = 0;
+    }
+    ch->ncwait = 0;
+    if (ch->tx_wait_gen) {
+        ch->tx_wait_gen = 0;
+        ch->c->store_wait--;
+        conn_update_input(ch->c);
+    }
     if (ch->in_confirms) { /* unlink from the broker's confirm list */
         channel **pp = &ch->c->b->confirms;
         while (*pp && *pp != ch)
@@ -297,6 +313,7 @@ static void channel_release(channel *ch) {
 void channel_free(channel *ch) {
     channel_release(ch);
     map_free(&ch->consumers);
+    free(ch->cwait);
     free(ch->unacked.a);
     free(ch->txops);
     free(ch);
@@ -319,8 +336,7 @@ void channel_close_error(channel *ch, int code, unsigned class_method, const cha
 
 /* ---- confirms ---- */
 
-static void confirm_ready(channel *ch) {
-    ch->confirm_upto = ch->pub_seq;
+static void confirm_ready_upto(channel *ch) {
     if (!ch->in_confirms) {
         ch->in_confirms = 1;
         ch->next_confirm = ch->c->b->confirms;
@@ -328,16 +344,80 @@ static void confirm_ready(channel *ch) {
     }
 }
 
-/* A nack must not overtake acks pending for earlier messages: send those first. */
-static void send_nack(channel *ch, uint64_t seq) {
+static void confirm_ready(channel *ch) {
+    ch->confirm_upto = ch->pub_seq;
+    confirm_ready_upto(ch);
+}
+
+static void join_waiters(channel *ch) {
+    if (ch->in_waiters)
+        return;
+    ch->in_waiters = 1;
+    ch->next_waiter = ch->c->b->store_waiters;
+    ch->c->b->store_waiters = ch;
+}
+
+static void send_nack_upto(channel *ch, uint64_t seq);
+
+/* Confirms that must wait for the store, in publish order: each entry covers the publishes
+ * up to seq and is due when generation gen is synced. */
+static void wait_for_store(channel *ch, int nack) {
+    broker *b = ch->c->b;
+    uint64_t gen = b->store ? store_gen(b->store) : 0;
+    struct cwait *last = ch->ncwait ? &ch->cwait[ch->ncwait - 1] : NULL;
+    if (last && last->gen >= gen && !last->nack && !nack) {
+        last->seq = ch->pub_seq;
+    } else {
+        if (ch->ncwait == ch->capcwait) {
+            ch->capcwait = ch->capcwait ? ch->capcwait * 2 : 4;
+            ch->cwait = xrealloc(ch->cwait, ch->capcwait * sizeof *ch->cwait);
+        }
+        /* a later entry never waits for an earlier generation than the one before it */
+        ch->cwait[ch->ncwait++] = (struct cwait){ch->pub_seq, last && last->gen > gen ? last->gen : gen, (uint8_t)nack};
+    }
+    join_waiters(ch);
+}
+
+void channel_store_synced(channel *ch, uint64_t gen, int ok) {
+    uint32_t k = 0;
+    while (k < ch->ncwait && ch->cwait[k].gen <= gen) {
+        struct cwait *w = &ch->cwait[k++];
+        if (ok && !w->nack) {
+            ch->confirm_upto = w->seq;
+            confirm_ready_upto(ch);
+        } else {
+            send_nack_upto(ch, w->seq);
+        }
+    }
+    memmove(ch->cwait, ch->cwait + k, (ch->ncwait - k) * sizeof *ch->cwait);
+    ch->ncwait -= k;
+    if (ch->tx_wait_gen && ch->tx_wait_gen <= gen) {
+        ch->tx_wait_gen = 0;
+        conn *c = ch->c;
+        c->store_wait--;
+        if (ok)
+            send_empty(ch, TX_COMMIT_OK);
+        else
+            channel_close_error(ch, RESOURCE_ERROR, TX_COMMIT, "the transaction could not be written to disk");
+        conn_update_input(c);
+    }
+}
+
+/* A nack must not overtake acks pending for earlier messages: send those first. Then one
+ * nack covers every publish after them up to seq. */
+static void send_nack_upto(channel *ch, uint64_t seq) {
     channel_send_confirms(ch);
+    if (seq <= ch->confirmed)
+        return;
     buf *o = out(ch);
     size_t m = method_begin(o, ch->id, BASIC_NACK);
     buf_u64(o, seq);
-    buf_u8(o, 0);
+    buf_u8(o, seq - ch->confirmed > 1 ? 1 : 0);
     frame_end(o, m);
     ch->confirmed = ch->confirm_upto = seq;
 }
+
+static void send_nack(channel *ch, uint64_t seq) { send_nack_upto(ch, seq); }
 
 void channel_send_confirms(channel *ch) {
     if (ch->closing || ch->confirm_upto <= ch->confirmed)
@@ -659,6 +739,7 @@ static void exchange_declare(channel *ch, rd *r) {
             if (subtype >= 0)
                 x->subtype = subtype;
             map_put(&b->exchanges, x->name, x->name_len, x);
+            store_exchange(b->store, x, 1);
         }
     }
     if (!nowait)
@@ -808,6 +889,7 @@ static void queue_declare(channel *ch, rd *r) {
             return;
         q = queue_new(b, name, durable, exclusive, auto_delete, ch->c, args);
         map_put(&b->queues, q->name, q->name_len, q);
+        store_queue(b->store, q, 1);
         /* Every queue is bound to the default exchange by its name (implicitly). */
     }
     snprintf(ch->last_queue, sizeof ch->last_queue, "%s", q->name);
@@ -1072,6 +1154,10 @@ static void basic_publish(channel *ch, rd *r) {
             return;
         }
     }
+    conn *c = ch->c;
+    c->has_published = 1;
+    if (c->b->alarms && !c->blocked)
+        conn_set_blocked(c, 1); /* a resource alarm: this publish is the last one read */
     /* Remember exchange and key in a header-less message until the content header says
      * how big the body is. */
     ch->pending = message_new(xname, rkey, (slice){NULL, 0}, 0);
@@ -1100,7 +1186,7 @@ static int deliver_reply(broker *b, message *m) {
 }
 
 /* Routes a complete message to its queues (or returns it), then confirms it. */
-static void publish_route(channel *ch, message *m, int mandatory) {
+static int publish_route(channel *ch, message *m, int mandatory) {
     broker *b = ch->c->b;
     props_view pv;
     props_parse((slice){m->props, m->props_len}, &pv);
@@ -1111,21 +1197,22 @@ static void publish_route(channel *ch, message *m, int mandatory) {
         exchange *x = broker_exchange(b, (slice){(const uint8_t *)m->exchange, m->exchange_len});
         if (x) {
             exchange_route(x, m, pv.headers);
-            for (size_t i = 0; i < b->nroute; i++)
-                if (queue_publish(b->route_out[i], m) < 0)
-                    rejected = 1;
             routed = b->nroute > 0;
+            broker_enqueue_routed(b, m, &rejected);
         }
     }
     if (!routed && mandatory)
         write_return(ch, m, NO_ROUTE, "NO_ROUTE");
     if (ch->confirm) {
         ch->pub_seq++;
-        if (rejected)
+        if (m->in_store || ch->ncwait)
+            wait_for_store(ch, rejected); /* confirmed once its record is synced */
+        else if (rejected)
             send_nack(ch, ch->pub_seq); /* a full queue with x-overflow reject-publish */
         else
             confirm_ready(ch);
     }
+    return m->in_store;
 }
 
 /* Replaces the reply-to property (for direct reply-to) in the raw property bytes. */
@@ -1219,6 +1306,7 @@ static void content_header(channel *ch, const frame *f) {
                              (slice){(const uint8_t *)hdr->rkey, hdr->rkey_len}, props, size);
     message_unref(hdr);
     m->persistent = pv.delivery_mode == 2;
+    m->published_ms = wall_ms();
     if (pv.flags & PROP_EXPIRATION) {
         m->ttl = 0;
         for (size_t i = 0; i < pv.expiration.n; i++)
@@ -1306,6 +1394,7 @@ static void basic_get(channel *ch, rd *r) {
     slice props = queue_delivery_props(q, &qm, &scratch);
     wire_content(o, ch->id, props.p, props.n, msg->body, msg->body_len, ch->c->frame_max);
     buf_free(&scratch);
+    store_delivered(ch->c->b->store, q, &qm);
     qm.deliveries++;
     if (no_ack) {
         queue_settle(q, qm);
@@ -1380,19 +1469,23 @@ static void confirm_select(channel *ch, rd *r) {
         send_empty(ch, CONFIRM_SELECT_OK);
 }
 
-static void tx_commit(channel *ch) {
+/* Applies the transaction; returns 1 if it wrote persistent messages to the store, which
+ * commit-ok must wait for (invariant 1 holds for tx.commit-ok as for confirms). */
+static int tx_commit(channel *ch) {
     size_t n = ch->ntx;
+    int stored = 0;
     ch->ntx = 0;
     for (size_t i = 0; i < n; i++) {
         txop *op = &ch->txops[i];
         if (op->kind == TXOP_PUBLISH) {
-            publish_route(ch, op->m, op->mandatory);
+            stored |= publish_route(ch, op->m, op->mandatory);
             message_unref(op->m);
         } else {
             settle_tags(ch, op->tag, op->multiple,
                         op->kind == TXOP_ACK ? SETTLE_ACK : op->requeue ? SETTLE_REQUEUE : SETTLE_REJECT);
         }
     }
+    return stored;
 }
 
 static void tx_method(channel *ch, unsigned mid) {
@@ -1410,7 +1503,15 @@ static void tx_method(channel *ch, unsigned mid) {
         return;
     }
     if (mid == TX_COMMIT) {
-        tx_commit(ch);
+        broker *b = ch->c->b;
+        if (tx_commit(ch) && b->store) {
+            /* commit-ok once synced; the connection reads nothing more until then */
+            ch->tx_wait_gen = store_gen(b->store);
+            ch->c->store_wait++;
+            join_waiters(ch);
+            conn_update_input(ch->c);
+            return;
+        }
         send_empty(ch, TX_COMMIT_OK);
     } else {
         tx_clear(ch);

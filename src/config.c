@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -23,6 +24,11 @@ void config_defaults(config *c) {
     snprintf(c->default_user, sizeof c->default_user, "guest");
     snprintf(c->default_pass, sizeof c->default_pass, "guest");
     c->loopback_users_only = 1;
+    c->segment_size = 64u << 20;
+    c->disk_free_limit = 50u * 1000 * 1000; /* RabbitMQ's default disk_free_limit */
+    /* RabbitMQ's default vm_memory_high_watermark: 40% of the machine's memory */
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGE_SIZE);
+    c->memory_high_watermark = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 10 * 4 : 1ULL << 30;
 }
 
 static int parse_int(const char *v, long long lo, long long hi, long long *out) {
@@ -55,6 +61,9 @@ static int set(config *c, const char *name, const char *val, char *err, int errl
     INT_OPT("channel-max", channel_max, 1, 65535)
     INT_OPT("handshake-timeout", handshake_timeout_ms, 100, 3600000)
     INT_OPT("max-message-size", max_message_size, 0, 512LL << 20)
+    INT_OPT("segment-size", segment_size, 4096, 1LL << 32)
+    INT_OPT("disk-free-limit", disk_free_limit, 0, 1LL << 50)
+    INT_OPT("memory-high-watermark", memory_high_watermark, 1 << 20, 1LL << 50)
 #undef INT_OPT
     if (strcmp(name, "data-dir") == 0) {
         if (!*val || strlen(val) >= sizeof c->data_dir) {
@@ -145,6 +154,9 @@ static const char usage[] =
     "  --handshake-timeout MS time allowed for the AMQP handshake (default 10000)\n"
     "  --max-message-size N   largest message body in bytes (default 134217728)\n"
     "  --log-level L          debug, info, warning or error (default info)\n"
+    "  --segment-size N       message log segment size in bytes (default 67108864)\n"
+    "  --disk-free-limit N    block publishers below this many free bytes (default 50000000)\n"
+    "  --memory-high-watermark N  block publishers above this many bytes of messages (default 40%% of RAM)\n"
     "  --help, --version\n";
 
 int config_parse_args(config *c, int argc, char **argv, char *err, int errlen) {

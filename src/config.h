@@ -19,6 +19,9 @@ typedef struct config {
     char default_user[64];
     char default_pass[64];
     int loopback_users_only; /* guest only from loopback, as RabbitMQ's loopback_users */
+    uint64_t segment_size;          /* message log segments roll over at about this size */
+    uint64_t disk_free_limit;       /* below this much free disk, publishers are blocked */
+    uint64_t memory_high_watermark; /* above this much message memory, publishers are blocked */
 } config;
 
 void config_defaults(config *c);

@@ -177,9 +177,15 @@ void conn_want_flush(conn *c) {
 
 int conn_can_deliver(const conn *c) { return c->state == CONN_OPENED && c->out.len < OUT_HIGH_WATER; }
 
+/* Input is read unless the output backs up, a resource alarm blocks this publisher, or a
+ * tx.commit waits for the store. */
+static int input_allowed(const conn *c) {
+    return !c->read_paused && !(c->blocked && c->has_published) && !c->store_wait;
+}
+
 static void update_events(conn *c) {
     uint32_t ev = 0;
-    if (!c->read_paused)
+    if (input_allowed(c))
         ev |= EPOLLIN;
     if (c->epollout)
         ev |= EPOLLOUT;
@@ -225,12 +231,15 @@ void conn_flush(conn *c) {
     }
     int want_out = c->out.len > 0;
     int pause = c->out.len > OUT_PAUSE_READ;
-    if (want_out != c->epollout || pause != c->read_paused) {
+    if (want_out != c->epollout || pause != c->read_paused || c->resume) {
         c->epollout = (uint8_t)want_out;
         c->read_paused = (uint8_t)pause;
+        c->resume = 0;
         update_events(c);
-        if (!pause && c->in.len)
+        if (input_allowed(c) && c->in.len)
             handle_input(c); /* frames that arrived while reading was paused */
+        if (c->state == CONN_DEAD)
+            return;
     }
     if (c->out.len == 0) {
         buf_shrink_if_idle(&c->out, 64 * 1024);
@@ -241,6 +250,27 @@ void conn_flush(conn *c) {
     }
     if (was_blocked && c->out.len < OUT_HIGH_WATER)
         wake_consumers(c);
+}
+
+void conn_update_input(conn *c) {
+    if (c->state == CONN_DEAD)
+        return;
+    c->resume = 1; /* conn_flush, at the end of the batch, re-reads the state */
+    conn_want_flush(c);
+}
+
+void conn_set_blocked(conn *c, int on) {
+    if (c->state != CONN_OPENED || c->blocked == on)
+        return;
+    c->blocked = (uint8_t)on;
+    if (c->cap_blocked && on != c->told_blocked) {
+        size_t m = method_begin(&c->out, 0, on ? CONNECTION_BLOCKED : CONNECTION_UNBLOCKED);
+        if (on)
+            buf_shortstr(&c->out, "low on resources", 16);
+        frame_end(&c->out, m);
+        c->told_blocked = (uint8_t)on;
+    }
+    conn_update_input(c);
 }
 
 /* ---- teardown ---- */
@@ -704,7 +734,7 @@ static void handle_input(conn *c) {
         send_start(c);
         c->state = CONN_START_OK;
     }
-    while (c->in.len && c->state != CONN_DEAD && !c->read_paused) {
+    while (c->in.len && c->state != CONN_DEAD && input_allowed(c)) {
         if (c->state == CONN_CLOSING && c->close_when_flushed) {
             buf_consume(&c->in, c->in.len); /* closed for good: ignore the rest */
             break;
@@ -743,7 +773,7 @@ static void conn_io(io_handler *h, uint32_t events) {
     if (c->state == CONN_DEAD)
         return;
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        if (c->read_paused)
+        if (!input_allowed(c))
             return;
         size_t want = READ_CHUNK;
         uint8_t *p = buf_reserve(&c->in, want);

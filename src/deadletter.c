@@ -205,14 +205,17 @@ void deadletter_flush(broker *b) {
             props_view pv;
             props_parse((slice){m->props, m->props_len}, &pv);
             exchange_route(x, m, pv.headers);
+            size_t k = 0;
             for (size_t i = 0; i < b->nroute; i++) {
                 queue *q = b->route_out[i];
-                if (!d->rejected && is_cycle(m, q)) {
+                if (!d->rejected && is_cycle(m, q))
                     log_debug("dead letter dropped: cycle through queue '%s'", q->name);
-                    continue;
-                }
-                queue_publish(q, m);
+                else
+                    b->route_out[k++] = q;
             }
+            b->nroute = k;
+            int rejected = 0;
+            broker_enqueue_routed(b, m, &rejected);
         }
         message_unref(m);
         free(d);
@@ -245,9 +248,14 @@ size_t deadletter_redrive(queue *dlq, size_t max) {
             keep[nkeep++] = qm;
             continue;
         }
-        /* The message as it is: properties, headers (x-death included) and body. */
-        queue_publish(to, qm.m);
-        message_unref(qm.m);
+        /* The message as it is: properties, headers (x-death included) and body; it is
+         * enqueued (and stored) in its queue before it leaves the dead-letter queue. */
+        broker *b = dlq->b;
+        int rejected = 0;
+        b->nroute = 0;
+        broker_route_add(b, to);
+        broker_enqueue_routed(b, qm.m, &rejected);
+        queue_settle(dlq, qm);
         moved++;
     }
     for (size_t i = 0; i < nkeep; i++)

@@ -19,7 +19,6 @@
 #include "broker.h"
 
 #include <stdlib.h>
-#include <time.h>
 
 #include "util.h"
 
@@ -33,12 +32,6 @@ struct delayed {
     uint64_t seq;
     loop_timer timer;
 };
-
-uint64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static int before(const delayed_entry *a, const delayed_entry *b) {
     return a->due < b->due || (a->due == b->due && a->seq < b->seq);
@@ -96,16 +89,19 @@ static void arm(struct delayed *d) {
 
 /* Routes or publishes one entry that fell due, and releases it. */
 static void fire_one(broker *b, delayed_entry e) {
+    int rejected = 0; /* one attempt, as the plugin: a full queue's refusal is final */
     if (e.q) {
-        if (!e.q->deleted)
-            queue_publish(e.q, e.m);
+        if (!e.q->deleted) {
+            b->nroute = 0;
+            broker_route_add(b, e.q);
+            broker_enqueue_routed(b, e.m, &rejected);
+        }
         queue_unref(e.q);
     } else if (e.x) {
         props_view pv;
         props_parse((slice){e.m->props, e.m->props_len}, &pv);
         exchange_route(e.x, e.m, pv.headers);
-        for (size_t i = 0; i < b->nroute; i++)
-            queue_publish(b->route_out[i], e.m); /* one attempt, as the plugin */
+        broker_enqueue_routed(b, e.m, &rejected);
     }
     message_unref(e.m);
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "storeio.h"
 #include "util.h"
 
 /* Creates the data directory if needed and locks it, so two brokers never share one. */
@@ -50,6 +51,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     log_level = cfg.log_level;
+    sio_init();
     int lock_fd = -1;
     if (claim_data_dir(cfg.data_dir, &lock_fd) < 0)
         return 1;

@@ -5,6 +5,10 @@
 
 #include "util.h"
 
+static uint64_t total_bytes; /* owned by the loop thread */
+
+uint64_t message_bytes(void) { return total_bytes; }
+
 message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len) {
     size_t n = sizeof(message) + exchange.n + 1 + rkey.n + 1 + props.n + body_len;
     message *m = xmalloc(n);
@@ -31,12 +35,15 @@ message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len)
     p += props.n;
     m->body = p;
     m->body_len = body_len;
+    total_bytes += n;
     return m;
 }
 
 void message_unref(message *m) {
-    if (m && --m->refs == 0)
+    if (m && --m->refs == 0) {
+        total_bytes -= sizeof(message) + m->exchange_len + 1u + m->rkey_len + 1u + m->props_len + m->body_len;
         free(m);
+    }
 }
 
 /* ---- header edits (x-delivery-count, x-retry-count, x-delay) ---- */

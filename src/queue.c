@@ -11,6 +11,7 @@
 
 #include <stdlib.h>
 
+#include "store.h"
 #include "util.h"
 
 /* ---- ring of ready messages ---- */
@@ -126,13 +127,30 @@ queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_del
     return q;
 }
 
+/* A copy leaves the queue for good: the store notes it (a deleted queue's copies need no
+ * record: the queue's deletion covers them). */
+static void gone(queue *q, qmsg *qm) {
+    if (qm->stored) {
+        if (q->deleted)
+            store_forget(q->b->store, qm);
+        else
+            store_settle(q->b->store, q, qm);
+    }
+}
+
 static void drop_all_ready(queue *q) {
     for (int l = 0; l < q->nlevels; l++) {
         struct qlevel *lv = &q->levels[l];
-        while (lv->ready.len)
-            message_unref(ring_pop(&lv->ready).m);
-        while (lv->requeued.len)
-            message_unref(heap_pop(&lv->requeued).m);
+        while (lv->ready.len) {
+            qmsg qm = ring_pop(&lv->ready);
+            gone(q, &qm);
+            message_unref(qm.m);
+        }
+        while (lv->requeued.len) {
+            qmsg qm = heap_pop(&lv->requeued);
+            gone(q, &qm);
+            message_unref(qm.m);
+        }
     }
     q->nready = 0;
     q->ready_bytes = 0;
@@ -189,7 +207,10 @@ static qmsg take(queue *q, struct qlevel *lv, int from_heap) {
 
 /* A message leaves the queue without being acknowledged: expired, dropped by a length
  * limit, or rejected. It is dead-lettered if the queue says where to. */
-static void discard(queue *q, qmsg qm, const char *reason) { deadletter(q, qm.m, reason); }
+static void discard(queue *q, qmsg qm, const char *reason) {
+    gone(q, &qm);
+    deadletter(q, qm.m, reason);
+}
 
 void queue_reject(queue *q, qmsg qm) {
     if (q->nretry && !q->deleted && retry_schedule(q, qm.m)) {
@@ -260,17 +281,7 @@ static int64_t ttl_of(const queue *q, const message *m) {
     return t;
 }
 
-int queue_publish(queue *q, message *m) {
-    int64_t ttl = ttl_of(q, m);
-    if (ttl == 0) {
-        /* TTL 0: delivered now to a consumer that can take it, or never (RabbitMQ). */
-        consumer *cs = q->nready == 0 ? queue_next_consumer(q) : NULL;
-        if (cs)
-            consumer_deliver(cs, (qmsg){message_ref(m), q->next_seq++, 0, 0, 0});
-        else
-            deadletter(q, message_ref(m), "expired");
-        return 0;
-    }
+int queue_accepts(queue *q, message *m) {
     if (q->overflow != OVERFLOW_DROP_HEAD &&
         ((q->max_length >= 0 && (int64_t)q->nready >= q->max_length) ||
          (q->max_bytes >= 0 && (int64_t)(q->ready_bytes + m->body_len) > q->max_bytes))) {
@@ -278,9 +289,34 @@ int queue_publish(queue *q, message *m) {
             deadletter(q, message_ref(m), "maxlen");
         return -1;
     }
+    /* A duplicate within x-deduplication-window: accepted (confirmed) but not enqueued. */
     if (q->dedup_window > 0 && dedup_seen(q, m))
-        return 0; /* a duplicate within x-deduplication-window: dropped, still confirmed */
-    qmsg qm = {message_ref(m), q->next_seq++, ttl > 0 ? now_ms() + (uint64_t)ttl : 0, 0, 0};
+        return 1;
+    return 0;
+}
+
+void queue_recover(queue *q, qmsg qm) {
+    ring_push(&level_of(q, qm.m)->ready, qm);
+    q->nready++;
+    q->ready_bytes += qm.m->body_len;
+    if (qm.expires_at && !q->ttl_timer.slot)
+        arm_ttl(q);
+}
+
+void queue_publish(queue *q, message *m) {
+    int64_t ttl = ttl_of(q, m);
+    uint8_t stored = m->in_store && q->qid;
+    if (ttl == 0) {
+        /* TTL 0: delivered now to a consumer that can take it, or never (RabbitMQ). */
+        qmsg qm = {.m = message_ref(m), .seq = q->next_seq++, .stored = stored};
+        consumer *cs = q->nready == 0 ? queue_next_consumer(q) : NULL;
+        if (cs)
+            consumer_deliver(cs, qm);
+        else
+            discard(q, qm, "expired");
+        return;
+    }
+    qmsg qm = {.m = message_ref(m), .seq = q->next_seq++, .expires_at = ttl > 0 ? now_ms() + (uint64_t)ttl : 0, .stored = stored};
     ring_push(&level_of(q, m)->ready, qm);
     q->nready++;
     q->ready_bytes += m->body_len;
@@ -294,7 +330,6 @@ int queue_publish(queue *q, message *m) {
         arm_ttl(q);
     if (q->nconsumers)
         queue_mark_dirty(q);
-    return 0;
 }
 
 int queue_pop(queue *q, qmsg *out) {
@@ -313,6 +348,7 @@ int queue_pop(queue *q, qmsg *out) {
 
 void queue_requeue(queue *q, qmsg qm) {
     if (q->deleted) {
+        gone(q, &qm);
         message_unref(qm.m);
         return;
     }
@@ -337,7 +373,7 @@ void queue_putback(queue *q, qmsg qm) {
 }
 
 void queue_settle(queue *q, qmsg qm) {
-    (void)q;
+    gone(q, &qm);
     message_unref(qm.m);
 }
 

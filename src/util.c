@@ -56,6 +56,12 @@ uint64_t now_us(void) {
 
 uint64_t wall_seconds(void) { return (uint64_t)time(NULL); }
 
+uint64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 void logf_(int level, const char *fmt, ...) {
     static const char *names[] = {"debug", "info", "warning", "error"};
     if (level < log_level)

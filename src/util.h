@@ -15,6 +15,7 @@ char *xstrndup(const char *s, size_t n);
 uint64_t now_ms(void);
 uint64_t now_us(void);
 uint64_t wall_seconds(void);
+uint64_t wall_ms(void);
 
 enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 extern int log_level;

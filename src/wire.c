@@ -102,7 +102,8 @@ static int value_read(rd *r, char type, fval *v) {
     case 'u': v->i = rd_u16(r); break;
     case 'I': v->i = (int32_t)rd_u32(r); break;
     case 'i': v->i = rd_u32(r); break;
-    case 'l': v->i = (int64_t)rd_u64(r); break;
+    case 'l':
+    case 'L': v->i = (int64_t)rd_u64(r); break; /* 'L': py-amqp's 64-bit integers */
     case 'T': v->i = (int64_t)rd_u64(r); break;
     case 'f': {
         uint32_t u = rd_u32(r);
@@ -255,7 +256,8 @@ const char *fval_type_name(char type) {
     case 'u': return "unsignedshort";
     case 'I': return "signedint";
     case 'i': return "unsignedint";
-    case 'l': return "long";
+    case 'l':
+    case 'L': return "long";
     case 'T': return "timestamp";
     case 'f': return "float";
     case 'd': return "double";

@@ -4,15 +4,26 @@ Every queue and exchange a test makes gets a unique name (uuid) and is deleted w
 ends, so the tests can share one broker (ferryd, or a RabbitMQ via FERRY_TEST_AMQP_URL) with
 each other and with anyone else.
 """
-import uuid
+import time
 
 import pika
 import pytest
 
+from names import unique_name
 
-def unique_name(what):
-    """A queue or exchange name no other test (or test run) uses."""
-    return f"ferry.test.{what}.{uuid.uuid4().hex[:16]}"
+
+@pytest.fixture(scope="session", autouse=True)
+def broker_speaks_amqp(broker):
+    """One bounded AMQP handshake before anything else: if the broker is down or mute, every
+    client test fails at once with this reason instead of each waiting out its own timeouts."""
+    params = pika.URLParameters(broker.url + "?heartbeat=0&socket_timeout=5&connection_attempts=1"
+                                "&stack_timeout=8")
+    try:
+        conn = pika.BlockingConnection(params)
+        conn.channel().close()
+        conn.close()
+    except Exception as e:  # any failure here means no client test can say anything useful
+        pytest.fail(f"broker at {broker.host}:{broker.port} did not complete an AMQP handshake: {e!r}")
 
 
 @pytest.fixture
@@ -78,6 +89,13 @@ def inspect(amqp_params):
                 return ch.queue_declare(queue, passive=True).method.message_count
             finally:
                 ch.close()
+
+        def wait_depth(self, queue, n, timeout=5.0):
+            """Wait (bounded) until `queue` holds n ready messages; publishes are asynchronous."""
+            deadline = time.monotonic() + timeout
+            while (d := self.depth(queue)) != n:
+                assert time.monotonic() < deadline, f"queue {queue} holds {d} messages, expected {n}"
+                time.sleep(0.02)
 
         def consumers(self, queue):
             ch = self.conn.channel()

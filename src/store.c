@@ -1,0 +1,1004 @@
+/* store.c — durable storage: definitions in meta.log, messages in an append-only log.
+ *
+ * Layout of the data directory:
+ *   VERSION                    "ferry-store 1": anything else is refused, never rewritten
+ *   meta.log                   durable exchanges, queues and bindings (compacted at start)
+ *   segments/<16 hex>.seg      the message log, in segments of about segment-size bytes
+ *
+ * Every record is framed the same way, in both files:
+ *   magic u32 'FERR' | crc32c u32 (of length, type and payload) | length u32 | type u8 | payload
+ * so recovery can tell a torn tail (cut) from a corrupt record in the middle (logged with its
+ * position and skipped: the next record is found by its magic and a good checksum).
+ *
+ * Message records: PUBLISH (one per message, naming every durable queue it went to, with
+ * that queue's sequence number), SETTLE (a queue's copy is gone: acked, rejected, expired,
+ * dropped, purged) and DELIVERED (so that recovery marks it redelivered). Segments are
+ * deleted oldest first once every copy published in them is settled, so a drained queue
+ * leaves about one segment behind.
+ *
+ * Group commit: the loop thread appends records to the pending batch; when the writer thread
+ * is idle, the pending batch is handed over and the writer writes and fdatasyncs it, then
+ * signals an eventfd. Everything that arrived while one fsync ran goes into the next one.
+ * The broker confirms a batch's publishes only when it comes back synced (broker.c). */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "storeio.h"
+#include "util.h"
+
+#define STORE_VERSION "ferry-store 1"
+#define MAGIC 0x46455252u /* "FERR" */
+#define REC_HEADER 13
+
+enum { R_PUBLISH = 1, R_SETTLE = 2, R_DELIVERED = 3 };
+enum { M_EXCHANGE = 10, M_EXCHANGE_DEL = 11, M_QUEUE = 12, M_QUEUE_DEL = 13, M_BIND = 14, M_UNBIND = 15 };
+
+typedef struct seg {
+    uint32_t id;
+    uint64_t live;  /* stored queue copies published in it and not yet settled */
+    uint64_t bytes; /* as appended (for rollover) */
+} seg;
+
+typedef struct piece { /* a run of records for one segment */
+    uint32_t seg;
+    buf data;
+} piece;
+
+typedef struct wbatch {
+    uint64_t gen;
+    piece *pieces;
+    size_t npieces, cap;
+    uint32_t *unlinks; /* segments to delete once this batch is written */
+    size_t nunlinks, capunlinks;
+    int err; /* the writer's result: 0 or -errno */
+} wbatch;
+
+struct store {
+    broker *b;
+    char dir[512];
+    char segdir[600];
+    sio_file *meta;
+    uint64_t meta_size;
+    uint32_t next_qid;
+    seg *segs; /* oldest first; the last one is being appended to */
+    size_t nsegs, capsegs;
+    uint32_t next_seg;
+    wbatch *pending, *inflight;
+    uint64_t gen_next, synced;
+    int disk_alarm;
+    /* the writer thread */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    wbatch *todo;
+    int stop;
+    int efd;
+    io_handler io;
+    sio_file *wfile; /* writer-owned: the open segment */
+    uint32_t wseg;
+    uint64_t woff;
+};
+
+static void on_synced(io_handler *h, uint32_t events);
+
+/* ---- records ---- */
+
+static size_t rec_begin(buf *b, uint8_t type) {
+    size_t at = b->len;
+    buf_u32(b, MAGIC);
+    buf_u32(b, 0);
+    buf_u32(b, 0);
+    buf_u8(b, type);
+    return at;
+}
+
+static void rec_end(buf *b, size_t at) {
+    uint32_t len = (uint32_t)(b->len - at - REC_HEADER);
+    buf_patch_u32(b, at + 8, len);
+    uint32_t crc = crc32c(0, buf_head(b) + at + 8, len + 5);
+    buf_patch_u32(b, at + 4, crc);
+}
+
+/* Validates a record at p (n bytes available): its total size, or 0 if it is not one. */
+static size_t rec_check(const uint8_t *p, size_t n) {
+    if (n < REC_HEADER)
+        return 0;
+    rd r = rd_make(p, n);
+    uint32_t magic = rd_u32(&r), crc = rd_u32(&r), len = rd_u32(&r);
+    if (magic != MAGIC || len > n - REC_HEADER)
+        return 0;
+    if (crc32c(0, p + 8, (size_t)len + 5) != crc)
+        return 0;
+    return REC_HEADER + (size_t)len;
+}
+
+/* ---- batches and segments ---- */
+
+static wbatch *batch_new(void) { return xcalloc(1, sizeof(wbatch)); }
+
+static void batch_free(wbatch *w) {
+    for (size_t i = 0; i < w->npieces; i++)
+        buf_free(&w->pieces[i].data);
+    free(w->pieces);
+    free(w->unlinks);
+    free(w);
+}
+
+static int batch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0; }
+
+static seg *active_seg(store *s) { return &s->segs[s->nsegs - 1]; }
+
+static seg *find_seg(store *s, uint32_t id) {
+    if (!s->nsegs || id < s->segs[0].id)
+        return NULL;
+    size_t i = id - s->segs[0].id;
+    return i < s->nsegs && s->segs[i].id == id ? &s->segs[i] : NULL;
+}
+
+static void add_seg(store *s, uint32_t id, uint64_t bytes) {
+    if (s->nsegs == s->capsegs) {
+        s->capsegs = s->capsegs ? s->capsegs * 2 : 16;
+        s->segs = xrealloc(s->segs, s->capsegs * sizeof *s->segs);
+    }
+    s->segs[s->nsegs++] = (seg){id, 0, bytes};
+}
+
+/* The buffer that the next message record goes to, rolling to a new segment when the
+ * active one is full. */
+static buf *log_buf(store *s, size_t need) {
+    seg *a = active_seg(s);
+    if (a->bytes > 0 && a->bytes + need > s->b->cfg.segment_size) {
+        add_seg(s, s->next_seg++, 0);
+        a = active_seg(s);
+    }
+    wbatch *w = s->pending;
+    if (!w->npieces || w->pieces[w->npieces - 1].seg != a->id) {
+        if (w->npieces == w->cap) {
+            w->cap = w->cap ? w->cap * 2 : 4;
+            w->pieces = xrealloc(w->pieces, w->cap * sizeof *w->pieces);
+        }
+        w->pieces[w->npieces].seg = a->id;
+        buf_init(&w->pieces[w->npieces].data);
+        w->npieces++;
+    }
+    a->bytes += need;
+    return &w->pieces[w->npieces - 1].data;
+}
+
+static void seg_path(const store *s, uint32_t id, char *out, size_t n) {
+    snprintf(out, n, "%s/%016x.seg", s->segdir, id);
+}
+
+/* Deletes the oldest segments while nothing in them is live (never the active one). */
+static void reclaim(store *s) {
+    size_t k = 0;
+    while (k + 1 < s->nsegs && s->segs[k].live == 0)
+        k++;
+    if (!k)
+        return;
+    wbatch *w = s->pending;
+    for (size_t i = 0; i < k; i++) {
+        if (w->nunlinks == w->capunlinks) {
+            w->capunlinks = w->capunlinks ? w->capunlinks * 2 : 8;
+            w->unlinks = xrealloc(w->unlinks, w->capunlinks * sizeof *w->unlinks);
+        }
+        w->unlinks[w->nunlinks++] = s->segs[i].id;
+    }
+    memmove(s->segs, s->segs + k, (s->nsegs - k) * sizeof *s->segs);
+    s->nsegs -= k;
+}
+
+/* ---- the writer thread ---- */
+
+/* Writes one batch: every piece appended to its segment, each file synced, new files made
+ * durable in the directory, then the segments no longer needed deleted. A failed write is
+ * cut back so that the segment ends on a whole record. */
+static int write_batch(store *s, wbatch *w) {
+    int dirty_dir = 0, err = 0;
+    for (size_t i = 0; i < w->npieces && !err; i++) {
+        piece *p = &w->pieces[i];
+        if (!s->wfile || p->seg != s->wseg) {
+            if (s->wfile) {
+                err = sio_sync(s->wfile);
+                sio_close(s->wfile);
+                s->wfile = NULL;
+                if (err)
+                    break;
+            }
+            char path[700];
+            seg_path(s, p->seg, path, sizeof path);
+            s->wfile = sio_open(path, 1);
+            if (!s->wfile) {
+                err = -errno;
+                break;
+            }
+            int64_t size = sio_size(s->wfile);
+            s->wseg = p->seg;
+            s->woff = size > 0 ? (uint64_t)size : 0;
+            dirty_dir = 1;
+        }
+        err = sio_pwrite(s->wfile, buf_head(&p->data), p->data.len, s->woff);
+        if (err) {
+            sio_truncate(s->wfile, s->woff);
+            break;
+        }
+        s->woff += p->data.len;
+    }
+    if (!err && s->wfile)
+        err = sio_sync(s->wfile);
+    if (!err && dirty_dir)
+        err = sio_sync_dir(s->segdir);
+    for (size_t i = 0; i < w->nunlinks; i++) {
+        if (s->wfile && w->unlinks[i] == s->wseg)
+            continue;
+        char path[700];
+        seg_path(s, w->unlinks[i], path, sizeof path);
+        sio_unlink(path);
+    }
+    return err;
+}
+
+static void *writer_main(void *arg) {
+    store *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->todo && !s->stop)
+            pthread_cond_wait(&s->cv, &s->mu);
+        wbatch *w = s->todo;
+        int stop = s->stop;
+        pthread_mutex_unlock(&s->mu);
+        if (!w && stop)
+            return NULL;
+        w->err = write_batch(s, w);
+        pthread_mutex_lock(&s->mu);
+        s->todo = NULL;
+        pthread_mutex_unlock(&s->mu);
+        uint64_t one = 1;
+        if (write(s->efd, &one, sizeof one) < 0) {
+        }
+    }
+}
+
+void store_kick(store *s) {
+    if (!s || s->inflight || batch_empty(s->pending))
+        return;
+    s->inflight = s->pending;
+    s->inflight->gen = s->gen_next++;
+    s->pending = batch_new();
+    pthread_mutex_lock(&s->mu);
+    s->todo = s->inflight;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void broker_store_synced(broker *b, uint64_t gen, int ok);
+
+static void on_synced(io_handler *h, uint32_t events) {
+    (void)events;
+    store *s = (store *)((char *)h - offsetof(store, io));
+    uint64_t v;
+    if (read(s->efd, &v, sizeof v) < 0)
+        return;
+    wbatch *w = s->inflight;
+    if (!w)
+        return;
+    pthread_mutex_lock(&s->mu);
+    int done = s->todo == NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (!done)
+        return;
+    s->inflight = NULL;
+    uint64_t gen = w->gen;
+    int err = w->err;
+    if (err) {
+        log_error("store: writing the message log failed: %s; publishes in this batch are nacked",
+                  strerror(-err));
+        for (size_t i = 0; i < w->npieces; i++) { /* the failed bytes are not in the segment */
+            seg *sg = find_seg(s, w->pieces[i].seg);
+            if (sg)
+                sg->bytes -= MIN(sg->bytes, w->pieces[i].data.len);
+        }
+        if (err == -ENOSPC || err == -EDQUOT)
+            s->disk_alarm = 1;
+    }
+    batch_free(w);
+    s->synced = gen;
+    broker_store_synced(s->b, gen, err == 0);
+    store_kick(s);
+}
+
+/* ---- definitions ---- */
+
+static void meta_write(store *s, buf *b) {
+    if (!s->meta || !b->len)
+        return;
+    int err = sio_pwrite(s->meta, buf_head(b), b->len, s->meta_size);
+    if (!err)
+        err = sio_sync(s->meta);
+    if (err) {
+        log_error("store: cannot write definitions: %s", strerror(-err));
+        sio_truncate(s->meta, s->meta_size);
+        if (err == -ENOSPC)
+            s->disk_alarm = 1;
+        return;
+    }
+    s->meta_size += b->len;
+}
+
+static void put_exchange(buf *b, const exchange *x) {
+    size_t at = rec_begin(b, M_EXCHANGE);
+    buf_shortstr(b, x->name, x->name_len);
+    buf_u8(b, (uint8_t)x->type);
+    buf_u8(b, (uint8_t)(x->durable | x->auto_delete << 1 | x->internal << 2));
+    buf_longstr(b, x->args, x->args_len);
+    rec_end(b, at);
+}
+
+static void put_queue(buf *b, const queue *q) {
+    size_t at = rec_begin(b, M_QUEUE);
+    buf_u32(b, q->qid);
+    buf_shortstr(b, q->name, q->name_len);
+    buf_u8(b, q->auto_delete);
+    buf_longstr(b, q->args, q->args_len);
+    rec_end(b, at);
+}
+
+static int binding_durable(const binding *bd) {
+    return bd->src->durable && (bd->q ? bd->q->qid != 0 : bd->dstx->durable);
+}
+
+static void put_binding(buf *b, const binding *bd, int add) {
+    size_t at = rec_begin(b, add ? M_BIND : M_UNBIND);
+    buf_shortstr(b, bd->src->name, bd->src->name_len);
+    buf_u8(b, bd->q ? 0 : 1);
+    if (bd->q)
+        buf_shortstr(b, bd->q->name, bd->q->name_len);
+    else
+        buf_shortstr(b, bd->dstx->name, bd->dstx->name_len);
+    buf_shortstr(b, bd->key, bd->key_len);
+    buf_longstr(b, bd->args, bd->args_len);
+    rec_end(b, at);
+}
+
+void store_exchange(store *s, exchange *x, int add) {
+    if (!s || !x->durable || x->builtin)
+        return;
+    buf b;
+    buf_init(&b);
+    if (add) {
+        put_exchange(&b, x);
+    } else {
+        size_t at = rec_begin(&b, M_EXCHANGE_DEL);
+        buf_shortstr(&b, x->name, x->name_len);
+        rec_end(&b, at);
+    }
+    meta_write(s, &b);
+    buf_free(&b);
+}
+
+void store_queue(store *s, queue *q, int add) {
+    if (!s)
+        return;
+    buf b;
+    buf_init(&b);
+    if (add) {
+        if (!q->durable || q->exclusive)
+            return;
+        q->qid = s->next_qid++;
+        put_queue(&b, q);
+    } else {
+        if (!q->qid)
+            return;
+        size_t at = rec_begin(&b, M_QUEUE_DEL);
+        buf_u32(&b, q->qid);
+        rec_end(&b, at);
+    }
+    meta_write(s, &b);
+    buf_free(&b);
+}
+
+void store_binding(store *s, binding *bd, int add) {
+    if (!s || !binding_durable(bd))
+        return;
+    buf b;
+    buf_init(&b);
+    put_binding(&b, bd, add);
+    meta_write(s, &b);
+    buf_free(&b);
+}
+
+/* ---- messages ---- */
+
+void store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *seqs, int n) {
+    size_t need = REC_HEADER + 8 + 8 + 2 + (size_t)n * 12 + 2 + m->exchange_len + m->rkey_len + 4 + m->props_len + 8 +
+                  m->body_len;
+    buf *b = log_buf(s, need);
+    size_t at = rec_begin(b, R_PUBLISH);
+    buf_u64(b, m->published_ms);
+    buf_u64(b, (uint64_t)m->ttl);
+    buf_u16(b, (uint16_t)n);
+    for (int i = 0; i < n; i++) {
+        buf_u32(b, qids[i]);
+        buf_u64(b, seqs[i]);
+    }
+    buf_shortstr(b, m->exchange, m->exchange_len);
+    buf_shortstr(b, m->rkey, m->rkey_len);
+    buf_longstr(b, m->props, m->props_len);
+    buf_u64(b, m->body_len);
+    buf_put(b, m->body, m->body_len);
+    rec_end(b, at);
+    m->seg = active_seg(s)->id;
+    m->in_store = 1;
+    active_seg(s)->live += (uint64_t)n;
+}
+
+static void small_record(store *s, uint8_t type, uint32_t qid, uint64_t seq) {
+    buf *b = log_buf(s, REC_HEADER + 12);
+    size_t at = rec_begin(b, type);
+    buf_u32(b, qid);
+    buf_u64(b, seq);
+    rec_end(b, at);
+}
+
+void store_forget(store *s, const qmsg *qm) {
+    if (!s || !qm->stored)
+        return;
+    seg *sg = find_seg(s, qm->m->seg);
+    if (sg && sg->live)
+        sg->live--;
+    if (sg == &s->segs[0])
+        reclaim(s);
+}
+
+void store_settle(store *s, const queue *q, const qmsg *qm) {
+    if (!s || !qm->stored)
+        return;
+    small_record(s, R_SETTLE, q->qid, qm->seq);
+    store_forget(s, qm);
+}
+
+void store_delivered(store *s, const queue *q, const qmsg *qm) {
+    if (s && qm->stored && qm->deliveries == 0)
+        small_record(s, R_DELIVERED, q->qid, qm->seq);
+}
+
+uint64_t store_gen(const store *s) { return s->gen_next; }
+uint64_t store_synced_gen(const store *s) { return s->synced; }
+int store_busy(const store *s) { return s->inflight != NULL || !batch_empty(s->pending); }
+int store_disk_alarm(const store *s) { return s && s->disk_alarm; }
+
+int store_tick(store *s) {
+    if (!s)
+        return 0;
+    struct statvfs vfs;
+    if (statvfs(s->segdir, &vfs) == 0) {
+        uint64_t free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+        int low = free_bytes < s->b->cfg.disk_free_limit;
+        if (low != s->disk_alarm)
+            log_warn("disk alarm %s: %llu bytes free, limit %llu", low ? "set" : "cleared",
+                     (unsigned long long)free_bytes, (unsigned long long)s->b->cfg.disk_free_limit);
+        s->disk_alarm = low;
+    }
+    return s->disk_alarm;
+}
+
+/* ---- recovery ---- */
+
+typedef struct rvec { /* one queue's recovered copies, in seq order */
+    qmsg *a;
+    size_t n, cap;
+    uint64_t max_seq;
+} rvec;
+
+static qmsg *rvec_find(rvec *v, uint64_t seq) {
+    size_t lo = 0, hi = v->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v->a[mid].seq == seq)
+            return &v->a[mid];
+        if (v->a[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+typedef struct recovery {
+    store *s;
+    queue **byqid; /* qid -> queue */
+    rvec *vecs;    /* qid -> copies */
+    uint32_t nqid;
+    uint64_t records, corrupt, messages;
+} recovery;
+
+static queue *qid_queue(recovery *rc, uint32_t qid) { return qid < rc->nqid ? rc->byqid[qid] : NULL; }
+
+static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
+    uint64_t published = rd_u64(r);
+    int64_t ttl = (int64_t)rd_u64(r);
+    uint16_t n = rd_u16(r);
+    const uint8_t *qlist = r->p;
+    rd_bytes(r, (size_t)n * 12);
+    slice ex = rd_shortstr(r), rk = rd_shortstr(r), props = rd_longstr(r);
+    uint64_t blen = rd_u64(r);
+    slice body = rd_bytes(r, blen);
+    props_view pv;
+    if (r->err || props_parse(props, &pv) < 0)
+        return;
+    message *m = message_new(ex, rk, props, blen);
+    if (blen)
+        memcpy(m->body, body.p, blen);
+    m->body_got = blen;
+    m->persistent = 1;
+    m->priority = pv.priority;
+    m->published_ms = published;
+    m->ttl = ttl;
+    m->seg = segid;
+    m->in_store = 1;
+    rd q = rd_make(qlist, (size_t)n * 12);
+    for (uint16_t i = 0; i < n; i++) {
+        uint32_t qid = rd_u32(&q);
+        uint64_t seq = rd_u64(&q);
+        if (!qid_queue(rc, qid))
+            continue;
+        rvec *v = &rc->vecs[qid];
+        if (v->n && seq <= v->a[v->n - 1].seq)
+            continue; /* out of order: cannot happen in a log we wrote */
+        if (v->n == v->cap) {
+            v->cap = v->cap ? v->cap * 2 : 64;
+            v->a = xrealloc(v->a, v->cap * sizeof *v->a);
+        }
+        v->a[v->n++] = (qmsg){.m = message_ref(m), .seq = seq, .stored = 1};
+        if (seq > v->max_seq)
+            v->max_seq = seq;
+    }
+    message_unref(m);
+}
+
+static void apply_record(recovery *rc, uint32_t segid, const uint8_t *p, size_t n) {
+    rd r = rd_make(p + REC_HEADER, n - REC_HEADER);
+    uint8_t type = p[12];
+    rc->records++;
+    if (type == R_PUBLISH) {
+        apply_publish(rc, segid, &r);
+        return;
+    }
+    if (type != R_SETTLE && type != R_DELIVERED)
+        return;
+    uint32_t qid = rd_u32(&r);
+    uint64_t seq = rd_u64(&r);
+    if (r.err || !qid_queue(rc, qid))
+        return;
+    rvec *v = &rc->vecs[qid];
+    if (seq > v->max_seq)
+        v->max_seq = seq;
+    qmsg *qm = rvec_find(v, seq);
+    if (!qm || !qm->m)
+        return;
+    if (type == R_DELIVERED) {
+        qm->deliveries = 1;
+    } else {
+        message_unref(qm->m);
+        qm->m = NULL;
+    }
+}
+
+static int read_file(const char *path, uint8_t **data, size_t *len) {
+    sio_file *f = sio_open(path, 0);
+    if (!f)
+        return -errno;
+    int64_t size = sio_size(f);
+    if (size < 0) {
+        sio_close(f);
+        return (int)size;
+    }
+    *data = xmalloc((size_t)size + 1);
+    ssize_t got = size ? sio_pread(f, *data, (size_t)size, 0) : 0;
+    sio_close(f);
+    if (got < 0) {
+        free(*data);
+        return (int)got;
+    }
+    *len = (size_t)got;
+    return 0;
+}
+
+/* Walks one file's records. A bad record in the middle is skipped (the next good record is
+ * found by scanning); a bad tail of the last file is cut. Returns where the good data ends. */
+static size_t scan(recovery *rc, const char *path, const uint8_t *p, size_t n, int last,
+                   void (*apply)(recovery *, uint32_t, const uint8_t *, size_t), uint32_t segid) {
+    size_t pos = 0, good_end = 0;
+    while (pos < n) {
+        size_t len = rec_check(p + pos, n - pos);
+        if (len) {
+            apply(rc, segid, p + pos, len);
+            pos += len;
+            good_end = pos;
+            continue;
+        }
+        size_t next = pos + 1;
+        while (next < n && !rec_check(p + next, n - next))
+            next++;
+        if (next >= n) {
+            if (last)
+                log_warn("store: %s: cutting a torn tail of %zu bytes at offset %zu", path, n - pos, pos);
+            else
+                log_warn("store: %s: %zu unreadable bytes at the end (offset %zu) skipped", path, n - pos, pos);
+            break;
+        }
+        rc->corrupt++;
+        log_warn("store: %s: corrupt record at offset %zu (bad checksum or framing), %zu bytes skipped", path, pos,
+                 next - pos);
+        pos = next;
+    }
+    return good_end;
+}
+
+static void meta_apply(recovery *rc, uint32_t segid, const uint8_t *p, size_t n) {
+    (void)segid;
+    store *s = rc->s;
+    broker *b = s->b;
+    rd r = rd_make(p + REC_HEADER, n - REC_HEADER);
+    switch (p[12]) {
+    case M_EXCHANGE: {
+        slice name = rd_shortstr(&r);
+        uint8_t type = rd_u8(&r), flags = rd_u8(&r);
+        slice args = rd_longstr(&r);
+        if (r.err || type > EX_HEADERS || broker_exchange(b, name))
+            return;
+        exchange *x = exchange_new(b, name, type, flags & 1, (flags >> 1) & 1, (flags >> 2) & 1, args);
+        map_put(&b->exchanges, x->name, x->name_len, x);
+        return;
+    }
+    case M_EXCHANGE_DEL: {
+        exchange *x = broker_exchange(b, rd_shortstr(&r));
+        if (!r.err && x && !x->builtin)
+            broker_remove_exchange(b, x);
+        return;
+    }
+    case M_QUEUE: {
+        uint32_t qid = rd_u32(&r);
+        slice name = rd_shortstr(&r);
+        uint8_t flags = rd_u8(&r);
+        slice args = rd_longstr(&r);
+        if (r.err || qid == 0)
+            return;
+        queue *old = broker_queue(b, name);
+        if (old)
+            queue_delete(old);
+        queue *q = queue_new(b, name, 1, 0, flags & 1, NULL, args);
+        q->qid = qid;
+        map_put(&b->queues, q->name, q->name_len, q);
+        if (qid >= s->next_qid)
+            s->next_qid = qid + 1;
+        return;
+    }
+    case M_QUEUE_DEL: {
+        uint32_t qid = rd_u32(&r);
+        size_t i = 0;
+        map_entry *e;
+        while (!r.err && map_iter(&b->queues, &i, &e)) {
+            queue *q = e->val;
+            if (q->qid == qid) {
+                queue_delete(q);
+                break;
+            }
+        }
+        return;
+    }
+    case M_BIND:
+    case M_UNBIND: {
+        slice src = rd_shortstr(&r);
+        uint8_t kind = rd_u8(&r);
+        slice dst = rd_shortstr(&r), key = rd_shortstr(&r), args = rd_longstr(&r);
+        exchange *x = broker_exchange(b, src);
+        queue *q = kind == 0 ? broker_queue(b, dst) : NULL;
+        exchange *dx = kind == 1 ? broker_exchange(b, dst) : NULL;
+        if (r.err || !x || (!q && !dx))
+            return;
+        binding *bd = binding_find(x, q, dx, key, args);
+        if (p[12] == M_BIND && !bd)
+            binding_add(x, q, dx, key, args);
+        else if (p[12] == M_UNBIND && bd)
+            binding_remove(bd);
+        return;
+    }
+    }
+}
+
+/* Rewrites meta.log with just the current durable definitions (atomically: tmp + rename). */
+static int meta_compact(store *s) {
+    broker *b = s->b;
+    buf out;
+    buf_init(&out);
+    size_t i = 0;
+    map_entry *e;
+    while (map_iter(&b->exchanges, &i, &e)) {
+        exchange *x = e->val;
+        if (x->durable && !x->builtin)
+            put_exchange(&out, x);
+    }
+    i = 0;
+    while (map_iter(&b->queues, &i, &e)) {
+        queue *q = e->val;
+        if (q->qid)
+            put_queue(&out, q);
+    }
+    i = 0;
+    while (map_iter(&b->exchanges, &i, &e)) {
+        exchange *x = e->val;
+        for (size_t k = 0; k < x->nbindings; k++)
+            if (binding_durable(x->bindings[k]))
+                put_binding(&out, x->bindings[k], 1);
+    }
+    char tmp[600], path[600];
+    snprintf(tmp, sizeof tmp, "%s/meta.log.tmp", s->dir);
+    snprintf(path, sizeof path, "%s/meta.log", s->dir);
+    sio_file *f = sio_open(tmp, 1);
+    int err = f ? sio_truncate(f, 0) : -errno;
+    if (!err)
+        err = sio_pwrite(f, buf_head(&out), out.len, 0);
+    if (!err)
+        err = sio_sync(f);
+    if (f)
+        sio_close(f);
+    if (!err)
+        err = sio_rename(tmp, path);
+    if (!err)
+        err = sio_sync_dir(s->dir);
+    if (!err) {
+        s->meta = sio_open(path, 1);
+        s->meta_size = out.len;
+        if (!s->meta)
+            err = -errno;
+    }
+    buf_free(&out);
+    return err;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Lists segment ids in the segments directory, sorted. */
+static uint32_t *list_segments(const char *segdir, size_t *n) {
+    DIR *d = opendir(segdir);
+    uint32_t *ids = NULL;
+    size_t cap = 0;
+    *n = 0;
+    if (!d)
+        return NULL;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end;
+        if (strlen(de->d_name) != 20 || strcmp(de->d_name + 16, ".seg") != 0)
+            continue;
+        unsigned long long id = strtoull(de->d_name, &end, 16);
+        if (end != de->d_name + 16 || id > UINT32_MAX)
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            ids = xrealloc(ids, cap * sizeof *ids);
+        }
+        ids[(*n)++] = (uint32_t)id;
+    }
+    closedir(d);
+    if (*n)
+        qsort(ids, *n, sizeof *ids, cmp_u32);
+    return ids;
+}
+
+static int check_version(store *s, char *err, size_t errlen) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/VERSION", s->dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        char line[128] = "";
+        if (!fgets(line, sizeof line, f))
+            line[0] = 0;
+        fclose(f);
+        line[strcspn(line, "\r\n")] = 0;
+        if (strcmp(line, STORE_VERSION) != 0) {
+            snprintf(err, errlen,
+                     "data directory %s has format '%s', this ferryd reads '%s'; refusing to touch it", s->dir,
+                     line, STORE_VERSION);
+            return -1;
+        }
+        return 0;
+    }
+    char metap[600];
+    snprintf(metap, sizeof metap, "%s/meta.log", s->dir);
+    struct stat st;
+    if (stat(metap, &st) == 0 || stat(s->segdir, &st) == 0) {
+        snprintf(err, errlen, "data directory %s has store files but no VERSION; refusing to touch it", s->dir);
+        return -1;
+    }
+    sio_file *vf = sio_open(path, 1);
+    int rc = vf ? sio_pwrite(vf, STORE_VERSION "\n", strlen(STORE_VERSION) + 1, 0) : -errno;
+    if (!rc)
+        rc = sio_sync(vf);
+    if (vf)
+        sio_close(vf);
+    if (!rc)
+        rc = sio_sync_dir(s->dir);
+    if (rc) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(-rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void recover_messages(store *s, recovery *rc) {
+    size_t nids;
+    uint32_t *ids = list_segments(s->segdir, &nids);
+    for (size_t k = 0; k < nids; k++) {
+        char path[700];
+        seg_path(s, ids[k], path, sizeof path);
+        uint8_t *data;
+        size_t len;
+        if (read_file(path, &data, &len) < 0) {
+            log_error("store: cannot read %s: %s", path, strerror(errno));
+            continue;
+        }
+        size_t end = scan(rc, path, data, len, k + 1 == nids, apply_record, ids[k]);
+        free(data);
+        if (end < len && k + 1 == nids) { /* cut the torn tail so appends continue cleanly */
+            sio_file *f = sio_open(path, 0);
+            if (f) {
+                sio_truncate(f, end);
+                sio_sync(f);
+                sio_close(f);
+            }
+        }
+        add_seg(s, ids[k], end);
+    }
+    s->next_seg = nids ? ids[nids - 1] + 1 : 1;
+    free(ids);
+    /* Rebuild each queue in order; count what is live in each segment. */
+    uint64_t now_wall = wall_ms(), now_mono = now_ms();
+    for (uint32_t qid = 0; qid < rc->nqid; qid++) {
+        queue *q = rc->byqid[qid];
+        rvec *v = &rc->vecs[qid];
+        if (!q) {
+            free(v->a);
+            continue;
+        }
+        for (size_t i = 0; i < v->n; i++) {
+            qmsg qm = v->a[i];
+            if (!qm.m)
+                continue;
+            seg *sg = find_seg(s, qm.m->seg);
+            if (sg)
+                sg->live++;
+            int64_t ttl = q->message_ttl;
+            if (qm.m->ttl >= 0 && (ttl < 0 || qm.m->ttl < ttl))
+                ttl = qm.m->ttl;
+            if (ttl >= 0) {
+                uint64_t due = qm.m->published_ms + (uint64_t)ttl;
+                qm.expires_at = due > now_wall ? now_mono + (due - now_wall) : 1;
+            }
+            queue_recover(q, qm);
+            rc->messages++;
+        }
+        if (v->n || v->max_seq)
+            q->next_seq = MAX(q->next_seq, v->max_seq + 1);
+        free(v->a);
+    }
+}
+
+int store_open(broker *b, const char *dir, char *err, size_t errlen) {
+    uint64_t t0 = now_ms();
+    crc32c(0, "", 0);
+    store *s = xcalloc(1, sizeof *s);
+    s->b = b;
+    s->efd = -1;
+    snprintf(s->dir, sizeof s->dir, "%s", dir);
+    snprintf(s->segdir, sizeof s->segdir, "%s/segments", dir);
+    if (check_version(s, err, errlen) < 0) {
+        free(s);
+        return -1;
+    }
+    if (mkdir(s->segdir, 0750) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", s->segdir, strerror(errno));
+        free(s);
+        return -1;
+    }
+    s->next_qid = 1;
+    recovery rc = {.s = s};
+    char metap[600];
+    snprintf(metap, sizeof metap, "%s/meta.log", dir);
+    uint8_t *data;
+    size_t len;
+    if (read_file(metap, &data, &len) == 0) {
+        scan(&rc, metap, data, len, 1, meta_apply, 0);
+        free(data);
+    }
+    if (meta_compact(s) < 0) {
+        snprintf(err, errlen, "cannot write %s/meta.log: %s", dir, strerror(errno));
+        free(s);
+        return -1;
+    }
+    rc.nqid = s->next_qid;
+    rc.byqid = xcalloc(rc.nqid, sizeof *rc.byqid);
+    rc.vecs = xcalloc(rc.nqid, sizeof *rc.vecs);
+    size_t i = 0;
+    map_entry *e;
+    while (map_iter(&b->queues, &i, &e)) {
+        queue *q = e->val;
+        if (q->qid && q->qid < rc.nqid)
+            rc.byqid[q->qid] = q;
+    }
+    recover_messages(s, &rc);
+    free(rc.byqid);
+    free(rc.vecs);
+    add_seg(s, s->next_seg++, 0); /* new writes start a fresh segment */
+    s->pending = batch_new();
+    s->gen_next = 1;
+    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (s->efd < 0 || pthread_create(&s->thread, NULL, writer_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the store writer: %s", strerror(errno));
+        return -1;
+    }
+    s->io.fn = on_synced;
+    loop_add(b->loop, s->efd, EPOLLIN, &s->io);
+    b->store = s;
+    reclaim(s);
+    log_info("store: recovered %llu messages in %zu queues from %zu segments in %llu ms (%llu records, %llu corrupt)",
+             (unsigned long long)rc.messages, b->queues.count, s->nsegs - 1, (unsigned long long)(now_ms() - t0),
+             (unsigned long long)rc.records, (unsigned long long)rc.corrupt);
+    return 0;
+}
+
+/* Writes what is pending, waits for the writer, and stops it. */
+void store_close(store *s) {
+    if (!s)
+        return;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        int busy = s->todo != NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (!busy) {
+            if (s->inflight) {
+                batch_free(s->inflight);
+                s->inflight = NULL;
+            }
+            if (batch_empty(s->pending))
+                break;
+            store_kick(s);
+            continue;
+        }
+        usleep(1000);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    if (s->wfile)
+        sio_close(s->wfile);
+    if (s->meta)
+        sio_close(s->meta);
+    loop_del(s->b->loop, s->efd);
+    close(s->efd);
+    batch_free(s->pending);
+    free(s->segs);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    s->b->store = NULL;
+    free(s);
+}

@@ -1,0 +1,44 @@
+/* store.h — durable storage: definitions (meta.log) and the message log (segments).
+ *
+ * Invariant 1 of DESIGN.md lives here: a persistent message on a durable queue is confirmed
+ * only after its record is fsync'ed. Records are appended by the loop thread into a batch;
+ * one writer thread writes and fsyncs a whole batch at a time (group commit) and hands the
+ * result back through an eventfd; the broker then confirms everything in that batch. */
+#ifndef FERRY_STORE_H
+#define FERRY_STORE_H
+
+#include <stdint.h>
+
+#include "broker.h"
+
+typedef struct store store;
+
+/* Opens (creating if empty) the data directory and recovers it into the broker: durable
+ * exchanges, queues and bindings, then every unacknowledged persistent message, in order.
+ * Returns 0, or -1 with a message in err (incompatible version, unreadable directory). */
+int store_open(broker *b, const char *dir, char *err, size_t errlen);
+void store_close(store *s);
+
+/* Definitions: written and synced at once (they are rare). */
+void store_exchange(store *s, exchange *x, int add);
+void store_queue(store *s, queue *q, int add); /* assigns q->qid when added */
+void store_binding(store *s, binding *bd, int add);
+
+/* Messages. store_publish writes one record for a message and the durable queues it went to
+ * (qids[i] at seqs[i]); the others note what happened to one queue's copy. */
+void store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *seqs, int n);
+void store_settle(store *s, const queue *q, const qmsg *qm); /* acked / rejected / expired / dropped */
+void store_forget(store *s, const qmsg *qm);                 /* its queue was deleted */
+void store_delivered(store *s, const queue *q, const qmsg *qm);
+
+/* The generation that records appended now belong to, and the last one synced. */
+uint64_t store_gen(const store *s);
+uint64_t store_synced_gen(const store *s);
+int store_busy(const store *s);
+/* Starts writing the records appended so far, if the writer is idle (after each batch). */
+void store_kick(store *s);
+/* Once a second: disk space, segment reclamation. Returns 1 while the disk alarm is on. */
+int store_tick(store *s);
+int store_disk_alarm(const store *s);
+
+#endif

@@ -1,0 +1,214 @@
+"""Persistent messages: delivery-mode 2 messages on durable queues survive a restart (clean
+or kill -9) in their original order; transient messages, and messages on transient queues,
+do not; messages delivered but not acked come back with redelivered set, never-delivered
+ones without it; acked ones do not come back; startup says how many it recovered."""
+import re
+import time
+
+import pika
+
+from . import helpers
+from .helpers import PERSISTENT, TRANSIENT, connect, drain, publish_confirmed
+
+
+def declare(d, *queues, durable=True):
+    conn = connect(d)
+    ch = conn.channel()
+    for q in queues:
+        ch.queue_declare(q, durable=durable)
+    conn.close()
+
+
+def publish(d, queue, ids, props=PERSISTENT, exchange="", size=100):
+    conn = connect(d)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    publish_confirmed(ch, exchange, queue, ids, size=size, props=props)
+    conn.close()
+
+
+def test_persistent_messages_survive_restart_in_order(ferryd_factory, tmp_path, restart):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    declare(d, "q")
+    ids = [f"m{i}" for i in range(300)]
+    publish(d, "q", ids, size=700)
+    d = restart(d)
+    got = drain(d, "q")
+    assert got.ids == ids, (f"after a {restart.how} restart: {len(set(ids) - set(got.ids))} missing, "
+                            f"order kept: {sorted(got.ids, key=ids.index) == got.ids}")
+
+
+def test_transient_messages_on_a_durable_queue_do_not_survive_restart(ferryd_factory, tmp_path, restart):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    declare(d, "q")
+    conn = connect(d)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    persistent = []
+    for i in range(100):
+        mid = f"m{i}"
+        if i % 3 == 0:
+            persistent.append(mid)
+            publish_confirmed(ch, "", "q", [mid], props=PERSISTENT)
+        else:
+            publish_confirmed(ch, "", "q", [mid], props=TRANSIENT)
+    conn.close()
+    d = restart(d)
+    assert drain(d, "q").ids == persistent
+
+
+def test_messages_on_a_transient_queue_do_not_survive_restart(ferryd_factory, tmp_path, restart):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    declare(d, "q-transient", durable=False)
+    publish(d, "q-transient", [f"m{i}" for i in range(50)])
+    d = restart(d)
+    conn = connect(d)
+    # Declared again, the queue is new and empty: nothing of the old one was stored.
+    assert conn.channel().queue_declare("q-transient", durable=False).method.message_count == 0
+    conn.close()
+
+
+def test_a_message_routed_to_a_durable_and_a_transient_queue_survives_only_in_the_durable_one(
+        ferryd_factory, tmp_path, restart):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    conn = connect(d)
+    ch = conn.channel()
+    ch.exchange_declare("fan", "fanout", durable=True)
+    ch.queue_declare("q-durable", durable=True)
+    ch.queue_declare("q-transient", durable=False)
+    ch.queue_bind("q-durable", "fan")
+    ch.queue_bind("q-transient", "fan")
+    ch.confirm_delivery()
+    ids = [f"m{i}" for i in range(20)]
+    publish_confirmed(ch, "fan", "", ids)
+    conn.close()
+    d = restart(d)
+    assert drain(d, "q-durable").ids == ids
+
+
+def test_a_message_routed_to_two_durable_queues_survives_in_both(ferryd_factory, tmp_path, restart):
+    """The body is stored once and shared; each queue keeps its own copy after recovery,
+    and acking it in one queue does not remove it from the other."""
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    conn = connect(d)
+    ch = conn.channel()
+    ch.exchange_declare("fan", "fanout", durable=True)
+    for q in ("qa", "qb"):
+        ch.queue_declare(q, durable=True)
+        ch.queue_bind(q, "fan")
+    ch.confirm_delivery()
+    ids = [f"m{i}" for i in range(50)]
+    publish_confirmed(ch, "fan", "", ids, size=2000)
+    conn.close()
+    assert drain(d, "qa").ids == ids  # acked in qa only
+    d = restart(d)
+    assert drain(d, "qb").ids == ids
+    if restart.how == "sigterm":
+        assert drain(d, "qa").ids == []
+
+
+def test_delivered_unacked_messages_come_back_redelivered_and_the_others_do_not(
+        ferryd_factory, tmp_path, restart):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    declare(d, "q")
+    ids = [f"m{i}" for i in range(10)]
+    publish(d, "q", ids)
+    # Take the first four without acking them, and keep the connection open across the restart.
+    conn = connect(d)
+    ch = conn.channel()
+    taken = []
+    for _ in range(4):
+        method, props, body = ch.basic_get("q", auto_ack=False)
+        assert method is not None and not method.redelivered
+        taken.append(helpers.check_body(body))
+    assert taken == ids[:4]
+    ch.queue_declare("q", passive=True)  # a round trip: the deliveries are done broker-side
+    time.sleep(0.5)
+    d = restart(d)
+    got = drain(d, "q")
+    assert got.ids == ids, f"after a {restart.how} restart, order or content changed"
+    flags = {m: got.redelivered[m] for m in ids}
+    assert flags == {m: m in taken for m in ids}, (
+        f"redelivered flags after a {restart.how} restart: {flags} (expected True for {taken} only)")
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def test_acked_messages_do_not_come_back_after_restart(ferryd_factory, tmp_path):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    declare(d, "q")
+    ids = [f"m{i}" for i in range(100)]
+    publish(d, "q", ids)
+    conn = connect(d)
+    ch = conn.channel()
+    for _ in range(30):  # ack the first 30 one by one
+        method, _, _ = ch.basic_get("q", auto_ack=False)
+        ch.basic_ack(method.delivery_tag)
+    for _ in range(20):  # then 20 with one multiple ack...
+        method, _, _ = ch.basic_get("q", auto_ack=False)
+    ch.basic_ack(method.delivery_tag, multiple=True)
+    for _ in range(10):  # ...then take 10 with auto-ack
+        assert ch.basic_get("q", auto_ack=True)[0] is not None
+    ch.queue_declare("q", passive=True)
+    conn.close()
+    assert d.stop() == 0
+    d = helpers.start(ferryd_factory, d.data_dir)
+    got = drain(d, "q")
+    assert got.ids == ids[60:], f"{len(set(got.ids) & set(ids[:60]))} acked messages came back"
+
+
+def test_rejected_and_purged_messages_do_not_come_back_after_restart(ferryd_factory, tmp_path):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    declare(d, "q", "q-purged")
+    ids = [f"m{i}" for i in range(10)]
+    publish(d, "q", ids)
+    publish(d, "q-purged", [f"p{i}" for i in range(10)])
+    conn = connect(d)
+    ch = conn.channel()
+    method, _, _ = ch.basic_get("q", auto_ack=False)
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    method, _, _ = ch.basic_get("q", auto_ack=False)
+    ch.basic_nack(method.delivery_tag, requeue=False)
+    ch.queue_purge("q-purged")
+    conn.close()
+    assert d.stop() == 0
+    d = helpers.start(ferryd_factory, d.data_dir)
+    assert drain(d, "q").ids == ids[2:]
+    assert drain(d, "q-purged").ids == []
+
+
+def test_messages_published_in_a_committed_transaction_survive_kill9(ferryd_factory, tmp_path):
+    """tx.commit-ok, like a publisher confirm, is sent only once the messages are stored."""
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    declare(d, "q")
+    conn = connect(d)
+    ch = conn.channel()
+    ch.tx_select()
+    ids = [f"m{i}" for i in range(40)]
+    for mid in ids[:20]:
+        ch.basic_publish("", "q", helpers.body_for(mid, 300), pika.BasicProperties(delivery_mode=2))
+    ch.tx_commit()
+    for mid in ids[20:]:
+        ch.basic_publish("", "q", helpers.body_for(mid, 300), pika.BasicProperties(delivery_mode=2))
+    ch.tx_rollback()
+    d.kill9()
+    d = helpers.start(ferryd_factory, d.data_dir)
+    assert drain(d, "q").ids == ids[:20]
+
+
+def test_startup_logs_how_many_messages_it_recovered(ferryd_factory, tmp_path):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    declare(d, "q")
+    publish(d, "q", [f"m{i}" for i in range(37)])
+    publish(d, "q", [f"t{i}" for i in range(5)], props=TRANSIENT)
+    d.kill9()
+    d = helpers.start(ferryd_factory, d.data_dir)
+    log = helpers.log_since_start(d)
+    m = re.search(r"recovered (\d+) messages", log)
+    assert m, f"no 'recovered N messages' line at startup:\n{log[-2000:]}"
+    assert int(m.group(1)) == 37, m.group(0)
+    line = log[log.rfind("\n", 0, m.start()) + 1:log.find("\n", m.end())]
+    assert re.search(r"\d+(\.\d+)? ?(s|ms|us|µs|seconds|milliseconds)\b", line), (
+        f"the recovery line does not say how long recovery took: {line!r}")
