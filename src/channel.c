@@ -389,8 +389,10 @@ void channel_store_synced(channel *ch, uint64_t gen, int ok) {
             send_nack_upto(ch, w->seq);
         }
     }
-    memmove(ch->cwait, ch->cwait + k, (ch->ncwait - k) * sizeof *ch->cwait);
-    ch->ncwait -= k;
+    if (k) {
+        memmove(ch->cwait, ch->cwait + k, (ch->ncwait - k) * sizeof *ch->cwait);
+        ch->ncwait -= k;
+    }
     if (ch->tx_wait_gen && ch->tx_wait_gen <= gen) {
         ch->tx_wait_gen = 0;
         conn *c = ch->c;

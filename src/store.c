@@ -521,6 +521,7 @@ typedef struct recovery {
     rvec *vecs;    /* qid -> copies */
     uint32_t nqid;
     uint64_t records, corrupt, messages;
+    uint32_t max_qid; /* the highest queue id in the log: never reused for a new queue */
 } recovery;
 
 static queue *qid_queue(recovery *rc, uint32_t qid) { return qid < rc->nqid ? rc->byqid[qid] : NULL; }
@@ -551,6 +552,8 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
     for (uint16_t i = 0; i < n; i++) {
         uint32_t qid = rd_u32(&q);
         uint64_t seq = rd_u64(&q);
+        if (qid > rc->max_qid)
+            rc->max_qid = qid;
         if (!qid_queue(rc, qid))
             continue;
         rvec *v = &rc->vecs[qid];
@@ -579,6 +582,8 @@ static void apply_record(recovery *rc, uint32_t segid, const uint8_t *p, size_t 
         return;
     uint32_t qid = rd_u32(&r);
     uint64_t seq = rd_u64(&r);
+    if (!r.err && qid > rc->max_qid)
+        rc->max_qid = qid;
     if (r.err || !qid_queue(rc, qid))
         return;
     rvec *v = &rc->vecs[qid];
@@ -942,6 +947,8 @@ int store_open(broker *b, const char *dir, char *err, size_t errlen) {
             rc.byqid[q->qid] = q;
     }
     recover_messages(s, &rc);
+    if (rc.max_qid >= s->next_qid)
+        s->next_qid = rc.max_qid + 1;
     free(rc.byqid);
     free(rc.vecs);
     add_seg(s, s->next_seg++, 0); /* new writes start a fresh segment */

@@ -178,7 +178,7 @@ def test_a_flipped_bit_loses_at_most_the_record_it_hits(ferryd_factory, tmp_path
     if in_body:
         assert lost == in_body or not lost, f"{where}: lost {lost} instead"
         if lost:
-            assert re.search(r"checksum|corrupt|crc", log, re.I), f"{where}: the bad record is not logged\n{log[-1500:]}"
+            assert helpers.bad_record_lines(log), f"{where}: the bad record is not logged\n{log[-1500:]}"
     assert ids == sorted(ids), "recovered messages out of order"
 
 
@@ -210,7 +210,7 @@ def test_corrupt_record_is_logged_with_its_position(ferryd_factory, tmp_path, pr
         f.write(bytes([b ^ 0x10]))
     ids, log = recover(ferryd_factory, data)
     assert ids == [m for m in IDS if m != mid], "exactly the damaged message is lost, the rest kept in order"
-    lines = [ln for ln in log.splitlines() if re.search(r"checksum|corrupt|crc", ln, re.I)]
+    lines = helpers.bad_record_lines(log)
     assert lines, f"no log line about the corrupt record:\n{log[-1500:]}"
     name = os.path.basename(path)
     assert any(name[:-4] in ln or name in ln or re.search(r"\b\d{2,}\b", ln) for ln in lines), (
@@ -272,7 +272,7 @@ def test_a_data_dir_of_an_incompatible_version_is_refused_and_left_untouched(tmp
     else:
         assert re.search(r"\d+", current), f"VERSION holds no version number: {current!r}"
         text = re.sub(r"\d+", version, current, count=1)
-        named = version
+        named = text.strip()
     assert text != current
     with open(vpath, "w") as f:
         f.write(text)
@@ -287,6 +287,5 @@ def test_a_data_dir_of_an_incompatible_version_is_refused_and_left_untouched(tmp
     out = p.stdout + p.stderr
     assert p.returncode != 0, f"ferryd exited 0 on a data dir with VERSION {text!r}:\n{out[-1500:]}"
     assert "ERROR: AddressSanitizer" not in out and "runtime error:" not in out, out[-3000:]
-    assert re.search(r"version", out, re.I) and (named in out or version == "garbage"), (
-        f"the refusal does not name the version ({text.strip()!r}):\n{out[-1500:]}")
+    assert named in out, f"the refusal does not name the version ({text.strip()!r}):\n{out[-1500:]}"
     assert snapshot(data) == before, "the data directory was modified by a refused start"

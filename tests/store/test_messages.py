@@ -212,3 +212,130 @@ def test_startup_logs_how_many_messages_it_recovered(ferryd_factory, tmp_path):
     line = log[log.rfind("\n", 0, m.start()) + 1:log.find("\n", m.end())]
     assert re.search(r"\d+(\.\d+)? ?(s|ms|us|µs|seconds|milliseconds)\b", line), (
         f"the recovery line does not say how long recovery took: {line!r}")
+
+
+def test_a_new_durable_queue_never_gets_the_messages_of_a_deleted_one(ferryd_factory, tmp_path):
+    """A deleted queue's messages can outlive it in a segment that another queue keeps alive;
+    a queue declared later (after restarts that forget the deleted one) must not inherit
+    them, whatever internal id it is given."""
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    declare(d, "keep", "gone")
+    publish(d, "keep", [f"k{i}" for i in range(5)])
+    publish(d, "gone", [f"g{i}" for i in range(5)])
+    conn = connect(d)
+    conn.channel().queue_delete("gone")
+    conn.close()
+    for _ in range(2):
+        assert d.stop() == 0
+        d = helpers.start(ferryd_factory, d.data_dir)
+    declare(d, "fresh")
+    assert d.stop() == 0
+    d = helpers.start(ferryd_factory, d.data_dir)
+    assert drain(d, "fresh").ids == [], "a new queue came back holding a deleted queue's messages"
+    assert drain(d, "keep").ids == [f"k{i}" for i in range(5)]
+
+
+def test_messages_dropped_by_max_length_do_not_come_back_after_restart(ferryd_factory, tmp_path, restart):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    conn = connect(d)
+    conn.channel().queue_declare("q", durable=True, arguments={"x-max-length": 10})
+    conn.close()
+    ids = [f"m{i}" for i in range(30)]
+    publish(d, "q", ids)
+    conn = connect(d)
+    conn.channel().queue_declare("q", passive=True)
+    conn.close()
+    d = restart(d)
+    got = drain(d, "q").ids
+    if restart.how == "sigterm":
+        assert got == ids[20:]
+    else:  # the drop records may not be written yet: duplicates allowed, loss and disorder not
+        assert got[-10:] == ids[20:] and got == sorted(got, key=ids.index)
+
+
+def test_messages_that_expire_while_ferryd_is_down_are_dropped_at_recovery(ferryd_factory, tmp_path):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    conn = connect(d)
+    ch = conn.channel()
+    ch.queue_declare("q-ttl", durable=True, arguments={"x-message-ttl": 1500})
+    ch.queue_declare("q", durable=True)
+    ch.confirm_delivery()
+    publish_confirmed(ch, "", "q-ttl", [f"t{i}" for i in range(10)])
+    ch.basic_publish("", "q", helpers.body_for("short", 10),
+                     pika.BasicProperties(delivery_mode=2, expiration="1500", message_id="short"))
+    ch.basic_publish("", "q", helpers.body_for("long", 10),
+                     pika.BasicProperties(delivery_mode=2, expiration="600000", message_id="long"))
+    conn.close()
+    assert d.stop() == 0
+    time.sleep(2.0)
+    d = helpers.start(ferryd_factory, d.data_dir)
+    assert drain(d, "q-ttl").ids == []
+    assert drain(d, "q").ids == ["long"]
+
+
+def test_dead_lettered_messages_are_in_the_dead_letter_queue_after_restart(ferryd_factory, tmp_path, restart):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    conn = connect(d)
+    ch = conn.channel()
+    ch.exchange_declare("dlx", "fanout", durable=True)
+    ch.queue_declare("dead", durable=True)
+    ch.queue_bind("dead", "dlx")
+    ch.queue_declare("q", durable=True, arguments={"x-dead-letter-exchange": "dlx"})
+    conn.close()
+    ids = [f"m{i}" for i in range(10)]
+    publish(d, "q", ids)
+    conn = connect(d)
+    ch = conn.channel()
+    for _ in range(4):
+        method, _, _ = ch.basic_get("q", auto_ack=False)
+        ch.basic_reject(method.delivery_tag, requeue=False)
+    ch.queue_declare("dead", passive=True)
+    time.sleep(0.3)
+    conn.close()
+    d = restart(d)
+    dead = drain(d, "dead").ids
+    assert dead[:4] == ids[:4] or set(ids[:4]) <= set(dead), f"dead-lettered messages lost: {dead}"
+    left = drain(d, "q").ids
+    if restart.how == "sigterm":
+        assert dead == ids[:4] and left == ids[4:]
+    else:
+        assert set(ids[4:]) <= set(left)
+
+
+def test_a_priority_queue_delivers_by_priority_after_restart(ferryd_factory, tmp_path, restart):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    conn = connect(d)
+    ch = conn.channel()
+    ch.queue_declare("q", durable=True, arguments={"x-max-priority": 10})
+    ch.confirm_delivery()
+    prios = [1, 5, 3, 5, 1, 0, 9]
+    for i, pr in enumerate(prios):
+        ch.basic_publish("", "q", helpers.body_for(f"m{i}", 10),
+                         pika.BasicProperties(delivery_mode=2, priority=pr, message_id=f"m{i}"))
+    conn.close()
+    d = restart(d)
+    expected = [f"m{i}" for i in sorted(range(len(prios)), key=lambda i: (-prios[i], i))]
+    assert drain(d, "q").ids == expected
+
+
+def test_empty_and_multi_frame_bodies_survive_restart_intact(ferryd_factory, tmp_path, restart):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"))
+    declare(d, "q")
+    conn = connect(d)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("", "q", b"", pika.BasicProperties(delivery_mode=2, message_id="empty"))
+    big = helpers.body_for("big", 3 * 1024 * 1024)  # many frames of 128 KiB
+    ch.basic_publish("", "q", big, pika.BasicProperties(delivery_mode=2, message_id="big",
+                                                         headers={"h": "v", "n": 7}, content_type="x/y"))
+    conn.close()
+    d = restart(d)
+    conn = connect(d)
+    ch = conn.channel()
+    m1, p1, b1 = ch.basic_get("q", auto_ack=True)
+    m2, p2, b2 = ch.basic_get("q", auto_ack=True)
+    conn.close()
+    assert (p1.message_id, b1) == ("empty", b"")
+    assert p2.message_id == "big" and b2 == big, "the 3 MiB body came back different"
+    assert p2.headers == {"h": b"v", "n": 7} or p2.headers == {"h": "v", "n": 7}
+    assert p2.content_type == "x/y"

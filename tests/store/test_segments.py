@@ -86,3 +86,17 @@ def test_acked_segments_are_reclaimed_while_other_queues_keep_theirs(ferryd_fact
     d = helpers.start(ferryd_factory, d.data_dir, "--segment-size", str(SEG))
     assert drain(d, "qb").ids == [f"b{i}" for i in range(600)]
     assert len(wait_segments_at_most(d.data_dir, 2)) <= 2
+
+
+def test_deleting_or_purging_a_durable_queue_reclaims_its_segments(ferryd_factory, tmp_path):
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"), "--segment-size", str(SEG))
+    fill(d, "qa", 600)
+    fill(d, "qb", 600)
+    assert len(segment_files(d.data_dir)) >= 15
+    conn = connect(d)
+    ch = conn.channel()
+    ch.queue_purge("qa")
+    ch.queue_delete("qb")
+    conn.close()
+    after = wait_segments_at_most(d.data_dir, 2)
+    assert len(after) <= 2, f"{len(after)} segments left after purging one queue and deleting the other"
