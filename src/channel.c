@@ -741,7 +741,13 @@ static void exchange_declare(channel *ch, rd *r) {
             if (subtype >= 0)
                 x->subtype = subtype;
             map_put(&b->exchanges, x->name, x->name_len, x);
-            store_exchange(b->store, x, 1);
+            if (store_exchange(b->store, x, 1) < 0) {
+                x->durable = 0; /* nothing to un-store */
+                broker_remove_exchange(b, x);
+                channel_close_error(ch, RESOURCE_ERROR, EXCHANGE_DECLARE,
+                                    "cannot store durable %s: the disk is full or failing", rs("exchange", name));
+                return;
+            }
         }
     }
     if (!nowait)
@@ -798,8 +804,10 @@ static void exchange_bind(channel *ch, rd *r, unsigned mid) {
     if (mid == EXCHANGE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
         exchange *d = broker_exchange(ch->c->b, dst), *s = broker_exchange(ch->c->b, src);
         binding *bd = d && s ? binding_find(s, NULL, d, key, args) : NULL;
-        if (bd)
+        if (bd) {
+            store_binding(ch->c->b->store, bd, 0);
             binding_remove(bd);
+        }
         if (!(bits & 1))
             send_empty(ch, EXCHANGE_UNBIND_OK);
         return;
@@ -814,15 +822,16 @@ static void exchange_bind(channel *ch, rd *r, unsigned mid) {
         return;
     if (s->subtype == EX_CHASH && check_chash_key(ch, key, mid) < 0)
         return;
-    binding *bd = binding_find(s, NULL, d, key, args);
-    if (mid == EXCHANGE_BIND) {
-        if (!bd)
-            binding_add(s, NULL, d, key, args);
-    } else if (bd) {
-        binding_remove(bd);
+    if (!binding_find(s, NULL, d, key, args)) {
+        binding *bd = binding_add(s, NULL, d, key, args);
+        if (store_binding(ch->c->b->store, bd, 1) < 0) {
+            binding_remove(bd);
+            channel_close_error(ch, RESOURCE_ERROR, mid, "cannot store a durable binding: the disk is full or failing");
+            return;
+        }
     }
     if (!(bits & 1))
-        send_empty(ch, mid == EXCHANGE_BIND ? EXCHANGE_BIND_OK : EXCHANGE_UNBIND_OK);
+        send_empty(ch, EXCHANGE_BIND_OK);
 }
 
 /* ---- queue class ---- */
@@ -891,7 +900,12 @@ static void queue_declare(channel *ch, rd *r) {
             return;
         q = queue_new(b, name, durable, exclusive, auto_delete, ch->c, args);
         map_put(&b->queues, q->name, q->name_len, q);
-        store_queue(b->store, q, 1);
+        if (store_queue(b->store, q, 1) < 0) {
+            queue_delete(q);
+            channel_close_error(ch, RESOURCE_ERROR, QUEUE_DECLARE,
+                                "cannot store durable %s: the disk is full or failing", rs("queue", name));
+            return;
+        }
         /* Every queue is bound to the default exchange by its name (implicitly). */
     }
     snprintf(ch->last_queue, sizeof ch->last_queue, "%s", q->name);
@@ -927,8 +941,10 @@ static void queue_bind(channel *ch, rd *r, unsigned mid) {
         if (q && check_exclusive(ch, q, mid) < 0)
             return;
         binding *bd = q && x ? binding_find(x, q, NULL, key, args) : NULL;
-        if (bd)
+        if (bd) {
+            store_binding(ch->c->b->store, bd, 0);
             binding_remove(bd);
+        }
         send_empty(ch, QUEUE_UNBIND_OK);
         return;
     }
@@ -943,8 +959,14 @@ static void queue_bind(channel *ch, rd *r, unsigned mid) {
     if (x->subtype == EX_CHASH && check_chash_key(ch, key, mid) < 0)
         return;
     binding *bd = binding_find(x, q, NULL, key, args);
-    if (!bd)
-        binding_add(x, q, NULL, key, args);
+    if (!bd) {
+        bd = binding_add(x, q, NULL, key, args);
+        if (store_binding(ch->c->b->store, bd, 1) < 0) {
+            binding_remove(bd);
+            channel_close_error(ch, RESOURCE_ERROR, mid, "cannot store a durable binding: the disk is full or failing");
+            return;
+        }
+    }
     if (!(bits & 1))
         send_empty(ch, QUEUE_BIND_OK);
 }

@@ -142,13 +142,11 @@ binding *binding_add(exchange *src, queue *q, exchange *dstx, slice key, slice a
         }
         vec_add(&v->a, &v->n, &v->cap, bd);
     }
-    store_binding(src->b->store, bd, 1);
     return bd;
 }
 
 void binding_remove(binding *bd) {
     exchange *src = bd->src;
-    store_binding(src->b->store, bd, 0);
     vec_del(src->bindings, &src->nbindings, bd);
     if (bd->q)
         vec_del(bd->q->bindings, &bd->q->nbindings, bd);

@@ -320,9 +320,9 @@ static void on_synced(io_handler *h, uint32_t events) {
 
 /* ---- definitions ---- */
 
-static void meta_write(store *s, buf *b) {
+static int meta_write(store *s, buf *b) {
     if (!s->meta || !b->len)
-        return;
+        return 0;
     int err = sio_pwrite(s->meta, buf_head(b), b->len, s->meta_size);
     if (!err)
         err = sio_sync(s->meta);
@@ -331,9 +331,10 @@ static void meta_write(store *s, buf *b) {
         sio_truncate(s->meta, s->meta_size);
         if (err == -ENOSPC)
             s->disk_alarm = 1;
-        return;
+        return -1;
     }
     s->meta_size += b->len;
+    return 0;
 }
 
 static void put_exchange(buf *b, const exchange *x) {
@@ -371,9 +372,9 @@ static void put_binding(buf *b, const binding *bd, int add) {
     rec_end(b, at);
 }
 
-void store_exchange(store *s, exchange *x, int add) {
+int store_exchange(store *s, exchange *x, int add) {
     if (!s || !x->durable || x->builtin)
-        return;
+        return 0;
     buf b;
     buf_init(&b);
     if (add) {
@@ -383,39 +384,40 @@ void store_exchange(store *s, exchange *x, int add) {
         buf_shortstr(&b, x->name, x->name_len);
         rec_end(&b, at);
     }
-    meta_write(s, &b);
+    int rc = meta_write(s, &b);
     buf_free(&b);
+    return rc;
 }
 
-void store_queue(store *s, queue *q, int add) {
-    if (!s)
-        return;
+int store_queue(store *s, queue *q, int add) {
+    if (!s || (add && (!q->durable || q->exclusive)) || (!add && !q->qid))
+        return 0;
     buf b;
     buf_init(&b);
     if (add) {
-        if (!q->durable || q->exclusive)
-            return;
         q->qid = s->next_qid++;
         put_queue(&b, q);
     } else {
-        if (!q->qid)
-            return;
         size_t at = rec_begin(&b, M_QUEUE_DEL);
         buf_u32(&b, q->qid);
         rec_end(&b, at);
     }
-    meta_write(s, &b);
+    int rc = meta_write(s, &b);
     buf_free(&b);
+    if (rc < 0 && add)
+        q->qid = 0;
+    return rc;
 }
 
-void store_binding(store *s, binding *bd, int add) {
+int store_binding(store *s, binding *bd, int add) {
     if (!s || !binding_durable(bd))
-        return;
+        return 0;
     buf b;
     buf_init(&b);
     put_binding(&b, bd, add);
-    meta_write(s, &b);
+    int rc = meta_write(s, &b);
     buf_free(&b);
+    return rc;
 }
 
 /* ---- messages ---- */

@@ -20,9 +20,10 @@ int store_open(broker *b, const char *dir, char *err, size_t errlen);
 void store_close(store *s);
 
 /* Definitions: written and synced at once (they are rare). */
-void store_exchange(store *s, exchange *x, int add);
-void store_queue(store *s, queue *q, int add); /* assigns q->qid when added */
-void store_binding(store *s, binding *bd, int add);
+/* Each returns 0, or -1 if the definition could not be made durable (disk full). */
+int store_exchange(store *s, exchange *x, int add);
+int store_queue(store *s, queue *q, int add); /* assigns q->qid when added */
+int store_binding(store *s, binding *bd, int add);
 
 /* Messages. store_publish writes one record for a message and the durable queues it went to
  * (qids[i] at seqs[i]); the others note what happened to one queue's copy. */

@@ -28,7 +28,7 @@ static void test_frame_with_bad_end_octet_is_an_error(void) {
     uint8_t raw[] = {1, 0, 1, 0, 0, 0, 1, 9, 0x00};
     frame f;
     const char *why = NULL;
-    CHECK(wire_parse_frame(raw, sizeof raw, 131072, &f, &why) == -1);
+    CHECK(wire_parse_frame(raw, sizeof raw, 131072, &f, &why) == WIRE_BAD_END);
     CHECK(why && strstr(why, "frame end"));
 }
 
@@ -36,7 +36,26 @@ static void test_frame_larger_than_frame_max_is_an_error_before_it_arrives(void)
     uint8_t raw[] = {3, 0, 1, 0, 1, 0, 0}; /* claims 65536 bytes */
     frame f;
     const char *why = NULL;
-    CHECK(wire_parse_frame(raw, sizeof raw, 4096, &f, &why) == -1);
+    CHECK(wire_parse_frame(raw, sizeof raw, 4096, &f, &why) == WIRE_TOO_LARGE);
+    CHECK(f.size == 65536);
+}
+
+static void test_octets_are_formatted_as_rabbitmq_prints_binaries(void) {
+    char out[64];
+    wire_format_octets((const uint8_t *)"abc", 3, out, sizeof out);
+    CHECK(strcmp(out, "<<\"abc\">>") == 0);
+    const uint8_t raw[] = {0, 60, 0};
+    wire_format_octets(raw, 3, out, sizeof out);
+    CHECK(strcmp(out, "<<0,60,0>>") == 0);
+    wire_format_octets(raw, 0, out, sizeof out);
+    CHECK(strcmp(out, "<<>>") == 0);
+}
+
+static void test_unsigned_64_bit_integers_from_py_amqp_are_accepted(void) {
+    uint8_t t[] = {3, 'b', 'i', 'g', 'L', 0, 0, 1, 0, 0, 0, 0, 0};
+    fval v;
+    CHECK(table_validate((slice){t, sizeof t}) == 0);
+    CHECK(table_get((slice){t, sizeof t}, "big", &v) && v.i == (1LL << 40));
 }
 
 static void test_table_with_every_type_validates_and_finds_keys(void) {
@@ -157,6 +176,8 @@ static const unit_test tests[] = {
     T(test_frame_roundtrip_and_partial_input),
     T(test_frame_with_bad_end_octet_is_an_error),
     T(test_frame_larger_than_frame_max_is_an_error_before_it_arrives),
+    T(test_octets_are_formatted_as_rabbitmq_prints_binaries),
+    T(test_unsigned_64_bit_integers_from_py_amqp_are_accepted),
     T(test_table_with_every_type_validates_and_finds_keys),
     T(test_table_with_unknown_type_or_overlong_length_is_rejected),
     T(test_deeply_nested_tables_are_refused_not_recursed_forever),
