@@ -32,24 +32,26 @@ typedef struct binding binding;
 
 typedef struct message {
     uint32_t refs;
-    uint8_t persistent; /* delivery-mode 2 */
-    uint8_t in_store;   /* has a publish record in the store */
-    uint32_t seg;       /* store: the segment holding its publish record (if stored) */
-    uint64_t published_ms; /* wall-clock ms at publish (for TTL across restarts) */
+    uint32_t props_len;
+    uint64_t body_len;
+    uint32_t seg;      /* store: the segment holding its publish record (if in_store) */
+    int64_t ttl;       /* the expiration property in ms; -1 = none */
+    uint8_t persistent;    /* delivery-mode 2 */
+    uint8_t in_store;      /* has a publish record in the store */
     uint8_t priority;
     uint8_t exchange_len;
     uint8_t rkey_len;
-    uint32_t props_len;
-    uint64_t body_len;
-    uint64_t body_got; /* bytes of body received so far, while it is being assembled */
-    int64_t ttl;       /* the expiration property in ms; -1 = none */
-    char *exchange;    /* NUL-terminated, inside data[] */
-    char *rkey;        /* NUL-terminated, inside data[] */
-    uint8_t *props;    /* the publisher's property bytes (flags + list), inside data[] */
-    uint8_t *body;     /* inside data[] */
+    /* exchange NUL, routing key NUL, the publisher's property bytes (flags + list), body:
+     * packed, no pointers, so a queued message costs its bytes plus ~45 (see msg_*). */
     uint8_t data[];
 } message;
 
+static inline char *msg_exchange(const message *m) { return (char *)(uintptr_t)m->data; }
+static inline char *msg_rkey(const message *m) { return msg_exchange(m) + m->exchange_len + 1; }
+static inline uint8_t *msg_props(const message *m) { return (uint8_t *)msg_rkey(m) + m->rkey_len + 1; }
+static inline uint8_t *msg_body(const message *m) { return msg_props(m) + m->props_len; }
+
+#define MESSAGE_HEADER offsetof(message, data)
 /* One allocation holds the struct, names, properties and body. */
 message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len);
 static inline message *message_ref(message *m) {
@@ -340,6 +342,7 @@ struct channel {
     uint8_t expect;    /* content frames expected next: 0 none, FRAME_HEADER, FRAME_BODY */
     uint8_t mandatory; /* of the publish being assembled */
     message *pending;  /* the publish being assembled */
+    uint64_t pending_got; /* body bytes of it received so far */
     slice args;        /* the current method's argument bytes (for error texts) */
     uint64_t next_tag;
     uring unacked;

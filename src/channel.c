@@ -112,10 +112,10 @@ static void write_deliver(channel *ch, const consumer *cs, uint64_t tag, int red
     buf_shortstr(o, cs->tag, cs->tag_len);
     buf_u64(o, tag);
     buf_u8(o, redelivered ? 1 : 0);
-    buf_shortstr(o, m->exchange, m->exchange_len);
-    buf_shortstr(o, m->rkey, m->rkey_len);
+    buf_shortstr(o, msg_exchange(m), m->exchange_len);
+    buf_shortstr(o, msg_rkey(m), m->rkey_len);
     frame_end(o, mk);
-    wire_content(o, ch->id, props.p, props.n, m->body, m->body_len, ch->c->frame_max);
+    wire_content(o, ch->id, props.p, props.n, msg_body(m), m->body_len, ch->c->frame_max);
 }
 
 void consumer_deliver(consumer *cs, qmsg qm) {
@@ -1194,18 +1194,18 @@ static void write_return(channel *ch, message *m, int code, const char *text) {
     size_t mk = method_begin(o, ch->id, BASIC_RETURN);
     buf_u16(o, (uint16_t)code);
     buf_shortstr(o, text, strlen(text));
-    buf_shortstr(o, m->exchange, m->exchange_len);
-    buf_shortstr(o, m->rkey, m->rkey_len);
+    buf_shortstr(o, msg_exchange(m), m->exchange_len);
+    buf_shortstr(o, msg_rkey(m), m->rkey_len);
     frame_end(o, mk);
-    wire_content(o, ch->id, m->props, m->props_len, m->body, m->body_len, ch->c->frame_max);
+    wire_content(o, ch->id, msg_props(m), m->props_len, msg_body(m), m->body_len, ch->c->frame_max);
 }
 
 /* A reply to a direct reply-to requester goes straight to its channel. */
 static int deliver_reply(broker *b, message *m) {
-    channel *to = map_get(&b->reply_to, m->rkey, m->rkey_len);
+    channel *to = map_get(&b->reply_to, msg_rkey(m), m->rkey_len);
     if (!to || to->closing || !to->reply)
         return 0;
-    write_deliver(to, to->reply, ++to->next_tag, 0, m, (slice){m->props, m->props_len});
+    write_deliver(to, to->reply, ++to->next_tag, 0, m, (slice){msg_props(m), m->props_len});
     return 1;
 }
 
@@ -1213,12 +1213,12 @@ static int deliver_reply(broker *b, message *m) {
 static int publish_route(channel *ch, message *m, int mandatory) {
     broker *b = ch->c->b;
     props_view pv;
-    props_parse((slice){m->props, m->props_len}, &pv);
+    props_parse((slice){msg_props(m), m->props_len}, &pv);
     int routed = 0, rejected = 0;
-    if (m->exchange_len == 0 && slice_prefix((slice){(const uint8_t *)m->rkey, m->rkey_len}, REPLY_TO_PREFIX)) {
+    if (m->exchange_len == 0 && slice_prefix((slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, REPLY_TO_PREFIX)) {
         routed = deliver_reply(b, m);
     } else {
-        exchange *x = broker_exchange(b, (slice){(const uint8_t *)m->exchange, m->exchange_len});
+        exchange *x = broker_exchange(b, (slice){(const uint8_t *)msg_exchange(m), m->exchange_len});
         if (x) {
             exchange_route(x, m, pv.headers);
             routed = b->nroute > 0;
@@ -1242,15 +1242,15 @@ static int publish_route(channel *ch, message *m, int mandatory) {
 /* Replaces the reply-to property (for direct reply-to) in the raw property bytes. */
 static message *rewrite_reply_to(message *m, slice old, const char *key) {
     size_t klen = strlen(key);
-    size_t pre = (size_t)(old.p - m->props) - 1; /* up to the length octet */
+    size_t pre = (size_t)(old.p - msg_props(m)) - 1; /* up to the length octet */
     size_t post = m->props_len - pre - 1 - old.n;
     buf nb;
     buf_init(&nb);
-    buf_put(&nb, m->props, pre);
+    buf_put(&nb, msg_props(m), pre);
     buf_shortstr(&nb, key, klen);
     buf_put(&nb, old.p + old.n, post);
-    message *n = message_new((slice){(const uint8_t *)m->exchange, m->exchange_len},
-                             (slice){(const uint8_t *)m->rkey, m->rkey_len}, (slice){buf_head(&nb), nb.len},
+    message *n = message_new((slice){(const uint8_t *)msg_exchange(m), m->exchange_len},
+                             (slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, (slice){buf_head(&nb), nb.len},
                              m->body_len);
     buf_free(&nb);
     return n;
@@ -1326,11 +1326,10 @@ static void content_header(channel *ch, const frame *f) {
         message_unref(hdr);
         return;
     }
-    message *m = message_new((slice){(const uint8_t *)hdr->exchange, hdr->exchange_len},
-                             (slice){(const uint8_t *)hdr->rkey, hdr->rkey_len}, props, size);
+    message *m = message_new((slice){(const uint8_t *)msg_exchange(hdr), hdr->exchange_len},
+                             (slice){(const uint8_t *)msg_rkey(hdr), hdr->rkey_len}, props, size);
     message_unref(hdr);
     m->persistent = pv.delivery_mode == 2;
-    m->published_ms = wall_ms();
     if (pv.flags & PROP_EXPIRATION) {
         m->ttl = 0;
         for (size_t i = 0; i < pv.expiration.n; i++)
@@ -1343,11 +1342,12 @@ static void content_header(channel *ch, const frame *f) {
             message_unref(m);
             return;
         }
-        message *n = rewrite_reply_to(m, (slice){m->props + (pv.reply_to.p - props.p), pv.reply_to.n}, ch->reply_key);
+        message *n = rewrite_reply_to(m, (slice){msg_props(m) + (pv.reply_to.p - props.p), pv.reply_to.n}, ch->reply_key);
         message_unref(m);
         m = n;
     }
     ch->pending = m;
+    ch->pending_got = 0;
     ch->expect = FRAME_BODY;
 }
 
@@ -1369,18 +1369,18 @@ static void publish_complete(channel *ch) {
 
 static void content_body(channel *ch, const frame *f) {
     message *m = ch->pending;
-    if (m->body_got + f->size > m->body_len) {
+    if (ch->pending_got + f->size > m->body_len) {
         /* More body than the header declared: as RabbitMQ, the message never completes (it is
          * not routed) and the channel keeps waiting for body frames, so the next method is an
          * UNEXPECTED_FRAME error. */
-        m->body_got = m->body_len + 1;
+        ch->pending_got = m->body_len + 1;
         return;
     }
-    if (m->body_got > m->body_len)
+    if (ch->pending_got > m->body_len)
         return;
-    memcpy(m->body + m->body_got, f->payload, f->size);
-    m->body_got += f->size;
-    if (m->body_got == m->body_len)
+    memcpy(msg_body(m) + ch->pending_got, f->payload, f->size);
+    ch->pending_got += f->size;
+    if (ch->pending_got == m->body_len)
         publish_complete(ch);
 }
 
@@ -1409,14 +1409,14 @@ static void basic_get(channel *ch, rd *r) {
     size_t mk = method_begin(o, ch->id, BASIC_GET_OK);
     buf_u64(o, tag);
     buf_u8(o, qm.deliveries > 0);
-    buf_shortstr(o, msg->exchange, msg->exchange_len);
-    buf_shortstr(o, msg->rkey, msg->rkey_len);
+    buf_shortstr(o, msg_exchange(msg), msg->exchange_len);
+    buf_shortstr(o, msg_rkey(msg), msg->rkey_len);
     buf_u32(o, (uint32_t)queue_ready_count(q));
     frame_end(o, mk);
     buf scratch;
     buf_init(&scratch);
     slice props = queue_delivery_props(q, &qm, &scratch);
-    wire_content(o, ch->id, props.p, props.n, msg->body, msg->body_len, ch->c->frame_max);
+    wire_content(o, ch->id, props.p, props.n, msg_body(msg), msg->body_len, ch->c->frame_max);
     buf_free(&scratch);
     store_delivered(ch->c->b->store, q, &qm);
     qm.deliveries++;

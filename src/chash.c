@@ -317,7 +317,7 @@ binding *chash_pick(exchange *x, const message *m, slice headers) {
         slice val = {NULL, 0};
         char ts[32];
         int have = 0;
-        props_parse((slice){m->props, m->props_len}, &p);
+        props_parse((slice){msg_props(m), m->props_len}, &p);
         if (slice_eqs(pv.s, "message_id") && (p.flags & PROP_MESSAGE_ID))
             val = p.message_id, have = 1;
         else if (slice_eqs(pv.s, "correlation_id") && (p.flags & PROP_CORRELATION_ID))
@@ -328,7 +328,7 @@ binding *chash_pick(exchange *x, const message *m, slice headers) {
         }
         k = have ? chash_phash2_binary(val.p, val.n) : phash2_undefined();
     } else {
-        k = chash_phash2_binary((const uint8_t *)m->rkey, m->rkey_len);
+        k = chash_phash2_binary((const uint8_t *)msg_rkey(m), m->rkey_len);
     }
     uint32_t b = chash_jump(k, (uint32_t)r->count);
     return b < r->next ? r->bucket[b] : NULL; /* a gap: unroutable, as in the plugin */

@@ -37,12 +37,12 @@ static void death_entry(buf *e, const queue *q, const message *m, const char *re
     buf_shortstr(e, "time", 4);
     buf_u8(e, 'T');
     buf_u64(e, wall_seconds());
-    put_str(e, "exchange", m->exchange, m->exchange_len);
+    put_str(e, "exchange", msg_exchange(m), m->exchange_len);
     buf_shortstr(e, "routing-keys", 12);
     buf_u8(e, 'A');
     buf_u32(e, 5 + m->rkey_len);
     buf_u8(e, 'S');
-    buf_longstr(e, m->rkey, m->rkey_len);
+    buf_longstr(e, msg_rkey(m), m->rkey_len);
     if (expiration.n)
         put_str(e, "original-expiration", expiration.p, expiration.n);
 }
@@ -125,7 +125,7 @@ static void build_headers(buf *h, slice old, const queue *q, const message *m, c
     if (!first) {
         put_str(h, "x-first-death-reason", reason, strlen(reason));
         put_str(h, "x-first-death-queue", q->name, q->name_len);
-        put_str(h, "x-first-death-exchange", m->exchange, m->exchange_len);
+        put_str(h, "x-first-death-exchange", msg_exchange(m), m->exchange_len);
     }
     buf_free(&arr);
     buf_free(&e);
@@ -139,20 +139,20 @@ void deadletter(queue *q, message *m, const char *reason) {
         return;
     }
     props_view pv;
-    props_parse((slice){m->props, m->props_len}, &pv);
+    props_parse((slice){msg_props(m), m->props_len}, &pv);
     slice expiration = (pv.flags & PROP_EXPIRATION) ? pv.expiration : (slice){NULL, 0};
     buf h, props;
     buf_init(&h);
     buf_init(&props);
     build_headers(&h, pv.headers, q, m, reason, expiration);
     /* RabbitMQ drops the expiration so that a dead letter does not expire again. */
-    props_rewrite((slice){m->props, m->props_len}, (slice){buf_head(&h), h.len}, 1, &props);
-    slice rkey = (slice){(const uint8_t *)m->rkey, m->rkey_len};
+    props_rewrite((slice){msg_props(m), m->props_len}, (slice){buf_head(&h), h.len}, 1, &props);
+    slice rkey = (slice){(const uint8_t *)msg_rkey(m), m->rkey_len};
     if (table_get(args, "x-dead-letter-routing-key", &dlrk) && dlrk.type == 'S')
         rkey = dlrk.s;
     message *n = message_new(dlx.s, rkey, (slice){buf_head(&props), props.len}, m->body_len);
     if (m->body_len)
-        memcpy(n->body, m->body, m->body_len);
+        memcpy(msg_body(n), msg_body(m), m->body_len);
     n->persistent = m->persistent;
     n->priority = m->priority;
     buf_free(&h);
@@ -175,7 +175,7 @@ void deadletter(queue *q, message *m, const char *reason) {
 static int is_cycle(const message *m, const queue *q) {
     props_view pv;
     fval xd, v;
-    if (props_parse((slice){m->props, m->props_len}, &pv) < 0 || !table_get(pv.headers, "x-death", &xd) ||
+    if (props_parse((slice){msg_props(m), m->props_len}, &pv) < 0 || !table_get(pv.headers, "x-death", &xd) ||
         xd.type != 'A')
         return 0;
     int seen = 0;
@@ -200,10 +200,10 @@ void deadletter_flush(broker *b) {
         if (!b->dl_head)
             b->dl_tail = NULL;
         message *m = d->m;
-        exchange *x = broker_exchange(b, (slice){(const uint8_t *)m->exchange, m->exchange_len});
+        exchange *x = broker_exchange(b, (slice){(const uint8_t *)msg_exchange(m), m->exchange_len});
         if (x) {
             props_view pv;
-            props_parse((slice){m->props, m->props_len}, &pv);
+            props_parse((slice){msg_props(m), m->props_len}, &pv);
             exchange_route(x, m, pv.headers);
             size_t k = 0;
             for (size_t i = 0; i < b->nroute; i++) {
@@ -226,7 +226,7 @@ void deadletter_flush(broker *b) {
 static queue *death_queue(broker *b, const message *m) {
     props_view pv;
     fval xd, e, qn;
-    if (props_parse((slice){m->props, m->props_len}, &pv) < 0 || !pv.headers.n ||
+    if (props_parse((slice){msg_props(m), m->props_len}, &pv) < 0 || !pv.headers.n ||
         !table_get(pv.headers, "x-death", &xd) || xd.type != 'A')
         return NULL;
     rd r = rd_make(xd.s.p, xd.s.n);

@@ -57,7 +57,7 @@ static void expire(struct dedup *d, uint64_t now, uint64_t window) {
 
 int dedup_seen(queue *q, const message *m) {
     props_view pv;
-    if (props_parse((slice){m->props, m->props_len}, &pv) < 0 || !(pv.flags & PROP_MESSAGE_ID))
+    if (props_parse((slice){msg_props(m), m->props_len}, &pv) < 0 || !(pv.flags & PROP_MESSAGE_ID))
         return 0;
     struct dedup *d = q->dedup;
     if (!d) {

@@ -99,7 +99,7 @@ static void fire_one(broker *b, delayed_entry e) {
         queue_unref(e.q);
     } else if (e.x) {
         props_view pv;
-        props_parse((slice){e.m->props, e.m->props_len}, &pv);
+        props_parse((slice){msg_props(e.m), e.m->props_len}, &pv);
         exchange_route(e.x, e.m, pv.headers);
         broker_enqueue_routed(b, e.m, &rejected);
     }

@@ -229,12 +229,12 @@ static void route_in(exchange *x, message *m, slice headers) {
     switch (x->subtype) {
     case EX_DIRECT: {
         if (x->name_len == 0) { /* the default exchange: every queue by its name */
-            queue *q = broker_queue(b, (slice){(const uint8_t *)m->rkey, m->rkey_len});
+            queue *q = broker_queue(b, (slice){(const uint8_t *)msg_rkey(m), m->rkey_len});
             if (q)
                 route_to_queue(b, q);
             break;
         }
-        bvec *v = map_get(&x->direct, m->rkey, m->rkey_len);
+        bvec *v = map_get(&x->direct, msg_rkey(m), m->rkey_len);
         for (size_t i = 0; v && i < v->n; i++)
             route_binding(v->a[i], m, headers);
         break;
@@ -246,7 +246,7 @@ static void route_in(exchange *x, message *m, slice headers) {
     case EX_TOPIC:
         for (size_t i = 0; i < x->nbindings; i++) {
             binding *bd = x->bindings[i];
-            if (topic_match(bd->key, bd->key_len, m->rkey, m->rkey_len))
+            if (topic_match(bd->key, bd->key_len, msg_rkey(m), m->rkey_len))
                 route_binding(bd, m, headers);
         }
         break;

@@ -10,38 +10,32 @@ static uint64_t total_bytes; /* owned by the loop thread */
 uint64_t message_bytes(void) { return total_bytes; }
 
 message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len) {
-    size_t n = sizeof(message) + exchange.n + 1 + rkey.n + 1 + props.n + body_len;
+    size_t n = MESSAGE_HEADER + exchange.n + 1 + rkey.n + 1 + props.n + body_len;
     message *m = xmalloc(n);
-    memset(m, 0, sizeof *m);
+    memset(m, 0, MESSAGE_HEADER);
     m->refs = 1;
     m->ttl = -1;
-    uint8_t *p = m->data;
-    m->exchange = (char *)p;
+    m->exchange_len = (uint8_t)exchange.n;
+    m->rkey_len = (uint8_t)rkey.n;
+    m->props_len = (uint32_t)props.n;
+    m->body_len = body_len;
+    char *p = msg_exchange(m);
     if (exchange.n)
         memcpy(p, exchange.p, exchange.n);
     p[exchange.n] = 0;
-    m->exchange_len = (uint8_t)exchange.n;
-    p += exchange.n + 1;
-    m->rkey = (char *)p;
+    p = msg_rkey(m);
     if (rkey.n)
         memcpy(p, rkey.p, rkey.n);
     p[rkey.n] = 0;
-    m->rkey_len = (uint8_t)rkey.n;
-    p += rkey.n + 1;
-    m->props = p;
     if (props.n)
-        memcpy(p, props.p, props.n);
-    m->props_len = (uint32_t)props.n;
-    p += props.n;
-    m->body = p;
-    m->body_len = body_len;
+        memcpy(msg_props(m), props.p, props.n);
     total_bytes += n;
     return m;
 }
 
 void message_unref(message *m) {
     if (m && --m->refs == 0) {
-        total_bytes -= sizeof(message) + m->exchange_len + 1u + m->rkey_len + 1u + m->props_len + m->body_len;
+        total_bytes -= MESSAGE_HEADER + m->exchange_len + 1u + m->rkey_len + 1u + m->props_len + m->body_len;
         free(m);
     }
 }
@@ -88,14 +82,13 @@ void props_set_int_header(slice props, const char *key, char type, int64_t v, bu
 message *message_set_int_header(const message *m, const char *key, char type, int64_t v) {
     buf props;
     buf_init(&props);
-    props_set_int_header((slice){m->props, m->props_len}, key, type, v, &props);
-    message *n = message_new((slice){(const uint8_t *)m->exchange, m->exchange_len},
-                             (slice){(const uint8_t *)m->rkey, m->rkey_len}, (slice){buf_head(&props), props.len},
+    props_set_int_header((slice){msg_props(m), m->props_len}, key, type, v, &props);
+    message *n = message_new((slice){(const uint8_t *)msg_exchange(m), m->exchange_len},
+                             (slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, (slice){buf_head(&props), props.len},
                              m->body_len);
     buf_free(&props);
     if (m->body_len)
-        memcpy(n->body, m->body, m->body_len);
-    n->body_got = m->body_len;
+        memcpy(msg_body(n), msg_body(m), m->body_len);
     n->persistent = m->persistent;
     n->priority = m->priority;
     n->ttl = m->ttl;

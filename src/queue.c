@@ -221,7 +221,7 @@ void queue_reject(queue *q, qmsg qm) {
 }
 
 slice queue_delivery_props(const queue *q, const qmsg *qm, buf *scratch) {
-    slice props = {qm->m->props, qm->m->props_len};
+    slice props = {msg_props(qm->m), qm->m->props_len};
     if (!q || !q->quorum)
         return props;
     props_set_int_header(props, "x-delivery-count", 'l', qm->returns, scratch);

@@ -16,7 +16,7 @@ int retry_schedule(queue *q, message *m) {
     int64_t done = 0;
     props_view pv;
     fval v;
-    if (props_parse((slice){m->props, m->props_len}, &pv) == 0 && pv.headers.n &&
+    if (props_parse((slice){msg_props(m), m->props_len}, &pv) == 0 && pv.headers.n &&
         table_get(pv.headers, "x-retry-count", &v) && fval_is_int(&v) && v.i > 0)
         done = v.i;
     if ((uint64_t)done >= q->nretry)

@@ -427,18 +427,18 @@ void store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *s
                   m->body_len;
     buf *b = log_buf(s, need);
     size_t at = rec_begin(b, R_PUBLISH);
-    buf_u64(b, m->published_ms);
+    buf_u64(b, wall_ms()); /* publish time, for TTLs across restarts */
     buf_u64(b, (uint64_t)m->ttl);
     buf_u16(b, (uint16_t)n);
     for (int i = 0; i < n; i++) {
         buf_u32(b, qids[i]);
         buf_u64(b, seqs[i]);
     }
-    buf_shortstr(b, m->exchange, m->exchange_len);
-    buf_shortstr(b, m->rkey, m->rkey_len);
-    buf_longstr(b, m->props, m->props_len);
+    buf_shortstr(b, msg_exchange(m), m->exchange_len);
+    buf_shortstr(b, msg_rkey(m), m->rkey_len);
+    buf_longstr(b, msg_props(m), m->props_len);
     buf_u64(b, m->body_len);
-    buf_put(b, m->body, m->body_len);
+    buf_put(b, msg_body(m), m->body_len);
     rec_end(b, at);
     m->seg = active_seg(s)->id;
     m->in_store = 1;
@@ -542,11 +542,9 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
         return;
     message *m = message_new(ex, rk, props, blen);
     if (blen)
-        memcpy(m->body, body.p, blen);
-    m->body_got = blen;
+        memcpy(msg_body(m), body.p, blen);
     m->persistent = 1;
     m->priority = pv.priority;
-    m->published_ms = published;
     m->ttl = ttl;
     m->seg = segid;
     m->in_store = 1;
@@ -565,7 +563,8 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
             v->cap = v->cap ? v->cap * 2 : 64;
             v->a = xrealloc(v->a, v->cap * sizeof *v->a);
         }
-        v->a[v->n++] = (qmsg){.m = message_ref(m), .seq = seq, .stored = 1};
+        /* expires_at holds the publish time (wall ms) until the queue is rebuilt */
+        v->a[v->n++] = (qmsg){.m = message_ref(m), .seq = seq, .expires_at = published, .stored = 1};
         if (seq > v->max_seq)
             v->max_seq = seq;
     }
@@ -894,8 +893,10 @@ static void recover_messages(store *s, recovery *rc) {
             if (qm.m->ttl >= 0 && (ttl < 0 || qm.m->ttl < ttl))
                 ttl = qm.m->ttl;
             if (ttl >= 0) {
-                uint64_t due = qm.m->published_ms + (uint64_t)ttl;
+                uint64_t due = qm.expires_at + (uint64_t)ttl;
                 qm.expires_at = due > now_wall ? now_mono + (due - now_wall) : 1;
+            } else {
+                qm.expires_at = 0;
             }
             queue_recover(q, qm);
             rc->messages++;
