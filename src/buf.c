@@ -14,7 +14,7 @@ void buf_free(buf *b) {
     memset(b, 0, sizeof *b);
 }
 
-uint8_t *buf_reserve(buf *b, size_t n) {
+uint8_t *buf_grow(buf *b, size_t n) {
     size_t need = b->off + b->len + n;
     if (need > b->cap) {
         /* Reclaim consumed space first: an output buffer that drains from the front would

@@ -21,7 +21,12 @@ typedef struct buf {
 void buf_init(buf *b);
 void buf_free(buf *b);
 /* Makes room for n more bytes after the used ones; returns a pointer to that room. */
-uint8_t *buf_reserve(buf *b, size_t n);
+uint8_t *buf_grow(buf *b, size_t n);
+static inline uint8_t *buf_reserve(buf *b, size_t n) {
+    if (b->off + b->len + n <= b->cap) /* the common case, inlined: every encoded field */
+        return b->data + b->off + b->len;
+    return buf_grow(b, n);
+}
 extern uint8_t buf_empty[1]; /* what an unallocated buffer points at (NULL + 0 is undefined) */
 static inline uint8_t *buf_head(const buf *b) { return b->data ? b->data + b->off : buf_empty; }
 static inline uint8_t *buf_tail(const buf *b) { return b->data ? b->data + b->off + b->len : buf_empty; }

@@ -1212,8 +1212,10 @@ static int deliver_reply(broker *b, message *m) {
 /* Routes a complete message to its queues (or returns it), then confirms it. */
 static int publish_route(channel *ch, message *m, int mandatory) {
     broker *b = ch->c->b;
-    props_view pv;
-    props_parse((slice){msg_props(m), m->props_len}, &pv);
+    /* Headers are only looked at by headers exchanges: skip the parse when there are none. */
+    props_view pv = {0};
+    if (m->props_len >= 2 && (msg_props(m)[0] << 8 & PROP_HEADERS))
+        props_parse((slice){msg_props(m), m->props_len}, &pv);
     int routed = 0, rejected = 0;
     if (m->exchange_len == 0 && slice_prefix((slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, REPLY_TO_PREFIX)) {
         routed = deliver_reply(b, m);
@@ -1636,32 +1638,23 @@ void channel_frame(channel *ch, const frame *f) {
     switch (f->type) {
     case FRAME_METHOD: channel_method(ch, f); return;
     case FRAME_HEADER:
+    case FRAME_BODY:
         if (ch->closing)
             return;
-        if (ch->expect == FRAME_BODY) {
-            content_expected(ch);
+        if (ch->expect != f->type) {
+            if (ch->expect)
+                content_expected(ch);
+            else
+                conn_close_error(ch->c, UNEXPECTED_FRAME, 0, "expected method frame, got non method frame instead");
             return;
         }
-        if (ch->expect != FRAME_HEADER) {
-            conn_close_error(ch->c, UNEXPECTED_FRAME, 0, "expected method frame, got non method frame instead");
+        if (f->type == FRAME_BODY) {
+            content_body(ch, f);
             return;
         }
         content_header(ch, f);
         if (ch->expect == FRAME_BODY && ch->pending && ch->pending->body_len == 0)
             publish_complete(ch);
-        return;
-    case FRAME_BODY:
-        if (ch->closing)
-            return;
-        if (ch->expect == FRAME_HEADER) {
-            content_expected(ch);
-            return;
-        }
-        if (ch->expect != FRAME_BODY) {
-            conn_close_error(ch->c, UNEXPECTED_FRAME, 0, "expected method frame, got non method frame instead");
-            return;
-        }
-        content_body(ch, f);
         return;
     }
 }

@@ -131,12 +131,14 @@ static int value_read(rd *r, char type, fval *v) {
     return r->err ? -1 : 0;
 }
 
-int table_next(rd *r, slice *key, fval *v) {
+/* The next table entry (key != NULL) or array value (key == NULL). */
+static int next_value(rd *r, slice *key, fval *v) {
     if (r->err)
         return -1;
     if (rd_left(r) == 0)
         return 0;
-    *key = rd_shortstr(r);
+    if (key)
+        *key = rd_shortstr(r);
     char type = (char)rd_u8(r);
     if (r->err || value_read(r, type, v) < 0) {
         r->err = 1;
@@ -145,18 +147,9 @@ int table_next(rd *r, slice *key, fval *v) {
     return 1;
 }
 
-int array_next(rd *r, fval *v) {
-    if (r->err)
-        return -1;
-    if (rd_left(r) == 0)
-        return 0;
-    char type = (char)rd_u8(r);
-    if (r->err || value_read(r, type, v) < 0) {
-        r->err = 1;
-        return -1;
-    }
-    return 1;
-}
+int table_next(rd *r, slice *key, fval *v) { return next_value(r, key, v); }
+
+int array_next(rd *r, fval *v) { return next_value(r, NULL, v); }
 
 static int validate(slice t, int is_array, int depth) {
     if (depth > TABLE_MAX_DEPTH)

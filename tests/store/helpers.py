@@ -94,9 +94,9 @@ def wait_power_cut(d, timeout=TIMEOUT):
 
 
 def bad_record_lines(log):
-    """Log lines about damaged records (checksum, corrupt, torn), leaving out a recovery
-    summary that reports "0 corrupt"."""
-    pat = re.compile(r"corrupt|checksum|crc|torn", re.I)
+    """Log lines about damaged records (checksum, corrupt, torn, unreadable bytes skipped),
+    leaving out a recovery summary that reports "0 corrupt"."""
+    pat = re.compile(r"corrupt|checksum|crc|torn|unreadable", re.I)
     return [ln for ln in log.splitlines() if pat.search(re.sub(r"\b0 corrupt\b", "", ln))]
 
 
