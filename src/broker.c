@@ -70,10 +70,13 @@ size_t broker_enqueue_routed(broker *b, message *m, int *rejected) {
     }
     for (size_t i = 0; i < b->nroute; i++) {
         queue *q = b->route_out[i];
-        if (queue_accepts(q, m) < 0) {
+        int accepted = queue_accepts(q, m);
+        if (accepted < 0) {
             *rejected = 1;
             continue;
         }
+        if (accepted > 0) /* a duplicate (x-deduplication-window): confirmed, not stored */
+            continue;
         b->route_out[k++] = q;
         if (m->persistent && q->qid && b->store) {
             b->scratch_qids[ns] = q->qid;
@@ -248,6 +251,7 @@ void broker_shutdown(broker *b) {
     while (map_iter(&b->queues, &i, &e))
         queue_delete(e->val);
     after_batch(b);
+    delayed_free(b);
     i = 0;
     while (map_iter(&b->exchanges, &i, &e))
         exchange_free(e->val);

@@ -68,7 +68,8 @@ typedef struct qmsg {
     message *m;
     uint64_t seq;
     uint64_t expires_at; /* monotonic ms when it expires (TTL); 0 = never */
-    uint32_t deliveries; /* times delivered (for redelivered / delivery limits) */
+    uint32_t deliveries; /* times delivered (for the redelivered flag) */
+    uint32_t returns;    /* times given back unacknowledged (x-delivery-count, x-delivery-limit) */
     uint8_t stored;      /* this queue's copy has a publish record in the store */
 } qmsg;
 
@@ -116,6 +117,16 @@ struct queue {
     size_t nbindings, capbindings;
     queue *next_dirty;
     uint64_t route_mark; /* de-duplicates routing results */
+    /* issue 4: queue types and the async patterns (qtype.c, retry.c, dedup.c) */
+    uint8_t quorum;           /* x-queue-type quorum */
+    uint8_t sac;              /* x-single-active-consumer */
+    consumer *sac_active;     /* the one consumer that gets messages, if sac */
+    uint64_t consumer_epoch;  /* orders consumers by registration (sac failover) */
+    int64_t delivery_limit;   /* x-delivery-limit; -1 = none */
+    int64_t *retry_delays;    /* x-retry-delays in ms */
+    size_t nretry;
+    int64_t dedup_window;     /* x-deduplication-window in ms; 0 = none */
+    struct dedup *dedup;      /* its message-ids, created on first use */
 };
 
 queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args);
@@ -130,6 +141,8 @@ void queue_touch(queue *q);
 int queue_pop(queue *q, qmsg *out);
 /* Puts a delivered message back in its place, marked as delivered before. */
 void queue_requeue(queue *q, qmsg qm);
+/* Puts a message taken with queue_pop back in its place, not counted as a return. */
+void queue_putback(queue *q, qmsg qm);
 /* A delivered message leaves the queue for good (acked, or rejected without requeue). */
 void queue_settle(queue *q, qmsg qm);
 size_t queue_purge(queue *q);
@@ -138,7 +151,8 @@ void queue_remove_consumer(queue *q, consumer *c);
 /* Schedules delivery to consumers for the end of this loop batch. */
 void queue_mark_dirty(queue *q);
 /* Would the queue take this message now? -1 if x-overflow reject-publish refuses it (and
- * dead-letters it for reject-publish-dlx). */
+ * dead-letters it for reject-publish-dlx); 1 if it is a duplicate within the queue's
+ * x-deduplication-window (accepted and confirmed, but not enqueued). */
 int queue_accepts(queue *q, message *m);
 /* Appends a recovered message at the end of the queue (store recovery, in seq order). */
 void queue_recover(queue *q, qmsg qm);
@@ -148,8 +162,34 @@ void queue_dispatch(queue *q);
 /* Deletes: cancels consumers (with notification), removes bindings, drops ready messages. */
 size_t queue_delete(queue *q);
 
-/* A delivered message rejected (or nacked) without requeue: dead-lettered or dropped. */
+/* A delivered message rejected (or nacked) without requeue: retried (x-retry-delays),
+ * dead-lettered or dropped. */
 void queue_reject(queue *q, qmsg qm);
+/* The property bytes to deliver qm with: the publisher's, or for a quorum queue a copy in
+ * scratch with the x-delivery-count header (RabbitMQ's quorum queues add it). */
+slice queue_delivery_props(const queue *q, const qmsg *qm, buf *scratch);
+
+/* ---------------- qtype.c ---------------- */
+
+/* Queue-type rules for queue.declare (x-queue-type classic / quorum): arguments the type
+ * does not support and properties a quorum queue cannot have are refused with RabbitMQ's
+ * texts. Returns 0, or -1 after closing the channel. */
+int qtype_check_declare(channel *ch, slice name, int durable, int exclusive, int auto_delete, slice args);
+/* Sets up a new queue's type-dependent state from its arguments. */
+void qtype_init(queue *q, slice args);
+
+/* ---------------- retry.c ---------------- */
+
+/* x-retry-delays: a rejected message of q comes back after the next delay; returns 1 if it
+ * was taken for a retry, 0 if it is past its last delay (then it is dead-lettered). */
+int retry_schedule(queue *q, message *m);
+
+/* ---------------- dedup.c ---------------- */
+
+/* x-deduplication-window: 1 if m's message-id was accepted by q within the window (the
+ * message is then dropped); otherwise records it and returns 0. */
+int dedup_seen(queue *q, const message *m);
+void dedup_free(struct dedup *d);
 
 /* ---------------- deadletter.c ---------------- */
 
@@ -158,10 +198,14 @@ void queue_reject(queue *q, qmsg qm);
 void deadletter(queue *q, message *m, const char *reason);
 /* Republishes the dead letters collected in this batch. */
 void deadletter_flush(broker *b);
+/* Dead-letter redrive: moves up to max ready messages of dlq back to the queue named in
+ * their most recent x-death entry, properties and headers unchanged. Messages whose queue
+ * is gone (or that have no x-death) stay in dlq, in order. Returns how many moved. */
+size_t deadletter_redrive(queue *dlq, size_t max);
 
 /* ---------------- exchange.c ---------------- */
 
-enum { EX_DIRECT, EX_FANOUT, EX_TOPIC, EX_HEADERS };
+enum { EX_DIRECT, EX_FANOUT, EX_TOPIC, EX_HEADERS, EX_CHASH, EX_DELAYED };
 
 struct binding {
     exchange *src;
@@ -187,6 +231,8 @@ struct exchange {
     size_t ninbound, capinbound;
     map direct; /* EX_DIRECT: routing key -> struct bvec of bindings */
     uint64_t route_mark;
+    int subtype;          /* EX_DELAYED: the x-delayed-type that routes (else = type) */
+    struct chring *ring;  /* EX_CHASH (or delayed over it): the hash ring (chash.c) */
 };
 
 int exchange_type_parse(slice s, int *type);
@@ -201,6 +247,55 @@ void binding_remove(binding *bd);
 /* Routes a message: appends destination queues (each once) to b->route_out. */
 void exchange_route(exchange *x, message *m, slice headers);
 int topic_match(const char *pattern, size_t plen, const char *key, size_t klen);
+/* Appends a queue to the routing result (each once per publish). */
+void exchange_route_queue(broker *b, queue *q);
+
+/* ---------------- chash.c ---------------- */
+
+/* x-consistent-hash, as rabbitmq_consistent_hash_exchange does it: a binding's key is its
+ * weight (that many buckets, appended to the ring); a message goes to the bucket
+ * jump_consistent_hash(erlang:phash2(value), buckets) of the routing key, a header or a
+ * property, so the same bindings put the same messages in the same queues as RabbitMQ. */
+void chash_binding_added(exchange *x, binding *bd);
+void chash_binding_removed(exchange *x, binding *bd);
+binding *chash_pick(exchange *x, const message *m, slice headers);
+void chash_free(exchange *x);
+/* The plugin's checks: 0, or -1 with RabbitMQ's text in why. */
+int chash_check_args(slice args, char *why, size_t n);
+int chash_check_binding_key(slice key, char *why, size_t n);
+/* erlang:phash2/1 of a binary (exposed for the unit test). */
+uint32_t chash_phash2_binary(const uint8_t *p, size_t n);
+uint32_t chash_jump(uint32_t key, uint32_t buckets);
+
+/* ---------------- delayed.c ---------------- */
+
+/* x-delayed-message (the rabbitmq-delayed-message-exchange plugin's behaviour) and the
+ * broker's one timer structure for messages that fall due later (delayed publishes and
+ * x-retry-delays): a min-heap on due time driven by one loop timer. */
+typedef struct delayed_entry {
+    uint64_t due;   /* wall-clock ms when it falls due (what a store would persist) */
+    uint64_t seq;   /* FIFO among equal due times */
+    message *m;
+    exchange *x;    /* route through this exchange, or */
+    queue *q;       /* publish straight to this queue (holds a reference) */
+} delayed_entry;
+
+/* Checks x-delayed-type on declare: 0, or closes with RabbitMQ's error and returns -1. */
+int delayed_check_declare(channel *ch, slice args, int *subtype);
+/* Routing through a delayed exchange: 1 if the message was taken to be delayed (x-delay
+ * > 0), 0 to route it now. */
+int delayed_take(exchange *x, message *m, slice headers);
+void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms);
+void delayed_exchange_gone(broker *b, exchange *x);
+size_t delayed_pending(const broker *b);
+void delayed_free(broker *b);
+
+/* ---------------- message.c (headers) ---------------- */
+
+/* The property bytes with one integer header set (replaced in place, or appended). */
+void props_set_int_header(slice props, const char *key, char type, int64_t v, buf *out);
+/* A copy of m (new allocation, same body) with one integer header set. */
+message *message_set_int_header(const message *m, const char *key, char type, int64_t v);
 
 /* ---------------- channel.c ---------------- */
 
@@ -215,6 +310,7 @@ struct consumer {
     uint32_t unacked;
     uint8_t *args;
     size_t args_len;
+    uint64_t since; /* registration order on its queue (single active consumer) */
 };
 
 typedef struct unacked {
@@ -373,6 +469,7 @@ struct broker {
     size_t nconns;
     uint64_t next_conn_id;
     struct deadletter *dl_head, *dl_tail; /* dead letters to republish (deadletter.c) */
+    struct delayed *delayed;              /* messages due later (delayed.c) */
     queue *dirty;       /* queues with deliveries to make */
     conn *flush;        /* connections with output */
     channel *confirms;  /* channels with confirms to send */

@@ -106,7 +106,7 @@ int consumer_can_take(const consumer *cs) {
     return 1;
 }
 
-static void write_deliver(channel *ch, const consumer *cs, uint64_t tag, int redelivered, message *m) {
+static void write_deliver(channel *ch, const consumer *cs, uint64_t tag, int redelivered, message *m, slice props) {
     buf *o = out(ch);
     size_t mk = method_begin(o, ch->id, BASIC_DELIVER);
     buf_shortstr(o, cs->tag, cs->tag_len);
@@ -115,14 +115,17 @@ static void write_deliver(channel *ch, const consumer *cs, uint64_t tag, int red
     buf_shortstr(o, msg_exchange(m), m->exchange_len);
     buf_shortstr(o, msg_rkey(m), m->rkey_len);
     frame_end(o, mk);
-    wire_content(o, ch->id, msg_props(m), m->props_len, msg_body(m), m->body_len, ch->c->frame_max);
+    wire_content(o, ch->id, props.p, props.n, msg_body(m), m->body_len, ch->c->frame_max);
 }
 
 void consumer_deliver(consumer *cs, qmsg qm) {
     channel *ch = cs->ch;
     uint64_t tag = ++ch->next_tag;
     store_delivered(ch->c->b->store, cs->q, &qm);
-    write_deliver(ch, cs, tag, qm.deliveries > 0, qm.m);
+    buf scratch;
+    buf_init(&scratch);
+    write_deliver(ch, cs, tag, qm.deliveries > 0, qm.m, queue_delivery_props(cs->q, &qm, &scratch));
+    buf_free(&scratch);
     qm.deliveries++;
     if (cs->no_ack) {
         queue_settle(cs->q, qm);
@@ -522,7 +525,6 @@ static const struct {
     {"x-max-priority", ARG_PRIO, 0, 0},
     {"x-max-in-memory-length", ARG_INT, 0, 0},
     {"x-max-in-memory-bytes", ARG_INT, 0, 0},
-    {"x-delivery-limit", ARG_INT, 0, 0},
     {"x-dead-letter-exchange", ARG_XSTR, 0, 0},
     {"x-dead-letter-routing-key", ARG_XSTR, 0, 0},
     {"x-single-active-consumer", ARG_BOOL, 0, 0},
@@ -666,6 +668,15 @@ static int check_x_match(channel *ch, slice args, unsigned mid) {
     return -1;
 }
 
+/* x-consistent-hash bindings: the key is a weight (the plugin's texts). */
+static int check_chash_key(channel *ch, slice key, unsigned mid) {
+    char why[200];
+    if (chash_check_binding_key(key, why, sizeof why) == 0)
+        return 0;
+    channel_close_error(ch, PRECONDITION_FAILED, mid, "%s", why);
+    return -1;
+}
+
 /* ---- exchange class ---- */
 
 static void exchange_declare(channel *ch, rd *r) {
@@ -692,10 +703,17 @@ static void exchange_declare(channel *ch, rd *r) {
             return;
         }
     } else {
-        int t;
+        int t, subtype = -1;
+        char why[200];
         if (exchange_type_parse(type, &t) < 0) {
             conn_close_error(ch->c, COMMAND_INVALID, EXCHANGE_DECLARE, "unknown exchange type '%.*s'", (int)type.n,
                              (const char *)type.p);
+            return;
+        }
+        if (t == EX_DELAYED && delayed_check_declare(ch, args, &subtype) < 0)
+            return;
+        if ((t == EX_CHASH || subtype == EX_CHASH) && chash_check_args(args, why, sizeof why) < 0) {
+            channel_close_error(ch, PRECONDITION_FAILED, EXCHANGE_DECLARE, "%s", why);
             return;
         }
         if (x) {
@@ -720,6 +738,8 @@ static void exchange_declare(channel *ch, rd *r) {
                 return;
             }
             x = exchange_new(b, name, t, durable, auto_delete, internal, args);
+            if (subtype >= 0)
+                x->subtype = subtype;
             map_put(&b->exchanges, x->name, x->name_len, x);
             if (store_exchange(b->store, x, 1) < 0) {
                 x->durable = 0; /* nothing to un-store */
@@ -798,7 +818,9 @@ static void exchange_bind(channel *ch, rd *r, unsigned mid) {
     exchange *s = find_exchange(ch, src, mid);
     if (!s)
         return;
-    if (s->type == EX_HEADERS && check_x_match(ch, args, mid) < 0)
+    if (s->subtype == EX_HEADERS && check_x_match(ch, args, mid) < 0)
+        return;
+    if (s->subtype == EX_CHASH && check_chash_key(ch, key, mid) < 0)
         return;
     if (!binding_find(s, NULL, d, key, args)) {
         binding *bd = binding_add(s, NULL, d, key, args);
@@ -852,6 +874,12 @@ static void queue_declare(channel *ch, rd *r) {
     if (passive) {
         if (!q)
             return;
+        fval rv;
+        /* Ferry's dead-letter redrive (until the management API exists): a passive declare
+         * with x-ferry-redrive = N moves up to N messages back to their x-death queue.
+         * RabbitMQ ignores arguments on a passive declare, so this is harmless there. */
+        if (args.n && table_get(args, "x-ferry-redrive", &rv) && fval_is_int(&rv) && rv.i > 0)
+            deadletter_redrive(q, (size_t)rv.i);
     } else if (q) {
         /* RabbitMQ: another connection's exclusive queue, or a different exclusive flag,
          * is a locked queue (405), not an inequivalent argument. */
@@ -867,7 +895,8 @@ static void queue_declare(channel *ch, rd *r) {
                                   ARRAY_LEN(queue_equiv_keys)) < 0)
             return;
     } else {
-        if (check_queue_args(ch, name, args) < 0)
+        if (check_queue_args(ch, name, args) < 0 ||
+            qtype_check_declare(ch, name, durable, exclusive, auto_delete, args) < 0)
             return;
         q = queue_new(b, name, durable, exclusive, auto_delete, ch->c, args);
         map_put(&b->queues, q->name, q->name_len, q);
@@ -925,7 +954,9 @@ static void queue_bind(channel *ch, rd *r, unsigned mid) {
     exchange *x = find_exchange(ch, xname, mid);
     if (!x)
         return;
-    if (x->type == EX_HEADERS && check_x_match(ch, args, mid) < 0)
+    if (x->subtype == EX_HEADERS && check_x_match(ch, args, mid) < 0)
+        return;
+    if (x->subtype == EX_CHASH && check_chash_key(ch, key, mid) < 0)
         return;
     binding *bd = binding_find(x, q, NULL, key, args);
     if (!bd) {
@@ -1174,7 +1205,7 @@ static int deliver_reply(broker *b, message *m) {
     channel *to = map_get(&b->reply_to, msg_rkey(m), m->rkey_len);
     if (!to || to->closing || !to->reply)
         return 0;
-    write_deliver(to, to->reply, ++to->next_tag, 0, m);
+    write_deliver(to, to->reply, ++to->next_tag, 0, m, (slice){msg_props(m), m->props_len});
     return 1;
 }
 
@@ -1384,7 +1415,11 @@ static void basic_get(channel *ch, rd *r) {
     buf_shortstr(o, msg_rkey(msg), msg->rkey_len);
     buf_u32(o, (uint32_t)queue_ready_count(q));
     frame_end(o, mk);
-    wire_content(o, ch->id, msg_props(msg), msg->props_len, msg_body(msg), msg->body_len, ch->c->frame_max);
+    buf scratch;
+    buf_init(&scratch);
+    slice props = queue_delivery_props(q, &qm, &scratch);
+    wire_content(o, ch->id, props.p, props.n, msg_body(msg), msg->body_len, ch->c->frame_max);
+    buf_free(&scratch);
     store_delivered(ch->c->b->store, q, &qm);
     qm.deliveries++;
     if (no_ack) {

@@ -221,3 +221,45 @@ void deadletter_flush(broker *b) {
         free(d);
     }
 }
+
+/* The queue named in the most recent x-death entry of m (the first one), if it exists. */
+static queue *death_queue(broker *b, const message *m) {
+    props_view pv;
+    fval xd, e, qn;
+    if (props_parse((slice){msg_props(m), m->props_len}, &pv) < 0 || !pv.headers.n ||
+        !table_get(pv.headers, "x-death", &xd) || xd.type != 'A')
+        return NULL;
+    rd r = rd_make(xd.s.p, xd.s.n);
+    if (array_next(&r, &e) != 1 || e.type != 'F' || !table_get(e.s, "queue", &qn) || !fval_is_str(&qn))
+        return NULL;
+    queue *q = broker_queue(b, qn.s);
+    return q && !q->deleted ? q : NULL;
+}
+
+size_t deadletter_redrive(queue *dlq, size_t max) {
+    size_t moved = 0, scan = queue_ready_count(dlq);
+    qmsg *keep = NULL;
+    size_t nkeep = 0;
+    qmsg qm;
+    while (moved < max && scan-- > 0 && queue_pop(dlq, &qm)) {
+        queue *to = death_queue(dlq->b, qm.m);
+        if (!to || to == dlq) {
+            keep = xrealloc(keep, (nkeep + 1) * sizeof *keep);
+            keep[nkeep++] = qm;
+            continue;
+        }
+        /* The message as it is: properties, headers (x-death included) and body; it is
+         * enqueued (and stored) in its queue before it leaves the dead-letter queue. */
+        broker *b = dlq->b;
+        int rejected = 0;
+        b->nroute = 0;
+        broker_route_add(b, to);
+        broker_enqueue_routed(b, qm.m, &rejected);
+        queue_settle(dlq, qm);
+        moved++;
+    }
+    for (size_t i = 0; i < nkeep; i++)
+        queue_putback(dlq, keep[i]);
+    free(keep);
+    return moved;
+}

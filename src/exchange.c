@@ -42,13 +42,17 @@ int exchange_type_parse(slice s, int *type) {
         *type = EX_TOPIC;
     else if (slice_eqs(s, "headers"))
         *type = EX_HEADERS;
+    else if (slice_eqs(s, "x-consistent-hash"))
+        *type = EX_CHASH;
+    else if (slice_eqs(s, "x-delayed-message"))
+        *type = EX_DELAYED;
     else
         return -1;
     return 0;
 }
 
 const char *exchange_type_name(int type) {
-    static const char *names[] = {"direct", "fanout", "topic", "headers"};
+    static const char *names[] = {"direct", "fanout", "topic", "headers", "x-consistent-hash", "x-delayed-message"};
     return names[type];
 }
 
@@ -67,12 +71,14 @@ exchange *exchange_new(broker *b, slice name, int type, int durable, int auto_de
         x->args_len = args.n;
     }
     map_init(&x->direct);
+    x->subtype = type;
     return x;
 }
 
 /* Frees an exchange after removing every binding to and from it. */
 void exchange_free(exchange *x) {
     x->auto_delete = 0; /* no recursive delete while we tear down */
+    delayed_exchange_gone(x->b, x);
     while (x->nbindings)
         binding_remove(x->bindings[x->nbindings - 1]);
     while (x->ninbound)
@@ -85,6 +91,7 @@ void exchange_free(exchange *x) {
         free(v);
     }
     map_free(&x->direct);
+    chash_free(x);
     free(x->bindings);
     free(x->inbound);
     free(x->args);
@@ -125,7 +132,9 @@ binding *binding_add(exchange *src, queue *q, exchange *dstx, slice key, slice a
         vec_add(&q->bindings, &q->nbindings, &q->capbindings, bd);
     else
         vec_add(&dstx->inbound, &dstx->ninbound, &dstx->capinbound, bd);
-    if (src->type == EX_DIRECT) {
+    if (src->subtype == EX_CHASH)
+        chash_binding_added(src, bd);
+    if (src->subtype == EX_DIRECT) {
         bvec *v = map_get(&src->direct, bd->key, bd->key_len);
         if (!v) {
             v = xcalloc(1, sizeof *v);
@@ -143,7 +152,9 @@ void binding_remove(binding *bd) {
         vec_del(bd->q->bindings, &bd->q->nbindings, bd);
     else
         vec_del(bd->dstx->inbound, &bd->dstx->ninbound, bd);
-    if (src->type == EX_DIRECT) {
+    if (src->subtype == EX_CHASH)
+        chash_binding_removed(src, bd);
+    if (src->subtype == EX_DIRECT) {
         bvec *v = map_get(&src->direct, bd->key, bd->key_len);
         if (v) {
             vec_del(v->a, &v->n, bd);
@@ -211,7 +222,11 @@ static void route_in(exchange *x, message *m, slice headers) {
         return; /* already visited: exchange-to-exchange cycles end here */
     x->route_mark = b->route_epoch;
     size_t before = b->nroute;
-    switch (x->type) {
+    /* x-delayed-message holds a message with a positive x-delay; the rest (and held
+     * messages when they fall due) are routed by its x-delayed-type. */
+    if (x->type == EX_DELAYED && delayed_take(x, m, headers))
+        return;
+    switch (x->subtype) {
     case EX_DIRECT: {
         if (x->name_len == 0) { /* the default exchange: every queue by its name */
             queue *q = broker_queue(b, (slice){(const uint8_t *)msg_rkey(m), m->rkey_len});
@@ -240,6 +255,12 @@ static void route_in(exchange *x, message *m, slice headers) {
             if (headers_match(x->bindings[i], headers))
                 route_binding(x->bindings[i], m, headers);
         break;
+    case EX_CHASH: {
+        binding *bd = chash_pick(x, m, headers);
+        if (bd)
+            route_binding(bd, m, headers);
+        break;
+    }
     }
     /* alternate-exchange: messages this exchange could not route go there (RabbitMQ). */
     fval ae;
@@ -264,3 +285,5 @@ void exchange_route(exchange *x, message *m, slice headers) {
     b->route_epoch++; /* 64 bits: never wraps */
     route_in(x, m, headers);
 }
+
+void exchange_route_queue(broker *b, queue *q) { route_to_queue(b, q); }

@@ -39,3 +39,58 @@ void message_unref(message *m) {
         free(m);
     }
 }
+
+/* ---- header edits (x-delivery-count, x-retry-count, x-delay) ---- */
+
+/* Appends one integer table entry: 'I' (32-bit, as RabbitMQ's signedint) or 'l' (64-bit). */
+static void put_int(buf *h, const char *key, char type, int64_t v) {
+    buf_shortstr(h, key, strlen(key));
+    buf_u8(h, (uint8_t)type);
+    if (type == 'I')
+        buf_u32(h, (uint32_t)(int32_t)v);
+    else
+        buf_u64(h, (uint64_t)v);
+}
+
+/* Like RabbitMQ's rabbit_misc:set_table_value: an existing entry keeps its position, a new
+ * one goes last. The properties must be well-formed (they were parsed on publish). */
+void props_set_int_header(slice props, const char *key, char type, int64_t v, buf *out) {
+    props_view pv;
+    props_parse(props, &pv);
+    buf h;
+    buf_init(&h);
+    rd r = rd_make(pv.headers.p, pv.headers.n);
+    const uint8_t *start = r.p;
+    slice k;
+    fval fv;
+    int done = 0;
+    while (table_next(&r, &k, &fv) == 1) {
+        if (!done && slice_eqs(k, key)) {
+            put_int(&h, key, type, v);
+            done = 1;
+        } else {
+            buf_put(&h, start, (size_t)(r.p - start));
+        }
+        start = r.p;
+    }
+    if (!done)
+        put_int(&h, key, type, v);
+    props_rewrite(props, (slice){buf_head(&h), h.len}, 0, out);
+    buf_free(&h);
+}
+
+message *message_set_int_header(const message *m, const char *key, char type, int64_t v) {
+    buf props;
+    buf_init(&props);
+    props_set_int_header((slice){msg_props(m), m->props_len}, key, type, v, &props);
+    message *n = message_new((slice){(const uint8_t *)msg_exchange(m), m->exchange_len},
+                             (slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, (slice){buf_head(&props), props.len},
+                             m->body_len);
+    buf_free(&props);
+    if (m->body_len)
+        memcpy(msg_body(n), msg_body(m), m->body_len);
+    n->persistent = m->persistent;
+    n->priority = m->priority;
+    n->ttl = m->ttl;
+    return n;
+}

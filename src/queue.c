@@ -120,6 +120,7 @@ queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_del
         q->overflow = slice_eqs(v.s, "reject-publish")       ? OVERFLOW_REJECT_PUBLISH
                       : slice_eqs(v.s, "reject-publish-dlx") ? OVERFLOW_REJECT_PUBLISH_DLX
                                                               : OVERFLOW_DROP_HEAD;
+    qtype_init(q, args);
     q->ttl_timer.fn = ttl_fired;
     q->expiry_timer.fn = expiry_fired;
     queue_touch(q);
@@ -164,6 +165,8 @@ void queue_unref(queue *q) {
         free(q->levels[l].requeued.a);
     }
     free(q->levels);
+    free(q->retry_delays);
+    dedup_free(q->dedup);
     free(q->consumers);
     free(q->bindings);
     free(q->args);
@@ -209,7 +212,21 @@ static void discard(queue *q, qmsg qm, const char *reason) {
     deadletter(q, qm.m, reason);
 }
 
-void queue_reject(queue *q, qmsg qm) { discard(q, qm, "rejected"); }
+void queue_reject(queue *q, qmsg qm) {
+    if (q->nretry && !q->deleted && retry_schedule(q, qm.m)) {
+        message_unref(qm.m);
+        return;
+    }
+    discard(q, qm, "rejected");
+}
+
+slice queue_delivery_props(const queue *q, const qmsg *qm, buf *scratch) {
+    slice props = {msg_props(qm->m), qm->m->props_len};
+    if (!q || !q->quorum)
+        return props;
+    props_set_int_header(props, "x-delivery-count", 'l', qm->returns, scratch);
+    return (slice){buf_head(scratch), scratch->len};
+}
 
 static void arm_ttl(queue *q) {
     struct qlevel *lv;
@@ -272,6 +289,9 @@ int queue_accepts(queue *q, message *m) {
             deadletter(q, message_ref(m), "maxlen");
         return -1;
     }
+    /* A duplicate within x-deduplication-window: accepted (confirmed) but not enqueued. */
+    if (q->dedup_window > 0 && dedup_seen(q, m))
+        return 1;
     return 0;
 }
 
@@ -288,7 +308,7 @@ void queue_publish(queue *q, message *m) {
     uint8_t stored = m->in_store && q->qid;
     if (ttl == 0) {
         /* TTL 0: delivered now to a consumer that can take it, or never (RabbitMQ). */
-        qmsg qm = {message_ref(m), q->next_seq++, 0, 0, stored};
+        qmsg qm = {.m = message_ref(m), .seq = q->next_seq++, .stored = stored};
         consumer *cs = q->nready == 0 ? queue_next_consumer(q) : NULL;
         if (cs)
             consumer_deliver(cs, qm);
@@ -296,7 +316,7 @@ void queue_publish(queue *q, message *m) {
             discard(q, qm, "expired");
         return;
     }
-    qmsg qm = {message_ref(m), q->next_seq++, ttl > 0 ? now_ms() + (uint64_t)ttl : 0, 0, stored};
+    qmsg qm = {.m = message_ref(m), .seq = q->next_seq++, .expires_at = ttl > 0 ? now_ms() + (uint64_t)ttl : 0, .stored = stored};
     ring_push(&level_of(q, m)->ready, qm);
     q->nready++;
     q->ready_bytes += m->body_len;
@@ -332,6 +352,17 @@ void queue_requeue(queue *q, qmsg qm) {
         message_unref(qm.m);
         return;
     }
+    /* Every return counts, a consumer's crash (channel or connection closed) as well as a
+     * nack: a message returned more than x-delivery-limit times is a poison message. */
+    qm.returns++;
+    if (q->delivery_limit >= 0 && qm.returns > (uint64_t)q->delivery_limit) {
+        discard(q, qm, "delivery_limit");
+        return;
+    }
+    queue_putback(q, qm);
+}
+
+void queue_putback(queue *q, qmsg qm) {
     heap_push(&level_of(q, qm.m)->requeued, qm);
     q->nready++;
     q->ready_bytes += qm.m->body_len;
@@ -365,6 +396,9 @@ void queue_add_consumer(queue *q, consumer *c) {
     memmove(&q->consumers[at + 1], &q->consumers[at], (q->nconsumers - at) * sizeof *q->consumers);
     q->consumers[at] = c;
     q->nconsumers++;
+    c->since = ++q->consumer_epoch;
+    if (q->sac && !q->sac_active)
+        q->sac_active = c;
     if (q->rr > at)
         q->rr++;
     q->had_consumer = 1;
@@ -383,6 +417,14 @@ void queue_remove_consumer(queue *q, consumer *c) {
         if (q->rr > i)
             q->rr--;
         break;
+    }
+    if (q->sac_active == c) { /* failover: the longest-registered consumer takes over */
+        q->sac_active = NULL;
+        for (size_t i = 0; i < q->nconsumers; i++)
+            if (!q->sac_active || q->consumers[i]->since < q->sac_active->since)
+                q->sac_active = q->consumers[i];
+        if (q->sac_active)
+            queue_mark_dirty(q);
     }
     if (q->nconsumers == 0 && q->auto_delete && q->had_consumer && !q->deleted) {
         queue_delete(q);
@@ -404,6 +446,8 @@ void queue_mark_dirty(queue *q) {
 /* The consumer for the next message: the highest priority group with a consumer that has
  * credit, round-robin within that group (RabbitMQ's consumer priorities). */
 consumer *queue_next_consumer(queue *q) {
+    if (q->sac) /* x-single-active-consumer: only the active one, even when it is full */
+        return q->sac_active && consumer_can_take(q->sac_active) ? q->sac_active : NULL;
     size_t n = q->nconsumers;
     for (size_t i = 0; i < n;) {
         int32_t p = q->consumers[i]->priority;

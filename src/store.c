@@ -564,7 +564,7 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
             v->a = xrealloc(v->a, v->cap * sizeof *v->a);
         }
         /* expires_at holds the publish time (wall ms) until the queue is rebuilt */
-        v->a[v->n++] = (qmsg){message_ref(m), seq, published, 0, 1};
+        v->a[v->n++] = (qmsg){.m = message_ref(m), .seq = seq, .expires_at = published, .stored = 1};
         if (seq > v->max_seq)
             v->max_seq = seq;
     }

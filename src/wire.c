@@ -328,7 +328,7 @@ int props_parse(slice raw, props_view *pv) {
     if (f & PROP_MESSAGE_ID)
         pv->message_id = rd_shortstr(&r);
     if (f & PROP_TIMESTAMP)
-        rd_u64(&r);
+        pv->timestamp = rd_u64(&r);
     if (f & PROP_TYPE)
         rd_shortstr(&r);
     if (f & PROP_USER_ID)

@@ -96,6 +96,7 @@ typedef struct props_view {
     slice message_id;
     slice correlation_id;
     slice user_id;
+    uint64_t timestamp;
 } props_view;
 
 /* Parses the property list that follows class-id/weight/body-size in a content header.

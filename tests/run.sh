@@ -17,23 +17,28 @@ SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 add() { passed=$((passed + $1)); failed=$((failed + $2)); }
 
 echo "== unit tests (ASan + UBSan)"
-if clang -std=c11 -D_GNU_SOURCE -Isrc -Itests/unit -Wall -Wextra -Werror -g -O1 $SAN \
-    -o build/test/unit tests/unit/test_wire.c src/wire.c src/buf.c src/util.c src/names.c src/map.c src/topic.c \
-    2> build/test/unit-build.log; then
-  build/test/unit > build/test/unit.log 2>&1
-  cat build/test/unit.log
-  line=$(grep -E '^unit: [0-9]+ passed, [0-9]+ failed' build/test/unit.log | tail -1)
-  if [ -n "$line" ]; then
-    p=$(echo "$line" | sed -E 's/unit: ([0-9]+) passed.*/\1/')
-    f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')
-    add "$p" "$f"
-    if grep -q 'ERROR: \(Address\|Leak\)Sanitizer\|runtime error:' build/test/unit.log; then add 0 1; fi
+# Each unit program: its test file and the sources it needs besides the wire codec.
+WIRE="src/wire.c src/buf.c src/util.c src/names.c src/map.c"
+for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/test_chash.c src/chash.c"; do
+  name=${spec%%:*}
+  srcs=${spec#*:}
+  if clang -std=c11 -D_GNU_SOURCE -Isrc -Itests/unit -Wall -Wextra -Werror -g -O1 $SAN \
+      -o build/test/$name $srcs $WIRE 2> build/test/$name-build.log; then
+    build/test/$name > build/test/$name.log 2>&1
+    cat build/test/$name.log
+    line=$(grep -E '^unit: [0-9]+ passed, [0-9]+ failed' build/test/$name.log | tail -1)
+    if [ -n "$line" ]; then
+      p=$(echo "$line" | sed -E 's/unit: ([0-9]+) passed.*/\1/')
+      f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')
+      add "$p" "$f"
+      if grep -q 'ERROR: \(Address\|Leak\)Sanitizer\|runtime error:' build/test/$name.log; then add 0 1; fi
+    else
+      echo "$name crashed"; add 0 1
+    fi
   else
-    echo "unit tests crashed"; add 0 1
+    cat build/test/$name-build.log; echo "$name failed to build"; add 0 1
   fi
-else
-  cat build/test/unit-build.log; echo "unit tests failed to build"; add 0 1
-fi
+done
 
 echo "== fuzz smoke (libFuzzer, ${FUZZ_SMOKE_SECONDS:-20} s)"
 if make -s build/fuzz/fuzz_wire > build/test/fuzz-build.log 2>&1; then

@@ -1074,3 +1074,122 @@ def priority_queue_order(ctx):
         publish(ch, "", q, body.encode(), pika.BasicProperties(priority=prio))
     got = get_all(ctx, ch, q, "priority order")
     ctx.log("bodies", [d["body"] for d in got])
+
+
+# ---------------------------------------------------------------- issue 4: patterns
+
+@scenario
+def consistent_hash_routing_by_key_weights_and_unbind(ctx):
+    """Same bindings, same messages: the same queue for every key, as the plugin's ring."""
+    conn = ctx.connect()
+    ch = ctx.channel(conn)
+    x = ctx.exchange(ch, "chx", "x-consistent-hash")
+    qs = []
+    for i, w in enumerate((1, 2, 3, 1)):
+        q, _ = ctx.queue(ch, f"p{i}")
+        ch.queue_bind(q, x, str(w))
+        qs.append(q)
+    for k in range(60):
+        publish(ch, x, f"key-{k}", f"key-{k}".encode())
+    ctx.log("placement", {q: bodies_in(ch, q) for q in qs})
+    ch.queue_unbind(qs[1], x, "2")
+    for k in range(60):
+        publish(ch, x, f"key-{k}", f"key-{k}".encode())
+    ctx.log("placement after unbind", {q: bodies_in(ch, q) for q in qs})
+    attempt(ctx, "bind with a non-integer key", lambda: ch.queue_bind(qs[0], x, "abc"))
+    ch = ctx.channel(conn)
+    attempt(ctx, "bind with weight 0", lambda: ch.queue_bind(qs[0], x, "0"))
+
+
+@scenario
+def consistent_hash_on_header_and_property(ctx):
+    conn = ctx.connect()
+    ch = ctx.channel(conn)
+    xh = ctx.exchange(ch, "chx-h", "x-consistent-hash", arguments={"hash-header": "entity"})
+    xp = ctx.exchange(ch, "chx-p", "x-consistent-hash", arguments={"hash-property": "message_id"})
+    qs = []
+    for i in range(3):
+        q, _ = ctx.queue(ch, f"p{i}")
+        ch.queue_bind(q, xh, "1")
+        ch.queue_bind(q, xp, "1")
+        qs.append(q)
+    for k in range(30):
+        publish(ch, xh, "rk", f"h-str-{k}".encode(), pika.BasicProperties(headers={"entity": f"e{k}"}))
+        publish(ch, xh, "rk", f"h-int-{k}".encode(), pika.BasicProperties(headers={"entity": k * 7919}))
+        publish(ch, xp, "rk", f"p-{k}".encode(), pika.BasicProperties(message_id=f"m{k}"))
+    publish(ch, xh, "rk", b"h-missing")
+    publish(ch, xp, "rk", b"p-missing")
+    ctx.log("placement", {q: bodies_in(ch, q) for q in qs})
+    ch = ctx.channel(conn)
+    attempt(ctx, "both hash-header and hash-property", lambda: ch.exchange_declare(
+        ctx.n("bad"), "x-consistent-hash", arguments={"hash-header": "a", "hash-property": "message_id"}))
+    ch = ctx.channel(conn)
+    attempt(ctx, "unsupported hash-property", lambda: ch.exchange_declare(
+        ctx.n("bad2"), "x-consistent-hash", arguments={"hash-property": "app_id"}))
+
+
+@scenario
+def quorum_queue_declare_rules(ctx):
+    conn = ctx.connect()
+    qq = {"x-queue-type": "quorum"}
+    cases = [
+        ("non-durable", {}, qq),
+        ("exclusive", {"durable": True, "exclusive": True}, qq),
+        ("auto-delete", {"durable": True, "auto_delete": True}, qq),
+        ("max-priority", {"durable": True}, {**qq, "x-max-priority": 3}),
+        ("queue-mode", {"durable": True}, {**qq, "x-queue-mode": "lazy"}),
+        ("classic delivery-limit", {"durable": True}, {"x-delivery-limit": 3}),
+        ("classic in-memory-length", {}, {"x-max-in-memory-length": 3}),
+        ("bogus type", {"durable": True}, {"x-queue-type": "bogus"}),
+    ]
+    for label, kw, args in cases:
+        ch = ctx.channel(conn)
+        attempt(ctx, label, lambda: ctx.queue(ch, label.replace(" ", "-"), arguments=args, **kw))
+    ch = ctx.channel(conn)
+    attempt(ctx, "durable quorum", lambda: ctx.queue(ch, "good", durable=True, arguments=qq))
+
+
+@scenario
+def quorum_delivery_count_and_delivery_limit(ctx):
+    conn = ctx.connect()
+    ch = ctx.channel(conn)
+    dlq, _ = ctx.queue(ch, "dlq", durable=True)
+    src, _ = ctx.queue(ch, "src", durable=True, arguments={
+        "x-queue-type": "quorum", "x-delivery-limit": 2,
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq})
+    publish(ch, "", src, b"poison", pika.BasicProperties(headers={"a": 1}, message_id="p1"))
+    count(ch, src)
+    for i in range(2):
+        m, p, b = ch.basic_get(src)
+        ctx.log("get", delivery(m, p, b))
+        ch.basic_nack(m.delivery_tag, requeue=True)
+        count(ch, src)
+    other = ctx.channel(conn)
+    m, p, b = other.basic_get(src)
+    ctx.log("get on a channel that then closes", delivery(m, p, b))
+    other.close()
+    ctx.log("left in src", count(ch, src))
+    ctx.log("dlq count", count(ch, dlq))
+    get_all(ctx, ch, dlq, "dead letters")
+
+
+@scenario
+def single_active_consumer_failover(ctx):
+    conn = ctx.connect()
+    ch = ctx.channel(conn)
+    q, _ = ctx.queue(ch, "sac", arguments={"x-single-active-consumer": True})
+    cha, chb = ctx.channel(conn, confirm=False), ctx.channel(conn, confirm=False)
+    a = Consumer(ctx, cha, q, "a", auto_ack=True)
+    b = Consumer(ctx, chb, q, "b", auto_ack=True)
+    for i in range(4):
+        publish(ch, "", q, f"m{i}".encode())
+    a.wait(conn, 4)
+    settle(conn, 0.2)
+    ctx.log("a got", [g["body"] for g in a.seen()], "b got", [g["body"] for g in b.seen()])
+    cha.basic_cancel(a.tag)
+    for i in range(4, 6):
+        publish(ch, "", q, f"m{i}".encode())
+    b.wait(conn, 2)
+    settle(conn, 0.2)
+    ctx.log("after cancel: b got", [g["body"] for g in b.seen()])
+    ctx.log("declare-ok", summarise(ch.queue_declare(q, passive=True)))

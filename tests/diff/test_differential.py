@@ -35,7 +35,7 @@ def reference():
     if not rabbitmq.available():
         pytest.skip(f"rabbitmq-server is not installed ({rabbitmq.RABBIT_BIN}); "
                     "scripts/install-deps.sh installs it")
-    r = rabbitmq.RabbitMQ()
+    r = rabbitmq.RabbitMQ(plugins=["rabbitmq_consistent_hash_exchange"])
     r.start()
     try:
         _wait_amqp(r.url)
