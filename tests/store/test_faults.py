@@ -289,3 +289,35 @@ def test_a_data_dir_of_an_incompatible_version_is_refused_and_left_untouched(tmp
     assert "ERROR: AddressSanitizer" not in out and "runtime error:" not in out, out[-3000:]
     assert named in out, f"the refusal does not name the version ({text.strip()!r}):\n{out[-1500:]}"
     assert snapshot(data) == before, "the data directory was modified by a refused start"
+
+
+def test_a_corrupt_definition_in_meta_log_never_deletes_the_message_log(ferryd_factory, tmp_path, pristine):
+    """One flipped bit in the definitions (meta.log) must not turn into the loss of every
+    intact message record of the queue it names: ferryd may refuse to start, or start
+    without the queue, but it must not delete (reclaim) the segments that hold the
+    queue's messages, or they are gone for good."""
+    data = copy_of(pristine, tmp_path, "copy")
+    meta = os.path.join(data, "meta.log")
+    with open(meta, "r+b") as f:
+        blob = bytearray(f.read())
+        assert blob.find(b"\x01q") > 0, "queue q's definition not found in meta.log"
+        at = blob.find(b"\x01q") + 1
+        blob[at] ^= 0x01  # the queue's name: 'q' -> 'p'
+        f.seek(0)
+        f.write(blob)
+    before = log_size(data)
+    from ferryd import Ferryd
+    d = Ferryd(data_dir=data, args=list(SEG))
+    try:
+        d.start()
+    except RuntimeError:
+        assert log_size(data) == before, "refused to start, but changed the message log"
+        return
+    try:
+        helpers.connect(d).close()
+    finally:
+        assert d.stop() == 0
+    after = log_size(data)
+    assert after >= before, (
+        f"a flipped bit in meta.log made ferryd delete the message log of queue q: {before} -> {after} bytes; "
+        f"its log:\n{helpers.log_since_start(d)[-1500:]}")
