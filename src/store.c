@@ -524,6 +524,9 @@ typedef struct recovery {
     uint32_t nqid;
     uint64_t records, corrupt, messages;
     uint32_t max_qid; /* the highest queue id in the log: never reused for a new queue */
+    int meta_damaged;  /* meta.log had a corrupt record: keep messages of unknown queues */
+    uint64_t pinned;   /* such messages in the segment being scanned */
+    uint64_t orphans;  /* and in all */
 } recovery;
 
 static queue *qid_queue(recovery *rc, uint32_t qid) { return qid < rc->nqid ? rc->byqid[qid] : NULL; }
@@ -554,8 +557,15 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
         uint64_t seq = rd_u64(&q);
         if (qid > rc->max_qid)
             rc->max_qid = qid;
-        if (!qid_queue(rc, qid))
+        if (!qid_queue(rc, qid)) {
+            /* A queue we do not know: deleted, or its definition was damaged. In the second
+             * case its messages must stay on disk for a person to recover. */
+            if (rc->meta_damaged) {
+                rc->pinned++;
+                rc->orphans++;
+            }
             continue;
+        }
         rvec *v = &rc->vecs[qid];
         if (v->n && seq <= v->a[v->n - 1].seq)
             continue; /* out of order: cannot happen in a log we wrote */
@@ -870,6 +880,8 @@ static void recover_messages(store *s, recovery *rc) {
             }
         }
         add_seg(s, ids[k], end);
+        s->segs[s->nsegs - 1].live += rc->pinned; /* never reclaimed */
+        rc->pinned = 0;
     }
     s->next_seg = nids ? ids[nids - 1] + 1 : 1;
     free(ids);
@@ -907,6 +919,17 @@ static void recover_messages(store *s, recovery *rc) {
     }
 }
 
+static int damaged_copy_exists(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int found = 0;
+    while (d && (de = readdir(d)))
+        found |= strncmp(de->d_name, "meta.log.damaged-", 17) == 0;
+    if (d)
+        closedir(d);
+    return found;
+}
+
 int store_open(broker *b, const char *dir, char *err, size_t errlen) {
     uint64_t t0 = now_ms();
     crc32c(0, "", 0);
@@ -930,9 +953,26 @@ int store_open(broker *b, const char *dir, char *err, size_t errlen) {
     snprintf(metap, sizeof metap, "%s/meta.log", dir);
     uint8_t *data;
     size_t len;
+    int meta_bad_tail = 0;
     if (read_file(metap, &data, &len) == 0) {
-        scan(&rc, metap, data, len, 1, meta_apply, 0);
+        meta_bad_tail = scan(&rc, metap, data, len, 1, meta_apply, 0) < len;
         free(data);
+    }
+    /* Compaction would make damage to meta.log permanent (and the queue's messages
+     * reclaimable on the next start): a damaged meta.log is kept, renamed, for a person. */
+    rc.meta_damaged = rc.corrupt > 0 || meta_bad_tail;
+    if (!rc.meta_damaged && damaged_copy_exists(dir)) {
+        /* Damage found on an earlier start: keep pinning until a person removes the copy. */
+        rc.meta_damaged = 1;
+        log_warn("store: %s holds a meta.log.damaged-* copy: messages of unknown queues are kept on disk "
+                 "until it is removed", dir);
+    } else if (rc.meta_damaged) {
+        char keep[700];
+        snprintf(keep, sizeof keep, "%s/meta.log.damaged-%llu", dir, (unsigned long long)wall_seconds());
+        if (link(metap, keep) == 0)
+            log_error("store: meta.log is damaged; a copy is kept as %s, and messages of queues it no "
+                      "longer defines stay on disk",
+                      keep);
     }
     if (meta_compact(s) < 0) {
         snprintf(err, errlen, "cannot write %s/meta.log: %s", dir, strerror(errno));
@@ -950,6 +990,9 @@ int store_open(broker *b, const char *dir, char *err, size_t errlen) {
             rc.byqid[q->qid] = q;
     }
     recover_messages(s, &rc);
+    if (rc.orphans)
+        log_error("store: %llu messages belong to queues missing from meta.log; their segments are kept",
+                  (unsigned long long)rc.orphans);
     if (rc.max_qid >= s->next_qid)
         s->next_qid = rc.max_qid + 1;
     free(rc.byqid);
