@@ -278,7 +278,12 @@ typedef struct delayed_entry {
     message *m;
     exchange *x;    /* route through this exchange, or */
     queue *q;       /* publish straight to this queue (holds a reference) */
+    uint64_t sid;   /* its record in the store (persistent message, durable target); 0: none */
+    uint32_t seg;   /* the segment holding that record */
 } delayed_entry;
+
+/* Puts back a delayed entry recovered from the store (store.c, at start). */
+void delayed_restore(broker *b, delayed_entry e);
 
 /* Checks x-delayed-type on declare: 0, or closes with RabbitMQ's error and returns -1. */
 int delayed_check_declare(channel *ch, slice args, int *subtype);

@@ -1217,6 +1217,7 @@ static int publish_route(channel *ch, message *m, int mandatory) {
     if (m->props_len >= 2 && (msg_props(m)[0] << 8 & PROP_HEADERS))
         props_parse((slice){msg_props(m), m->props_len}, &pv);
     int routed = 0, rejected = 0;
+    uint64_t appended = store_appended(b->store);
     if (m->exchange_len == 0 && slice_prefix((slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, REPLY_TO_PREFIX)) {
         routed = deliver_reply(b, m);
     } else {
@@ -1229,16 +1230,17 @@ static int publish_route(channel *ch, message *m, int mandatory) {
     }
     if (!routed && mandatory)
         write_return(ch, m, NO_ROUTE, "NO_ROUTE");
+    int stored = store_appended(b->store) != appended; /* a record for it: publish or delayed */
     if (ch->confirm) {
         ch->pub_seq++;
-        if (m->in_store || ch->ncwait)
+        if (stored || ch->ncwait)
             wait_for_store(ch, rejected); /* confirmed once its record is synced */
         else if (rejected)
             send_nack(ch, ch->pub_seq); /* a full queue with x-overflow reject-publish */
         else
             confirm_ready(ch);
     }
-    return m->in_store;
+    return stored;
 }
 
 /* Replaces the reply-to property (for direct reply-to) in the raw property bytes. */

@@ -20,6 +20,7 @@
 
 #include <stdlib.h>
 
+#include "store.h"
 #include "util.h"
 
 #define FIRE_BATCH 20000
@@ -103,6 +104,7 @@ static void fire_one(broker *b, delayed_entry e) {
         exchange_route(e.x, e.m, pv.headers);
         broker_enqueue_routed(b, e.m, &rejected);
     }
+    store_delayed_done(b->store, &e); /* after the routed copies' records, in the same batch */
     message_unref(e.m);
 }
 
@@ -191,14 +193,24 @@ int delayed_take(exchange *x, message *m, slice headers) {
         return 0;
     /* x-delay becomes -delay (a signedint, as the plugin writes it) when it is held. */
     message *held = message_set_int_header(m, "x-delay", delay <= 2147483648LL ? 'I' : 'l', -delay);
-    add(x->b, (delayed_entry){wall_ms() + (uint64_t)delay, 0, held, x, NULL});
+    delayed_entry e = {wall_ms() + (uint64_t)delay, 0, held, x, NULL, 0, 0};
+    /* A persistent message for a durable exchange is held on disk too: its publisher's
+     * confirm waits for the record like any other persistent publish. */
+    if (x->b->store && m->persistent && x->durable)
+        store_delayed(x->b->store, &e);
+    add(x->b, e);
     return 1;
 }
 
 void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms) {
     q->refs++;
-    add(b, (delayed_entry){wall_ms() + delay_ms, 0, message_ref(m), NULL, q});
+    delayed_entry e = {wall_ms() + delay_ms, 0, message_ref(m), NULL, q, 0, 0};
+    if (b->store && m->persistent && q->qid)
+        store_delayed(b->store, &e);
+    add(b, e);
 }
+
+void delayed_restore(broker *b, delayed_entry e) { add(b, e); }
 
 /* The plugin drops what was pending for a deleted exchange when it falls due; here the
  * entries forget the exchange at once (a scan, but deleting an exchange is rare). */

@@ -213,7 +213,10 @@ static void discard(queue *q, qmsg qm, const char *reason) {
 }
 
 void queue_reject(queue *q, qmsg qm) {
+    /* The retry's own record (delayed.c) is appended before this copy's settle record, so a
+     * crash between the two can duplicate the message but never lose it. */
     if (q->nretry && !q->deleted && retry_schedule(q, qm.m)) {
+        gone(q, &qm);
         message_unref(qm.m);
         return;
     }

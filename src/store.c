@@ -41,7 +41,7 @@
 #define MAGIC 0x46455252u /* "FERR" */
 #define REC_HEADER 13
 
-enum { R_PUBLISH = 1, R_SETTLE = 2, R_DELIVERED = 3 };
+enum { R_PUBLISH = 1, R_SETTLE = 2, R_DELIVERED = 3, R_DELAYED = 4, R_DELAYED_DONE = 5 };
 enum { M_EXCHANGE = 10, M_EXCHANGE_DEL = 11, M_QUEUE = 12, M_QUEUE_DEL = 13, M_BIND = 14, M_UNBIND = 15 };
 
 typedef struct seg {
@@ -77,6 +77,8 @@ struct store {
     wbatch *pending, *inflight;
     uint64_t gen_next, synced;
     int disk_alarm;
+    uint64_t appended;   /* message records appended (publish, delayed) */
+    uint64_t next_delay; /* ids of delayed records */
     /* the writer thread */
     pthread_t thread;
     pthread_mutex_t mu;
@@ -422,7 +424,73 @@ int store_binding(store *s, binding *bd, int add) {
 
 /* ---- messages ---- */
 
+/* The message itself, as PUBLISH and DELAYED records carry it. */
+static size_t message_size(const message *m) {
+    return 2 + m->exchange_len + m->rkey_len + 4 + m->props_len + 8 + m->body_len;
+}
+
+static void put_message(buf *b, const message *m) {
+    buf_shortstr(b, msg_exchange(m), m->exchange_len);
+    buf_shortstr(b, msg_rkey(m), m->rkey_len);
+    buf_longstr(b, msg_props(m), m->props_len);
+    buf_u64(b, m->body_len);
+    buf_put(b, msg_body(m), m->body_len);
+}
+
+/* Reads what put_message wrote; NULL if malformed. */
+static message *read_message(rd *r) {
+    slice ex = rd_shortstr(r), rk = rd_shortstr(r), props = rd_longstr(r);
+    uint64_t blen = rd_u64(r);
+    slice body = rd_bytes(r, blen);
+    props_view pv;
+    if (r->err || props_parse(props, &pv) < 0)
+        return NULL;
+    message *m = message_new(ex, rk, props, blen);
+    if (blen)
+        memcpy(msg_body(m), body.p, blen);
+    m->persistent = 1;
+    m->priority = pv.priority;
+    return m;
+}
+
+uint64_t store_appended(const store *s) { return s ? s->appended : 0; }
+
+void store_delayed(store *s, delayed_entry *e) {
+    buf *b = log_buf(s, REC_HEADER + 8 + 8 + 1 + 256 + message_size(e->m));
+    size_t at = rec_begin(b, R_DELAYED);
+    e->sid = ++s->next_delay;
+    buf_u64(b, e->sid);
+    buf_u64(b, e->due);
+    if (e->q) {
+        buf_u8(b, 1);
+        buf_u32(b, e->q->qid);
+    } else {
+        buf_u8(b, 0);
+        buf_shortstr(b, e->x->name, e->x->name_len);
+    }
+    put_message(b, e->m);
+    rec_end(b, at);
+    e->seg = active_seg(s)->id;
+    active_seg(s)->live++;
+    s->appended++;
+}
+
+void store_delayed_done(store *s, const delayed_entry *e) {
+    if (!s || !e->sid)
+        return;
+    buf *b = log_buf(s, REC_HEADER + 8);
+    size_t at = rec_begin(b, R_DELAYED_DONE);
+    buf_u64(b, e->sid);
+    rec_end(b, at);
+    seg *sg = find_seg(s, e->seg);
+    if (sg && sg->live)
+        sg->live--;
+    if (sg == &s->segs[0])
+        reclaim(s);
+}
+
 void store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *seqs, int n) {
+    s->appended++;
     size_t need = REC_HEADER + 8 + 8 + 2 + (size_t)n * 12 + 2 + m->exchange_len + m->rkey_len + 4 + m->props_len + 8 +
                   m->body_len;
     buf *b = log_buf(s, need);
@@ -525,6 +593,13 @@ typedef struct recovery {
     uint64_t records, corrupt, messages;
     uint32_t max_qid; /* the highest queue id in the log: never reused for a new queue */
     int meta_damaged;  /* meta.log had a corrupt record: keep messages of unknown queues */
+    struct rdelayed {  /* delayed entries, in sid order */
+        uint64_t sid, due;
+        uint32_t qid, seg;
+        char *exchange; /* or NULL for a queue target */
+        message *m;     /* NULL once done */
+    } *delayed;
+    size_t ndelayed, capdelayed;
     uint64_t pinned;   /* such messages in the segment being scanned */
     uint64_t orphans;  /* and in all */
 } recovery;
@@ -581,12 +656,92 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
     message_unref(m);
 }
 
+static struct rdelayed *find_delayed(recovery *rc, uint64_t sid) {
+    size_t lo = 0, hi = rc->ndelayed;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (rc->delayed[mid].sid == sid)
+            return &rc->delayed[mid];
+        if (rc->delayed[mid].sid < sid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static void apply_delayed(recovery *rc, uint32_t segid, rd *r, int done) {
+    uint64_t sid = rd_u64(r);
+    if (sid > rc->s->next_delay)
+        rc->s->next_delay = sid;
+    if (done) {
+        struct rdelayed *d = r->err ? NULL : find_delayed(rc, sid);
+        if (d && d->m) {
+            message_unref(d->m);
+            d->m = NULL;
+        }
+        return;
+    }
+    struct rdelayed d = {sid, rd_u64(r), 0, segid, NULL, NULL};
+    uint8_t kind = rd_u8(r);
+    slice xname = {0};
+    if (kind == 1)
+        d.qid = rd_u32(r);
+    else
+        xname = rd_shortstr(r);
+    message *m = read_message(r);
+    if (!m)
+        return;
+    if (rc->ndelayed && sid <= rc->delayed[rc->ndelayed - 1].sid) {
+        message_unref(m);
+        return;
+    }
+    d.m = m;
+    if (kind != 1)
+        d.exchange = xstrndup((const char *)xname.p, xname.n);
+    if (rc->ndelayed == rc->capdelayed) {
+        rc->capdelayed = rc->capdelayed ? rc->capdelayed * 2 : 64;
+        rc->delayed = xrealloc(rc->delayed, rc->capdelayed * sizeof *rc->delayed);
+    }
+    rc->delayed[rc->ndelayed++] = d;
+}
+
+/* Delayed messages still pending go back to the timer heap, to their exchange or queue. */
+static size_t restore_delayed(store *s, recovery *rc) {
+    size_t n = 0;
+    for (size_t i = 0; i < rc->ndelayed; i++) {
+        struct rdelayed *d = &rc->delayed[i];
+        if (d->m) {
+            exchange *x = d->exchange ? broker_exchange(s->b, slice_str(d->exchange)) : NULL;
+            queue *q = d->exchange ? NULL : qid_queue(rc, d->qid);
+            seg *sg = find_seg(s, d->seg);
+            if (x || q) {
+                if (sg)
+                    sg->live++;
+                if (q)
+                    q->refs++;
+                delayed_restore(s->b, (delayed_entry){d->due, 0, d->m, x, q, d->sid, d->seg});
+                n++;
+            } else {
+                message_unref(d->m);
+            }
+        }
+        free(d->exchange);
+    }
+    free(rc->delayed);
+    return n;
+}
+
 static void apply_record(recovery *rc, uint32_t segid, const uint8_t *p, size_t n) {
     rd r = rd_make(p + REC_HEADER, n - REC_HEADER);
     uint8_t type = p[12];
     rc->records++;
     if (type == R_PUBLISH) {
         apply_publish(rc, segid, &r);
+        return;
+    }
+    if (type == R_DELAYED || type == R_DELAYED_DONE) {
+        apply_delayed(rc, segid, &r, type == R_DELAYED_DONE);
         return;
     }
     if (type != R_SETTLE && type != R_DELIVERED)
@@ -672,9 +827,14 @@ static void meta_apply(recovery *rc, uint32_t segid, const uint8_t *p, size_t n)
         slice name = rd_shortstr(&r);
         uint8_t type = rd_u8(&r), flags = rd_u8(&r);
         slice args = rd_longstr(&r);
-        if (r.err || type > EX_HEADERS || broker_exchange(b, name))
+        if (r.err || type > EX_DELAYED || broker_exchange(b, name))
             return;
         exchange *x = exchange_new(b, name, type, flags & 1, (flags >> 1) & 1, (flags >> 2) & 1, args);
+        fval dt;
+        int sub;
+        if (type == EX_DELAYED && table_get(args, "x-delayed-type", &dt) && fval_is_str(&dt) &&
+            exchange_type_parse(dt.s, &sub) == 0 && sub != EX_DELAYED)
+            x->subtype = sub; /* as exchange.declare set it */
         map_put(&b->exchanges, x->name, x->name_len, x);
         return;
     }
@@ -990,6 +1150,9 @@ int store_open(broker *b, const char *dir, char *err, size_t errlen) {
             rc.byqid[q->qid] = q;
     }
     recover_messages(s, &rc);
+    size_t ndelayed = restore_delayed(s, &rc);
+    if (ndelayed)
+        log_info("store: recovered %zu delayed messages", ndelayed);
     if (rc.orphans)
         log_error("store: %llu messages belong to queues missing from meta.log; their segments are kept",
                   (unsigned long long)rc.orphans);

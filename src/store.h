@@ -33,6 +33,13 @@ void store_forget(store *s, const qmsg *qm);                 /* its queue was de
 void store_delivered(store *s, const queue *q, const qmsg *qm);
 
 /* The generation that records appended now belong to, and the last one synced. */
+/* Delayed messages (x-delayed-message, x-retry-delays) of persistent messages bound for a
+ * durable exchange or queue: held, then done (routed, or dropped). */
+void store_delayed(store *s, delayed_entry *e);
+void store_delayed_done(store *s, const delayed_entry *e);
+/* Counts message records appended: a publish that moved it must wait for the sync. */
+uint64_t store_appended(const store *s);
+
 uint64_t store_gen(const store *s);
 uint64_t store_synced_gen(const store *s);
 int store_busy(const store *s);
