@@ -122,6 +122,15 @@ static void add_builtin(broker *b, const char *name, int type) {
     map_put(&b->exchanges, x->name, x->name_len, x);
 }
 
+/* Message memory is over --memory-budget: deep queues move bodies far from their head to
+ * the log (queue_page_out), a bounded amount per loop batch, until it is under again. */
+static void page_out(broker *b) {
+    size_t i = 0;
+    map_entry *e;
+    while (message_bytes() > b->cfg.memory_budget && map_iter(&b->queues, &i, &e))
+        queue_page_out(e->val, 16384);
+}
+
 static void after_batch(void *ud) {
     broker *b = ud;
     /* Flushing can wake consumers (a drained socket) and dispatching can produce output:
@@ -149,6 +158,8 @@ static void after_batch(void *ud) {
             conn_flush(c);
         }
     }
+    if (message_bytes() > b->cfg.memory_budget)
+        page_out(b);
     store_kick(b->store);
     while (b->dead) {
         conn *c = b->dead;

@@ -35,12 +35,17 @@ typedef struct message {
     uint32_t props_len;
     uint64_t body_len;
     uint32_t seg;      /* store: the segment holding its publish record (if in_store) */
+    uint32_t doff;     /* paging: offset of its record in seg, if on_disk */
     int64_t ttl;       /* the expiration property in ms; -1 = none */
+    uint32_t dlen;     /* paging: length of that record */
     uint8_t persistent;    /* delivery-mode 2 */
     uint8_t in_store;      /* has a publish record in the store */
     uint8_t priority;
     uint8_t exchange_len;
     uint8_t rkey_len;
+    uint8_t on_disk;       /* paging: a written, synced record of it is at (seg, doff, dlen) */
+    uint8_t pg_wait;       /* paging: its record is in a batch not yet written */
+    uint8_t pg_never;      /* paging: its publish record failed to write; kept in memory */
     /* exchange NUL, routing key NUL, the publisher's property bytes (flags + list), body:
      * packed, no pointers, so a queued message costs its bytes plus ~45 (see msg_*). */
     uint8_t data[];
@@ -65,17 +70,32 @@ void message_unref(message *m);
 /* A message's place in one queue. seq orders the queue: a requeued message goes back to
  * the position its seq gives it, ahead of everything published after it. */
 typedef struct qmsg {
-    message *m;
+    union {
+        message *m;
+        uint64_t loc; /* paged out (paged != 0): segment << 32 | offset of its record */
+    };
     uint64_t seq;
     uint64_t expires_at; /* monotonic ms when it expires (TTL); 0 = never */
     uint32_t deliveries; /* times delivered (for the redelivered flag) */
     uint32_t returns;    /* times given back unacknowledged (x-delivery-count, x-delivery-limit) */
     uint8_t stored;      /* this queue's copy has a publish record in the store */
+    uint8_t paged;       /* PAGED_*: the body lives only in the log (queue.c, store.c) */
+    uint16_t spare;
+    uint32_t pg_len;     /* paged: the record's length */
 } qmsg;
+enum { PAGED_NO, PAGED_OUT, PAGED_UNREADABLE };
 
-typedef struct qring { /* FIFO of qmsg in increasing seq */
-    qmsg *a;
-    size_t cap, head, len;
+/* The segment a queue copy's record is in (paged or not). */
+static inline uint32_t qmsg_seg(const qmsg *qm) { return qm->paged ? (uint32_t)(qm->loc >> 32) : qm->m->seg; }
+
+/* FIFO of qmsg in increasing seq, in blocks of QBLOCK entries: a 10,000,000-deep queue
+ * costs its entries and no doubling slack (the index must fit in RAM when bodies do not). */
+#define QBLOCK 1024
+typedef struct qring {
+    qmsg **blk;       /* circular array of blocks, capacity nblkcap (a power of two) */
+    size_t nblkcap, bhead, nblk;
+    size_t head, len; /* the first entry is blk[bhead][head] */
+    uint64_t base;    /* entries ever popped: the absolute position of the head */
 } qring;
 
 typedef struct qheap { /* requeued messages, min-heap on seq */
@@ -98,6 +118,7 @@ struct queue {
     struct qlevel {
         qring ready;
         qheap requeued;
+        uint64_t pg_pos; /* paging: ready entries before this position were looked at */
     } *levels;
     uint8_t nlevels;
     uint8_t overflow;     /* OVERFLOW_* (x-overflow) */
@@ -161,6 +182,11 @@ consumer *queue_next_consumer(queue *q);
 void queue_dispatch(queue *q);
 /* Deletes: cancels consumers (with notification), removes bindings, drops ready messages. */
 size_t queue_delete(queue *q);
+/* Paging: moves the bodies of up to max ready messages far from the head to the log only
+ * (queue.c); the broker calls it while message memory is over --memory-budget. */
+void queue_page_out(queue *q, size_t max);
+/* Ready messages of q whose body is only on disk. */
+size_t queue_paged_count(const queue *q);
 
 /* A delivered message rejected (or nacked) without requeue: retried (x-retry-delays),
  * dead-lettered or dropped. */

@@ -29,6 +29,8 @@ void config_defaults(config *c) {
     /* RabbitMQ's default vm_memory_high_watermark: 40% of the machine's memory */
     long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGE_SIZE);
     c->memory_high_watermark = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 10 * 4 : 1ULL << 30;
+    /* Paging starts well below the watermark, so a deep queue never blocks publishers. */
+    c->memory_budget = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 10 : 256ULL << 20;
 }
 
 static int parse_int(const char *v, long long lo, long long hi, long long *out) {
@@ -64,6 +66,7 @@ static int set(config *c, const char *name, const char *val, char *err, int errl
     INT_OPT("segment-size", segment_size, 4096, 1LL << 32)
     INT_OPT("disk-free-limit", disk_free_limit, 0, 1LL << 50)
     INT_OPT("memory-high-watermark", memory_high_watermark, 1 << 20, 1LL << 50)
+    INT_OPT("memory-budget", memory_budget, 1 << 16, 1LL << 50)
 #undef INT_OPT
     if (strcmp(name, "data-dir") == 0) {
         if (!*val || strlen(val) >= sizeof c->data_dir) {
@@ -157,6 +160,8 @@ static const char usage[] =
     "  --segment-size N       message log segment size in bytes (default 67108864)\n"
     "  --disk-free-limit N    block publishers below this many free bytes (default 50000000)\n"
     "  --memory-high-watermark N  block publishers above this many bytes of messages (default 40%% of RAM)\n"
+    "  --memory-budget N      above this many bytes of messages, bodies of deep queues live only on\n"
+    "                         disk (read back ahead of consumers; default 10%% of RAM)\n"
     "  --help, --version\n";
 
 int config_parse_args(config *c, int argc, char **argv, char *err, int errlen) {

@@ -22,6 +22,7 @@ typedef struct config {
     uint64_t segment_size;          /* message log segments roll over at about this size */
     uint64_t disk_free_limit;       /* below this much free disk, publishers are blocked */
     uint64_t memory_high_watermark; /* above this much message memory, publishers are blocked */
+    uint64_t memory_budget;         /* above this much message memory, deep queues page bodies out */
 } config;
 
 void config_defaults(config *c);

@@ -14,35 +14,58 @@
 #include "store.h"
 #include "util.h"
 
-/* ---- ring of ready messages ---- */
+/* ---- ring of ready messages (blocks of QBLOCK entries) ---- */
+
+static qmsg *ring_at(qring *r, size_t i) {
+    size_t k = r->head + i;
+    return &r->blk[(r->bhead + k / QBLOCK) & (r->nblkcap - 1)][k % QBLOCK];
+}
 
 static void ring_push(qring *r, qmsg m) {
-    if (r->len == r->cap) {
-        size_t ncap = r->cap ? r->cap * 2 : 16;
-        qmsg *a = xmalloc(ncap * sizeof *a);
-        for (size_t i = 0; i < r->len; i++)
-            a[i] = r->a[(r->head + i) & (r->cap - 1)];
-        free(r->a);
-        r->a = a;
-        r->cap = ncap;
-        r->head = 0;
+    size_t k = r->head + r->len;
+    if (k / QBLOCK == r->nblk) { /* a new block at the end */
+        if (r->nblk == r->nblkcap) {
+            size_t ncap = r->nblkcap ? r->nblkcap * 2 : 4;
+            qmsg **a = xmalloc(ncap * sizeof *a);
+            for (size_t i = 0; i < r->nblk; i++)
+                a[i] = r->blk[(r->bhead + i) & (r->nblkcap - 1)];
+            free(r->blk);
+            r->blk = a;
+            r->nblkcap = ncap;
+            r->bhead = 0;
+        }
+        r->blk[(r->bhead + r->nblk) & (r->nblkcap - 1)] = xmalloc(QBLOCK * sizeof(qmsg));
+        r->nblk++;
     }
-    r->a[(r->head + r->len) & (r->cap - 1)] = m;
+    *ring_at(r, r->len) = m;
     r->len++;
 }
 
-static qmsg *ring_front(qring *r) { return r->len ? &r->a[r->head] : NULL; }
+static qmsg *ring_front(qring *r) { return r->len ? ring_at(r, 0) : NULL; }
 
 static qmsg ring_pop(qring *r) {
-    qmsg m = r->a[r->head];
-    r->head = (r->head + 1) & (r->cap - 1);
+    qmsg m = *ring_at(r, 0);
+    r->head++;
     r->len--;
-    if (r->len == 0 && r->cap > 1024) { /* a drained queue gives its memory back */
-        free(r->a);
-        r->a = NULL;
-        r->cap = r->head = 0;
+    r->base++;
+    if (r->head == QBLOCK || r->len == 0) { /* the first block is done with */
+        if (r->len == 0 && r->nblk == 1) {
+            r->head = 0; /* keep one block for the next message */
+        } else {
+            free(r->blk[r->bhead]);
+            r->bhead = (r->bhead + 1) & (r->nblkcap - 1);
+            r->nblk--;
+            r->head = 0;
+        }
     }
     return m;
+}
+
+static void ring_free(qring *r) {
+    for (size_t i = 0; i < r->nblk; i++)
+        free(r->blk[(r->bhead + i) & (r->nblkcap - 1)]);
+    free(r->blk);
+    memset(r, 0, sizeof *r);
 }
 
 /* ---- heap of requeued messages ---- */
@@ -128,8 +151,13 @@ queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_del
 }
 
 /* A copy leaves the queue for good: the store notes it (a deleted queue's copies need no
- * record: the queue's deletion covers them). */
+ * record: the queue's deletion covers them). A copy that could not be read back from the
+ * log leaves its record there, counted live, for the next recovery to find. */
 static void gone(queue *q, qmsg *qm) {
+    if (qm->paged == PAGED_UNREADABLE)
+        return;
+    if (qm->paged)
+        store_page_release(q->b->store, qm->loc);
     if (qm->stored) {
         if (q->deleted)
             store_forget(q->b->store, qm);
@@ -144,7 +172,8 @@ static void drop_all_ready(queue *q) {
         while (lv->ready.len) {
             qmsg qm = ring_pop(&lv->ready);
             gone(q, &qm);
-            message_unref(qm.m);
+            if (!qm.paged)
+                message_unref(qm.m);
         }
         while (lv->requeued.len) {
             qmsg qm = heap_pop(&lv->requeued);
@@ -161,7 +190,7 @@ void queue_unref(queue *q) {
         return;
     drop_all_ready(q);
     for (int l = 0; l < q->nlevels; l++) {
-        free(q->levels[l].ready.a);
+        ring_free(&q->levels[l].ready);
         free(q->levels[l].requeued.a);
     }
     free(q->levels);
@@ -198,11 +227,38 @@ static qmsg *peek(queue *q, struct qlevel **lvp, int *from_heap) {
     return NULL;
 }
 
-static qmsg take(queue *q, struct qlevel *lv, int from_heap) {
+#define PAGE_AHEAD 512 /* paged messages read back at once, and kept in memory at the head */
+
+/* Reads back the paged messages among the first PAGE_AHEAD of a level's ring (the head is
+ * one of them). A synchronous pread in the loop thread, batched: one per run of
+ * neighbouring records. */
+static void page_in(queue *q, struct qlevel *lv) {
+    qmsg *v[PAGE_AHEAD];
+    size_t n = 0;
+    for (size_t i = 0; i < lv->ready.len && i < PAGE_AHEAD; i++) {
+        qmsg *e = ring_at(&lv->ready, i);
+        if (e->paged == PAGED_OUT)
+            v[n++] = e;
+    }
+    if (n)
+        store_page_read(q->b->store, v, n);
+}
+
+/* Takes the next message (peeked from lv), its body in memory. Returns 0 if it was a paged
+ * message that could not be read back: it is gone from the queue (logged; its record stays
+ * on disk for recovery). */
+static int take_ok(queue *q, struct qlevel *lv, int from_heap, qmsg *out) {
+    if (!from_heap && ring_front(&lv->ready)->paged == PAGED_OUT)
+        page_in(q, lv);
     qmsg m = from_heap ? heap_pop(&lv->requeued) : ring_pop(&lv->ready);
     q->nready--;
+    if (m.paged) {
+        gone(q, &m);
+        return 0;
+    }
     q->ready_bytes -= m.m->body_len;
-    return m;
+    *out = m;
+    return 1;
 }
 
 /* A message leaves the queue without being acknowledged: expired, dropped by a length
@@ -248,8 +304,10 @@ static void expire_head(queue *q) {
     struct qlevel *lv;
     int h;
     qmsg *head;
+    qmsg qm;
     while ((head = peek(q, &lv, &h)) && head->expires_at && head->expires_at <= now)
-        discard(q, take(q, lv, h), "expired");
+        if (take_ok(q, lv, h, &qm))
+            discard(q, qm, "expired");
     arm_ttl(q);
 }
 
@@ -327,7 +385,9 @@ void queue_publish(queue *q, message *m) {
         struct qlevel *lv;
         int h;
         peek(q, &lv, &h);
-        discard(q, take(q, lv, h), "maxlen");
+        qmsg old;
+        if (take_ok(q, lv, h, &old))
+            discard(q, old, "maxlen");
     }
     if (qm.expires_at && !q->ttl_timer.slot)
         arm_ttl(q);
@@ -343,10 +403,12 @@ int queue_pop(queue *q, qmsg *out) {
         expire_head(q);
         head = peek(q, &lv, &h);
     }
-    if (!head)
-        return 0;
-    *out = take(q, lv, h);
-    return 1;
+    while (head) {
+        if (take_ok(q, lv, h, out))
+            return 1;
+        head = peek(q, &lv, &h);
+    }
+    return 0;
 }
 
 void queue_requeue(queue *q, qmsg qm) {
@@ -496,5 +558,53 @@ size_t queue_delete(queue *q) {
     drop_all_ready(q);
     broker_remove_queue(q->b, q);
     queue_unref(q);
+    return n;
+}
+
+/* ---- paging ---- */
+
+/* Pages out ready messages of one level from its cursor on, keeping the PAGE_AHEAD nearest
+ * the head in memory. A message whose record is not written yet gets one (store.c) and is
+ * paged on a later pass; the cursor stays at the first such message. */
+static size_t page_level(queue *q, struct qlevel *lv, size_t max) {
+    qring *r = &lv->ready;
+    uint64_t pos = MAX(lv->pg_pos, r->base + PAGE_AHEAD), end = r->base + r->len, wait = 0;
+    size_t looked = 0;
+    for (; pos < end && looked < max; pos++, looked++) {
+        qmsg *e = ring_at(r, (size_t)(pos - r->base));
+        if (e->paged)
+            continue;
+        message *m = e->m;
+        uint64_t loc;
+        uint32_t len;
+        if (store_page_out(q->b->store, m, &loc, &len)) {
+            e->loc = loc;
+            e->pg_len = len;
+            e->paged = PAGED_OUT;
+            message_unref(m);
+        } else if (!wait && !m->pg_never) {
+            wait = pos;
+        }
+    }
+    lv->pg_pos = wait ? wait : pos;
+    return looked;
+}
+
+void queue_page_out(queue *q, size_t max) {
+    if (q->deleted || !q->b->store)
+        return;
+    for (int l = 0; l < q->nlevels && max; l++) {
+        size_t n = page_level(q, &q->levels[l], max);
+        max -= MIN(n, max);
+    }
+}
+
+size_t queue_paged_count(const queue *q) {
+    size_t n = 0;
+    for (int l = 0; l < q->nlevels; l++) {
+        qring *r = (qring *)&q->levels[l].ready;
+        for (size_t i = 0; i < r->len; i++)
+            n += ring_at(r, i)->paged != PAGED_NO;
+    }
     return n;
 }

@@ -53,7 +53,13 @@ typedef struct seg {
 typedef struct piece { /* a run of records for one segment */
     uint32_t seg;
     buf data;
+    uint64_t off; /* set by the writer: where in the segment it was written */
 } piece;
+
+typedef struct precord { /* paging: a message record in this batch, told its place once written */
+    message *m; /* holds a reference */
+    uint32_t piece, rel, len;
+} precord;
 
 typedef struct wbatch {
     uint64_t gen;
@@ -61,6 +67,8 @@ typedef struct wbatch {
     size_t npieces, cap;
     uint32_t *unlinks; /* segments to delete once this batch is written */
     size_t nunlinks, capunlinks;
+    precord *precs; /* paging: message records, so their offsets are known once written */
+    size_t nprecs, capprecs;
     int err; /* the writer's result: 0 or -errno */
 } wbatch;
 
@@ -75,6 +83,8 @@ struct store {
     size_t nsegs, capsegs;
     uint32_t next_seg;
     wbatch *pending, *inflight;
+    sio_file *rfile; /* paging: the segment last read back (loop thread) */
+    uint32_t rseg;
     uint64_t gen_next, synced;
     int disk_alarm;
     uint64_t appended;   /* message records appended (publish, delayed) */
@@ -93,6 +103,8 @@ struct store {
 };
 
 static void on_synced(io_handler *h, uint32_t events);
+static void page_synced(store *s, wbatch *w);
+static void page_note(store *s, message *m, size_t at);
 
 /* ---- records ---- */
 
@@ -130,6 +142,11 @@ static size_t rec_check(const uint8_t *p, size_t n) {
 static wbatch *batch_new(void) { return xcalloc(1, sizeof(wbatch)); }
 
 static void batch_free(wbatch *w) {
+    for (size_t i = 0; i < w->nprecs; i++) {
+        w->precs[i].m->pg_wait = 0;
+        message_unref(w->precs[i].m);
+    }
+    free(w->precs);
     for (size_t i = 0; i < w->npieces; i++)
         buf_free(&w->pieces[i].data);
     free(w->pieces);
@@ -231,6 +248,7 @@ static int write_batch(store *s, wbatch *w) {
             dirty_dir = 1;
         }
         err = sio_pwrite(s->wfile, buf_head(&p->data), p->data.len, s->woff);
+        p->off = s->woff;
         if (err) {
             sio_truncate(s->wfile, s->woff);
             break;
@@ -314,6 +332,7 @@ static void on_synced(io_handler *h, uint32_t events) {
         if (err == -ENOSPC || err == -EDQUOT)
             s->disk_alarm = 1;
     }
+    page_synced(s, w);
     batch_free(w);
     s->synced = gen;
     broker_store_synced(s->b, gen, err == 0);
@@ -511,6 +530,7 @@ void store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *s
     m->seg = active_seg(s)->id;
     m->in_store = 1;
     active_seg(s)->live += (uint64_t)n;
+    page_note(s, m, at);
 }
 
 static void small_record(store *s, uint8_t type, uint32_t qid, uint64_t seq) {
@@ -524,7 +544,7 @@ static void small_record(store *s, uint8_t type, uint32_t qid, uint64_t seq) {
 void store_forget(store *s, const qmsg *qm) {
     if (!s || !qm->stored)
         return;
-    seg *sg = find_seg(s, qm->m->seg);
+    seg *sg = find_seg(s, qmsg_seg(qm));
     if (sg && sg->live)
         sg->live--;
     if (sg == &s->segs[0])
@@ -602,6 +622,8 @@ typedef struct recovery {
     size_t ndelayed, capdelayed;
     uint64_t pinned;   /* such messages in the segment being scanned */
     uint64_t orphans;  /* and in all */
+    const uint8_t *base; /* paging: the segment being scanned, and the record being applied */
+    size_t cur_off, cur_len;
 } recovery;
 
 static queue *qid_queue(recovery *rc, uint32_t qid) { return qid < rc->nqid ? rc->byqid[qid] : NULL; }
@@ -626,6 +648,11 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
     m->ttl = ttl;
     m->seg = segid;
     m->in_store = 1;
+    if (rc->cur_off <= UINT32_MAX && rc->cur_len <= UINT32_MAX) { /* paging can point at it */
+        m->doff = (uint32_t)rc->cur_off;
+        m->dlen = (uint32_t)rc->cur_len;
+        m->on_disk = 1;
+    }
     rd q = rd_make(qlist, (size_t)n * 12);
     for (uint16_t i = 0; i < n; i++) {
         uint32_t qid = rd_u32(&q);
@@ -737,6 +764,8 @@ static void apply_record(recovery *rc, uint32_t segid, const uint8_t *p, size_t 
     uint8_t type = p[12];
     rc->records++;
     if (type == R_PUBLISH) {
+        rc->cur_off = rc->base ? (size_t)(p - rc->base) : SIZE_MAX;
+        rc->cur_len = n;
         apply_publish(rc, segid, &r);
         return;
     }
@@ -1029,7 +1058,9 @@ static void recover_messages(store *s, recovery *rc) {
             log_error("store: cannot read %s: %s", path, strerror(errno));
             continue;
         }
+        rc->base = data;
         size_t end = scan(rc, path, data, len, k + 1 == nids, apply_record, ids[k]);
+        rc->base = NULL;
         free(data);
         if (end < len && k + 1 == nids) { /* cut the torn tail so appends continue cleanly */
             sio_file *f = sio_open(path, 0);
@@ -1207,6 +1238,8 @@ void store_close(store *s) {
     pthread_join(s->thread, NULL);
     if (s->wfile)
         sio_close(s->wfile);
+    if (s->rfile)
+        sio_close(s->rfile);
     if (s->meta)
         sio_close(s->meta);
     loop_del(s->b->loop, s->efd);
@@ -1217,4 +1250,190 @@ void store_close(store *s) {
     pthread_cond_destroy(&s->cv);
     s->b->store = NULL;
     free(s);
+}
+
+/* ---- paging: bodies of deep queues live only in the log ----
+ *
+ * A queue copy is paged out by pointing it at a record of its message that is written and
+ * synced: the PUBLISH record of a persistent message, or a PAGE record (the same layout,
+ * no queues; recovery ignores it) written for any other message. Each paged copy holds one
+ * live count on its record's segment, so the segment is not reclaimed under it; reading the
+ * copy back (or dropping it) gives the count back. The loop thread knows where a record is
+ * only once the writer has written its batch (page_synced): until then a message is not
+ * paged, and a record in a batch that failed is never pointed at. */
+
+enum { R_PAGE = 40 }; /* a body written only to free memory: recovery ignores it */
+
+/* Remembers that m's record starts at `at` in the last piece of the pending batch. */
+static void page_note(store *s, message *m, size_t at) {
+    wbatch *w = s->pending;
+    if (w->nprecs == w->capprecs) {
+        w->capprecs = w->capprecs ? w->capprecs * 2 : 64;
+        w->precs = xrealloc(w->precs, w->capprecs * sizeof *w->precs);
+    }
+    piece *p = &w->pieces[w->npieces - 1];
+    w->precs[w->nprecs++] = (precord){message_ref(m), (uint32_t)(w->npieces - 1), (uint32_t)at,
+                                      (uint32_t)(p->data.len - at)};
+    m->on_disk = 0;
+    m->pg_wait = 1;
+}
+
+/* A batch came back: its message records are now on disk at known offsets (or, if it
+ * failed, not at all: such a message is never paged from that record). */
+static void page_synced(store *s, wbatch *w) {
+    (void)s;
+    for (size_t i = 0; i < w->nprecs; i++) {
+        precord *r = &w->precs[i];
+        message *m = r->m;
+        piece *p = &w->pieces[r->piece];
+        uint64_t off = p->off + r->rel;
+        if (m->seg != p->seg) /* published again since (redrive): a later record will tell */
+            continue;
+        if (w->err || off > UINT32_MAX) {
+            m->on_disk = 0;
+            if (m->in_store)
+                m->pg_never = 1;
+            continue;
+        }
+        m->doff = (uint32_t)off;
+        m->dlen = r->len;
+        m->on_disk = 1;
+    }
+}
+
+int store_page_out(store *s, message *m, uint64_t *loc, uint32_t *len) {
+    if (!s || m->pg_wait || m->pg_never)
+        return 0;
+    seg *sg = m->on_disk ? find_seg(s, m->seg) : NULL;
+    if (sg) {
+        sg->live++;
+        *loc = (uint64_t)m->seg << 32 | m->doff;
+        *len = m->dlen;
+        return 1;
+    }
+    /* No record (or its segment was reclaimed since): write a page-only one. */
+    size_t need = REC_HEADER + 8 + 8 + 2 + 2 + m->exchange_len + m->rkey_len + 4 + m->props_len + 8 + m->body_len;
+    buf *b = log_buf(s, need);
+    size_t at = rec_begin(b, R_PAGE);
+    buf_u64(b, wall_ms());
+    buf_u64(b, (uint64_t)m->ttl);
+    buf_u16(b, 0);
+    buf_shortstr(b, msg_exchange(m), m->exchange_len);
+    buf_shortstr(b, msg_rkey(m), m->rkey_len);
+    buf_longstr(b, msg_props(m), m->props_len);
+    buf_u64(b, m->body_len);
+    buf_put(b, msg_body(m), m->body_len);
+    rec_end(b, at);
+    if (!m->in_store)
+        m->seg = active_seg(s)->id;
+    else
+        m->in_store = 0, m->seg = active_seg(s)->id; /* its publish record's segment is gone */
+    page_note(s, m, at);
+    return 0;
+}
+
+void store_page_release(store *s, uint64_t loc) {
+    if (!s)
+        return;
+    seg *sg = find_seg(s, (uint32_t)(loc >> 32));
+    if (sg && sg->live)
+        sg->live--;
+    if (sg == &s->segs[0])
+        reclaim(s);
+}
+
+/* Rebuilds a message from its PUBLISH or PAGE record (already checked). */
+static message *page_decode(uint32_t segid, uint32_t off, const uint8_t *p, size_t n) {
+    rd r = rd_make(p + REC_HEADER, n - REC_HEADER);
+    uint8_t type = p[12];
+    rd_u64(&r);
+    int64_t ttl = (int64_t)rd_u64(&r);
+    uint16_t nq = rd_u16(&r);
+    rd_bytes(&r, (size_t)nq * 12);
+    slice ex = rd_shortstr(&r), rk = rd_shortstr(&r), props = rd_longstr(&r);
+    uint64_t blen = rd_u64(&r);
+    slice body = rd_bytes(&r, blen);
+    props_view pv;
+    if (r.err || (type != R_PUBLISH && type != R_PAGE) || props_parse(props, &pv) < 0)
+        return NULL;
+    message *m = message_new(ex, rk, props, blen);
+    if (blen)
+        memcpy(msg_body(m), body.p, blen);
+    m->persistent = pv.delivery_mode == 2;
+    m->priority = pv.priority;
+    m->ttl = ttl;
+    m->seg = segid;
+    m->in_store = type == R_PUBLISH;
+    m->doff = off;
+    m->dlen = (uint32_t)n;
+    m->on_disk = 1;
+    return m;
+}
+
+static int cmp_qmsg_loc(const void *a, const void *b) {
+    uint64_t x = (*(qmsg *const *)a)->loc, y = (*(qmsg *const *)b)->loc;
+    return x < y ? -1 : x > y;
+}
+
+#define PAGE_READ_MAX (4u << 20) /* one pread covers neighbouring records up to this much */
+
+void store_page_read(store *s, qmsg **qms, size_t n) {
+    qmsg **v = xmalloc(n * sizeof *v);
+    memcpy(v, qms, n * sizeof *v);
+    qsort(v, n, sizeof *v, cmp_qmsg_loc);
+    uint8_t *data = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t segid = (uint32_t)(v[i]->loc >> 32);
+        uint64_t start = (uint32_t)v[i]->loc, end = start + v[i]->pg_len;
+        size_t j = i + 1;
+        while (j < n && (uint32_t)(v[j]->loc >> 32) == segid && (uint32_t)v[j]->loc >= start &&
+               (uint32_t)v[j]->loc + (uint64_t)v[j]->pg_len - start <= PAGE_READ_MAX &&
+               (uint32_t)v[j]->loc <= end + 65536) {
+            end = MAX(end, (uint32_t)v[j]->loc + (uint64_t)v[j]->pg_len);
+            j++;
+        }
+        ssize_t got = -EIO;
+        if (!s->rfile || s->rseg != segid) {
+            if (s->rfile)
+                sio_close(s->rfile);
+            char path[700];
+            seg_path(s, segid, path, sizeof path);
+            s->rfile = sio_open(path, 0);
+            s->rseg = segid;
+            if (!s->rfile)
+                got = -errno;
+        }
+        if (end - start > cap) {
+            cap = end - start;
+            data = xrealloc(data, cap);
+        }
+        if (s->rfile)
+            got = sio_pread(s->rfile, data, end - start, start);
+        for (size_t k = i; k < j; k++) {
+            qmsg *qm = v[k];
+            uint64_t off = (uint32_t)qm->loc, rel = off - start;
+            message *m = NULL;
+            if (got >= 0 && rel + qm->pg_len <= (uint64_t)got &&
+                rec_check(data + rel, qm->pg_len) == qm->pg_len)
+                m = page_decode(segid, (uint32_t)off, data + rel, qm->pg_len);
+            if (!m) {
+                log_error("store: cannot read back a paged message (segment %08x offset %llu, %u bytes): %s; "
+                          "its record is kept on disk",
+                          segid, (unsigned long long)off, qm->pg_len, got < 0 ? strerror((int)-got) : "bad record");
+                qm->paged = PAGED_UNREADABLE;
+                continue;
+            }
+            store_page_release(s, qm->loc);
+            qm->m = m;
+            qm->paged = PAGED_NO;
+        }
+        i = j;
+    }
+    if (s->rfile) { /* a segment may be reclaimed at any time: do not keep it open */
+        sio_close(s->rfile);
+        s->rfile = NULL;
+    }
+    free(data);
+    free(v);
 }

@@ -49,4 +49,14 @@ void store_kick(store *s);
 int store_tick(store *s);
 int store_disk_alarm(const store *s);
 
+/* Paging (queues deeper than memory). store_page_out: 1 if m has a synced record the queue
+ * copy can point to (*loc, *len; the copy then holds the segment until store_page_release);
+ * 0 if not yet (a page-only record, ignored by recovery, is written for a message without
+ * one; try again once it is synced). store_page_read reads n paged copies back (one pread
+ * per run of neighbouring records): each becomes PAGED_NO with its message, or
+ * PAGED_UNREADABLE (logged; its record is left pinned for recovery). */
+int store_page_out(store *s, message *m, uint64_t *loc, uint32_t *len);
+void store_page_release(store *s, uint64_t loc);
+void store_page_read(store *s, qmsg **qms, size_t n);
+
 #endif
