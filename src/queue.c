@@ -357,6 +357,14 @@ int queue_accepts(queue *q, message *m) {
 }
 
 void queue_recover(queue *q, qmsg qm) {
+    if (qm.paged) { /* recovered paged out (store.c): spare holds its priority */
+        int l = qm.spare < q->nlevels ? qm.spare : q->nlevels - 1;
+        qm.spare = 0;
+        ring_push(&q->levels[l].ready, qm);
+        q->nready++;
+        q->ready_bytes += qm.pg_len; /* about its body (such a queue has no x-max-length-bytes) */
+        return;
+    }
     ring_push(&level_of(q, qm.m)->ready, qm);
     q->nready++;
     q->ready_bytes += qm.m->body_len;

@@ -640,19 +640,11 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
     props_view pv;
     if (r->err || props_parse(props, &pv) < 0)
         return;
-    message *m = message_new(ex, rk, props, blen);
-    if (blen)
-        memcpy(msg_body(m), body.p, blen);
-    m->persistent = 1;
-    m->priority = pv.priority;
-    m->ttl = ttl;
-    m->seg = segid;
-    m->in_store = 1;
-    if (rc->cur_off <= UINT32_MAX && rc->cur_len <= UINT32_MAX) { /* paging can point at it */
-        m->doff = (uint32_t)rc->cur_off;
-        m->dlen = (uint32_t)rc->cur_len;
-        m->on_disk = 1;
-    }
+    /* Paging: beyond the memory budget, a copy is recovered paged out (its body stays in the
+     * log; see recover_paged) rather than as a message. */
+    int can_page = rc->cur_off <= UINT32_MAX && rc->cur_len <= UINT32_MAX;
+    int page = can_page && ttl < 0 && message_bytes() > rc->s->b->cfg.memory_budget;
+    message *m = NULL;
     rd q = rd_make(qlist, (size_t)n * 12);
     for (uint16_t i = 0; i < n; i++) {
         uint32_t qid = rd_u32(&q);
@@ -676,7 +668,31 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
             v->a = xrealloc(v->a, v->cap * sizeof *v->a);
         }
         /* expires_at holds the publish time (wall ms) until the queue is rebuilt */
-        v->a[v->n++] = (qmsg){.m = message_ref(m), .seq = seq, .expires_at = published, .stored = 1};
+        qmsg e = {.seq = seq, .expires_at = published, .stored = 1};
+        if (page && qid_queue(rc, qid)->max_bytes < 0) {
+            e.loc = (uint64_t)segid << 32 | rc->cur_off;
+            e.paged = PAGED_OUT;
+            e.pg_len = (uint32_t)rc->cur_len;
+            e.spare = pv.priority; /* its level, until the queue is rebuilt */
+        } else {
+            if (!m) {
+                m = message_new(ex, rk, props, blen);
+                if (blen)
+                    memcpy(msg_body(m), body.p, blen);
+                m->persistent = 1;
+                m->priority = pv.priority;
+                m->ttl = ttl;
+                m->seg = segid;
+                m->in_store = 1;
+                if (can_page) { /* paging can point at it */
+                    m->doff = (uint32_t)rc->cur_off;
+                    m->dlen = (uint32_t)rc->cur_len;
+                    m->on_disk = 1;
+                }
+            }
+            e.m = message_ref(m);
+        }
+        v->a[v->n++] = e;
         if (seq > v->max_seq)
             v->max_seq = seq;
     }
@@ -790,7 +806,9 @@ static void apply_record(recovery *rc, uint32_t segid, const uint8_t *p, size_t 
     if (type == R_DELIVERED) {
         qm->deliveries = 1;
     } else {
-        message_unref(qm->m);
+        if (!qm->paged)
+            message_unref(qm->m);
+        qm->paged = PAGED_NO;
         qm->m = NULL;
     }
 }
@@ -1089,12 +1107,12 @@ static void recover_messages(store *s, recovery *rc) {
             qmsg qm = v->a[i];
             if (!qm.m)
                 continue;
-            seg *sg = find_seg(s, qm.m->seg);
+            seg *sg = find_seg(s, qmsg_seg(&qm));
             if (sg)
-                sg->live++;
-            int64_t ttl = q->message_ttl;
-            if (qm.m->ttl >= 0 && (ttl < 0 || qm.m->ttl < ttl))
-                ttl = qm.m->ttl;
+                sg->live += qm.paged ? 2 : 1; /* a paged copy holds its segment once more */
+            int64_t ttl = q->message_ttl, mttl = qm.paged ? -1 : qm.m->ttl;
+            if (mttl >= 0 && (ttl < 0 || mttl < ttl))
+                ttl = mttl;
             if (ttl >= 0) {
                 uint64_t due = qm.expires_at + (uint64_t)ttl;
                 qm.expires_at = due > now_wall ? now_mono + (due - now_wall) : 1;
