@@ -77,6 +77,7 @@ struct store {
     wbatch *pending, *inflight;
     uint64_t gen_next, synced;
     int disk_alarm;
+    uint64_t enospc_need; /* after ENOSPC: free bytes needed before writing is tried again */
     uint64_t appended;   /* message records appended (publish, delayed) */
     uint64_t next_delay; /* ids of delayed records */
     /* the writer thread */
@@ -306,13 +307,20 @@ static void on_synced(io_handler *h, uint32_t events) {
     if (err) {
         log_error("store: writing the message log failed: %s; publishes in this batch are nacked",
                   strerror(-err));
+        uint64_t failed = 0;
         for (size_t i = 0; i < w->npieces; i++) { /* the failed bytes are not in the segment */
             seg *sg = find_seg(s, w->pieces[i].seg);
             if (sg)
                 sg->bytes -= MIN(sg->bytes, w->pieces[i].data.len);
+            failed += w->pieces[i].data.len;
         }
-        if (err == -ENOSPC || err == -EDQUOT)
+        if (err == -ENOSPC || err == -EDQUOT) {
+            /* Publishers are blocked at once (not at the next tick) and stay blocked until
+             * there is room for what failed and more. */
             s->disk_alarm = 1;
+            s->enospc_need = failed + (64u << 10);
+            broker_set_alarm(s->b, ALARM_DISK, 1);
+        }
     }
     batch_free(w);
     s->synced = gen;
@@ -554,7 +562,9 @@ int store_tick(store *s) {
     struct statvfs vfs;
     if (statvfs(s->segdir, &vfs) == 0) {
         uint64_t free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-        int low = free_bytes < s->b->cfg.disk_free_limit;
+        if (s->enospc_need && free_bytes >= s->enospc_need)
+            s->enospc_need = 0;
+        int low = free_bytes < s->b->cfg.disk_free_limit || s->enospc_need;
         if (low != s->disk_alarm)
             log_warn("disk alarm %s: %llu bytes free, limit %llu", low ? "set" : "cleared",
                      (unsigned long long)free_bytes, (unsigned long long)s->b->cfg.disk_free_limit);
