@@ -68,10 +68,13 @@ typedef struct qmsg {
     message *m;
     uint64_t seq;
     uint64_t expires_at; /* monotonic ms when it expires (TTL); 0 = never */
-    uint32_t deliveries; /* times delivered (for the redelivered flag) */
-    uint32_t returns;    /* times given back unacknowledged (x-delivery-count, x-delivery-limit) */
+    /* 16 bits each keep a queue entry at 32 bytes (millions are queued); both saturate. */
+    uint16_t deliveries; /* times delivered (for the redelivered flag) */
+    uint16_t returns;    /* times given back unacknowledged (x-delivery-count, x-delivery-limit) */
     uint8_t stored;      /* this queue's copy has a publish record in the store */
 } qmsg;
+#define QMSG_COUNT_MAX UINT16_MAX
+static inline uint16_t count_up(uint16_t n) { return n < QMSG_COUNT_MAX ? (uint16_t)(n + 1) : n; }
 
 typedef struct qring { /* FIFO of qmsg in increasing seq */
     qmsg *a;

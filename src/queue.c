@@ -357,8 +357,8 @@ void queue_requeue(queue *q, qmsg qm) {
     }
     /* Every return counts, a consumer's crash (channel or connection closed) as well as a
      * nack: a message returned more than x-delivery-limit times is a poison message. */
-    qm.returns++;
-    if (q->delivery_limit >= 0 && qm.returns > (uint64_t)q->delivery_limit) {
+    qm.returns = count_up(qm.returns);
+    if (q->delivery_limit >= 0 && q->delivery_limit < QMSG_COUNT_MAX && qm.returns > (uint64_t)q->delivery_limit) {
         discard(q, qm, "delivery_limit");
         return;
     }
