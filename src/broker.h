@@ -76,14 +76,27 @@ typedef struct qmsg {
     };
     uint64_t seq;
     uint64_t expires_at; /* monotonic ms when it expires (TTL); 0 = never */
-    uint32_t deliveries; /* times delivered (for the redelivered flag) */
-    uint32_t returns;    /* times given back unacknowledged (x-delivery-count, x-delivery-limit) */
+    /* 16 bits each keep a queue entry at 32 bytes (millions are queued); both saturate. */
+    uint16_t deliveries; /* times delivered (for the redelivered flag) */
+    uint16_t returns;    /* times given back unacknowledged (x-delivery-count, x-delivery-limit) */
     uint8_t stored;      /* this queue's copy has a publish record in the store */
     uint8_t paged;       /* PAGED_*: the body lives only in the log (queue.c, store.c) */
-    uint16_t spare;
-    uint32_t pg_len;     /* paged: the record's length */
+    uint16_t pg_size;    /* paged: an upper bound of its record's length (pg_size_encode) */
 } qmsg;
 enum { PAGED_NO, PAGED_OUT, PAGED_UNREADABLE };
+_Static_assert(sizeof(qmsg) == 32, "a queue entry is 32 bytes: ten million of them are queued");
+#define QMSG_COUNT_MAX UINT16_MAX
+static inline uint16_t count_up(uint16_t n) { return n < QMSG_COUNT_MAX ? (uint16_t)(n + 1) : n; }
+
+/* A record length in 16 bits, rounded up: 11 bits of mantissa, 5 of exponent (reading a few
+ * bytes more than a record is harmless: the record's own header says where it ends). */
+static inline uint16_t pg_size_encode(uint32_t len) {
+    unsigned e = 0;
+    while (((len + (1u << e) - 1) >> e) > 2047)
+        e++;
+    return (uint16_t)(e << 11 | ((len + (1u << e) - 1) >> e));
+}
+static inline uint64_t pg_size_decode(uint16_t v) { return (uint64_t)(v & 2047) << (v >> 11); }
 
 /* The segment a queue copy's record is in (paged or not). */
 static inline uint32_t qmsg_seg(const qmsg *qm) { return qm->paged ? (uint32_t)(qm->loc >> 32) : qm->m->seg; }

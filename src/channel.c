@@ -126,7 +126,7 @@ void consumer_deliver(consumer *cs, qmsg qm) {
     buf_init(&scratch);
     write_deliver(ch, cs, tag, qm.deliveries > 0, qm.m, queue_delivery_props(cs->q, &qm, &scratch));
     buf_free(&scratch);
-    qm.deliveries++;
+    qm.deliveries = count_up(qm.deliveries);
     if (cs->no_ack) {
         queue_settle(cs->q, qm);
         return;
@@ -1423,7 +1423,7 @@ static void basic_get(channel *ch, rd *r) {
     wire_content(o, ch->id, props.p, props.n, msg_body(msg), msg->body_len, ch->c->frame_max);
     buf_free(&scratch);
     store_delivered(ch->c->b->store, q, &qm);
-    qm.deliveries++;
+    qm.deliveries = count_up(qm.deliveries);
     if (no_ack) {
         queue_settle(q, qm);
         return;

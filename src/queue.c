@@ -357,12 +357,12 @@ int queue_accepts(queue *q, message *m) {
 }
 
 void queue_recover(queue *q, qmsg qm) {
-    if (qm.paged) { /* recovered paged out (store.c): spare holds its priority */
-        int l = qm.spare < q->nlevels ? qm.spare : q->nlevels - 1;
-        qm.spare = 0;
+    if (qm.paged) { /* recovered paged out (store.c): returns holds its priority until here */
+        int l = qm.returns < q->nlevels ? qm.returns : q->nlevels - 1;
+        qm.returns = 0;
         ring_push(&q->levels[l].ready, qm);
         q->nready++;
-        q->ready_bytes += qm.pg_len; /* about its body (such a queue has no x-max-length-bytes) */
+        q->ready_bytes += pg_size_decode(qm.pg_size); /* about its body (such a queue has no x-max-length-bytes) */
         return;
     }
     ring_push(&level_of(q, qm.m)->ready, qm);
@@ -427,8 +427,8 @@ void queue_requeue(queue *q, qmsg qm) {
     }
     /* Every return counts, a consumer's crash (channel or connection closed) as well as a
      * nack: a message returned more than x-delivery-limit times is a poison message. */
-    qm.returns++;
-    if (q->delivery_limit >= 0 && qm.returns > (uint64_t)q->delivery_limit) {
+    qm.returns = count_up(qm.returns);
+    if (q->delivery_limit >= 0 && q->delivery_limit < QMSG_COUNT_MAX && qm.returns > (uint64_t)q->delivery_limit) {
         discard(q, qm, "delivery_limit");
         return;
     }
@@ -587,7 +587,7 @@ static size_t page_level(queue *q, struct qlevel *lv, size_t max) {
         uint32_t len;
         if (store_page_out(q->b->store, m, &loc, &len)) {
             e->loc = loc;
-            e->pg_len = len;
+            e->pg_size = pg_size_encode(len);
             e->paged = PAGED_OUT;
             message_unref(m);
         } else if (!wait && !m->pg_never) {

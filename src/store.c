@@ -87,6 +87,7 @@ struct store {
     uint32_t rseg;
     uint64_t gen_next, synced;
     int disk_alarm;
+    uint64_t enospc_need; /* after ENOSPC: free bytes needed before writing is tried again */
     uint64_t appended;   /* message records appended (publish, delayed) */
     uint64_t next_delay; /* ids of delayed records */
     /* the writer thread */
@@ -324,13 +325,20 @@ static void on_synced(io_handler *h, uint32_t events) {
     if (err) {
         log_error("store: writing the message log failed: %s; publishes in this batch are nacked",
                   strerror(-err));
+        uint64_t failed = 0;
         for (size_t i = 0; i < w->npieces; i++) { /* the failed bytes are not in the segment */
             seg *sg = find_seg(s, w->pieces[i].seg);
             if (sg)
                 sg->bytes -= MIN(sg->bytes, w->pieces[i].data.len);
+            failed += w->pieces[i].data.len;
         }
-        if (err == -ENOSPC || err == -EDQUOT)
+        if (err == -ENOSPC || err == -EDQUOT) {
+            /* Publishers are blocked at once (not at the next tick) and stay blocked until
+             * there is room for what failed and more. */
             s->disk_alarm = 1;
+            s->enospc_need = failed + (64u << 10);
+            broker_set_alarm(s->b, ALARM_DISK, 1);
+        }
     }
     page_synced(s, w);
     batch_free(w);
@@ -574,7 +582,9 @@ int store_tick(store *s) {
     struct statvfs vfs;
     if (statvfs(s->segdir, &vfs) == 0) {
         uint64_t free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-        int low = free_bytes < s->b->cfg.disk_free_limit;
+        if (s->enospc_need && free_bytes >= s->enospc_need)
+            s->enospc_need = 0;
+        int low = free_bytes < s->b->cfg.disk_free_limit || s->enospc_need;
         if (low != s->disk_alarm)
             log_warn("disk alarm %s: %llu bytes free, limit %llu", low ? "set" : "cleared",
                      (unsigned long long)free_bytes, (unsigned long long)s->b->cfg.disk_free_limit);
@@ -672,8 +682,8 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
         if (page && qid_queue(rc, qid)->max_bytes < 0) {
             e.loc = (uint64_t)segid << 32 | rc->cur_off;
             e.paged = PAGED_OUT;
-            e.pg_len = (uint32_t)rc->cur_len;
-            e.spare = pv.priority; /* its level, until the queue is rebuilt */
+            e.pg_size = pg_size_encode((uint32_t)rc->cur_len);
+            e.returns = pv.priority; /* its level, until the queue is rebuilt (queue_recover) */
         } else {
             if (!m) {
                 m = message_new(ex, rk, props, blen);
@@ -1403,12 +1413,12 @@ void store_page_read(store *s, qmsg **qms, size_t n) {
     size_t cap = 0;
     for (size_t i = 0; i < n;) {
         uint32_t segid = (uint32_t)(v[i]->loc >> 32);
-        uint64_t start = (uint32_t)v[i]->loc, end = start + v[i]->pg_len;
+        uint64_t start = (uint32_t)v[i]->loc, end = start + pg_size_decode(v[i]->pg_size);
         size_t j = i + 1;
         while (j < n && (uint32_t)(v[j]->loc >> 32) == segid && (uint32_t)v[j]->loc >= start &&
-               (uint32_t)v[j]->loc + (uint64_t)v[j]->pg_len - start <= PAGE_READ_MAX &&
+               (uint32_t)v[j]->loc + pg_size_decode(v[j]->pg_size) - start <= PAGE_READ_MAX &&
                (uint32_t)v[j]->loc <= end + 65536) {
-            end = MAX(end, (uint32_t)v[j]->loc + (uint64_t)v[j]->pg_len);
+            end = MAX(end, (uint32_t)v[j]->loc + pg_size_decode(v[j]->pg_size));
             j++;
         }
         ssize_t got = -EIO;
@@ -1432,13 +1442,16 @@ void store_page_read(store *s, qmsg **qms, size_t n) {
             qmsg *qm = v[k];
             uint64_t off = (uint32_t)qm->loc, rel = off - start;
             message *m = NULL;
-            if (got >= 0 && rel + qm->pg_len <= (uint64_t)got &&
-                rec_check(data + rel, qm->pg_len) == qm->pg_len)
-                m = page_decode(segid, (uint32_t)off, data + rel, qm->pg_len);
+            /* pg_size is an upper bound: the record's header gives its length */
+            size_t len = got > 0 && rel < (uint64_t)got
+                             ? rec_check(data + rel, (size_t)MIN(pg_size_decode(qm->pg_size), (uint64_t)got - rel))
+                             : 0;
+            if (len)
+                m = page_decode(segid, (uint32_t)off, data + rel, len);
             if (!m) {
                 log_error("store: cannot read back a paged message (segment %08x offset %llu, %u bytes): %s; "
                           "its record is kept on disk",
-                          segid, (unsigned long long)off, qm->pg_len, got < 0 ? strerror((int)-got) : "bad record");
+                          segid, (unsigned long long)off, (unsigned)pg_size_decode(qm->pg_size), got < 0 ? strerror((int)-got) : "bad record");
                 qm->paged = PAGED_UNREADABLE;
                 continue;
             }

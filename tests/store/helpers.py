@@ -105,8 +105,13 @@ def segment_files(data_dir):
     seg = os.path.join(data_dir, "segments")
     if not os.path.isdir(seg):
         return []
-    names = sorted(n for n in os.listdir(seg) if n.endswith(".seg"))
-    return [(os.path.join(seg, n), os.path.getsize(os.path.join(seg, n))) for n in names]
+    out = []
+    for n in sorted(n for n in os.listdir(seg) if n.endswith(".seg")):
+        try:  # the broker may be deleting reclaimed segments right now
+            out.append((os.path.join(seg, n), os.path.getsize(os.path.join(seg, n))))
+        except FileNotFoundError:
+            pass
+    return out
 
 
 # --- connections ------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def crash_cycles(ferryd_factory, data_dir, cycles, crash, seed, volatile_env=Non
     setup_topology(d)
     for cycle in range(cycles):
         run, consumer = start_publishing(d, cycle, rng)
-        run.go(rng.uniform(0.15, 0.9), kill=lambda: crash(d))
+        run.go(rng.uniform(0.1, 0.6), kill=lambda: crash(d))
         if volatile_env:
             helpers.wait_power_cut(d)
         assert not run.errors, f"cycle {cycle}: {run.errors}"

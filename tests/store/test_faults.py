@@ -321,3 +321,51 @@ def test_a_corrupt_definition_in_meta_log_never_deletes_the_message_log(ferryd_f
     assert after >= before, (
         f"a flipped bit in meta.log made ferryd delete the message log of queue q: {before} -> {after} bytes; "
         f"its log:\n{helpers.log_since_start(d)[-1500:]}")
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli), as the store frames its records."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def settle_record(qid, seq):
+    """A well-formed SETTLE record (src/store.c: magic 'FERR' | crc32c | length | type | payload)."""
+    payload = qid.to_bytes(4, "big") + seq.to_bytes(8, "big")
+    framed = len(payload).to_bytes(4, "big") + bytes([2]) + payload
+    return b"FERR" + crc32c(framed).to_bytes(4, "big") + framed
+
+
+def test_a_record_inside_a_message_body_is_never_taken_for_a_real_one(ferryd_factory, tmp_path):
+    """Bodies are the publishers' bytes: one that happens to (or is made to) contain a
+    well-formed record must stay a body even when the record around it is damaged, or one
+    flipped bit lets a publisher's bytes settle another queue's confirmed message."""
+    data = str(tmp_path / "data")
+    d = helpers.start(ferryd_factory, data)
+    conn = helpers.connect(d)
+    ch = conn.channel()
+    ch.queue_declare("victim", durable=True)  # the first queue of a new data dir
+    ch.queue_declare("other", durable=True)
+    ch.confirm_delivery()
+    helpers.publish_confirmed(ch, "", "victim", ["v0", "v1", "v2"])
+    body = b"PADDING-" + b"".join(settle_record(qid, seq) for qid in (1, 2, 3) for seq in range(5))
+    ch.basic_publish("", "other", body, helpers.PERSISTENT)
+    conn.close()
+    assert d.stop() == 0
+    for path, _ in segment_files(data):
+        with open(path, "r+b") as f:
+            blob = f.read()
+            at = blob.find(body)
+            if at >= 0:
+                f.seek(at + 2)
+                f.write(bytes([blob[at + 2] ^ 0x04]))  # damage the record that holds the body
+                break
+    else:
+        raise AssertionError("the body is not stored verbatim in any segment")
+    d = helpers.start(ferryd_factory, data)
+    assert drain(d, "victim").ids == ["v0", "v1", "v2"], (
+        "records embedded in a damaged message's body were applied as real records")
