@@ -29,8 +29,11 @@ void config_defaults(config *c) {
     /* RabbitMQ's default vm_memory_high_watermark: 40% of the machine's memory */
     long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGE_SIZE);
     c->memory_high_watermark = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 10 * 4 : 1ULL << 30;
-    /* Paging starts well below the watermark, so a deep queue never blocks publishers. */
-    c->memory_budget = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 10 : 256ULL << 20;
+    /* Paging starts well below the watermark, so a deep queue never blocks publishers: at a
+     * tenth of RAM, at most 128 MiB (the index of a deep queue, 32 bytes a message, stays in
+     * memory besides). */
+    uint64_t ram = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 1ULL << 30;
+    c->memory_budget = MIN(ram / 10, 128ULL << 20);
 }
 
 static int parse_int(const char *v, long long lo, long long hi, long long *out) {
@@ -161,7 +164,7 @@ static const char usage[] =
     "  --disk-free-limit N    block publishers below this many free bytes (default 50000000)\n"
     "  --memory-high-watermark N  block publishers above this many bytes of messages (default 40%% of RAM)\n"
     "  --memory-budget N      above this many bytes of messages, bodies of deep queues live only on\n"
-    "                         disk (read back ahead of consumers; default 10%% of RAM)\n"
+    "                         disk (read back ahead of consumers; default 10%% of RAM, at most 128 MiB)\n"
     "  --help, --version\n";
 
 int config_parse_args(config *c, int argc, char **argv, char *err, int errlen) {

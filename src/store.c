@@ -1339,7 +1339,10 @@ int store_page_out(store *s, message *m, uint64_t *loc, uint32_t *len) {
         *len = m->dlen;
         return 1;
     }
-    /* No record (or its segment was reclaimed since): write a page-only one. */
+    /* No record (or its segment was reclaimed since): write a page-only one, unless the disk
+     * is (nearly) full: then bodies stay in memory and the memory alarm does its work. */
+    if (s->disk_alarm)
+        return 0;
     size_t need = REC_HEADER + 8 + 8 + 2 + 2 + m->exchange_len + m->rkey_len + 4 + m->props_len + 8 + m->body_len;
     buf *b = log_buf(s, need);
     size_t at = rec_begin(b, R_PAGE);

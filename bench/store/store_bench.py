@@ -9,11 +9,12 @@ measure and write bench/store/results.md, they never fail on a number.
               "recovered N messages" log line and until the port accepts; then a drain
               checks that every message is there
   rss         a backlog of 10,000,000 persistent 1 KiB messages (--no-consume): VmRSS and
-              VmHWM of ferryd, before and after a restart (10 GiB of disk: off by default)
+              VmHWM of ferryd, before and after a restart, then the rate of a drain of the
+              whole backlog, most of it paged out to the log (10 GiB of disk: off by default)
 
 usage: store_bench.py [--only throughput,recovery,rss] [--recovery-count N] [--rss-count N]
                       [--duration S] [--ferryd PATH] [--ferry PATH] [--data-root DIR]
-                      [--out FILE] [--append] [--built-from TEXT]
+                      [--out FILE] [--append] [--built-from TEXT] [--rss-args 'FLAGS']
 """
 import argparse
 import datetime
@@ -225,18 +226,25 @@ def run_recovery(o, out):
 
 def run_rss(o, out):
     n = o.rss_count
-    b = Broker(o.ferryd, fresh(o.data_root, "rss"))
+    b = Broker(o.ferryd, fresh(o.data_root, "rss"), o.rss_args.split())
     b.start()
     r, fill_s = fill(o, b, n)
+    time.sleep(2)  # the pager finishes its last passes
     mem = b.memory()
     rc = b.stop()
     disk = du_mib(b.data_dir)
     t = b.start()
+    time.sleep(2)
     mem2 = b.memory()
+    d = bench(o.ferry, b.uri, "--drain", "--queue-prefix", "backlog-", "--ack-every", "100",
+              "--prefetch", "2000", "--timeout", "60")
+    mem3 = b.memory()
     b.stop()
-    print(f"rss with {n} backlog: {mem}, after restart {mem2}", file=sys.stderr)
+    print(f"rss with {n} backlog: {mem}, after restart {mem2}, drain {d.get('consume_rate')} msg/s, "
+          f"after it {mem3}", file=sys.stderr)
     out.append(f"## RSS with a {n:,}-message backlog\n")
-    out.append(f"`ferry bench --persistent --confirm 1000 --size 1024 --count {n} --no-consume` "
+    out.append(f"ferryd {o.rss_args or '(default flags)'}; "
+               f"`ferry bench --persistent --confirm 1000 --size 1024 --count {n} --no-consume` "
                f"({r['publish_rate']:.0f} msg/s, {fill_s:.0f} s); VmRSS/VmHWM from /proc/PID/status.\n")
     out.append("| measure | value |")
     out.append("|---|---:|")
@@ -246,6 +254,9 @@ def run_rss(o, out):
     out.append(f"| clean stop exit status | {rc} |")
     out.append(f"| restart → port accepts | {t['port_s']:.1f} s |")
     out.append(f"| VmRSS / VmHWM after recovery | {mem2.get('VmRSS', 0):.0f} / {mem2.get('VmHWM', 0):.0f} MiB |")
+    out.append(f"| drain after the restart (`ferry bench --drain --ack-every 100`) | {d.get('consumed')} msg, "
+               f"{d.get('consume_rate', 0):.0f} msg/s |")
+    out.append(f"| VmRSS / VmHWM after the drain | {mem3.get('VmRSS', 0):.0f} / {mem3.get('VmHWM', 0):.0f} MiB |")
     out.append(f"\nThe recovery line: `{t['line']}`\n")
     shutil.rmtree(b.data_dir, ignore_errors=True)
 
@@ -256,6 +267,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--recovery-count", type=int, default=1_000_000)
     ap.add_argument("--rss-count", type=int, default=10_000_000)
+    ap.add_argument("--rss-args", default="", help="extra ferryd flags for the rss run (e.g. --memory-budget N)")
     ap.add_argument("--ferryd", default=os.path.join(ROOT, "build", "ferryd"))
     ap.add_argument("--ferry", default=os.path.join(ROOT, "build", "ferry"))
     ap.add_argument("--data-root", default="/tmp/ferry-bench-store")
