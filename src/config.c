@@ -156,7 +156,7 @@ static const char usage[] =
     "  --log-level L          debug, info, warning or error (default info)\n"
     "  --segment-size N       message log segment size in bytes (default 67108864)\n"
     "  --disk-free-limit N    block publishers below this many free bytes (default 50000000)\n"
-    "  --memory-high-watermark N  block publishers above this many bytes of messages (default 40%% of RAM)\n"
+    "  --memory-high-watermark N  block publishers above this many bytes of messages (default 40% of RAM)\n"
     "  --help, --version\n";
 
 int config_parse_args(config *c, int argc, char **argv, char *err, int errlen) {
