@@ -592,8 +592,10 @@ void store_settle(store *s, const queue *q, const qmsg *qm) {
     store_forget(s, qm);
 }
 
+/* The first delivery is logged (so recovery sets redelivered); on queues with a delivery
+ * limit every delivery is, so that x-delivery-count survives a restart. */
 void store_delivered(store *s, const queue *q, const qmsg *qm) {
-    if (s && qm->stored && qm->deliveries == 0)
+    if (s && qm->stored && (qm->deliveries == 0 || q->delivery_limit >= 0))
         small_record(s, R_DELIVERED, q->qid, qm->seq);
 }
 
@@ -815,7 +817,7 @@ static void apply_record(recovery *rc, uint32_t segid, const uint8_t *p, size_t 
     if (!qm || !qm->m)
         return;
     if (type == R_DELIVERED) {
-        qm->deliveries = 1;
+        qm->deliveries = count_up(qm->deliveries);
     } else {
         message_unref(qm->m);
         qm->m = NULL;
@@ -1141,6 +1143,9 @@ static void recover_messages(store *s, recovery *rc) {
             } else {
                 qm.expires_at = 0;
             }
+            /* Each delivery before the restart ended in a return (explicit, or the crash). */
+            if (q->delivery_limit >= 0)
+                qm.returns = qm.deliveries;
             queue_recover(q, qm);
             rc->messages++;
         }
