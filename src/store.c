@@ -575,6 +575,20 @@ static void small_record(store *s, uint8_t type, uint32_t qid, uint64_t seq) {
     rec_end(b, at, active_seg(s)->salt);
 }
 
+void store_pin(store *s, uint32_t segid) {
+    seg *sg = s ? find_seg(s, segid) : NULL;
+    if (sg)
+        sg->live++;
+}
+
+void store_unpin(store *s, uint32_t segid) {
+    seg *sg = s ? find_seg(s, segid) : NULL;
+    if (sg && sg->live)
+        sg->live--;
+    if (sg && sg == &s->segs[0])
+        reclaim(s);
+}
+
 void store_forget(store *s, const qmsg *qm) {
     if (!s || !qm->stored)
         return;
@@ -702,6 +716,14 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
         rvec *v = &rc->vecs[qid];
         if (v->n && seq <= v->a[v->n - 1].seq)
             continue; /* out of order: cannot happen in a log we wrote */
+        queue *dq = qid_queue(rc, qid);
+        uint64_t wall = wall_ms();
+        if (dq->dedup_window > 0 && published + (uint64_t)dq->dedup_window > wall) {
+            /* still in the window: the id is remembered, and pins this segment */
+            uint64_t age = wall > published ? wall - published : 0, mono = now_ms();
+            dedup_restore(dq, m, mono > age ? mono - age : 0, segid);
+            rc->pinned++;
+        }
         if (v->n == v->cap) {
             v->cap = v->cap ? v->cap * 2 : 64;
             v->a = xrealloc(v->a, v->cap * sizeof *v->a);

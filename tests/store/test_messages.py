@@ -369,3 +369,34 @@ def test_a_quorum_queue_delivery_count_survives_kill9(ferryd_factory, tmp_path):
         assert props.headers["x-delivery-count"] == 4
     finally:
         conn.close()
+
+
+def test_a_deduplication_window_survives_kill9(ferryd_factory, tmp_path):
+    """A message-id accepted (and even consumed) before a crash is still a duplicate after
+    the restart, while the window lasts: the store keeps the records that name it."""
+    data = str(tmp_path / "data")
+    d = helpers.start(ferryd_factory, data, "--segment-size", "65536")
+    conn = connect(d)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("once", durable=True, arguments={"x-deduplication-window": 60000})
+    for i in range(200):  # enough to fill several segments, so reclamation would run
+        ch.basic_publish("", "once", helpers.body_for(f"id-{i}", 1000),
+                         pika.BasicProperties(delivery_mode=2, message_id=f"id-{i}"))
+    assert len(drain(d, "once").ids) == 200  # consumed and acked: their segments are settled
+    conn.close()
+    d.kill9()
+    d = helpers.start(ferryd_factory, data, "--segment-size", "65536")
+    conn = connect(d)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("", "once", b"again", pika.BasicProperties(delivery_mode=2, message_id="id-7"))
+    ch.basic_publish("", "once", b"new", pika.BasicProperties(delivery_mode=2, message_id="id-new"))
+    got = []
+    while True:
+        method, _props, body = ch.basic_get("once", auto_ack=True)
+        if method is None:
+            break
+        got.append(body)
+    conn.close()
+    assert got == [b"new"], "a duplicate inside the window was accepted after restart"
