@@ -84,8 +84,12 @@ size_t broker_enqueue_routed(broker *b, message *m, int *rejected) {
         }
     }
     /* One record for the body, naming every durable queue and the place it takes there. */
-    if (ns)
+    if (ns) {
         store_publish(b->store, m, b->scratch_qids, b->scratch_seqs, (int)ns);
+        for (size_t i = 0; i < k; i++)
+            if (b->route_out[i]->dedup_window > 0 && b->route_out[i]->qid)
+                dedup_stored(b->route_out[i], m->seg);
+    }
     for (size_t i = 0; i < k; i++)
         queue_publish(b->route_out[i], m);
     return k;

@@ -228,7 +228,12 @@ int retry_schedule(queue *q, message *m);
 /* x-deduplication-window: 1 if m's message-id was accepted by q within the window (the
  * message is then dropped); otherwise records it and returns 0. */
 int dedup_seen(queue *q, const message *m);
-void dedup_free(struct dedup *d);
+/* The message q just accepted (dedup_seen said no) was stored in segment seg: that segment
+ * stays on disk while the id is in the window, so that a restart can rebuild the window. */
+void dedup_stored(queue *q, uint32_t seg);
+/* Recovery: q accepted this message-id at monotonic time at, its record in segment seg. */
+void dedup_restore(queue *q, const message *m, uint64_t at, uint32_t seg);
+void dedup_free(queue *q);
 
 /* ---------------- deadletter.c ---------------- */
 

@@ -162,9 +162,9 @@ static const char usage[] =
     "  --log-level L          debug, info, warning or error (default info)\n"
     "  --segment-size N       message log segment size in bytes (default 67108864)\n"
     "  --disk-free-limit N    block publishers below this many free bytes (default 50000000)\n"
-    "  --memory-high-watermark N  block publishers above this many bytes of messages (default 40%% of RAM)\n"
+    "  --memory-high-watermark N  block publishers above this many bytes of messages (default 40% of RAM)\n"
     "  --memory-budget N      above this many bytes of messages, bodies of deep queues live only on\n"
-    "                         disk (read back ahead of consumers; default 10%% of RAM, at most 128 MiB)\n"
+    "                         disk (read back ahead of consumers; default 10% of RAM, at most 128 MiB)\n"
     "  --help, --version\n";
 
 int config_parse_args(config *c, int argc, char **argv, char *err, int errlen) {

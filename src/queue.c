@@ -195,7 +195,7 @@ void queue_unref(queue *q) {
     }
     free(q->levels);
     free(q->retry_delays);
-    dedup_free(q->dedup);
+    dedup_free(q);
     free(q->consumers);
     free(q->bindings);
     free(q->args);

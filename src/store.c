@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -41,11 +42,13 @@
 #define MAGIC 0x46455252u /* "FERR" */
 #define REC_HEADER 13
 
-enum { R_PUBLISH = 1, R_SETTLE = 2, R_DELIVERED = 3, R_DELAYED = 4, R_DELAYED_DONE = 5 };
+enum { R_PUBLISH = 1, R_SETTLE = 2, R_DELIVERED = 3, R_DELAYED = 4, R_DELAYED_DONE = 5, R_HEADER = 9 };
+#define HEADER_SIZE (REC_HEADER + 8)
 enum { M_EXCHANGE = 10, M_EXCHANGE_DEL = 11, M_QUEUE = 12, M_QUEUE_DEL = 13, M_BIND = 14, M_UNBIND = 15 };
 
 typedef struct seg {
     uint32_t id;
+    uint64_t salt;  /* seeds its records' checksums (rec_crc) */
     uint64_t live;  /* stored queue copies published in it and not yet settled */
     uint64_t bytes; /* as appended (for rollover) */
 } seg;
@@ -78,6 +81,7 @@ struct store {
     char segdir[600];
     sio_file *meta;
     uint64_t meta_size;
+    uint64_t meta_salt;
     uint32_t next_qid;
     seg *segs; /* oldest first; the last one is being appended to */
     size_t nsegs, capsegs;
@@ -85,6 +89,7 @@ struct store {
     wbatch *pending, *inflight;
     sio_file *rfile; /* paging: the segment last read back (loop thread) */
     uint32_t rseg;
+    uint64_t rsalt;
     uint64_t gen_next, synced;
     int disk_alarm;
     uint64_t enospc_need; /* after ENOSPC: free bytes needed before writing is tried again */
@@ -118,24 +123,61 @@ static size_t rec_begin(buf *b, uint8_t type) {
     return at;
 }
 
-static void rec_end(buf *b, size_t at) {
+/* A record's checksum is seeded with its file's salt: a random number in the file's header
+ * that no publisher knows, so bytes inside a message body can never pass for a record when
+ * recovery searches past a damaged one. */
+static uint32_t rec_crc(const uint8_t *from, size_t n, uint64_t salt) {
+    uint8_t sb[8];
+    for (int i = 0; i < 8; i++)
+        sb[i] = (uint8_t)(salt >> (56 - 8 * i));
+    return crc32c(salt ? crc32c(0, sb, 8) : 0, from, n);
+}
+
+static void rec_end(buf *b, size_t at, uint64_t salt) {
     uint32_t len = (uint32_t)(b->len - at - REC_HEADER);
     buf_patch_u32(b, at + 8, len);
-    uint32_t crc = crc32c(0, buf_head(b) + at + 8, len + 5);
-    buf_patch_u32(b, at + 4, crc);
+    buf_patch_u32(b, at + 4, rec_crc(buf_head(b) + at + 8, len + 5, salt));
 }
 
 /* Validates a record at p (n bytes available): its total size, or 0 if it is not one. */
-static size_t rec_check(const uint8_t *p, size_t n) {
+static size_t rec_check(const uint8_t *p, size_t n, uint64_t salt) {
     if (n < REC_HEADER)
         return 0;
     rd r = rd_make(p, n);
     uint32_t magic = rd_u32(&r), crc = rd_u32(&r), len = rd_u32(&r);
     if (magic != MAGIC || len > n - REC_HEADER)
         return 0;
-    if (crc32c(0, p + 8, (size_t)len + 5) != crc)
+    if (rec_crc(p + 8, (size_t)len + 5, salt) != crc)
         return 0;
     return REC_HEADER + (size_t)len;
+}
+
+static uint64_t new_salt(void) {
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, 0) != sizeof v)
+        v = now_us() * 0x9E3779B97F4A7C15ULL;
+    return v ? v : 1;
+}
+
+/* Every file starts with two copies of its header (the salt), so that one damaged byte
+ * there cannot make the whole file unverifiable. */
+static void put_headers(buf *b, uint64_t salt) {
+    for (int i = 0; i < 2; i++) {
+        size_t at = rec_begin(b, R_HEADER);
+        buf_u64(b, salt);
+        rec_end(b, at, 0);
+    }
+}
+
+/* Reads a file's salt from its headers; 0 if neither copy is readable. */
+static uint64_t read_salt(const uint8_t *p, size_t n) {
+    for (size_t at = 0; at <= HEADER_SIZE; at += HEADER_SIZE) {
+        if (at < n && rec_check(p + at, n - at, 0) == HEADER_SIZE && p[at + 12] == R_HEADER) {
+            rd r = rd_make(p + at + REC_HEADER, 8);
+            return rd_u64(&r);
+        }
+    }
+    return 0;
 }
 
 /* ---- batches and segments ---- */
@@ -171,7 +213,7 @@ static void add_seg(store *s, uint32_t id, uint64_t bytes) {
         s->capsegs = s->capsegs ? s->capsegs * 2 : 16;
         s->segs = xrealloc(s->segs, s->capsegs * sizeof *s->segs);
     }
-    s->segs[s->nsegs++] = (seg){id, 0, bytes};
+    s->segs[s->nsegs++] = (seg){id, new_salt(), 0, bytes};
 }
 
 /* The buffer that the next message record goes to, rolling to a new segment when the
@@ -192,8 +234,13 @@ static buf *log_buf(store *s, size_t need) {
         buf_init(&w->pieces[w->npieces].data);
         w->npieces++;
     }
+    buf *b = &w->pieces[w->npieces - 1].data;
+    if (a->bytes == 0) { /* a new segment starts with its headers */
+        put_headers(b, a->salt);
+        a->bytes = 2 * HEADER_SIZE;
+    }
     a->bytes += need;
-    return &w->pieces[w->npieces - 1].data;
+    return b;
 }
 
 static void seg_path(const store *s, uint32_t id, char *out, size_t n) {
@@ -366,29 +413,29 @@ static int meta_write(store *s, buf *b) {
     return 0;
 }
 
-static void put_exchange(buf *b, const exchange *x) {
+static void put_exchange(buf *b, const exchange *x, uint64_t salt) {
     size_t at = rec_begin(b, M_EXCHANGE);
     buf_shortstr(b, x->name, x->name_len);
     buf_u8(b, (uint8_t)x->type);
     buf_u8(b, (uint8_t)(x->durable | x->auto_delete << 1 | x->internal << 2));
     buf_longstr(b, x->args, x->args_len);
-    rec_end(b, at);
+    rec_end(b, at, salt);
 }
 
-static void put_queue(buf *b, const queue *q) {
+static void put_queue(buf *b, const queue *q, uint64_t salt) {
     size_t at = rec_begin(b, M_QUEUE);
     buf_u32(b, q->qid);
     buf_shortstr(b, q->name, q->name_len);
     buf_u8(b, q->auto_delete);
     buf_longstr(b, q->args, q->args_len);
-    rec_end(b, at);
+    rec_end(b, at, salt);
 }
 
 static int binding_durable(const binding *bd) {
     return bd->src->durable && (bd->q ? bd->q->qid != 0 : bd->dstx->durable);
 }
 
-static void put_binding(buf *b, const binding *bd, int add) {
+static void put_binding(buf *b, const binding *bd, int add, uint64_t salt) {
     size_t at = rec_begin(b, add ? M_BIND : M_UNBIND);
     buf_shortstr(b, bd->src->name, bd->src->name_len);
     buf_u8(b, bd->q ? 0 : 1);
@@ -398,7 +445,7 @@ static void put_binding(buf *b, const binding *bd, int add) {
         buf_shortstr(b, bd->dstx->name, bd->dstx->name_len);
     buf_shortstr(b, bd->key, bd->key_len);
     buf_longstr(b, bd->args, bd->args_len);
-    rec_end(b, at);
+    rec_end(b, at, salt);
 }
 
 int store_exchange(store *s, exchange *x, int add) {
@@ -407,11 +454,11 @@ int store_exchange(store *s, exchange *x, int add) {
     buf b;
     buf_init(&b);
     if (add) {
-        put_exchange(&b, x);
+        put_exchange(&b, x, s->meta_salt);
     } else {
         size_t at = rec_begin(&b, M_EXCHANGE_DEL);
         buf_shortstr(&b, x->name, x->name_len);
-        rec_end(&b, at);
+        rec_end(&b, at, s->meta_salt);
     }
     int rc = meta_write(s, &b);
     buf_free(&b);
@@ -425,11 +472,11 @@ int store_queue(store *s, queue *q, int add) {
     buf_init(&b);
     if (add) {
         q->qid = s->next_qid++;
-        put_queue(&b, q);
+        put_queue(&b, q, s->meta_salt);
     } else {
         size_t at = rec_begin(&b, M_QUEUE_DEL);
         buf_u32(&b, q->qid);
-        rec_end(&b, at);
+        rec_end(&b, at, s->meta_salt);
     }
     int rc = meta_write(s, &b);
     buf_free(&b);
@@ -443,7 +490,7 @@ int store_binding(store *s, binding *bd, int add) {
         return 0;
     buf b;
     buf_init(&b);
-    put_binding(&b, bd, add);
+    put_binding(&b, bd, add, s->meta_salt);
     int rc = meta_write(s, &b);
     buf_free(&b);
     return rc;
@@ -496,7 +543,7 @@ void store_delayed(store *s, delayed_entry *e) {
         buf_shortstr(b, e->x->name, e->x->name_len);
     }
     put_message(b, e->m);
-    rec_end(b, at);
+    rec_end(b, at, active_seg(s)->salt);
     e->seg = active_seg(s)->id;
     active_seg(s)->live++;
     s->appended++;
@@ -508,7 +555,7 @@ void store_delayed_done(store *s, const delayed_entry *e) {
     buf *b = log_buf(s, REC_HEADER + 8);
     size_t at = rec_begin(b, R_DELAYED_DONE);
     buf_u64(b, e->sid);
-    rec_end(b, at);
+    rec_end(b, at, active_seg(s)->salt);
     seg *sg = find_seg(s, e->seg);
     if (sg && sg->live)
         sg->live--;
@@ -534,7 +581,7 @@ void store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *s
     buf_longstr(b, msg_props(m), m->props_len);
     buf_u64(b, m->body_len);
     buf_put(b, msg_body(m), m->body_len);
-    rec_end(b, at);
+    rec_end(b, at, active_seg(s)->salt);
     m->seg = active_seg(s)->id;
     m->in_store = 1;
     active_seg(s)->live += (uint64_t)n;
@@ -546,7 +593,21 @@ static void small_record(store *s, uint8_t type, uint32_t qid, uint64_t seq) {
     size_t at = rec_begin(b, type);
     buf_u32(b, qid);
     buf_u64(b, seq);
-    rec_end(b, at);
+    rec_end(b, at, active_seg(s)->salt);
+}
+
+void store_pin(store *s, uint32_t segid) {
+    seg *sg = s ? find_seg(s, segid) : NULL;
+    if (sg)
+        sg->live++;
+}
+
+void store_unpin(store *s, uint32_t segid) {
+    seg *sg = s ? find_seg(s, segid) : NULL;
+    if (sg && sg->live)
+        sg->live--;
+    if (sg && sg == &s->segs[0])
+        reclaim(s);
 }
 
 void store_forget(store *s, const qmsg *qm) {
@@ -566,8 +627,10 @@ void store_settle(store *s, const queue *q, const qmsg *qm) {
     store_forget(s, qm);
 }
 
+/* The first delivery is logged (so recovery sets redelivered); on queues with a delivery
+ * limit every delivery is, so that x-delivery-count survives a restart. */
 void store_delivered(store *s, const queue *q, const qmsg *qm) {
-    if (s && qm->stored && qm->deliveries == 0)
+    if (s && qm->stored && (qm->deliveries == 0 || q->delivery_limit >= 0))
         small_record(s, R_DELIVERED, q->qid, qm->seq);
 }
 
@@ -638,6 +701,25 @@ typedef struct recovery {
 
 static queue *qid_queue(recovery *rc, uint32_t qid) { return qid < rc->nqid ? rc->byqid[qid] : NULL; }
 
+/* The message of a PUBLISH record being recovered (built once, on first need). */
+static message *recovered_message(recovery *rc, uint32_t segid, slice ex, slice rk, slice props, uint64_t blen,
+                                  slice body, const props_view *pv, int64_t ttl) {
+    message *m = message_new(ex, rk, props, blen);
+    if (blen)
+        memcpy(msg_body(m), body.p, blen);
+    m->persistent = 1;
+    m->priority = pv->priority;
+    m->ttl = ttl;
+    m->seg = segid;
+    m->in_store = 1;
+    if (rc->cur_off <= UINT32_MAX && rc->cur_len <= UINT32_MAX) { /* paging can point at it */
+        m->doff = (uint32_t)rc->cur_off;
+        m->dlen = (uint32_t)rc->cur_len;
+        m->on_disk = 1;
+    }
+    return m;
+}
+
 static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
     uint64_t published = rd_u64(r);
     int64_t ttl = (int64_t)rd_u64(r);
@@ -651,7 +733,7 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
     if (r->err || props_parse(props, &pv) < 0)
         return;
     /* Paging: beyond the memory budget, a copy is recovered paged out (its body stays in the
-     * log; see recover_paged) rather than as a message. */
+     * log; queue_recover) rather than as a message. */
     int can_page = rc->cur_off <= UINT32_MAX && rc->cur_len <= UINT32_MAX;
     int page = can_page && ttl < 0 && message_bytes() > rc->s->b->cfg.memory_budget;
     message *m = NULL;
@@ -673,6 +755,16 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
         rvec *v = &rc->vecs[qid];
         if (v->n && seq <= v->a[v->n - 1].seq)
             continue; /* out of order: cannot happen in a log we wrote */
+        queue *dq = qid_queue(rc, qid);
+        uint64_t wall = wall_ms();
+        if (dq->dedup_window > 0 && published + (uint64_t)dq->dedup_window > wall) {
+            /* still in the window: the id is remembered, and pins this segment */
+            uint64_t age = wall > published ? wall - published : 0, mono = now_ms();
+            if (!m)
+                m = recovered_message(rc, segid, ex, rk, props, blen, body, &pv, ttl);
+            dedup_restore(dq, m, mono > age ? mono - age : 0, segid);
+            rc->pinned++;
+        }
         if (v->n == v->cap) {
             v->cap = v->cap ? v->cap * 2 : 64;
             v->a = xrealloc(v->a, v->cap * sizeof *v->a);
@@ -685,21 +777,8 @@ static void apply_publish(recovery *rc, uint32_t segid, rd *r) {
             e.pg_size = pg_size_encode((uint32_t)rc->cur_len);
             e.returns = pv.priority; /* its level, until the queue is rebuilt (queue_recover) */
         } else {
-            if (!m) {
-                m = message_new(ex, rk, props, blen);
-                if (blen)
-                    memcpy(msg_body(m), body.p, blen);
-                m->persistent = 1;
-                m->priority = pv.priority;
-                m->ttl = ttl;
-                m->seg = segid;
-                m->in_store = 1;
-                if (can_page) { /* paging can point at it */
-                    m->doff = (uint32_t)rc->cur_off;
-                    m->dlen = (uint32_t)rc->cur_len;
-                    m->on_disk = 1;
-                }
-            }
+            if (!m)
+                m = recovered_message(rc, segid, ex, rk, props, blen, body, &pv, ttl);
             e.m = message_ref(m);
         }
         v->a[v->n++] = e;
@@ -814,7 +893,7 @@ static void apply_record(recovery *rc, uint32_t segid, const uint8_t *p, size_t 
     if (!qm || !qm->m)
         return;
     if (type == R_DELIVERED) {
-        qm->deliveries = 1;
+        qm->deliveries = count_up(qm->deliveries);
     } else {
         if (!qm->paged)
             message_unref(qm->m);
@@ -847,9 +926,21 @@ static int read_file(const char *path, uint8_t **data, size_t *len) {
  * found by scanning); a bad tail of the last file is cut. Returns where the good data ends. */
 static size_t scan(recovery *rc, const char *path, const uint8_t *p, size_t n, int last,
                    void (*apply)(recovery *, uint32_t, const uint8_t *, size_t), uint32_t segid) {
-    size_t pos = 0, good_end = 0;
+    uint64_t salt = read_salt(p, n);
+    if (!salt) {
+        if (n > 0) {
+            rc->corrupt++;
+            log_error("store: %s: both headers are unreadable; its %zu bytes of records cannot be verified and "
+                      "are not used",
+                      path, n);
+        }
+        return 0;
+    }
+    size_t pos = MIN(2 * HEADER_SIZE, n), good_end = pos;
+    if (n >= 2 * HEADER_SIZE && rec_check(p + HEADER_SIZE, n - HEADER_SIZE, 0) != HEADER_SIZE)
+        pos = good_end = HEADER_SIZE; /* the second copy is the damaged one: skipped below */
     while (pos < n) {
-        size_t len = rec_check(p + pos, n - pos);
+        size_t len = rec_check(p + pos, n - pos, salt);
         if (len) {
             apply(rc, segid, p + pos, len);
             pos += len;
@@ -857,7 +948,7 @@ static size_t scan(recovery *rc, const char *path, const uint8_t *p, size_t n, i
             continue;
         }
         size_t next = pos + 1;
-        while (next < n && !rec_check(p + next, n - next))
+        while (next < n && !rec_check(p + next, n - next, salt))
             next++;
         if (next >= n) {
             if (last)
@@ -956,25 +1047,27 @@ static int meta_compact(store *s) {
     broker *b = s->b;
     buf out;
     buf_init(&out);
+    uint64_t salt = new_salt();
+    put_headers(&out, salt);
     size_t i = 0;
     map_entry *e;
     while (map_iter(&b->exchanges, &i, &e)) {
         exchange *x = e->val;
         if (x->durable && !x->builtin)
-            put_exchange(&out, x);
+            put_exchange(&out, x, salt);
     }
     i = 0;
     while (map_iter(&b->queues, &i, &e)) {
         queue *q = e->val;
         if (q->qid)
-            put_queue(&out, q);
+            put_queue(&out, q, salt);
     }
     i = 0;
     while (map_iter(&b->exchanges, &i, &e)) {
         exchange *x = e->val;
         for (size_t k = 0; k < x->nbindings; k++)
             if (binding_durable(x->bindings[k]))
-                put_binding(&out, x->bindings[k], 1);
+                put_binding(&out, x->bindings[k], 1, salt);
     }
     char tmp[600], path[600];
     snprintf(tmp, sizeof tmp, "%s/meta.log.tmp", s->dir);
@@ -994,6 +1087,7 @@ static int meta_compact(store *s) {
     if (!err) {
         s->meta = sio_open(path, 1);
         s->meta_size = out.len;
+        s->meta_salt = salt;
         if (!s->meta)
             err = -errno;
     }
@@ -1129,6 +1223,9 @@ static void recover_messages(store *s, recovery *rc) {
             } else {
                 qm.expires_at = 0;
             }
+            /* Each delivery before the restart ended in a return (explicit, or the crash). */
+            if (q->delivery_limit >= 0)
+                qm.returns = qm.deliveries;
             queue_recover(q, qm);
             rc->messages++;
         }
@@ -1354,7 +1451,7 @@ int store_page_out(store *s, message *m, uint64_t *loc, uint32_t *len) {
     buf_longstr(b, msg_props(m), m->props_len);
     buf_u64(b, m->body_len);
     buf_put(b, msg_body(m), m->body_len);
-    rec_end(b, at);
+    rec_end(b, at, active_seg(s)->salt);
     if (!m->in_store)
         m->seg = active_seg(s)->id;
     else
@@ -1432,14 +1529,20 @@ void store_page_read(store *s, qmsg **qms, size_t n) {
             seg_path(s, segid, path, sizeof path);
             s->rfile = sio_open(path, 0);
             s->rseg = segid;
-            if (!s->rfile)
+            s->rsalt = 0;
+            if (!s->rfile) {
                 got = -errno;
+            } else { /* the checksums' salt, from the file's own headers */
+                uint8_t hdr[2 * HEADER_SIZE];
+                ssize_t h = sio_pread(s->rfile, hdr, sizeof hdr, 0);
+                s->rsalt = h > 0 ? read_salt(hdr, (size_t)h) : 0;
+            }
         }
         if (end - start > cap) {
             cap = end - start;
             data = xrealloc(data, cap);
         }
-        if (s->rfile)
+        if (s->rfile && s->rsalt)
             got = sio_pread(s->rfile, data, end - start, start);
         for (size_t k = i; k < j; k++) {
             qmsg *qm = v[k];
@@ -1447,7 +1550,7 @@ void store_page_read(store *s, qmsg **qms, size_t n) {
             message *m = NULL;
             /* pg_size is an upper bound: the record's header gives its length */
             size_t len = got > 0 && rel < (uint64_t)got
-                             ? rec_check(data + rel, (size_t)MIN(pg_size_decode(qm->pg_size), (uint64_t)got - rel))
+                             ? rec_check(data + rel, (size_t)MIN(pg_size_decode(qm->pg_size), (uint64_t)got - rel), s->rsalt)
                              : 0;
             if (len)
                 m = page_decode(segid, (uint32_t)off, data + rel, len);

@@ -40,6 +40,10 @@ void store_delayed_done(store *s, const delayed_entry *e);
 /* Counts message records appended: a publish that moved it must wait for the sync. */
 uint64_t store_appended(const store *s);
 
+/* Keeps a segment from being reclaimed (a deduplication id still in its window). */
+void store_pin(store *s, uint32_t seg);
+void store_unpin(store *s, uint32_t seg);
+
 uint64_t store_gen(const store *s);
 uint64_t store_synced_gen(const store *s);
 int store_busy(const store *s);

@@ -339,3 +339,64 @@ def test_empty_and_multi_frame_bodies_survive_restart_intact(ferryd_factory, tmp
     assert p2.message_id == "big" and b2 == big, "the 3 MiB body came back different"
     assert p2.headers == {"h": b"v", "n": 7} or p2.headers == {"h": "v", "n": 7}
     assert p2.content_type == "x/y"
+
+
+def test_a_quorum_queue_delivery_count_survives_kill9(ferryd_factory, tmp_path):
+    """x-delivery-count (and so x-delivery-limit) counts the returns before a crash too:
+    three nacks with requeue plus a delivery the crash took back make 4 after the restart."""
+    data = str(tmp_path / "data")
+    d = helpers.start(ferryd_factory, data)
+    conn = connect(d)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("qq", durable=True, arguments={"x-queue-type": "quorum"})
+    ch.basic_publish("", "qq", b"poison", PERSISTENT)
+    for expected in range(3):
+        method, props, _ = ch.basic_get("qq")
+        assert props.headers["x-delivery-count"] == expected
+        ch.basic_nack(method.delivery_tag, requeue=True)
+    method, props, _ = ch.basic_get("qq")  # the 4th delivery: still unacked when ferryd dies
+    assert props.headers["x-delivery-count"] == 3
+    time.sleep(0.3)  # the delivery records reach the log (group commit)
+    conn.close()
+    d.kill9()
+    d = helpers.start(ferryd_factory, data)
+    conn = connect(d)
+    try:
+        method, props, body = conn.channel().basic_get("qq", auto_ack=True)
+        assert body == b"poison"
+        assert method.redelivered
+        assert props.headers["x-delivery-count"] == 4
+    finally:
+        conn.close()
+
+
+def test_a_deduplication_window_survives_kill9(ferryd_factory, tmp_path):
+    """A message-id accepted (and even consumed) before a crash is still a duplicate after
+    the restart, while the window lasts: the store keeps the records that name it."""
+    data = str(tmp_path / "data")
+    d = helpers.start(ferryd_factory, data, "--segment-size", "65536")
+    conn = connect(d)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("once", durable=True, arguments={"x-deduplication-window": 60000})
+    for i in range(200):  # enough to fill several segments, so reclamation would run
+        ch.basic_publish("", "once", helpers.body_for(f"id-{i}", 1000),
+                         pika.BasicProperties(delivery_mode=2, message_id=f"id-{i}"))
+    assert len(drain(d, "once").ids) == 200  # consumed and acked: their segments are settled
+    conn.close()
+    d.kill9()
+    d = helpers.start(ferryd_factory, data, "--segment-size", "65536")
+    conn = connect(d)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("", "once", b"again", pika.BasicProperties(delivery_mode=2, message_id="id-7"))
+    ch.basic_publish("", "once", b"new", pika.BasicProperties(delivery_mode=2, message_id="id-new"))
+    got = []
+    while True:
+        method, _props, body = ch.basic_get("once", auto_ack=True)
+        if method is None:
+            break
+        got.append(body)
+    conn.close()
+    assert got == [b"new"], "a duplicate inside the window was accepted after restart"
