@@ -363,11 +363,11 @@ void queue_recover(queue *q, qmsg qm) {
         ring_push(&q->levels[l].ready, qm);
         q->nready++;
         q->ready_bytes += pg_size_decode(qm.pg_size); /* about its body (such a queue has no x-max-length-bytes) */
-        return;
+    } else {
+        ring_push(&level_of(q, qm.m)->ready, qm);
+        q->nready++;
+        q->ready_bytes += qm.m->body_len;
     }
-    ring_push(&level_of(q, qm.m)->ready, qm);
-    q->nready++;
-    q->ready_bytes += qm.m->body_len;
     if (qm.expires_at && !q->ttl_timer.slot)
         arm_ttl(q);
 }

@@ -251,3 +251,18 @@ def test_requeued_paged_messages_come_back_in_their_place(ferryd_factory):
     assert wait_for(lambda: depth(ch, "requeue") == N)
     assert_in_order(drain(ch, "requeue", N), list(range(N)))
     conn.close()
+
+
+def test_paged_messages_recovered_after_a_restart_still_expire(ferryd_factory):
+    d = ferryd_factory("--memory-budget", BUDGET)
+    conn = connect(d)
+    ch = conn.channel()
+    ch.queue_declare("ttl-durable", durable=True, arguments={"x-message-ttl": 4000})
+    publish(ch, "ttl-durable", range(N), persistent=True)
+    conn.close()
+    assert d.stop() == 0
+    d2 = ferryd_factory("--memory-budget", BUDGET, data_dir=d.data_dir)
+    conn = connect(d2)
+    ch = conn.channel()
+    assert wait_for(lambda: depth(ch, "ttl-durable") == 0, timeout=20)
+    conn.close()
