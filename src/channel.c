@@ -677,6 +677,34 @@ static int check_chash_key(channel *ch, slice key, unsigned mid) {
     return -1;
 }
 
+/* Adds (queue.bind, exchange.bind) or removes (the unbinds) a binding from src to a queue
+ * or an exchange, and stores the change if the binding is durable. Binding twice, or
+ * unbinding what is not bound, changes nothing. Returns -1 after closing the channel. */
+static int change_binding(channel *ch, unsigned mid, exchange *src, queue *q, exchange *dstx, slice key, slice args) {
+    store *s = ch->c->b->store;
+    binding *bd = binding_find(src, q, dstx, key, args);
+    if (mid == QUEUE_UNBIND || mid == EXCHANGE_UNBIND) {
+        if (bd) {
+            store_binding(s, bd, 0);
+            binding_remove(bd);
+        }
+        return 0;
+    }
+    if (src->subtype == EX_HEADERS && check_x_match(ch, args, mid) < 0)
+        return -1;
+    if (src->subtype == EX_CHASH && check_chash_key(ch, key, mid) < 0)
+        return -1;
+    if (bd)
+        return 0;
+    bd = binding_add(src, q, dstx, key, args);
+    if (store_binding(s, bd, 1) < 0) {
+        binding_remove(bd);
+        channel_close_error(ch, RESOURCE_ERROR, mid, "cannot store a durable binding: the disk is full or failing");
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- exchange class ---- */
 
 static void exchange_declare(channel *ch, rd *r) {
@@ -803,11 +831,8 @@ static void exchange_bind(channel *ch, rd *r, unsigned mid) {
     }
     if (mid == EXCHANGE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
         exchange *d = broker_exchange(ch->c->b, dst), *s = broker_exchange(ch->c->b, src);
-        binding *bd = d && s ? binding_find(s, NULL, d, key, args) : NULL;
-        if (bd) {
-            store_binding(ch->c->b->store, bd, 0);
-            binding_remove(bd);
-        }
+        if (d && s)
+            change_binding(ch, mid, s, NULL, d, key, args);
         if (!(bits & 1))
             send_empty(ch, EXCHANGE_UNBIND_OK);
         return;
@@ -816,20 +841,8 @@ static void exchange_bind(channel *ch, rd *r, unsigned mid) {
     if (!d)
         return;
     exchange *s = find_exchange(ch, src, mid);
-    if (!s)
+    if (!s || change_binding(ch, mid, s, NULL, d, key, args) < 0)
         return;
-    if (s->subtype == EX_HEADERS && check_x_match(ch, args, mid) < 0)
-        return;
-    if (s->subtype == EX_CHASH && check_chash_key(ch, key, mid) < 0)
-        return;
-    if (!binding_find(s, NULL, d, key, args)) {
-        binding *bd = binding_add(s, NULL, d, key, args);
-        if (store_binding(ch->c->b->store, bd, 1) < 0) {
-            binding_remove(bd);
-            channel_close_error(ch, RESOURCE_ERROR, mid, "cannot store a durable binding: the disk is full or failing");
-            return;
-        }
-    }
     if (!(bits & 1))
         send_empty(ch, EXCHANGE_BIND_OK);
 }
@@ -940,11 +953,8 @@ static void queue_bind(channel *ch, rd *r, unsigned mid) {
         exchange *x = broker_exchange(ch->c->b, xname);
         if (q && check_exclusive(ch, q, mid) < 0)
             return;
-        binding *bd = q && x ? binding_find(x, q, NULL, key, args) : NULL;
-        if (bd) {
-            store_binding(ch->c->b->store, bd, 0);
-            binding_remove(bd);
-        }
+        if (q && x)
+            change_binding(ch, mid, x, q, NULL, key, args);
         send_empty(ch, QUEUE_UNBIND_OK);
         return;
     }
@@ -952,21 +962,8 @@ static void queue_bind(channel *ch, rd *r, unsigned mid) {
     if (!q)
         return;
     exchange *x = find_exchange(ch, xname, mid);
-    if (!x)
+    if (!x || change_binding(ch, mid, x, q, NULL, key, args) < 0)
         return;
-    if (x->subtype == EX_HEADERS && check_x_match(ch, args, mid) < 0)
-        return;
-    if (x->subtype == EX_CHASH && check_chash_key(ch, key, mid) < 0)
-        return;
-    binding *bd = binding_find(x, q, NULL, key, args);
-    if (!bd) {
-        bd = binding_add(x, q, NULL, key, args);
-        if (store_binding(ch->c->b->store, bd, 1) < 0) {
-            binding_remove(bd);
-            channel_close_error(ch, RESOURCE_ERROR, mid, "cannot store a durable binding: the disk is full or failing");
-            return;
-        }
-    }
     if (!(bits & 1))
         send_empty(ch, QUEUE_BIND_OK);
 }

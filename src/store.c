@@ -55,6 +55,7 @@ typedef struct seg {
 
 typedef struct piece { /* a run of records for one segment */
     uint32_t seg;
+    uint64_t salt; /* the segment's (the writer puts the headers in an empty file) */
     buf data;
     uint64_t off; /* set by the writer: where in the segment it was written */
 } piece;
@@ -231,14 +232,13 @@ static buf *log_buf(store *s, size_t need) {
             w->pieces = xrealloc(w->pieces, w->cap * sizeof *w->pieces);
         }
         w->pieces[w->npieces].seg = a->id;
+        w->pieces[w->npieces].salt = a->salt;
         buf_init(&w->pieces[w->npieces].data);
         w->npieces++;
     }
     buf *b = &w->pieces[w->npieces - 1].data;
-    if (a->bytes == 0) { /* a new segment starts with its headers */
-        put_headers(b, a->salt);
-        a->bytes = 2 * HEADER_SIZE;
-    }
+    if (a->bytes == 0)
+        a->bytes = 2 * HEADER_SIZE; /* written by the writer (write_batch) */
     a->bytes += need;
     return b;
 }
@@ -295,8 +295,20 @@ static int write_batch(store *s, wbatch *w) {
             s->woff = size > 0 ? (uint64_t)size : 0;
             dirty_dir = 1;
         }
-        err = sio_pwrite(s->wfile, buf_head(&p->data), p->data.len, s->woff);
-        p->off = s->woff;
+        if (s->woff == 0) {
+            /* An empty segment (new, or cut back after a failed first write) starts with its
+             * headers; the writer puts them there so that no failure can leave them out. */
+            buf h;
+            buf_init(&h);
+            put_headers(&h, p->salt);
+            err = sio_pwrite(s->wfile, buf_head(&h), h.len, 0);
+            if (!err)
+                s->woff = h.len;
+            buf_free(&h);
+        }
+        if (!err)
+            err = sio_pwrite(s->wfile, buf_head(&p->data), p->data.len, s->woff);
+        p->off = s->woff; /* where its records are (paging), if it was written */
         if (err) {
             sio_truncate(s->wfile, s->woff);
             break;
