@@ -336,7 +336,6 @@ int delayed_check_declare(channel *ch, slice args, int *subtype);
 int delayed_take(exchange *x, message *m, slice headers);
 void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms);
 void delayed_exchange_gone(broker *b, exchange *x);
-size_t delayed_pending(const broker *b);
 void delayed_free(broker *b);
 
 /* ---------------- message.c (headers) ---------------- */

@@ -221,8 +221,6 @@ void delayed_exchange_gone(broker *b, exchange *x) {
             d->heap[i].x = NULL;
 }
 
-size_t delayed_pending(const broker *b) { return b->delayed ? b->delayed->len : 0; }
-
 void delayed_free(broker *b) {
     struct delayed *d = b->delayed;
     if (!d)

@@ -91,7 +91,7 @@ struct store {
     sio_file *rfile; /* paging: the segment last read back (loop thread) */
     uint32_t rseg;
     uint64_t rsalt;
-    uint64_t gen_next, synced;
+    uint64_t gen_next;
     int disk_alarm;
     uint64_t enospc_need; /* after ENOSPC: free bytes needed before writing is tried again */
     uint64_t appended;   /* message records appended (publish, delayed) */
@@ -401,7 +401,6 @@ static void on_synced(io_handler *h, uint32_t events) {
     }
     page_synced(s, w);
     batch_free(w);
-    s->synced = gen;
     broker_store_synced(s->b, gen, err == 0);
     store_kick(s);
 }
@@ -647,9 +646,6 @@ void store_delivered(store *s, const queue *q, const qmsg *qm) {
 }
 
 uint64_t store_gen(const store *s) { return s->gen_next; }
-uint64_t store_synced_gen(const store *s) { return s->synced; }
-int store_busy(const store *s) { return s->inflight != NULL || !batch_empty(s->pending); }
-int store_disk_alarm(const store *s) { return s && s->disk_alarm; }
 
 int store_tick(store *s) {
     if (!s)

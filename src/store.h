@@ -32,7 +32,6 @@ void store_settle(store *s, const queue *q, const qmsg *qm); /* acked / rejected
 void store_forget(store *s, const qmsg *qm);                 /* its queue was deleted */
 void store_delivered(store *s, const queue *q, const qmsg *qm);
 
-/* The generation that records appended now belong to, and the last one synced. */
 /* Delayed messages (x-delayed-message, x-retry-delays) of persistent messages bound for a
  * durable exchange or queue: held, then done (routed, or dropped). */
 void store_delayed(store *s, delayed_entry *e);
@@ -44,14 +43,12 @@ uint64_t store_appended(const store *s);
 void store_pin(store *s, uint32_t seg);
 void store_unpin(store *s, uint32_t seg);
 
+/* The generation (group-commit batch) that records appended now belong to. */
 uint64_t store_gen(const store *s);
-uint64_t store_synced_gen(const store *s);
-int store_busy(const store *s);
 /* Starts writing the records appended so far, if the writer is idle (after each batch). */
 void store_kick(store *s);
 /* Once a second: disk space, segment reclamation. Returns 1 while the disk alarm is on. */
 int store_tick(store *s);
-int store_disk_alarm(const store *s);
 
 /* Paging (queues deeper than memory). store_page_out: 1 if m has a synced record the queue
  * copy can point to (*loc, *len; the copy then holds the segment until store_page_release);

@@ -7,7 +7,6 @@
 #include "broker.h"
 #include "unit.h"
 
-int unit_failures;
 
 static const struct {
     const char *key;
@@ -52,19 +51,4 @@ static const unit_test tests[] = {
     T(test_binding_keys_are_positive_integer_weights),
 };
 
-int main(void) {
-    int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        int before = unit_failures;
-        tests[i].fn();
-        if (unit_failures == before) {
-            passed++;
-            printf("PASS %s\n", tests[i].name);
-        } else {
-            failed++;
-            printf("FAIL %s\n", tests[i].name);
-        }
-    }
-    printf("unit: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
-}
+int main(void) { return unit_run(tests, sizeof tests / sizeof tests[0]); }

@@ -5,7 +5,7 @@
 
 #include <stdio.h>
 
-extern int unit_failures;
+static int unit_failures; /* one test program per translation unit */
 #define CHECK(cond)                                                                                                    \
     do {                                                                                                               \
         if (!(cond)) {                                                                                                 \
@@ -18,5 +18,24 @@ typedef struct unit_test {
     const char *name;
     void (*fn)(void);
 } unit_test;
+
+/* Runs every test, one PASS/FAIL line each, then "unit: N passed, N failed" (read by
+ * tests/run.sh). Returns the exit status. */
+static inline int unit_run(const unit_test *tests, size_t n) {
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        int before = unit_failures;
+        tests[i].fn();
+        if (unit_failures == before) {
+            passed++;
+            printf("PASS %s\n", tests[i].name);
+        } else {
+            failed++;
+            printf("FAIL %s\n", tests[i].name);
+        }
+    }
+    printf("unit: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
 
 #endif
