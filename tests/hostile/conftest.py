@@ -1,0 +1,46 @@
+"""Fixtures for the hostile-client tests (issue 8: no client can crash, stall or exhaust
+ferryd): raw AMQP sockets (tests/malformed/rawamqp.py) and a look at ferryd's memory.
+
+Tests here act as a hostile or unlucky client would, against a real ferryd over a real
+socket, and assert that the broker stays up, bounded and fair. Tests that measure the
+broker's memory, restart it or configure limits start their own ferryd (ferryd_factory),
+so that other tests' traffic does not disturb the figures.
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "malformed"))
+from rawamqp import Connection  # noqa: E402
+
+
+def proc_status(pid):
+    """/proc/PID/status as a dict of kB figures (VmRSS, VmSize, VmHWM, ...)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            parts = v.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                out[k] = int(parts[0])
+    return out
+
+
+@pytest.fixture
+def raw(broker):
+    """Factory: raw() -> a raw TCP connection to the session broker, handshake done;
+    closed at teardown."""
+    opened = []
+
+    def make(target=None, handshake=True, **kw):
+        b = target or broker
+        c = Connection(b.host, b.port)
+        opened.append(c)
+        if handshake:
+            c.handshake(**kw)
+        return c
+
+    yield make
+    for c in opened:
+        c.close()
