@@ -470,6 +470,7 @@ struct conn {
     uint8_t has_published, blocked, told_blocked; /* resource alarms (connection.blocked) */
     uint32_t store_wait; /* input paused until the store syncs (tx.commit) */
     uint8_t resume;      /* re-evaluate input at the next flush */
+    uint64_t acct;       /* bytes of its buffers counted in memacct (MEM_CONN_BUFFERS) */
     char *user;
     conn *prev, *next;    /* all connections */
     conn *next_flush;     /* flush list */
