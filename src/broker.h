@@ -212,10 +212,8 @@ slice queue_delivery_props(const queue *q, const qmsg *qm, buf *scratch);
 
 /* ---------------- qtype.c ---------------- */
 
-/* Queue-type rules for queue.declare (x-queue-type classic / quorum): arguments the type
- * does not support and properties a quorum queue cannot have are refused with RabbitMQ's
- * texts. Returns 0, or -1 after closing the channel. */
-int qtype_check_declare(channel *ch, slice name, int durable, int exclusive, int auto_delete, slice args);
+/* Does a queue with these arguments have x-queue-type quorum? */
+int qtype_is_quorum(slice args);
 /* Sets up a new queue's type-dependent state from its arguments. */
 void qtype_init(queue *q, slice args);
 
@@ -347,7 +345,7 @@ void props_set_int_header(slice props, const char *key, char type, int64_t v, bu
 /* A copy of m (new allocation, same body) with one integer header set. */
 message *message_set_int_header(const message *m, const char *key, char type, int64_t v);
 
-/* ---------------- channel.c ---------------- */
+/* ---------------- channel.c, consume.c, publish.c (channel_int.h) ---------------- */
 
 struct consumer {
     char *tag;
@@ -474,6 +472,7 @@ struct conn {
     uint8_t has_published, blocked, told_blocked; /* resource alarms (connection.blocked) */
     uint32_t store_wait; /* input paused until the store syncs (tx.commit) */
     uint8_t resume;      /* re-evaluate input at the next flush */
+    uint64_t acct;       /* bytes of its buffers counted in memacct (MEM_CONN_BUFFERS) */
     char *user;
     conn *prev, *next;    /* all connections */
     conn *next_flush;     /* flush list */

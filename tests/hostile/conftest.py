@@ -1,8 +1,13 @@
-"""Fixtures for the hostile-client tests (issue 8): inputs an attacker, or just an unlucky
-client, can send with ordinary AMQP, each of which once crashed, stalled or exhausted
-ferryd. Every test gets its own ferryd (a crash must not take the next test with it) and
-checks at the end that it still serves and exits cleanly on SIGTERM with no sanitizer
-report. Modelled on tests/malformed/conftest.py and tests/integration/conftest.py."""
+"""Fixtures for the hostile-client tests (issue 8: no client can crash, stall or exhaust
+ferryd): raw AMQP sockets (tests/malformed/rawamqp.py) and a look at ferryd's memory.
+
+Tests here act as a hostile or unlucky client would, against a real ferryd over a real
+socket, and assert that the broker stays up, bounded and fair. Tests that measure the
+broker's memory, restart it or configure limits start their own ferryd (ferryd_factory),
+so that other tests' traffic does not disturb the figures. Tests whose input used to crash
+ferryd use a private one too (`ferryd`, `connect`): a crash must not take the next test
+with it, and ferryd_factory checks each for a clean SIGTERM exit with no sanitizer report.
+"""
 import os
 import sys
 
@@ -11,6 +16,37 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "malformed"))
 from rawamqp import Connection  # noqa: E402
+
+
+def proc_status(pid):
+    """/proc/PID/status as a dict of kB figures (VmRSS, VmSize, VmHWM, ...)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            parts = v.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                out[k] = int(parts[0])
+    return out
+
+
+@pytest.fixture
+def raw(broker):
+    """Factory: raw() -> a raw TCP connection to the session broker, handshake done;
+    closed at teardown."""
+    opened = []
+
+    def make(target=None, handshake=True, **kw):
+        b = target or broker
+        c = Connection(b.host, b.port)
+        opened.append(c)
+        if handshake:
+            c.handshake(**kw)
+        return c
+
+    yield make
+    for c in opened:
+        c.close()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,14 +91,6 @@ def connect(ferryd):
                 c.close()
             except Exception:
                 pass
-
-
-@pytest.fixture
-def raw(ferryd):
-    """A raw TCP connection to this test's ferryd (no handshake done yet)."""
-    conn = Connection(ferryd.host, ferryd.port)
-    yield conn
-    conn.close()
 
 
 def still_serves(d):
