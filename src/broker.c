@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "memacct.h"
 #include "store.h"
 #include "storeio.h"
 #include "util.h"
@@ -137,6 +138,11 @@ static void page_out(broker *b) {
 
 static void after_batch(void *ud) {
     broker *b = ud;
+    /* The memory alarm is raised within the batch that crosses the watermark (a flood must
+     * not overshoot it by a second of publishes); it is cleared by the tick, at most once a
+     * second, so that publishers near the line are not blocked and unblocked every batch. */
+    if (memacct_total() > b->cfg.memory_high_watermark)
+        broker_set_alarm(b, ALARM_MEMORY, 1);
     /* Flushing can wake consumers (a drained socket) and dispatching can produce output:
      * repeat until nothing is pending, so that no work waits for an unrelated event. */
     while (b->dl_head || b->dirty || b->confirms || b->flush) {
@@ -184,7 +190,7 @@ static void tick(loop_timer *t) {
     sio_check_powercut();
     if (++b->ticks % 4 == 0) { /* once a second */
         broker_set_alarm(b, ALARM_DISK, store_tick(b->store));
-        broker_set_alarm(b, ALARM_MEMORY, message_bytes() > b->cfg.memory_high_watermark);
+        broker_set_alarm(b, ALARM_MEMORY, memacct_total() > b->cfg.memory_high_watermark);
     }
     loop_timer_arm(b->loop, &b->tick, now + TICK_MS);
 }

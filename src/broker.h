@@ -133,7 +133,7 @@ struct queue {
         qheap requeued;
         uint64_t pg_pos; /* paging: ready entries before this position were looked at */
     } *levels;
-    uint8_t nlevels;
+    uint16_t nlevels;     /* 1 + x-max-priority: 1..256 (x-max-priority is 0..255) */
     uint8_t overflow;     /* OVERFLOW_* (x-overflow) */
     size_t nready;        /* ready messages over all levels */
     int64_t message_ttl;  /* x-message-ttl in ms; -1 = none */
@@ -171,7 +171,9 @@ static inline size_t queue_ready_count(const queue *q) { return q->nready; }
 void queue_publish(queue *q, message *m);
 /* The queue was used (declared, consumed from, got from): an x-expires lease restarts. */
 void queue_touch(queue *q);
-/* Takes the next ready message, if any. */
+/* Takes the next ready message: 1 with *out set (its body in memory), or 0 with *out
+ * untouched and the queue empty. queue_ready_count() > 0 does not promise a message: the
+ * head may expire (TTL) or fail to read back from the log (paging) while popping. */
 int queue_pop(queue *q, qmsg *out);
 /* Puts a delivered message back in its place, marked as delivered before. */
 void queue_requeue(queue *q, qmsg qm);
@@ -210,10 +212,8 @@ slice queue_delivery_props(const queue *q, const qmsg *qm, buf *scratch);
 
 /* ---------------- qtype.c ---------------- */
 
-/* Queue-type rules for queue.declare (x-queue-type classic / quorum): arguments the type
- * does not support and properties a quorum queue cannot have are refused with RabbitMQ's
- * texts. Returns 0, or -1 after closing the channel. */
-int qtype_check_declare(channel *ch, slice name, int durable, int exclusive, int auto_delete, slice args);
+/* Does a queue with these arguments have x-queue-type quorum? */
+int qtype_is_quorum(slice args);
 /* Sets up a new queue's type-dependent state from its arguments. */
 void qtype_init(queue *q, slice args);
 
@@ -345,7 +345,7 @@ void props_set_int_header(slice props, const char *key, char type, int64_t v, bu
 /* A copy of m (new allocation, same body) with one integer header set. */
 message *message_set_int_header(const message *m, const char *key, char type, int64_t v);
 
-/* ---------------- channel.c ---------------- */
+/* ---------------- channel.c, consume.c, publish.c (channel_int.h) ---------------- */
 
 struct consumer {
     char *tag;
@@ -472,6 +472,7 @@ struct conn {
     uint8_t has_published, blocked, told_blocked; /* resource alarms (connection.blocked) */
     uint32_t store_wait; /* input paused until the store syncs (tx.commit) */
     uint8_t resume;      /* re-evaluate input at the next flush */
+    uint64_t acct;       /* bytes of its buffers counted in memacct (MEM_CONN_BUFFERS) */
     char *user;
     conn *prev, *next;    /* all connections */
     conn *next_flush;     /* flush list */

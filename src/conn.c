@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "memacct.h"
 #include "util.h"
 
 #define READ_CHUNK (256 * 1024)
@@ -167,6 +168,17 @@ int listener_open(broker *b, const char *addr, int port) {
 
 /* ---- output ---- */
 
+/* Reports what this connection's buffers hold to the memory accounting: the unread input
+ * and the output buffer's storage (written bytes touch it; it shrinks once drained). */
+static void conn_account(conn *c) {
+    uint64_t held = c->in.len + c->out.cap;
+    if (held >= c->acct)
+        memacct_add(MEM_CONN_BUFFERS, held - c->acct);
+    else
+        memacct_sub(MEM_CONN_BUFFERS, c->acct - held);
+    c->acct = held;
+}
+
 void conn_want_flush(conn *c) {
     if (c->in_flush || c->state == CONN_DEAD)
         return;
@@ -250,6 +262,7 @@ void conn_flush(conn *c) {
     }
     if (was_blocked && c->out.len < OUT_HIGH_WATER)
         wake_consumers(c);
+    conn_account(c);
 }
 
 void conn_update_input(conn *c) {
@@ -321,6 +334,7 @@ void conn_destroy(conn *c) {
 void conn_free(conn *c) {
     buf_free(&c->in);
     buf_free(&c->out);
+    conn_account(c);
     free(c->chans);
     free(c->user);
     free(c);
@@ -762,6 +776,7 @@ static void handle_input(conn *c) {
     }
     if (c->in.len == 0)
         buf_shrink_if_idle(&c->in, 2 * READ_CHUNK);
+    conn_account(c);
 }
 
 static void conn_io(io_handler *h, uint32_t events) {
