@@ -15,18 +15,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "malformed"))
 from rawamqp import Connection  # noqa: E402
 
 
-def proc_status(pid):
-    """/proc/PID/status as a dict of kB figures (VmRSS, VmSize, VmHWM, ...)."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            parts = v.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                out[k] = int(parts[0])
-    return out
-
-
 @pytest.fixture
 def raw(broker):
     """Factory: raw() -> a raw TCP connection to the session broker, handshake done;
