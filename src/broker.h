@@ -136,7 +136,7 @@ struct queue {
         qheap requeued;
         uint64_t pg_pos; /* paging: ready entries before this position were looked at */
     } *levels;
-    uint8_t nlevels;
+    uint16_t nlevels;     /* 1 + x-max-priority: 1..256 (x-max-priority is 0..255) */
     uint8_t overflow;     /* OVERFLOW_* (x-overflow) */
     size_t nready;        /* ready messages over all levels */
     int64_t message_ttl;  /* x-message-ttl in ms; -1 = none */
@@ -174,7 +174,9 @@ static inline size_t queue_ready_count(const queue *q) { return q->nready; }
 void queue_publish(queue *q, message *m);
 /* The queue was used (declared, consumed from, got from): an x-expires lease restarts. */
 void queue_touch(queue *q);
-/* Takes the next ready message, if any. */
+/* Takes the next ready message: 1 with *out set (its body in memory), or 0 with *out
+ * untouched and the queue empty. queue_ready_count() > 0 does not promise a message: the
+ * head may expire (TTL) or fail to read back from the log (paging) while popping. */
 int queue_pop(queue *q, qmsg *out);
 /* Puts a delivered message back in its place, marked as delivered before. */
 void queue_requeue(queue *q, qmsg qm);

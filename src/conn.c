@@ -821,6 +821,12 @@ void conn_tick(conn *c, uint64_t now) {
             conn_destroy(c);
         return;
     }
+    /* While ferryd itself does not read the socket (a resource alarm blocks this publisher,
+     * its output backs up, a tx.commit waits for the store) the client's heartbeats stay
+     * unread: the silence is ours, so the clock restarts. RabbitMQ pauses its heartbeat
+     * monitor while a connection is blocked the same way. */
+    if (!input_allowed(c))
+        c->last_recv_ms = now;
     if (c->heartbeat) {
         uint64_t hb = (uint64_t)c->heartbeat * 1000;
         if (now - c->last_recv_ms > 2 * hb) {
