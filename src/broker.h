@@ -64,6 +64,9 @@ static inline message *message_ref(message *m) {
     return m;
 }
 void message_unref(message *m);
+/* Makes room for a body of body_len bytes (>= the current one; the first body_len bytes so
+ * far are kept): publish assembly grows a body as its frames arrive. m must be unshared. */
+message *message_grow(message *m, uint64_t body_len);
 
 /* ---------------- queue.c ---------------- */
 
@@ -389,8 +392,9 @@ struct channel {
     uint8_t closing;   /* we sent channel.close and wait for close-ok */
     uint8_t expect;    /* content frames expected next: 0 none, FRAME_HEADER, FRAME_BODY */
     uint8_t mandatory; /* of the publish being assembled */
-    message *pending;  /* the publish being assembled */
-    uint64_t pending_got; /* body bytes of it received so far */
+    message *pending;  /* the publish being assembled; its body_len is the room so far */
+    uint64_t pending_got; /* body bytes of it received so far (<= pending->body_len) */
+    uint64_t pending_size; /* the body size its content header declared */
     slice args;        /* the current method's argument bytes (for error texts) */
     uint64_t next_tag;
     uring unacked;

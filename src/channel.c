@@ -253,7 +253,7 @@ void channel_frame(channel *ch, const frame *f) {
             return;
         }
         content_header(ch, f);
-        if (ch->expect == FRAME_BODY && ch->pending && ch->pending->body_len == 0)
+        if (ch->expect == FRAME_BODY && ch->pending && ch->pending_size == 0)
             publish_complete(ch);
         return;
     }
