@@ -477,6 +477,8 @@ struct conn {
     uint32_t store_wait; /* input paused until the store syncs (tx.commit) */
     uint8_t resume;      /* re-evaluate input at the next flush */
     uint64_t acct;       /* bytes of its buffers counted in memacct (MEM_CONN_BUFFERS) */
+    uint8_t in_backlog;  /* on b->backlog: its input budget ran out with frames left */
+    conn *next_backlog;
     char *user;
     conn *prev, *next;    /* all connections */
     conn *next_flush;     /* flush list */
@@ -500,6 +502,9 @@ void conn_forget_channel(conn *c, uint16_t id);
 void conn_update_input(conn *c);
 void conn_set_blocked(conn *c, int on);
 void conn_destroy(conn *c); /* closes the socket and frees, after the batch */
+/* Gives each connection with frames left over after its budget one more budget (once per
+ * loop batch); returns nonzero if some still have frames left. */
+int conn_backlog_run(broker *b);
 int listener_open(broker *b, const char *addr, int port);
 
 /* ---------------- broker.c ---------------- */
@@ -531,6 +536,7 @@ struct broker {
     size_t nroute, caproute;
     uint64_t route_epoch;
     loop_timer tick;
+    conn *backlog;            /* connections with whole frames left over after their budget */
     io_handler sig_io;
     int sig_fd;
     int listen_fds[8];
