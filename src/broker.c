@@ -137,8 +137,11 @@ static void page_out(broker *b) {
         queue_page_out(e->val, 16384);
 }
 
-static void after_batch(void *ud) {
+static int after_batch(void *ud) {
     broker *b = ud;
+    /* Connections whose input budget ran out get their next budget, once per batch. */
+    if (b->backlog)
+        conn_backlog_run(b);
     /* The memory alarm is raised within the batch that crosses the watermark (a flood must
      * not overshoot it by a second of publishes); it is cleared by the tick, at most once a
      * second, so that publishers near the line are not blocked and unblocked every batch. */
@@ -179,6 +182,7 @@ static void after_batch(void *ud) {
     }
     if (b->stopping)
         loop_stop(b->loop);
+    return b->backlog != NULL;
 }
 
 static void tick(loop_timer *t) {

@@ -64,6 +64,9 @@ static inline message *message_ref(message *m) {
     return m;
 }
 void message_unref(message *m);
+/* Makes room for a body of body_len bytes (>= the current one; the first body_len bytes so
+ * far are kept): publish assembly grows a body as its frames arrive. m must be unshared. */
+message *message_grow(message *m, uint64_t body_len);
 
 /* ---------------- queue.c ---------------- */
 
@@ -398,8 +401,9 @@ struct channel {
     uint8_t closing;   /* we sent channel.close and wait for close-ok */
     uint8_t expect;    /* content frames expected next: 0 none, FRAME_HEADER, FRAME_BODY */
     uint8_t mandatory; /* of the publish being assembled */
-    message *pending;  /* the publish being assembled */
-    uint64_t pending_got; /* body bytes of it received so far */
+    message *pending;  /* the publish being assembled; its body_len is the room so far */
+    uint64_t pending_got; /* body bytes of it received so far (<= pending->body_len) */
+    uint64_t pending_size; /* the body size its content header declared */
     slice args;        /* the current method's argument bytes (for error texts) */
     uint64_t next_tag;
     uring unacked;
@@ -482,6 +486,8 @@ struct conn {
     uint32_t store_wait; /* input paused until the store syncs (tx.commit) */
     uint8_t resume;      /* re-evaluate input at the next flush */
     uint64_t acct;       /* bytes of its buffers counted in memacct (MEM_CONN_BUFFERS) */
+    uint8_t in_backlog;  /* on b->backlog: its input budget ran out with frames left */
+    conn *next_backlog;
     char *user;
     conn *prev, *next;    /* all connections */
     conn *next_flush;     /* flush list */
@@ -505,6 +511,9 @@ void conn_forget_channel(conn *c, uint16_t id);
 void conn_update_input(conn *c);
 void conn_set_blocked(conn *c, int on);
 void conn_destroy(conn *c); /* closes the socket and frees, after the batch */
+/* Gives each connection with frames left over after its budget one more budget (once per
+ * loop batch); returns nonzero if some still have frames left. */
+int conn_backlog_run(broker *b);
 int listener_open(broker *b, const char *addr, int port);
 
 /* ---------------- broker.c ---------------- */
@@ -537,6 +546,7 @@ struct broker {
     size_t nroute, caproute;
     uint64_t route_epoch;
     loop_timer tick;
+    conn *backlog;            /* connections with whole frames left over after their budget */
     io_handler sig_io;
     int sig_fd;
     int listen_fds[8];

@@ -9,11 +9,15 @@
  * way. */
 #include "channel_int.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "store.h"
 #include "util.h"
+
+/* Room for a body before its frames arrive: one frame at the default frame_max. */
+#define BODY_INITIAL_ROOM (128u << 10)
 
 /* Drops the transaction's buffered work. */
 static void tx_clear(channel *ch) {
@@ -58,12 +62,16 @@ static void wait_for_store(channel *ch, int nack) {
     if (last && last->gen >= gen && !last->nack && !nack) {
         last->seq = ch->pub_seq;
     } else {
+        /* a later entry never waits for an earlier generation than the one before it
+         * (read before the array may move: last points into it) */
+        if (last && last->gen > gen)
+            gen = last->gen;
+        assert(!last || last->seq < ch->pub_seq);
         if (ch->ncwait == ch->capcwait) {
             ch->capcwait = ch->capcwait ? ch->capcwait * 2 : 4;
             ch->cwait = xrealloc(ch->cwait, ch->capcwait * sizeof *ch->cwait);
         }
-        /* a later entry never waits for an earlier generation than the one before it */
-        ch->cwait[ch->ncwait++] = (struct cwait){ch->pub_seq, last && last->gen > gen ? last->gen : gen, (uint8_t)nack};
+        ch->cwait[ch->ncwait++] = (struct cwait){ch->pub_seq, gen, (uint8_t)nack};
     }
     join_waiters(ch);
 }
@@ -274,8 +282,11 @@ void content_header(channel *ch, const frame *f) {
         message_unref(hdr);
         return;
     }
+    /* The body grows as its frames arrive (content_body): a header alone costs little,
+     * whatever size it declares. */
     message *m = message_new((slice){(const uint8_t *)msg_exchange(hdr), hdr->exchange_len},
-                             (slice){(const uint8_t *)msg_rkey(hdr), hdr->rkey_len}, props, size);
+                             (slice){(const uint8_t *)msg_rkey(hdr), hdr->rkey_len}, props,
+                             MIN(size, BODY_INITIAL_ROOM));
     message_unref(hdr);
     m->persistent = pv.delivery_mode == 2;
     if (pv.flags & PROP_EXPIRATION) {
@@ -291,6 +302,7 @@ void content_header(channel *ch, const frame *f) {
     }
     ch->pending = m;
     ch->pending_got = 0;
+    ch->pending_size = size;
     ch->expect = FRAME_BODY;
 }
 
@@ -310,21 +322,32 @@ void publish_complete(channel *ch) {
     message_unref(m);
 }
 
+/* A body frame of the message being assembled: appended, the room doubling as needed
+ * (never beyond the declared size); the message completes when the declared size is in. */
 void content_body(channel *ch, const frame *f) {
     message *m = ch->pending;
-    if (ch->pending_got + f->size > m->body_len) {
+    uint64_t size = ch->pending_size;
+    assert(m && m->refs == 1 && ch->expect == FRAME_BODY);
+    if (ch->pending_got + f->size > size) {
         /* More body than the header declared: as RabbitMQ, the message never completes (it is
          * not routed) and the channel keeps waiting for body frames, so the next method is an
          * UNEXPECTED_FRAME error. */
-        ch->pending_got = m->body_len + 1;
+        ch->pending_got = size + 1;
         return;
     }
-    if (ch->pending_got > m->body_len)
+    if (ch->pending_got > size)
         return;
+    if (ch->pending_got + f->size > m->body_len) {
+        uint64_t room = MAX(ch->pending_got + f->size, MIN(size, m->body_len * 2));
+        ch->pending = m = message_grow(m, room);
+    }
+    assert(ch->pending_got + f->size <= m->body_len && m->body_len <= size);
     memcpy(msg_body(m) + ch->pending_got, f->payload, f->size);
     ch->pending_got += f->size;
-    if (ch->pending_got == m->body_len)
+    if (ch->pending_got == size) {
+        assert(m->body_len == size);
         publish_complete(ch);
+    }
 }
 
 void tx_add(channel *ch, uint8_t kind, uint64_t tag, int multiple, int requeue) {
