@@ -78,6 +78,7 @@ static sio_file *open_files;
 static mop *mops, *mops_tail;
 static uint64_t rng_state;
 static size_t sector = 512;
+static int keep_mode = -1; /* FERRY_IO_KEEP: what lost writes keep (-1: chosen at random) */
 static rule rules[MAX_RULES];
 static int nrules;
 static uint64_t injected; /* faults injected so far */
@@ -164,6 +165,7 @@ static int parse_rule(char *text, rule *r) {
 int sio_init(void) {
     const char *v = getenv("FERRY_IO_VOLATILE"), *faults = getenv("FERRY_IO_FAULTS");
     const char *seed_s = getenv("FERRY_IO_SEED"), *sector_s = getenv("FERRY_IO_SECTOR");
+    const char *keep_s = getenv("FERRY_IO_KEEP");
     int vol = v && *v && strcmp(v, "0") != 0;
     if (faults && *faults) {
         char *all = xstrndup(faults, strlen(faults)), *save = NULL;
@@ -191,6 +193,16 @@ int sio_init(void) {
             return -1;
         }
         sector = (size_t)n;
+    }
+    if (keep_s && *keep_s) {
+        static const char *modes[] = {"none", "all", "sectors", "prefix"};
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(keep_s, modes[i]))
+                keep_mode = i;
+        if (keep_mode < 0) {
+            log_error("FERRY_IO_KEEP: '%s' is not none, all, sectors or prefix", keep_s);
+            return -1;
+        }
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -240,7 +252,7 @@ static void apply_write(int fd, const pending *p, int mode, double q, size_t *bu
 /* What is left of a file's unsynced writes when they are lost (power cut, failed sync):
  * nothing, all of them, an in-order prefix, or sectors at random. */
 static void lose_pending(sio_file *f) {
-    int mode = (int)(rnd() % 4);
+    int mode = keep_mode >= 0 ? keep_mode : (int)(rnd() % 4);
     double q = rnd01();
     size_t total = 0;
     for (pending *p = f->head; p; p = p->next)
