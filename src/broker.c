@@ -108,6 +108,7 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
             pp = &ch->next_waiter;
         }
     }
+    deadletter_synced(b, gen, ok);
 }
 
 void broker_set_alarm(broker *b, int which, int on) {
@@ -269,6 +270,7 @@ void broker_shutdown(broker *b) {
     while (b->conns)
         conn_destroy(b->conns);
     after_batch(b);
+    deadletter_settle_all(b);
     /* Write what is pending; from here on, tearing down memory is not a deletion. */
     store_close(b->store);
     size_t i = 0;

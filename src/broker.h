@@ -243,8 +243,17 @@ void dedup_free(queue *q);
 /* Dead-letters a message (takes the reference) that left q for this reason ("rejected",
  * "expired", "maxlen", "delivery_limit"), if q has a dead-letter exchange; drops it if not. */
 void deadletter(queue *q, message *m, const char *reason);
+/* The same for a queue copy (not paged) that has a record in the store: the copy's settle
+ * record is written only once the dead letter's own record is synced (deadletter_synced),
+ * so that a crash may duplicate the message but never lose it. Takes qm's reference. */
+void deadletter_copy(queue *q, qmsg qm, const char *reason);
 /* Republishes the dead letters collected in this batch. */
 void deadletter_flush(broker *b);
+/* Store generation gen is synced (ok) or failed: settles the copies whose dead letters it
+ * held (a failed one stays unsettled on disk: it comes back after a restart). */
+void deadletter_synced(broker *b, uint64_t gen, int ok);
+/* Shutdown: settles every copy still waiting (the store writes them last). */
+void deadletter_settle_all(broker *b);
 /* Dead-letter redrive: moves up to max ready messages of dlq back to the queue named in
  * their most recent x-death entry, properties and headers unchanged. Messages whose queue
  * is gone (or that have no x-death) stay in dlq, in order. Returns how many moved. */
@@ -529,6 +538,7 @@ struct broker {
     size_t nconns;
     uint64_t next_conn_id;
     struct deadletter *dl_head, *dl_tail; /* dead letters to republish (deadletter.c) */
+    struct deadletter *dl_wait, *dl_wait_tail; /* their source copies' settles, waiting for a sync */
     struct delayed *delayed;              /* messages due later (delayed.c) */
     queue *dirty;       /* queues with deliveries to make */
     conn *flush;        /* connections with output */

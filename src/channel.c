@@ -163,13 +163,15 @@ static void channel_method(channel *ch, const frame *f) {
     conn *c = ch->c;
     ch->args = (slice){f->payload + 4, f->size - 4}; /* for error texts */
     if (ch->closing) {
-        /* After we sent channel.close only close / close-ok count (spec 2.2.4). */
-        if (mid == CHANNEL_CLOSE_OK) {
+        /* After we sent channel.close only close / close-ok count (spec 2.2.4). A close
+         * from the client crossed ours: as RabbitMQ, answer it and still wait for the
+         * close-ok our close requires; the channel number stays taken until then. */
+        if (mid == CHANNEL_CLOSE_OK)
             conn_forget_channel(c, ch->id);
-        } else if (mid == CHANNEL_CLOSE) {
+        else if (mid == CHANNEL_CLOSE)
             send_empty(ch, CHANNEL_CLOSE_OK);
-            conn_forget_channel(c, ch->id);
-        }
+        else if (mid == CHANNEL_OPEN)
+            conn_close_error(c, CHANNEL_ERROR, mid, "second 'channel.open' seen");
         return;
     }
     if (ch->expect) {

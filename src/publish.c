@@ -62,12 +62,16 @@ static void wait_for_store(channel *ch, int nack) {
     if (last && last->gen >= gen && !last->nack && !nack) {
         last->seq = ch->pub_seq;
     } else {
+        /* a later entry never waits for an earlier generation than the one before it
+         * (read before the array may move: last points into it) */
+        if (last && last->gen > gen)
+            gen = last->gen;
+        assert(!last || last->seq < ch->pub_seq);
         if (ch->ncwait == ch->capcwait) {
             ch->capcwait = ch->capcwait ? ch->capcwait * 2 : 4;
             ch->cwait = xrealloc(ch->cwait, ch->capcwait * sizeof *ch->cwait);
         }
-        /* a later entry never waits for an earlier generation than the one before it */
-        ch->cwait[ch->ncwait++] = (struct cwait){ch->pub_seq, last && last->gen > gen ? last->gen : gen, (uint8_t)nack};
+        ch->cwait[ch->ncwait++] = (struct cwait){ch->pub_seq, gen, (uint8_t)nack};
     }
     join_waiters(ch);
 }

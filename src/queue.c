@@ -269,6 +269,10 @@ static int take_ok(queue *q, struct qlevel *lv, int from_heap, qmsg *out) {
 /* A message leaves the queue without being acknowledged: expired, dropped by a length
  * limit, or rejected. It is dead-lettered if the queue says where to. */
 static void discard(queue *q, qmsg qm, const char *reason) {
+    if (qm.stored && !qm.paged && !q->deleted) {
+        deadletter_copy(q, qm, reason); /* settled once the dead letter is on disk */
+        return;
+    }
     gone(q, &qm);
     deadletter(q, qm.m, reason);
 }

@@ -66,6 +66,7 @@ typedef struct rule {
     int err;        /* 0: any of EIO, ENOSPC, EMFILE */
     int short_write;
     int cut;
+    unsigned delay_ms; /* not an error: the call takes this much longer (a slow disk) */
     uint64_t calls, fired;
 } rule;
 
@@ -78,10 +79,12 @@ static sio_file *open_files;
 static mop *mops, *mops_tail;
 static uint64_t rng_state;
 static size_t sector = 512;
+static int keep_mode = -1; /* FERRY_IO_KEEP: what lost writes keep (-1: chosen at random) */
 static rule rules[MAX_RULES];
 static int nrules;
 static uint64_t injected; /* faults injected so far */
 static uint64_t backups;  /* names handed out for hidden backups */
+static _Thread_local unsigned delay_due; /* ms this thread sleeps once it lets go of the lock */
 
 /* ---- randomness (seeded, so a run can be replayed) ---- */
 
@@ -149,6 +152,8 @@ static int parse_rule(char *text, rule *r) {
             r->p = strtod(v, NULL);
             if (!(r->p > 0 && r->p <= 1))
                 return -1;
+        } else if (!strcmp(kv, "delay") && v) {
+            r->delay_ms = (unsigned)strtoul(v, NULL, 10);
         } else if (!strcmp(kv, "max") && v) {
             r->max = strtoull(v, NULL, 10);
         } else if (!strcmp(kv, "err") && v) {
@@ -164,6 +169,7 @@ static int parse_rule(char *text, rule *r) {
 int sio_init(void) {
     const char *v = getenv("FERRY_IO_VOLATILE"), *faults = getenv("FERRY_IO_FAULTS");
     const char *seed_s = getenv("FERRY_IO_SEED"), *sector_s = getenv("FERRY_IO_SECTOR");
+    const char *keep_s = getenv("FERRY_IO_KEEP");
     int vol = v && *v && strcmp(v, "0") != 0;
     if (faults && *faults) {
         char *all = xstrndup(faults, strlen(faults)), *save = NULL;
@@ -191,6 +197,16 @@ int sio_init(void) {
             return -1;
         }
         sector = (size_t)n;
+    }
+    if (keep_s && *keep_s) {
+        static const char *modes[] = {"none", "all", "sectors", "prefix"};
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(keep_s, modes[i]))
+                keep_mode = i;
+        if (keep_mode < 0) {
+            log_error("FERRY_IO_KEEP: '%s' is not none, all, sectors or prefix", keep_s);
+            return -1;
+        }
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -240,7 +256,7 @@ static void apply_write(int fd, const pending *p, int mode, double q, size_t *bu
 /* What is left of a file's unsynced writes when they are lost (power cut, failed sync):
  * nothing, all of them, an in-order prefix, or sectors at random. */
 static void lose_pending(sio_file *f) {
-    int mode = (int)(rnd() % 4);
+    int mode = keep_mode >= 0 ? keep_mode : (int)(rnd() % 4);
     double q = rnd01();
     size_t total = 0;
     for (pending *p = f->head; p; p = p->next)
@@ -363,6 +379,10 @@ static int inject(unsigned op, const char *what, int *short_write) {
         if (!fire)
             continue;
         r->fired++;
+        if (r->delay_ms) {
+            delay_due += r->delay_ms;
+            continue;
+        }
         injected++;
         if (r->cut) {
             log_warn("storeio: injected fault %llu: power cut at %s #%llu (%s)", (unsigned long long)injected,
@@ -425,6 +445,15 @@ static char *backup_name(const char *path) {
 }
 
 /* ---- the calls ---- */
+
+/* Sleeps what delay rules asked for (called without the lock). */
+static void slow_disk(void) {
+    if (delay_due) {
+        usleep(delay_due * 1000u);
+        delay_due = 0;
+    }
+}
+
 
 sio_file *sio_open(const char *path, int create) {
     int fd, created = 0;
@@ -518,6 +547,7 @@ int sio_pwrite(sio_file *f, const void *p, size_t n, uint64_t off) {
         else if (!e && n)
             add_pending(f, p, n, off);
         pthread_mutex_unlock(&lock);
+        slow_disk();
         return -e;
     }
     const uint8_t *b = p;
@@ -569,6 +599,12 @@ int sio_sync(sio_file *f) {
         pthread_mutex_lock(&lock);
         check_cut();
         int e = inject(OP_SYNC, "fdatasync", NULL);
+        if (delay_due) {
+            pthread_mutex_unlock(&lock);
+            slow_disk();
+            pthread_mutex_lock(&lock);
+            check_cut();
+        }
         if (e) {
             /* fsyncgate: the writeback failed; what it wrote is unknown, and the pages are
              * no longer dirty, so no later sync retries them. */

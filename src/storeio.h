@@ -27,6 +27,7 @@
  *                default EIO
  *     short      a write first puts a random part of its bytes in the file, then fails
  *     cut        not an error: a power cut at that call, before it takes effect (as SIGUSR2)
+ *     delay=MS   not an error: the call takes MS ms longer (a slow disk; write and fdatasync)
  *   A failed fdatasync is PostgreSQL's fsyncgate: the file's unsynced writes are dropped,
  *   kept, or kept in part (sectors at random), and forgotten: a later successful fdatasync
  *   of the same file says nothing about them. A failed directory fsync leaves its
@@ -34,6 +35,9 @@
  *   running count.
  *   Examples: FERRY_IO_FAULTS="op=fdatasync,nth=37,err=EIO";
  *             FERRY_IO_FAULTS="op=pwrite,p=0.01,err=ENOSPC,short;op=any,p=0.001,cut".
+ *
+ * FERRY_IO_KEEP=none|all|sectors|prefix fixes what lost unsynced writes keep (a power cut,
+ * a failed fdatasync) instead of choosing at random each time: for tests that need one case.
  *
  * FERRY_IO_SEED=N seeds every random choice (faults, kept sectors); without it a seed is
  * drawn and logged at startup, so any run can be replayed (thread timing aside). */

@@ -126,7 +126,10 @@ def test_body_round_trips_through_many_frames(raw):
     assert got == body
 
 
+@pytest.mark.ferry_only
 def test_declared_size_above_max_message_size_is_refused_with_406(raw):
+    """RabbitMQ 3.10 sends this same 406 once the whole body is in; ferryd already at the
+    header (nothing of the body has to be taken in first)."""
     c = raw()
     c.open_channel(1)
     publish(c, 1, "nowhere", MAX_MESSAGE_SIZE + 1)
