@@ -41,11 +41,17 @@ void replyto_forget(channel *ch, consumer *cs) {
     ch->reply = NULL;
 }
 
-/* A reply to a direct reply-to requester goes straight to its channel. */
+/* A reply to a direct reply-to requester goes straight to its channel, if the requester's
+ * connection can take a delivery now (its output below the high-water mark that holds back
+ * every consumer, conn_can_deliver). Direct reply-to is at-most-once ("fire and forget"):
+ * a reply that cannot be taken is not kept anywhere; like one whose requester has gone, it
+ * is dropped, or returned to a mandatory replier. So a requester that does not read costs
+ * ferryd at most the high-water mark plus one reply. */
 int deliver_reply(broker *b, message *m) {
     channel *to = map_get(&b->reply_to, msg_rkey(m), m->rkey_len);
-    if (!to || to->closing || !to->reply)
+    if (!to || !to->reply || !consumer_can_take(to->reply))
         return 0;
+    assert(!to->closing && to->reply->q == NULL && to->reply->no_ack);
     write_deliver(to, to->reply, ++to->next_tag, 0, m, (slice){msg_props(m), m->props_len});
     return 1;
 }
