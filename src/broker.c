@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "memacct.h"
 #include "store.h"
 #include "storeio.h"
 #include "util.h"
@@ -107,6 +108,7 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
             pp = &ch->next_waiter;
         }
     }
+    deadletter_synced(b, gen, ok);
 }
 
 void broker_set_alarm(broker *b, int which, int on) {
@@ -135,8 +137,16 @@ static void page_out(broker *b) {
         queue_page_out(e->val, 16384);
 }
 
-static void after_batch(void *ud) {
+static int after_batch(void *ud) {
     broker *b = ud;
+    /* Connections whose input budget ran out get their next budget, once per batch. */
+    if (b->backlog)
+        conn_backlog_run(b);
+    /* The memory alarm is raised within the batch that crosses the watermark (a flood must
+     * not overshoot it by a second of publishes); it is cleared by the tick, at most once a
+     * second, so that publishers near the line are not blocked and unblocked every batch. */
+    if (memacct_total() > b->cfg.memory_high_watermark)
+        broker_set_alarm(b, ALARM_MEMORY, 1);
     /* Flushing can wake consumers (a drained socket) and dispatching can produce output:
      * repeat until nothing is pending, so that no work waits for an unrelated event. */
     while (b->dl_head || b->dirty || b->confirms || b->flush) {
@@ -172,6 +182,7 @@ static void after_batch(void *ud) {
     }
     if (b->stopping)
         loop_stop(b->loop);
+    return b->backlog != NULL;
 }
 
 static void tick(loop_timer *t) {
@@ -184,7 +195,7 @@ static void tick(loop_timer *t) {
     sio_check_powercut();
     if (++b->ticks % 4 == 0) { /* once a second */
         broker_set_alarm(b, ALARM_DISK, store_tick(b->store));
-        broker_set_alarm(b, ALARM_MEMORY, message_bytes() > b->cfg.memory_high_watermark);
+        broker_set_alarm(b, ALARM_MEMORY, memacct_total() > b->cfg.memory_high_watermark);
     }
     loop_timer_arm(b->loop, &b->tick, now + TICK_MS);
 }
@@ -394,6 +405,7 @@ void broker_shutdown(broker *b) {
     while (b->conns)
         conn_destroy(b->conns);
     after_batch(b);
+    deadletter_settle_all(b);
     /* Write what is pending; from here on, tearing down memory is not a deletion. */
     store_close(b->store);
     size_t i = 0;

@@ -1,7 +1,8 @@
 /* conn.c — one client connection: the socket, the handshake, frames in, bytes out.
  *
- * Input is read in large chunks and every complete frame in the buffer is handled before
- * the next read. Output is appended to one buffer per connection and written once per loop
+ * Input is read in large chunks; one connection's frames are handled up to a budget per
+ * loop turn (INPUT_BUDGET_*), the rest stay buffered and get the next turn (the backlog
+ * list, driven by a timer due at once), so one client's pipeline never stalls the others. Output is appended to one buffer per connection and written once per loop
  * batch (broker_after_batch → conn_flush), so a burst of deliveries or confirms costs one
  * write(). Protocol errors end here as connection.close with the spec's reply code
  * (conn_close_error); soft errors are the channel's business (channel.c). */
@@ -18,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "memacct.h"
 #include "util.h"
 
 #define READ_CHUNK (256 * 1024)
@@ -27,6 +29,12 @@
 #define OUT_HIGH_WATER (4u << 20)
 #define OUT_PAUSE_READ (16u << 20)
 #define CLOSE_OK_TIMEOUT_MS 3000
+/* The work one connection gets per loop turn: this many frames, bytes or microseconds,
+ * whichever runs out first (time covers frames that are costly to handle: a durable declare,
+ * a publish routed to many queues). */
+#define INPUT_BUDGET_FRAMES 256
+#define INPUT_BUDGET_BYTES (256u * 1024)
+#define INPUT_BUDGET_US 2000
 
 static const uint8_t amqp_header[8] = {'A', 'M', 'Q', 'P', 0, 0, 9, 1};
 
@@ -167,6 +175,17 @@ int listener_open(broker *b, const char *addr, int port) {
 
 /* ---- output ---- */
 
+/* Reports what this connection's buffers hold to the memory accounting: the unread input
+ * and the output buffer's storage (written bytes touch it; it shrinks once drained). */
+static void conn_account(conn *c) {
+    uint64_t held = c->in.len + c->out.cap;
+    if (held >= c->acct)
+        memacct_add(MEM_CONN_BUFFERS, held - c->acct);
+    else
+        memacct_sub(MEM_CONN_BUFFERS, c->acct - held);
+    c->acct = held;
+}
+
 void conn_want_flush(conn *c) {
     if (c->in_flush || c->state == CONN_DEAD)
         return;
@@ -185,11 +204,59 @@ static int input_allowed(const conn *c) {
 
 static void update_events(conn *c) {
     uint32_t ev = 0;
-    if (input_allowed(c))
+    if (input_allowed(c) && !c->in_backlog) /* a backlog is handled before reading more */
         ev |= EPOLLIN;
     if (c->epollout)
         ev |= EPOLLOUT;
     loop_mod(c->b->loop, c->fd, ev, &c->io);
+}
+
+/* ---- input backlog: frames left over after a connection's budget ---- */
+
+static void backlog_remove(conn *c) {
+    if (!c->in_backlog)
+        return;
+    for (conn **pp = &c->b->backlog; *pp; pp = &(*pp)->next_backlog) {
+        if (*pp == c) {
+            *pp = c->next_backlog;
+            break;
+        }
+    }
+    c->in_backlog = 0;
+    c->next_backlog = NULL;
+}
+
+/* Each connection on the backlog gets one more budget of its buffered frames; those that
+ * still have frames left put themselves back (handle_input) for the next batch. */
+int conn_backlog_run(broker *b) {
+    conn *list = b->backlog;
+    b->backlog = NULL;
+    while (list) {
+        conn *c = list;
+        list = c->next_backlog;
+        c->next_backlog = NULL;
+        c->in_backlog = 0;
+        if (c->state == CONN_DEAD)
+            continue;
+        handle_input(c);
+        if (c->state != CONN_DEAD && !c->in_backlog)
+            update_events(c); /* done with the backlog: read the socket again */
+    }
+    return b->backlog != NULL;
+}
+
+/* The budget ran out with frames left: they get the next loop batch (conn_backlog_run, from
+ * the after-batch hook, which keeps the loop from waiting), not the next socket event; the
+ * socket is not read meanwhile, so the buffer does not grow. */
+static void backlog_add(conn *c) {
+    if (c->in_backlog)
+        return;
+    int was_reading = input_allowed(c);
+    c->in_backlog = 1;
+    c->next_backlog = c->b->backlog;
+    c->b->backlog = c;
+    if (was_reading)
+        update_events(c);
 }
 
 /* Consumers that waited for this connection's buffer to drain get another turn. */
@@ -250,6 +317,7 @@ void conn_flush(conn *c) {
     }
     if (was_blocked && c->out.len < OUT_HIGH_WATER)
         wake_consumers(c);
+    conn_account(c);
 }
 
 void conn_update_input(conn *c) {
@@ -301,6 +369,7 @@ void conn_destroy(conn *c) {
     if (c->state == CONN_DEAD)
         return;
     c->state = CONN_DEAD;
+    backlog_remove(c);
     release_channels(c);
     delete_exclusive_queues(c);
     loop_del(c->b->loop, c->fd);
@@ -321,6 +390,7 @@ void conn_destroy(conn *c) {
 void conn_free(conn *c) {
     buf_free(&c->in);
     buf_free(&c->out);
+    conn_account(c);
     free(c->chans);
     free(c->user);
     free(c);
@@ -734,7 +804,15 @@ static void handle_input(conn *c) {
         send_start(c);
         c->state = CONN_START_OK;
     }
+    uint64_t started = now_us();
+    unsigned frames = 0;
+    size_t bytes = 0;
     while (c->in.len && c->state != CONN_DEAD && input_allowed(c)) {
+        if (frames >= INPUT_BUDGET_FRAMES || bytes >= INPUT_BUDGET_BYTES ||
+            (frames && now_us() - started >= INPUT_BUDGET_US)) {
+            backlog_add(c);
+            break;
+        }
         if (c->state == CONN_CLOSING && c->close_when_flushed) {
             buf_consume(&c->in, c->in.len); /* closed for good: ignore the rest */
             break;
@@ -759,9 +837,12 @@ static void handle_input(conn *c) {
         if (c->state == CONN_DEAD)
             return;
         buf_consume(&c->in, (size_t)n);
+        frames++;
+        bytes += (size_t)n;
     }
     if (c->in.len == 0)
         buf_shrink_if_idle(&c->in, 2 * READ_CHUNK);
+    conn_account(c);
 }
 
 static void conn_io(io_handler *h, uint32_t events) {
@@ -773,8 +854,8 @@ static void conn_io(io_handler *h, uint32_t events) {
     if (c->state == CONN_DEAD)
         return;
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        if (!input_allowed(c))
-            return;
+        if (!input_allowed(c) || c->in_backlog)
+            return; /* (an event that was queued before reading stopped) */
         size_t want = READ_CHUNK;
         uint8_t *p = buf_reserve(&c->in, want);
         ssize_t n = read(c->fd, p, want);
@@ -806,6 +887,12 @@ void conn_tick(conn *c, uint64_t now) {
             conn_destroy(c);
         return;
     }
+    /* While ferryd itself does not read the socket (a resource alarm blocks this publisher,
+     * its output backs up, a tx.commit waits for the store) the client's heartbeats stay
+     * unread: the silence is ours, so the clock restarts. RabbitMQ pauses its heartbeat
+     * monitor while a connection is blocked the same way. */
+    if (!input_allowed(c))
+        c->last_recv_ms = now;
     if (c->heartbeat) {
         uint64_t hb = (uint64_t)c->heartbeat * 1000;
         if (now - c->last_recv_ms > 2 * hb) {

@@ -44,6 +44,9 @@ static inline message *message_ref(message *m) {
     return m;
 }
 void message_unref(message *m);
+/* Makes room for a body of body_len bytes (>= the current one; the first body_len bytes so
+ * far are kept): publish assembly grows a body as its frames arrive. m must be unshared. */
+message *message_grow(message *m, uint64_t body_len);
 
 /* Bytes held by message bodies and properties (message.c). */
 uint64_t message_bytes(void);
