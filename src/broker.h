@@ -446,6 +446,8 @@ struct conn {
     uint8_t cap_cancel_notify, cap_auth_failure_close, cap_blocked;
     uint8_t in_flush, read_paused, epollout;
     uint8_t close_when_flushed; /* drop the socket once the output is written */
+    uint8_t lingering;          /* output written and shut down: reading until the peer closes */
+    uint64_t linger_since_ms;
     uint8_t has_published, blocked, told_blocked; /* resource alarms (connection.blocked) */
     uint32_t store_wait; /* input paused until the store syncs (tx.commit) */
     uint8_t resume;      /* re-evaluate input at the next flush */

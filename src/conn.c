@@ -28,7 +28,10 @@
  * its confirms cannot make the broker buffer without bound). */
 #define OUT_HIGH_WATER (4u << 20)
 #define OUT_PAUSE_READ (16u << 20)
+/* How long a closing connection may take to answer close-ok or to read what we still have
+ * to write; and how long we keep reading after our last byte (close-ok) before closing. */
 #define CLOSE_OK_TIMEOUT_MS 3000
+#define LINGER_MS 3000
 /* The work one connection gets per loop turn: this many frames, bytes or microseconds,
  * whichever runs out first (time covers frames that are costly to handle: a durable declare,
  * a publish routed to many queues). */
@@ -40,6 +43,7 @@ static const uint8_t amqp_header[8] = {'A', 'M', 'Q', 'P', 0, 0, 9, 1};
 
 static void conn_io(io_handler *h, uint32_t events);
 static void handle_input(conn *c);
+static void backlog_remove(conn *c);
 
 static int is_loopback(const struct sockaddr_storage *ss) {
     if (ss->ss_family == AF_INET) {
@@ -78,19 +82,47 @@ typedef struct listener {
     io_handler io;
     broker *b;
     int fd;
+    loop_timer retry; /* re-enables accepting after running out of file descriptors */
+    uint64_t warned_ms;
 } listener;
+
+#define ACCEPT_RETRY_MS 200
+
+static void accept_resume(loop_timer *t) {
+    listener *l = (listener *)((char *)t - offsetof(listener, retry));
+    loop_mod(l->b->loop, l->fd, EPOLLIN, &l->io);
+}
+
+/* Out of file descriptors (EMFILE, ENFILE) or kernel memory: the pending connection stays
+ * in the listen backlog, and the level-triggered listener would report it again at once,
+ * forever. Stop listening for ACCEPT_RETRY_MS instead; the connections wait in the backlog
+ * and are served once descriptors are free again. */
+static void accept_pause(listener *l, int err) {
+    uint64_t now = loop_now_ms(l->b->loop);
+    if (now - l->warned_ms >= 10000 || !l->warned_ms) {
+        log_warn("accept: %s (%zu connections): not accepting for %d ms", strerror(err), l->b->nconns,
+                 ACCEPT_RETRY_MS);
+        l->warned_ms = now;
+    }
+    loop_mod(l->b->loop, l->fd, 0, &l->io);
+    loop_timer_arm(l->b->loop, &l->retry, now + ACCEPT_RETRY_MS);
+}
 
 static void accept_ready(io_handler *h, uint32_t events) {
     (void)events;
-    broker *b = ((listener *)h)->b;
-    int lfd = ((listener *)h)->fd;
+    listener *l = (listener *)h;
+    broker *b = l->b;
+    int lfd = l->fd;
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-                log_warn("accept: %s", strerror(errno));
+            int e = errno;
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+                accept_pause(l, e);
+            else if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED)
+                log_warn("accept: %s", strerror(e));
             return;
         }
         int one = 1;
@@ -166,6 +198,7 @@ int listener_open(broker *b, const char *addr, int port) {
     l->io.fn = accept_ready;
     l->b = b;
     l->fd = fd;
+    l->retry.fn = accept_resume;
     b->listen_fds[b->nlisten] = fd;
     b->listen_io[b->nlisten] = &l->io;
     b->nlisten++;
@@ -204,11 +237,51 @@ static int input_allowed(const conn *c) {
 
 static void update_events(conn *c) {
     uint32_t ev = 0;
+    if (c->lingering)
+        return; /* reads to the end, nothing else (start_linger) */
     if (input_allowed(c) && !c->in_backlog) /* a backlog is handled before reading more */
         ev |= EPOLLIN;
     if (c->epollout)
         ev |= EPOLLOUT;
     loop_mod(c->b->loop, c->fd, ev, &c->io);
+}
+
+/* The connection is done once its output is written (a close-ok, a protocol header, a
+ * close before the handshake): nothing more is handled, and a peer that does not read it
+ * is given up on after CLOSE_OK_TIMEOUT_MS. */
+static void close_after_flush(conn *c) {
+    if (c->state != CONN_CLOSING || !c->close_when_flushed)
+        c->closing_since_ms = loop_now_ms(c->b->loop);
+    c->state = CONN_CLOSING;
+    c->close_when_flushed = 1;
+    conn_want_flush(c);
+}
+
+/* Our last byte is written: send FIN, then read and discard until the peer closes (or
+ * LINGER_MS passes). Closing at once with unread input in the socket would make the kernel
+ * answer with RST, and a client whose publishes were still in flight would lose the
+ * close-ok it has not read yet (RabbitMQ's clients then never see their close complete). */
+static void start_linger(conn *c) {
+    c->lingering = 1;
+    c->linger_since_ms = loop_now_ms(c->b->loop);
+    buf_consume(&c->in, c->in.len);
+    backlog_remove(c);
+    shutdown(c->fd, SHUT_WR);
+    loop_mod(c->b->loop, c->fd, EPOLLIN, &c->io);
+}
+
+/* Reads and drops what a lingering connection's peer still sends; its EOF ends it. */
+static void linger_read(conn *c) {
+    uint8_t sink[16384];
+    for (int i = 0; i < 16; i++) { /* bounded work per event, like any input */
+        ssize_t n = read(c->fd, sink, sizeof sink);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        conn_destroy(c); /* EOF or error: the peer is gone */
+        return;
+    }
 }
 
 /* ---- input backlog: frames left over after a connection's budget ---- */
@@ -310,8 +383,8 @@ void conn_flush(conn *c) {
     }
     if (c->out.len == 0) {
         buf_shrink_if_idle(&c->out, 64 * 1024);
-        if (c->state == CONN_CLOSING && c->close_when_flushed) {
-            conn_destroy(c); /* close-ok sent: we are done */
+        if (c->state == CONN_CLOSING && c->close_when_flushed && !c->lingering) {
+            start_linger(c); /* close-ok sent: we are done once the peer is */
             return;
         }
     }
@@ -412,9 +485,7 @@ static void send_close(conn *c, int code, const char *text, unsigned mid) {
  * finished tune-ok (it may not even speak AMQP). */
 static void conn_drop(conn *c, const char *why) {
     log_warn("dropping connection %llu (%s) during the handshake: %s", (unsigned long long)c->id, c->peer, why);
-    c->state = CONN_CLOSING;
-    c->close_when_flushed = 1;
-    conn_want_flush(c);
+    close_after_flush(c);
 }
 
 static void close_with(conn *c, int code, unsigned class_method, const char *fmt, va_list ap) {
@@ -639,7 +710,7 @@ static void connection_method(conn *c, const frame *f) {
             conn_destroy(c);
         } else if (mid == CONNECTION_CLOSE) {
             send_empty_method(c, 0, CONNECTION_CLOSE_OK);
-            c->close_when_flushed = 1;
+            close_after_flush(c);
         }
         return; /* everything else is discarded while closing (spec 2.2.4) */
     }
@@ -662,8 +733,7 @@ static void connection_method(conn *c, const frame *f) {
         /* The client closes: answer close-ok, then drop the socket once it is written. */
         release_channels(c);
         send_empty_method(c, 0, CONNECTION_CLOSE_OK);
-        c->state = CONN_CLOSING;
-        c->close_when_flushed = 1;
+        close_after_flush(c);
         return;
     case CONNECTION_CLOSE_OK:
         break; /* we did not ask for it */
@@ -794,10 +864,8 @@ static void handle_input(conn *c) {
         if (memcmp(buf_head(&c->in), amqp_header, 8) != 0) {
             /* Spec 4.2.2: answer with the protocol header we support, then close. */
             buf_put(&c->out, amqp_header, 8);
-            c->state = CONN_CLOSING;
-            c->close_when_flushed = 1;
             buf_consume(&c->in, c->in.len);
-            conn_want_flush(c);
+            close_after_flush(c);
             return;
         }
         buf_consume(&c->in, 8);
@@ -830,7 +898,7 @@ static void handle_input(conn *c) {
             else
                 frame_error(c, &f, FRAME_ERROR, "{invalid_frame_end_marker}");
             buf_consume(&c->in, c->in.len);
-            c->close_when_flushed = 1; /* the stream is unusable: close once written */
+            close_after_flush(c); /* the stream is unusable: close once written */
             break;
         }
         handle_frame(c, &f);
@@ -854,6 +922,10 @@ static void conn_io(io_handler *h, uint32_t events) {
     if (c->state == CONN_DEAD)
         return;
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (c->lingering) {
+            linger_read(c);
+            return;
+        }
         if (!input_allowed(c) || c->in_backlog)
             return; /* (an event that was queued before reading stopped) */
         size_t want = READ_CHUNK;
@@ -883,7 +955,9 @@ void conn_tick(conn *c, uint64_t now) {
         return;
     }
     if (c->state == CONN_CLOSING) {
-        if (!c->close_when_flushed && now - c->closing_since_ms > CLOSE_OK_TIMEOUT_MS)
+        /* No close-ok, or output the peer does not read (issue 8 item 9), or a peer that
+         * keeps its side open after our close-ok: given up on after a timeout. */
+        if (c->lingering ? now - c->linger_since_ms > LINGER_MS : now - c->closing_since_ms > CLOSE_OK_TIMEOUT_MS)
             conn_destroy(c);
         return;
     }

@@ -66,6 +66,7 @@ typedef struct rule {
     int err;        /* 0: any of EIO, ENOSPC, EMFILE */
     int short_write;
     int cut;
+    unsigned delay_ms; /* not an error: the call takes this much longer (a slow disk) */
     uint64_t calls, fired;
 } rule;
 
@@ -83,6 +84,7 @@ static rule rules[MAX_RULES];
 static int nrules;
 static uint64_t injected; /* faults injected so far */
 static uint64_t backups;  /* names handed out for hidden backups */
+static _Thread_local unsigned delay_due; /* ms this thread sleeps once it lets go of the lock */
 
 /* ---- randomness (seeded, so a run can be replayed) ---- */
 
@@ -150,6 +152,8 @@ static int parse_rule(char *text, rule *r) {
             r->p = strtod(v, NULL);
             if (!(r->p > 0 && r->p <= 1))
                 return -1;
+        } else if (!strcmp(kv, "delay") && v) {
+            r->delay_ms = (unsigned)strtoul(v, NULL, 10);
         } else if (!strcmp(kv, "max") && v) {
             r->max = strtoull(v, NULL, 10);
         } else if (!strcmp(kv, "err") && v) {
@@ -375,6 +379,10 @@ static int inject(unsigned op, const char *what, int *short_write) {
         if (!fire)
             continue;
         r->fired++;
+        if (r->delay_ms) {
+            delay_due += r->delay_ms;
+            continue;
+        }
         injected++;
         if (r->cut) {
             log_warn("storeio: injected fault %llu: power cut at %s #%llu (%s)", (unsigned long long)injected,
@@ -437,6 +445,15 @@ static char *backup_name(const char *path) {
 }
 
 /* ---- the calls ---- */
+
+/* Sleeps what delay rules asked for (called without the lock). */
+static void slow_disk(void) {
+    if (delay_due) {
+        usleep(delay_due * 1000u);
+        delay_due = 0;
+    }
+}
+
 
 sio_file *sio_open(const char *path, int create) {
     int fd, created = 0;
@@ -530,6 +547,7 @@ int sio_pwrite(sio_file *f, const void *p, size_t n, uint64_t off) {
         else if (!e && n)
             add_pending(f, p, n, off);
         pthread_mutex_unlock(&lock);
+        slow_disk();
         return -e;
     }
     const uint8_t *b = p;
@@ -581,6 +599,12 @@ int sio_sync(sio_file *f) {
         pthread_mutex_lock(&lock);
         check_cut();
         int e = inject(OP_SYNC, "fdatasync", NULL);
+        if (delay_due) {
+            pthread_mutex_unlock(&lock);
+            slow_disk();
+            pthread_mutex_lock(&lock);
+            check_cut();
+        }
         if (e) {
             /* fsyncgate: the writeback failed; what it wrote is unknown, and the pages are
              * no longer dirty, so no later sync retries them. */

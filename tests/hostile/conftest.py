@@ -71,3 +71,15 @@ def connect(ferryd):
                 c.close()
             except Exception:
                 pass
+
+
+@pytest.fixture
+def conn_b(broker):
+    """A pika connection to the session broker and an exclusive server-named queue on it;
+    closed at teardown."""
+    import pika
+    conn = pika.BlockingConnection(pika.ConnectionParameters(host=broker.host, port=broker.port))
+    q = conn.channel().queue_declare("", exclusive=True).method.queue
+    yield conn, q
+    if conn.is_open:
+        conn.close()
