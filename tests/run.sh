@@ -19,7 +19,7 @@ add() { passed=$((passed + $1)); failed=$((failed + $2)); }
 echo "== unit tests (ASan + UBSan)"
 # Each unit program: its test file and the sources it needs besides the wire codec.
 WIRE="src/wire.c src/buf.c src/util.c src/names.c src/map.c"
-for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/test_chash.c src/chash.c"; do
+for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/test_chash.c src/chash.c src/memacct.c"; do
   name=${spec%%:*}
   srcs=${spec#*:}
   if clang -std=c11 -D_GNU_SOURCE -Isrc -Itests/unit -Wall -Wextra -Werror -g -O1 $SAN \
