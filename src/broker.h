@@ -496,6 +496,8 @@ void conn_update_input(conn *c);
 void conn_set_blocked(conn *c, int on);
 void conn_destroy(conn *c); /* closes the socket and frees, after the batch */
 int listener_open(broker *b, const char *addr, int port);
+/* A new connection on a connected non-blocking socket (accepted, or a socketpair end). */
+conn *conn_new(broker *b, int fd, int loopback, const char *peer);
 
 /* ---------------- broker.c ---------------- */
 
