@@ -446,6 +446,7 @@ struct conn {
     uint8_t cap_cancel_notify, cap_auth_failure_close, cap_blocked;
     uint8_t in_flush, read_paused, epollout;
     uint8_t close_when_flushed; /* drop the socket once the output is written */
+    uint8_t counted_open;       /* counted in b->nopened */
     uint8_t lingering;          /* output written and shut down: reading until the peer closes */
     uint64_t linger_since_ms;
     uint8_t has_published, blocked, told_blocked; /* resource alarms (connection.blocked) */
@@ -500,6 +501,7 @@ struct broker {
     map reply_to; /* direct reply-to key -> channel */
     conn *conns;
     size_t nconns;
+    size_t nopened; /* connections past connection.open (what --max-connections limits) */
     uint64_t next_conn_id;
     struct deadletter *dl_head, *dl_tail; /* dead letters to republish (deadletter.c) */
     struct deadletter *dl_wait, *dl_wait_tail; /* their source copies' settles, waiting for a sync */

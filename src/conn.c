@@ -9,6 +9,7 @@
 #include "broker.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -442,6 +443,11 @@ void conn_destroy(conn *c) {
     if (c->state == CONN_DEAD)
         return;
     c->state = CONN_DEAD;
+    if (c->counted_open) {
+        assert(c->b->nopened > 0);
+        c->b->nopened--;
+        c->counted_open = 0;
+    }
     backlog_remove(c);
     release_channels(c);
     delete_exclusive_queues(c);
@@ -693,6 +699,14 @@ static void on_open(conn *c, rd *r) {
                          (const char *)vhost.p);
         return;
     }
+    uint32_t max = c->b->cfg.max_connections;
+    if (max && c->b->nopened >= max) { /* RabbitMQ's connection_max, checked at the same step */
+        conn_close_error(c, NOT_ALLOWED, CONNECTION_OPEN, "connection refused: node connection limit (%u) is reached",
+                         max);
+        return;
+    }
+    c->counted_open = 1;
+    c->b->nopened++;
     size_t m = method_begin(&c->out, 0, CONNECTION_OPEN_OK);
     buf_shortstr(&c->out, "", 0);
     frame_end(&c->out, m);
