@@ -439,7 +439,7 @@ static void drain(client *cl) {
 /* Sends what the operations wrote (as much as the socket takes; the rest waits) and turns
  * the loop until the broker has handled it and answered, draining the answers. */
 static void step(void) {
-    for (int round = 0; round < 4; round++) {
+    for (int round = 0; round < 8; round++) {
         int pending = 0;
         for (int i = 0; i < NCONN; i++) {
             client *cl = &clients[i];
@@ -462,7 +462,7 @@ static void step(void) {
             loop_step(B.loop, 5);
         for (int i = 0; i < NCONN; i++)
             drain(&clients[i]);
-        if (!pending)
+        if (!pending && !B.backlog) /* backlog: input left over after a connection's budget */
             break;
     }
 }

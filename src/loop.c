@@ -17,8 +17,9 @@ struct loop {
     uint64_t now;
     loop_timer **heap;
     size_t nheap, capheap;
-    void (*after)(void *ud);
+    int (*after)(void *ud);
     void *after_ud;
+    int pending; /* the after-batch hook left work for the next batch */
 };
 
 loop *loop_new(void) {
@@ -111,7 +112,7 @@ void loop_timer_arm(loop *l, loop_timer *t, uint64_t due_ms) {
     sift_up(l, l->nheap - 1);
 }
 
-void loop_set_after_batch(loop *l, void (*fn)(void *ud), void *ud) {
+void loop_set_after_batch(loop *l, int (*fn)(void *ud), void *ud) {
     l->after = fn;
     l->after_ud = ud;
 }
@@ -135,7 +136,9 @@ static void run_timers(loop *l) {
 int loop_step(loop *l, int timeout_ms) {
     struct epoll_event evs[MAX_EVENTS];
     int timeout = timeout_ms;
-    if (l->nheap) {
+    if (l->pending) {
+        timeout = 0;
+    } else if (l->nheap) {
         uint64_t due = l->heap[0]->due_ms;
         int t = due <= l->now ? 0 : (int)MIN(due - l->now, 60000);
         if (timeout < 0 || t < timeout)
@@ -152,8 +155,7 @@ int loop_step(loop *l, int timeout_ms) {
         h->fn(h, evs[i].events);
     }
     run_timers(l);
-    if (l->after)
-        l->after(l->after_ud);
+    l->pending = l->after ? l->after(l->after_ud) : 0;
     return 0;
 }
 
