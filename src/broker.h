@@ -19,6 +19,7 @@
 #include "config.h"
 #include "loop.h"
 #include "map.h"
+#include "message.h"
 
 typedef struct broker broker;
 typedef struct conn conn;
@@ -28,45 +29,8 @@ typedef struct exchange exchange;
 typedef struct consumer consumer;
 typedef struct binding binding;
 
-/* ---------------- message.c ---------------- */
-
-typedef struct message {
-    uint32_t refs;
-    uint32_t props_len;
-    uint64_t body_len;
-    uint32_t seg;      /* store: the segment holding its publish record (if in_store) */
-    uint32_t doff;     /* paging: offset of its record in seg, if on_disk */
-    int64_t ttl;       /* the expiration property in ms; -1 = none */
-    uint32_t dlen;     /* paging: length of that record */
-    uint8_t persistent;    /* delivery-mode 2 */
-    uint8_t in_store;      /* has a publish record in the store */
-    uint8_t priority;
-    uint8_t exchange_len;
-    uint8_t rkey_len;
-    uint8_t on_disk;       /* paging: a written, synced record of it is at (seg, doff, dlen) */
-    uint8_t pg_wait;       /* paging: its record is in a batch not yet written */
-    uint8_t pg_never;      /* paging: its publish record failed to write; kept in memory */
-    /* exchange NUL, routing key NUL, the publisher's property bytes (flags + list), body:
-     * packed, no pointers, so a queued message costs its bytes plus ~45 (see msg_*). */
-    uint8_t data[];
-} message;
-
-static inline char *msg_exchange(const message *m) { return (char *)(uintptr_t)m->data; }
-static inline char *msg_rkey(const message *m) { return msg_exchange(m) + m->exchange_len + 1; }
-static inline uint8_t *msg_props(const message *m) { return (uint8_t *)msg_rkey(m) + m->rkey_len + 1; }
-static inline uint8_t *msg_body(const message *m) { return msg_props(m) + m->props_len; }
-
-#define MESSAGE_HEADER offsetof(message, data)
-/* One allocation holds the struct, names, properties and body. */
-message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len);
-static inline message *message_ref(message *m) {
-    m->refs++;
-    return m;
-}
-void message_unref(message *m);
-/* Makes room for a body of body_len bytes (>= the current one; the first body_len bytes so
- * far are kept): publish assembly grows a body as its frames arrive. m must be unshared. */
-message *message_grow(message *m, uint64_t body_len);
+/* message.c: the message struct and its reference counting are in message.h (the store
+ * keeps messages too). */
 
 /* ---------------- queue.c ---------------- */
 
@@ -482,6 +446,7 @@ struct conn {
     uint8_t cap_cancel_notify, cap_auth_failure_close, cap_blocked;
     uint8_t in_flush, read_paused, epollout;
     uint8_t close_when_flushed; /* drop the socket once the output is written */
+    uint8_t counted_open;       /* counted in b->nopened */
     uint8_t lingering;          /* output written and shut down: reading until the peer closes */
     uint64_t linger_since_ms;
     uint8_t has_published, blocked, told_blocked; /* resource alarms (connection.blocked) */
@@ -536,6 +501,7 @@ struct broker {
     map reply_to; /* direct reply-to key -> channel */
     conn *conns;
     size_t nconns;
+    size_t nopened; /* connections past connection.open (what --max-connections limits) */
     uint64_t next_conn_id;
     struct deadletter *dl_head, *dl_tail; /* dead letters to republish (deadletter.c) */
     struct deadletter *dl_wait, *dl_wait_tail; /* their source copies' settles, waiting for a sync */
@@ -575,8 +541,6 @@ void broker_store_synced(broker *b, uint64_t gen, int ok);
 /* Sets or clears a resource alarm; publishers are blocked while any is set. */
 void broker_set_alarm(broker *b, int which, int on);
 enum { ALARM_DISK = 1, ALARM_MEMORY = 2 };
-/* Bytes held by message bodies and properties (message.c). */
-uint64_t message_bytes(void);
 /* Random characters for server-generated names (amq.gen-…, amq.ctag-…). */
 void broker_random_name(char *out, size_t n);
 

@@ -9,6 +9,7 @@
 #include "broker.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -82,19 +83,47 @@ typedef struct listener {
     io_handler io;
     broker *b;
     int fd;
+    loop_timer retry; /* re-enables accepting after running out of file descriptors */
+    uint64_t warned_ms;
 } listener;
+
+#define ACCEPT_RETRY_MS 200
+
+static void accept_resume(loop_timer *t) {
+    listener *l = (listener *)((char *)t - offsetof(listener, retry));
+    loop_mod(l->b->loop, l->fd, EPOLLIN, &l->io);
+}
+
+/* Out of file descriptors (EMFILE, ENFILE) or kernel memory: the pending connection stays
+ * in the listen backlog, and the level-triggered listener would report it again at once,
+ * forever. Stop listening for ACCEPT_RETRY_MS instead; the connections wait in the backlog
+ * and are served once descriptors are free again. */
+static void accept_pause(listener *l, int err) {
+    uint64_t now = loop_now_ms(l->b->loop);
+    if (now - l->warned_ms >= 10000 || !l->warned_ms) {
+        log_warn("accept: %s (%zu connections): not accepting for %d ms", strerror(err), l->b->nconns,
+                 ACCEPT_RETRY_MS);
+        l->warned_ms = now;
+    }
+    loop_mod(l->b->loop, l->fd, 0, &l->io);
+    loop_timer_arm(l->b->loop, &l->retry, now + ACCEPT_RETRY_MS);
+}
 
 static void accept_ready(io_handler *h, uint32_t events) {
     (void)events;
-    broker *b = ((listener *)h)->b;
-    int lfd = ((listener *)h)->fd;
+    listener *l = (listener *)h;
+    broker *b = l->b;
+    int lfd = l->fd;
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-                log_warn("accept: %s", strerror(errno));
+            int e = errno;
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+                accept_pause(l, e);
+            else if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED)
+                log_warn("accept: %s", strerror(e));
             return;
         }
         int one = 1;
@@ -170,6 +199,7 @@ int listener_open(broker *b, const char *addr, int port) {
     l->io.fn = accept_ready;
     l->b = b;
     l->fd = fd;
+    l->retry.fn = accept_resume;
     b->listen_fds[b->nlisten] = fd;
     b->listen_io[b->nlisten] = &l->io;
     b->nlisten++;
@@ -413,6 +443,11 @@ void conn_destroy(conn *c) {
     if (c->state == CONN_DEAD)
         return;
     c->state = CONN_DEAD;
+    if (c->counted_open) {
+        assert(c->b->nopened > 0);
+        c->b->nopened--;
+        c->counted_open = 0;
+    }
     backlog_remove(c);
     release_channels(c);
     delete_exclusive_queues(c);
@@ -664,6 +699,14 @@ static void on_open(conn *c, rd *r) {
                          (const char *)vhost.p);
         return;
     }
+    uint32_t max = c->b->cfg.max_connections;
+    if (max && c->b->nopened >= max) { /* RabbitMQ's connection_max, checked at the same step */
+        conn_close_error(c, NOT_ALLOWED, CONNECTION_OPEN, "connection refused: node connection limit (%u) is reached",
+                         max);
+        return;
+    }
+    c->counted_open = 1;
+    c->b->nopened++;
     size_t m = method_begin(&c->out, 0, CONNECTION_OPEN_OK);
     buf_shortstr(&c->out, "", 0);
     frame_end(&c->out, m);
