@@ -8,6 +8,7 @@
  * left, in order (DESIGN invariant 2). */
 #include "channel_int.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -16,9 +17,19 @@
 
 /* ---- the unacked ring ---- */
 
-static unacked *ring_at(uring *r, size_t i) { return &r->a[(r->head + i) & (r->cap - 1)]; }
+/* The ring's invariants: capacity a power of two (or 0), len <= cap, tags strictly
+ * increasing from head to tail (ring_find relies on it). */
 
+/* The i-th entry from the oldest. */
+static unacked *ring_at(uring *r, size_t i) {
+    assert(i < r->cap && (r->cap & (r->cap - 1)) == 0);
+    return &r->a[(r->head + i) & (r->cap - 1)];
+}
+
+/* Appends a delivery; its tag is higher than every tag in the ring. */
 static void ring_push(uring *r, unacked u) {
+    assert(r->len <= r->cap && !u.done);
+    assert(r->len == 0 || ring_at(r, r->len - 1)->tag < u.tag);
     if (r->len == r->cap) {
         size_t ncap = r->cap ? r->cap * 2 : 16;
         unacked *a = xmalloc(ncap * sizeof *a);
@@ -64,6 +75,8 @@ static long ring_find(uring *r, uint64_t tag) {
 
 /* ---- consumers and deliveries ---- */
 
+/* Can this consumer take another delivery now? (channel open, connection output below the
+ * high-water mark, prefetch credit left) */
 int consumer_can_take(const consumer *cs) {
     const channel *ch = cs->ch;
     if (ch->closing || !ch->flow_active || !conn_can_deliver(ch->c))
@@ -90,8 +103,11 @@ void write_deliver(channel *ch, const consumer *cs, uint64_t tag, int redelivere
     wire_content(o, ch->id, props.p, props.n, msg_body(m), m->body_len, ch->c->frame_max);
 }
 
+/* Delivers qm to cs (the queue's dispatcher checked consumer_can_take): basic.deliver,
+ * and an unacked entry unless the consumer is no-ack. */
 void consumer_deliver(consumer *cs, qmsg qm) {
     channel *ch = cs->ch;
+    assert(!ch->closing && cs->q && map_get(&ch->consumers, cs->tag, cs->tag_len) == cs);
     uint64_t tag = ++ch->next_tag;
     store_delivered(ch->c->b->store, cs->q, &qm);
     buf scratch;
@@ -146,8 +162,12 @@ void consumer_cancelled_by_queue(consumer *cs) {
 
 /* ---- settling deliveries ---- */
 
+/* Ends one unacked delivery (mode SETTLE_*): counters down, the message acked, requeued
+ * or rejected in its queue, the queue reference dropped. */
 static void settle(channel *ch, unacked *u, int mode) {
     queue *q = u->q;
+    assert(!u->done && ch->nunacked > 0 && q->unacked > 0 && q->refs > 0);
+    assert(!u->c || u->c->unacked > 0);
     u->done = 1;
     ch->nunacked--;
     q->unacked--;
@@ -431,4 +451,5 @@ void consume_release(channel *ch) {
             settle(ch, u, SETTLE_REQUEUE);
     }
     r->len = 0;
+    assert(ch->nunacked == 0 && ch->consumers.count == 0 && ch->reply == NULL);
 }
