@@ -12,6 +12,7 @@
  * texts RabbitMQ names resources with) live here too. */
 #include "channel_int.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,8 @@ void channel_close_error(channel *ch, int code, unsigned class_method, const cha
     send_channel_close(ch, code, text, class_method);
     channel_release(ch);
     ch->closing = 1;
+    /* a closing channel holds nothing: every later frame but close / close-ok is ignored */
+    assert(!ch->pending && !ch->expect && !ch->nunacked && !ch->ntx && !ch->ncwait && !ch->in_confirms);
 }
 
 /* ---- lookups shared by the method files ---- */
@@ -163,13 +166,15 @@ static void channel_method(channel *ch, const frame *f) {
     conn *c = ch->c;
     ch->args = (slice){f->payload + 4, f->size - 4}; /* for error texts */
     if (ch->closing) {
-        /* After we sent channel.close only close / close-ok count (spec 2.2.4). */
-        if (mid == CHANNEL_CLOSE_OK) {
+        /* After we sent channel.close only close / close-ok count (spec 2.2.4). A close
+         * from the client crossed ours: as RabbitMQ, answer it and still wait for the
+         * close-ok our close requires; the channel number stays taken until then. */
+        if (mid == CHANNEL_CLOSE_OK)
             conn_forget_channel(c, ch->id);
-        } else if (mid == CHANNEL_CLOSE) {
+        else if (mid == CHANNEL_CLOSE)
             send_empty(ch, CHANNEL_CLOSE_OK);
-            conn_forget_channel(c, ch->id);
-        }
+        else if (mid == CHANNEL_OPEN)
+            conn_close_error(c, CHANNEL_ERROR, mid, "second 'channel.open' seen");
         return;
     }
     if (ch->expect) {
@@ -253,7 +258,7 @@ void channel_frame(channel *ch, const frame *f) {
             return;
         }
         content_header(ch, f);
-        if (ch->expect == FRAME_BODY && ch->pending && ch->pending->body_len == 0)
+        if (ch->expect == FRAME_BODY && ch->pending && ch->pending_size == 0)
             publish_complete(ch);
         return;
     }

@@ -17,8 +17,9 @@ struct loop {
     uint64_t now;
     loop_timer **heap;
     size_t nheap, capheap;
-    void (*after)(void *ud);
+    int (*after)(void *ud);
     void *after_ud;
+    int pending; /* the after-batch hook left work for the next batch */
 };
 
 loop *loop_new(void) {
@@ -111,7 +112,7 @@ void loop_timer_arm(loop *l, loop_timer *t, uint64_t due_ms) {
     sift_up(l, l->nheap - 1);
 }
 
-void loop_set_after_batch(loop *l, void (*fn)(void *ud), void *ud) {
+void loop_set_after_batch(loop *l, int (*fn)(void *ud), void *ud) {
     l->after = fn;
     l->after_ud = ud;
 }
@@ -128,26 +129,38 @@ static void run_timers(loop *l) {
     }
 }
 
-void loop_run(loop *l) {
+/* One turn of the loop: waits up to timeout_ms (-1: until the next timer is due) for
+ * events, handles them, then the due timers and the after-batch hook. Returns -1 if
+ * epoll_wait failed. loop_run is this in a loop; the in-process fuzz target
+ * (fuzz/fuzz_conn.c) steps it itself. */
+int loop_step(loop *l, int timeout_ms) {
     struct epoll_event evs[MAX_EVENTS];
-    while (!l->stop) {
-        int timeout = -1;
-        if (l->nheap) {
-            uint64_t due = l->heap[0]->due_ms;
-            timeout = due <= l->now ? 0 : (int)MIN(due - l->now, 60000);
-        }
-        int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
-        if (n < 0 && errno != EINTR) {
-            log_error("epoll_wait: %s", strerror(errno));
-            break;
-        }
-        l->now = now_ms();
-        for (int i = 0; i < n; i++) {
-            io_handler *h = evs[i].data.ptr;
-            h->fn(h, evs[i].events);
-        }
-        run_timers(l);
-        if (l->after)
-            l->after(l->after_ud);
+    int timeout = timeout_ms;
+    if (l->pending) {
+        timeout = 0;
+    } else if (l->nheap) {
+        uint64_t due = l->heap[0]->due_ms;
+        int t = due <= l->now ? 0 : (int)MIN(due - l->now, 60000);
+        if (timeout < 0 || t < timeout)
+            timeout = t;
     }
+    int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
+    if (n < 0 && errno != EINTR) {
+        log_error("epoll_wait: %s", strerror(errno));
+        return -1;
+    }
+    l->now = now_ms();
+    for (int i = 0; i < n; i++) {
+        io_handler *h = evs[i].data.ptr;
+        h->fn(h, evs[i].events);
+    }
+    run_timers(l);
+    l->pending = l->after ? l->after(l->after_ud) : 0;
+    return 0;
+}
+
+void loop_run(loop *l) {
+    while (!l->stop)
+        if (loop_step(l, -1) < 0)
+            break;
 }

@@ -29,10 +29,15 @@ void loop_del(loop *l, int fd);
 void loop_timer_arm(loop *l, loop_timer *t, uint64_t due_ms);
 void loop_timer_cancel(loop *l, loop_timer *t);
 /* Called after every batch of ready events and timers: where deferred work (dispatching
- * queues, flushing sockets, sending confirms) happens once per batch. */
-void loop_set_after_batch(loop *l, void (*fn)(void *ud), void *ud);
+ * queues, flushing sockets, sending confirms) happens once per batch. It returns nonzero
+ * when work is left for the next batch (buffered input beyond a connection's budget): the
+ * loop then polls without waiting. */
+void loop_set_after_batch(loop *l, int (*fn)(void *ud), void *ud);
 /* Runs until loop_stop(). */
 void loop_run(loop *l);
+/* One turn: waits at most timeout_ms (-1: until the next timer) for events, handles them,
+ * the due timers and the after-batch hook. -1 if epoll_wait failed. */
+int loop_step(loop *l, int timeout_ms);
 void loop_stop(loop *l);
 /* The loop's cached clock, refreshed once per batch (cheap to read on hot paths). */
 uint64_t loop_now_ms(loop *l);

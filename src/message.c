@@ -1,6 +1,7 @@
 /* message.c — published messages: one allocation, shared by reference between queues. */
 #include "broker.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
 #include "memacct.h"
@@ -29,6 +30,15 @@ message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len)
     if (props.n)
         memcpy(msg_props(m), props.p, props.n);
     memacct_add(MEM_MESSAGES, n);
+    return m;
+}
+
+message *message_grow(message *m, uint64_t body_len) {
+    assert(m->refs == 1 && body_len >= m->body_len);
+    size_t head = MESSAGE_HEADER + m->exchange_len + 1u + m->rkey_len + 1u + m->props_len;
+    m = xrealloc(m, head + body_len);
+    memacct_add(MEM_MESSAGES, body_len - m->body_len);
+    m->body_len = body_len;
     return m;
 }
 

@@ -9,11 +9,15 @@
  * way. */
 #include "channel_int.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "store.h"
 #include "util.h"
+
+/* Room for a body before its frames arrive: one frame at the default frame_max. */
+#define BODY_INITIAL_ROOM (128u << 10)
 
 /* Drops the transaction's buffered work. */
 static void tx_clear(channel *ch) {
@@ -58,18 +62,26 @@ static void wait_for_store(channel *ch, int nack) {
     if (last && last->gen >= gen && !last->nack && !nack) {
         last->seq = ch->pub_seq;
     } else {
+        /* a later entry never waits for an earlier generation than the one before it
+         * (read before the array may move: last points into it) */
+        if (last && last->gen > gen)
+            gen = last->gen;
+        assert(!last || last->seq < ch->pub_seq);
         if (ch->ncwait == ch->capcwait) {
             ch->capcwait = ch->capcwait ? ch->capcwait * 2 : 4;
             ch->cwait = xrealloc(ch->cwait, ch->capcwait * sizeof *ch->cwait);
         }
-        /* a later entry never waits for an earlier generation than the one before it */
-        ch->cwait[ch->ncwait++] = (struct cwait){ch->pub_seq, last && last->gen > gen ? last->gen : gen, (uint8_t)nack};
+        ch->cwait[ch->ncwait++] = (struct cwait){ch->pub_seq, gen, (uint8_t)nack};
     }
     join_waiters(ch);
 }
 
+/* The store synced (ok) or failed to sync generation gen: the confirms waiting for it are
+ * sent (acks, or nacks if it failed), and a tx.commit-ok waiting for it. */
 void channel_store_synced(channel *ch, uint64_t gen, int ok) {
     uint32_t k = 0;
+    for (uint32_t i = 1; i < ch->ncwait; i++) /* in publish order, generations never decrease */
+        assert(ch->cwait[i - 1].seq < ch->cwait[i].seq && ch->cwait[i - 1].gen <= ch->cwait[i].gen);
     while (k < ch->ncwait && ch->cwait[k].gen <= gen) {
         struct cwait *w = &ch->cwait[k++];
         if (ok && !w->nack) {
@@ -98,6 +110,7 @@ void channel_store_synced(channel *ch, uint64_t gen, int ok) {
 /* A nack must not overtake acks pending for earlier messages: send those first. Then one
  * nack covers every publish after them up to seq. */
 static void send_nack_upto(channel *ch, uint64_t seq) {
+    assert(seq <= ch->pub_seq);
     channel_send_confirms(ch);
     if (seq <= ch->confirmed)
         return;
@@ -111,7 +124,9 @@ static void send_nack_upto(channel *ch, uint64_t seq) {
 
 static void send_nack(channel *ch, uint64_t seq) { send_nack_upto(ch, seq); }
 
+/* Sends one basic.ack (multiple if it covers several) for everything ready to confirm. */
 void channel_send_confirms(channel *ch) {
+    assert(ch->confirmed <= ch->pub_seq && ch->confirm_upto <= ch->pub_seq);
     if (ch->closing || ch->confirm_upto <= ch->confirmed)
         return;
     buf *o = out(ch);
@@ -122,7 +137,9 @@ void channel_send_confirms(channel *ch) {
     ch->confirmed = ch->confirm_upto;
 }
 
+/* basic.publish: checks the exchange, then waits for the content header. */
 void basic_publish(channel *ch, rd *r) {
+    assert(!ch->expect && !ch->pending);
     rd_u16(r);
     slice xname = rd_shortstr(r);
     slice rkey = rd_shortstr(r);
@@ -229,7 +246,10 @@ static int check_expiration(channel *ch, slice e) {
     return -1;
 }
 
+/* The content header of the publish being assembled: checks the size and properties
+ * (RabbitMQ's order and texts), then starts the message; the body follows in frames. */
 void content_header(channel *ch, const frame *f) {
+    assert(ch->expect == FRAME_HEADER && ch->pending && ch->pending->props_len == 0);
     rd r = rd_make(f->payload, f->size);
     uint16_t cls = rd_u16(&r);
     rd_u16(&r); /* weight */
@@ -274,8 +294,11 @@ void content_header(channel *ch, const frame *f) {
         message_unref(hdr);
         return;
     }
+    /* The body grows as its frames arrive (content_body): a header alone costs little,
+     * whatever size it declares. */
     message *m = message_new((slice){(const uint8_t *)msg_exchange(hdr), hdr->exchange_len},
-                             (slice){(const uint8_t *)msg_rkey(hdr), hdr->rkey_len}, props, size);
+                             (slice){(const uint8_t *)msg_rkey(hdr), hdr->rkey_len}, props,
+                             MIN(size, BODY_INITIAL_ROOM));
     message_unref(hdr);
     m->persistent = pv.delivery_mode == 2;
     if (pv.flags & PROP_EXPIRATION) {
@@ -291,11 +314,14 @@ void content_header(channel *ch, const frame *f) {
     }
     ch->pending = m;
     ch->pending_got = 0;
+    ch->pending_size = size;
     ch->expect = FRAME_BODY;
 }
 
+/* The message being assembled is complete: routed now, or buffered in the transaction. */
 void publish_complete(channel *ch) {
     message *m = ch->pending;
+    assert(m && m->refs == 1 && ch->pending_got == ch->pending_size && m->body_len == ch->pending_size);
     ch->pending = NULL;
     ch->expect = 0;
     if (ch->tx) {
@@ -310,21 +336,32 @@ void publish_complete(channel *ch) {
     message_unref(m);
 }
 
+/* A body frame of the message being assembled: appended, the room doubling as needed
+ * (never beyond the declared size); the message completes when the declared size is in. */
 void content_body(channel *ch, const frame *f) {
     message *m = ch->pending;
-    if (ch->pending_got + f->size > m->body_len) {
+    uint64_t size = ch->pending_size;
+    assert(m && m->refs == 1 && ch->expect == FRAME_BODY);
+    if (ch->pending_got + f->size > size) {
         /* More body than the header declared: as RabbitMQ, the message never completes (it is
          * not routed) and the channel keeps waiting for body frames, so the next method is an
          * UNEXPECTED_FRAME error. */
-        ch->pending_got = m->body_len + 1;
+        ch->pending_got = size + 1;
         return;
     }
-    if (ch->pending_got > m->body_len)
+    if (ch->pending_got > size)
         return;
+    if (ch->pending_got + f->size > m->body_len) {
+        uint64_t room = MAX(ch->pending_got + f->size, MIN(size, m->body_len * 2));
+        ch->pending = m = message_grow(m, room);
+    }
+    assert(ch->pending_got + f->size <= m->body_len && m->body_len <= size);
     memcpy(msg_body(m) + ch->pending_got, f->payload, f->size);
     ch->pending_got += f->size;
-    if (ch->pending_got == m->body_len)
+    if (ch->pending_got == size) {
+        assert(m->body_len == size);
         publish_complete(ch);
+    }
 }
 
 void tx_add(channel *ch, uint8_t kind, uint64_t tag, int multiple, int requeue) {

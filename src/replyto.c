@@ -7,6 +7,7 @@
  * written straight to the requester's channel. */
 #include "channel_int.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -40,18 +41,27 @@ void replyto_forget(channel *ch, consumer *cs) {
     ch->reply = NULL;
 }
 
-/* A reply to a direct reply-to requester goes straight to its channel. */
+/* A reply to a direct reply-to requester goes straight to its channel, if the requester's
+ * connection can take a delivery now (its output below the high-water mark that holds back
+ * every consumer, conn_can_deliver). Direct reply-to is at-most-once ("fire and forget"):
+ * a reply that cannot be taken is not kept anywhere; like one whose requester has gone, it
+ * is dropped, or returned to a mandatory replier. So a requester that does not read costs
+ * ferryd at most the high-water mark plus one reply. */
 int deliver_reply(broker *b, message *m) {
     channel *to = map_get(&b->reply_to, msg_rkey(m), m->rkey_len);
-    if (!to || to->closing || !to->reply)
+    if (!to || !to->reply || !consumer_can_take(to->reply))
         return 0;
+    assert(!to->closing && to->reply->q == NULL && to->reply->no_ack);
     write_deliver(to, to->reply, ++to->next_tag, 0, m, (slice){msg_props(m), m->props_len});
     return 1;
 }
 
-
-/* Replaces the reply-to property (for direct reply-to) in the raw property bytes. */
+/* A copy of m (no body bytes yet: it is still being assembled) whose reply-to property,
+ * the bytes `old` inside m's properties, is replaced by key. Everything else the publisher
+ * set stays: properties, and what publish decoded from them (delivery mode, expiration,
+ * priority). */
 static message *rewrite_reply_to(message *m, slice old, const char *key) {
+    assert(old.p > msg_props(m) && old.p + old.n <= msg_props(m) + m->props_len);
     size_t klen = strlen(key);
     size_t pre = (size_t)(old.p - msg_props(m)) - 1; /* up to the length octet */
     size_t post = m->props_len - pre - 1 - old.n;
@@ -64,9 +74,11 @@ static message *rewrite_reply_to(message *m, slice old, const char *key) {
                              (slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, (slice){buf_head(&nb), nb.len},
                              m->body_len);
     buf_free(&nb);
+    n->persistent = m->persistent;
+    n->ttl = m->ttl;
+    n->priority = m->priority;
     return n;
 }
-
 
 /* A request with reply-to amq.rabbitmq.reply-to: RabbitMQ refuses it unless this channel
  * consumes from the pseudo-queue, and replaces the property with the channel's key. Takes

@@ -15,19 +15,9 @@ import pika
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "malformed"))
+sys.path.insert(0, os.path.dirname(__file__))  # rawclient.py
+from hostile_lib import params, proc_status, still_serves  # noqa: E402,F401
 from rawamqp import Connection  # noqa: E402
-
-
-def proc_status(pid):
-    """/proc/PID/status as a dict of kB figures (VmRSS, VmSize, VmHWM, ...)."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            parts = v.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                out[k] = int(parts[0])
-    return out
 
 
 @pytest.fixture
@@ -55,16 +45,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if str(item.path).startswith(here) and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(60))
-
-
-def params(d, **kw):
-    kw.setdefault("credentials", pika.PlainCredentials("guest", "guest"))
-    kw.setdefault("heartbeat", 0)
-    kw.setdefault("blocked_connection_timeout", 20)
-    kw.setdefault("socket_timeout", 20)
-    kw.setdefault("stack_timeout", 30)
-    kw.setdefault("connection_attempts", 1)
-    return pika.ConnectionParameters(host=d.host, port=d.port, **kw)
 
 
 @pytest.fixture
@@ -102,27 +82,13 @@ def _quiet_close(c):
         pass
 
 
-def still_serves(d, timeout=15.0):
-    """A fresh connection can declare a queue, publish and get the message back within
-    timeout seconds: the broker is alive and its loop is not stuck. Raw sockets with a
-    deadline on every read, so a livelocked broker fails the test instead of hanging it."""
-    import time
-
-    import pipeline as p
-    deadline = time.monotonic() + timeout
-    try:
-        c = Connection(d.host, d.port, timeout=timeout)
-    except OSError:
-        return False
-    try:
-        c.handshake()
-        c.open_channel(1)
-        c.send(p.queue_declare("still-serves", exclusive=True) + p.publish("", "still-serves", b"alive"))
-        while time.monotonic() < deadline:
-            if p.get(c, "still-serves", timeout=max(0.1, deadline - time.monotonic())) == b"alive":
-                return True
-        return False
-    except Exception:
-        return False
-    finally:
-        c.close()
+@pytest.fixture
+def conn_b(broker):
+    """A pika connection to the session broker and an exclusive server-named queue on it;
+    closed at teardown."""
+    import pika
+    conn = pika.BlockingConnection(pika.ConnectionParameters(host=broker.host, port=broker.port))
+    q = conn.channel().queue_declare("", exclusive=True).method.queue
+    yield conn, q
+    if conn.is_open:
+        conn.close()

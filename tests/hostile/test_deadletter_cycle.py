@@ -10,7 +10,7 @@ import time
 
 import pika
 
-from conftest import still_serves
+from hostile_lib import still_serves
 
 
 def declare_loop(ch, dlx="dlx", loop="loop"):

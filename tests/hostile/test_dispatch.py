@@ -12,7 +12,7 @@ batch, so at dispatch the TTL queue still counts its messages while every one ha
 import pytest
 
 import pipeline as p
-from conftest import still_serves
+from hostile_lib import still_serves
 
 
 def test_consume_when_every_ready_message_expired_within_the_batch(ferryd):

@@ -6,7 +6,7 @@ import pika
 import pytest
 from pika import exceptions
 
-from conftest import still_serves
+from hostile_lib import params, still_serves
 
 
 def publish_and_drain(ch, q, prios):
@@ -53,9 +53,8 @@ def test_max_priority_256_is_refused_as_rabbitmq_does(ferryd, connect):
 
 def test_max_priority_255_durable_persistent_messages_survive_restart(ferryd_factory):
     """The recovery path rebuilds the 256 levels too (recovered entries carry their level)."""
-    import conftest
     d = ferryd_factory()
-    c = pika.BlockingConnection(conftest.params(d))
+    c = pika.BlockingConnection(params(d))
     ch = c.channel()
     ch.queue_declare("prio-durable", durable=True, arguments={"x-max-priority": 255})
     ch.confirm_delivery()
@@ -64,7 +63,7 @@ def test_max_priority_255_durable_persistent_messages_survive_restart(ferryd_fac
     c.close()
     d.stop_and_check()
     d2 = ferryd_factory(data_dir=d.data_dir)
-    c = pika.BlockingConnection(conftest.params(d2))
+    c = pika.BlockingConnection(params(d2))
     ch = c.channel()
     got = [int(ch.basic_get("prio-durable", auto_ack=True)[2]) for _ in range(4)]
     assert got == [255, 200, 3, 0]

@@ -10,7 +10,7 @@ import pytest
 from pika import exceptions
 
 import pipeline as p
-from conftest import still_serves
+from hostile_lib import still_serves
 
 DEPTH = 20000
 
