@@ -162,11 +162,8 @@ static void queue_args(buf *o, script *s) {
         m &= (uint16_t)~(4 | 8);
     if (m & 1) {
         /* x-max-priority: every value the fuzzer likes, 255 included (issue 8 item 1). */
-        uint8_t how = get8(s), v = get8(s);
-        /* TEMPORARY (issue 8 item 1, being fixed): 255 wraps the level count to 0 and
-         * corrupts memory. Remove this line once the fix is on main. */
-        v = v == 255 ? 254 : v;
-        put_int(&t, "x-max-priority", how, v);
+        uint8_t how = get8(s);
+        put_int(&t, "x-max-priority", how, get8(s));
     }
     if (m & 2) {
         uint8_t how = get8(s);
