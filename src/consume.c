@@ -44,16 +44,33 @@ static void ring_push(uring *r, unacked u) {
     r->len++;
 }
 
-/* Drops settled entries from the front. */
-static void ring_trim(uring *r) {
+/* Drops settled entries: from the front at once, and from anywhere once they outnumber the
+ * live entries (live of them) three to one, so that a client holding one early delivery
+ * while acking every later one costs ferryd its live deliveries, not one entry per delivery
+ * since the held one. Each compaction costs len moves after at least 3/4 len settles:
+ * amortised O(1) per settle. The order (and so ring_find) is kept. */
+static void ring_trim(uring *r, size_t live) {
     while (r->len && ring_at(r, 0)->done) {
         r->head = (r->head + 1) & (r->cap - 1);
         r->len--;
     }
-    if (r->len == 0 && r->cap > 4096) {
+    if (r->len > 64 && r->len > 4 * live) {
+        size_t j = 0;
+        for (size_t i = 0; i < r->len; i++) /* j <= i: nothing unread is overwritten */
+            if (!ring_at(r, i)->done)
+                *ring_at(r, j++) = *ring_at(r, i);
+        r->len = j;
+    }
+    assert(r->len >= live);
+    if (r->cap > 4096 && r->len < r->cap / 8) { /* give back most of a grown array */
+        size_t ncap = r->cap / 4;
+        unacked *a = xmalloc(ncap * sizeof *a);
+        for (size_t i = 0; i < r->len; i++)
+            a[i] = *ring_at(r, i);
         free(r->a);
-        r->a = NULL;
-        r->cap = r->head = 0;
+        r->a = a;
+        r->cap = ncap;
+        r->head = 0;
     }
 }
 
@@ -219,7 +236,7 @@ int settle_tags(channel *ch, uint64_t tag, int multiple, int mode) {
             found = 1;
         }
     }
-    ring_trim(r);
+    ring_trim(r, ch->nunacked);
     wake_channel_consumers(ch);
     return found ? 0 : -1;
 }
