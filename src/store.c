@@ -26,6 +26,7 @@
 
 #include "broker.h"
 #include "crc32c.h"
+#include "memacct.h"
 #include "meta.h"
 #include "paging.h"
 #include "record.h"
@@ -47,6 +48,7 @@ struct store {
     uint64_t next_delay;  /* ids of delayed records */
     int write_failed;     /* a batch failed in this run: its delivered records may be lost */
     uint32_t redelivered_upto; /* copies in segments up to this id may have been delivered */
+    uint64_t inflight_bytes; /* record bytes of the batch the writer has (memacct) */
 };
 
 /* ---- the writer's results ---- */
@@ -82,16 +84,31 @@ static void on_written(void *ctx, wbatch *w) {
     }
     paging_synced(w);
     wbatch_free(w);
+    s->inflight_bytes = 0;
     broker_store_synced(s->b, gen, err == 0);
     store_kick(s);
 }
 
+/* Bytes of record buffers a batch holds. */
+static uint64_t batch_bytes(const wbatch *w) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < w->npieces; i++)
+        n += w->pieces[i].data.cap;
+    return n;
+}
+
 void store_kick(store *s) {
-    if (!s || !writer_idle(&s->wr) || wbatch_empty(s->log.pending))
+    if (!s)
+        return;
+    /* Records waiting for a slow disk count toward the memory watermark: publishers that do
+     * not wait for confirms are blocked rather than growing the batch without bound. */
+    memacct_set(MEM_STORE_BATCH, batch_bytes(s->log.pending) + s->inflight_bytes);
+    if (!writer_idle(&s->wr) || wbatch_empty(s->log.pending))
         return;
     wbatch *w = s->log.pending;
     w->gen = s->gen_next++;
     s->log.pending = wbatch_new();
+    s->inflight_bytes = batch_bytes(w);
     writer_submit(&s->wr, w);
 }
 
