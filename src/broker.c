@@ -429,6 +429,7 @@ void broker_shutdown(broker *b) {
     if (b->sig_fd >= 0)
         close(b->sig_fd);
     free(b->route_out);
+    free(b->route_xs);
     free(b->scratch_qids);
     free(b->scratch_seqs);
     loop_free(b->loop);
