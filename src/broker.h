@@ -342,7 +342,8 @@ typedef struct unacked {
     queue *q; /* holds a reference */
     consumer *c; /* NULL for basic.get, or once the consumer is cancelled */
     qmsg qm;
-    uint8_t done;
+    uint8_t done; /* settled (waits to be trimmed from the ring) */
+    uint8_t tx;   /* acked in the open transaction: 1 + its SETTLE_* mode on commit; 0 none */
 } unacked;
 
 typedef struct uring { /* unacked deliveries of a channel, in delivery-tag order */
@@ -350,14 +351,12 @@ typedef struct uring { /* unacked deliveries of a channel, in delivery-tag order
     size_t cap, head, len;
 } uring;
 
-/* A transaction's buffered work (tx.select): applied on commit, dropped on rollback. */
+/* A publish buffered in a transaction (tx.select): routed on commit, dropped on rollback.
+ * (The transaction's acks are marks on the unacked entries: unacked.tx.) */
 typedef struct txop {
-    uint8_t kind; /* TXOP_PUBLISH, TXOP_ACK, TXOP_NACK */
-    uint8_t multiple, requeue, mandatory;
-    uint64_t tag;
     message *m;
+    uint8_t mandatory;
 } txop;
-enum { TXOP_PUBLISH, TXOP_ACK, TXOP_NACK };
 
 struct channel {
     uint16_t id;
@@ -382,6 +381,7 @@ struct channel {
     channel *next_confirm;
     txop *txops;
     size_t ntx, captx;
+    size_t ntx_acks;     /* unacked entries marked tx */
     consumer *reply;     /* direct reply-to consumer */
     char reply_key[96];  /* amq.rabbitmq.reply-to.<key> naming this channel */
     char last_queue[256]; /* the last queue declared here: "" in bind/consume means it */
