@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "memacct.h"
 #include "store.h"
 #include "storeio.h"
 #include "util.h"
@@ -107,6 +108,7 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
             pp = &ch->next_waiter;
         }
     }
+    deadletter_synced(b, gen, ok);
 }
 
 void broker_set_alarm(broker *b, int which, int on) {
@@ -135,8 +137,16 @@ static void page_out(broker *b) {
         queue_page_out(e->val, 16384);
 }
 
-static void after_batch(void *ud) {
+static int after_batch(void *ud) {
     broker *b = ud;
+    /* Connections whose input budget ran out get their next budget, once per batch. */
+    if (b->backlog)
+        conn_backlog_run(b);
+    /* The memory alarm is raised within the batch that crosses the watermark (a flood must
+     * not overshoot it by a second of publishes); it is cleared by the tick, at most once a
+     * second, so that publishers near the line are not blocked and unblocked every batch. */
+    if (memacct_total() > b->cfg.memory_high_watermark)
+        broker_set_alarm(b, ALARM_MEMORY, 1);
     /* Flushing can wake consumers (a drained socket) and dispatching can produce output:
      * repeat until nothing is pending, so that no work waits for an unrelated event. */
     while (b->dl_head || b->dirty || b->confirms || b->flush) {
@@ -172,6 +182,7 @@ static void after_batch(void *ud) {
     }
     if (b->stopping)
         loop_stop(b->loop);
+    return b->backlog != NULL;
 }
 
 static void tick(loop_timer *t) {
@@ -184,7 +195,7 @@ static void tick(loop_timer *t) {
     sio_check_powercut();
     if (++b->ticks % 4 == 0) { /* once a second */
         broker_set_alarm(b, ALARM_DISK, store_tick(b->store));
-        broker_set_alarm(b, ALARM_MEMORY, message_bytes() > b->cfg.memory_high_watermark);
+        broker_set_alarm(b, ALARM_MEMORY, memacct_total() > b->cfg.memory_high_watermark);
     }
     loop_timer_arm(b->loop, &b->tick, now + TICK_MS);
 }
@@ -198,6 +209,141 @@ static void on_signal(io_handler *h, uint32_t events) {
         b->stopping = 1;
     }
 }
+
+/* ---- recovery: the store hands back what it finds (recover.h); the broker builds its
+ * objects and is the one writer of its name maps ---- */
+
+/* A durable exchange from meta.log (an unknown type, or a name already taken, is skipped). */
+static void rec_exchange(void *ctx, slice name, uint8_t type, uint8_t flags, slice args) {
+    broker *b = ctx;
+    if (type > EX_DELAYED || broker_exchange(b, name))
+        return;
+    exchange *x = exchange_new(b, name, type, flags & 1, (flags >> 1) & 1, (flags >> 2) & 1, args);
+    fval dt;
+    int sub;
+    if (type == EX_DELAYED && table_get(args, "x-delayed-type", &dt) && fval_is_str(&dt) &&
+        exchange_type_parse(dt.s, &sub) == 0 && sub != EX_DELAYED)
+        x->subtype = sub; /* as exchange.declare set it */
+    map_put(&b->exchanges, x->name, x->name_len, x);
+}
+
+static void rec_exchange_delete(void *ctx, slice name) {
+    broker *b = ctx;
+    exchange *x = broker_exchange(b, name);
+    if (x && !x->builtin)
+        broker_remove_exchange(b, x);
+}
+
+/* A durable queue from meta.log; a later definition of the same name replaces the earlier. */
+static void rec_queue(void *ctx, uint32_t qid, slice name, uint8_t flags, slice args) {
+    broker *b = ctx;
+    queue *old = broker_queue(b, name);
+    if (old)
+        queue_delete(old);
+    queue *q = queue_new(b, name, 1, 0, flags & 1, NULL, args);
+    q->qid = qid;
+    map_put(&b->queues, q->name, q->name_len, q);
+}
+
+static void rec_queue_delete(void *ctx, uint32_t qid) {
+    broker *b = ctx;
+    size_t i = 0;
+    map_entry *e;
+    while (map_iter(&b->queues, &i, &e)) {
+        queue *q = e->val;
+        if (q->qid == qid) {
+            queue_delete(q);
+            break;
+        }
+    }
+}
+
+static void rec_binding(void *ctx, int add, slice src, int to_exchange, slice dst, slice key, slice args) {
+    broker *b = ctx;
+    exchange *x = broker_exchange(b, src);
+    queue *q = to_exchange ? NULL : broker_queue(b, dst);
+    exchange *dx = to_exchange ? broker_exchange(b, dst) : NULL;
+    if (!x || (!q && !dx))
+        return;
+    binding *bd = binding_find(x, q, dx, key, args);
+    if (add && !bd)
+        binding_add(x, q, dx, key, args);
+    else if (!add && bd)
+        binding_remove(bd);
+}
+
+static void rec_queues(void *ctx, void (*add)(void *rc, const rqueue *info), void *rc) {
+    broker *b = ctx;
+    size_t i = 0;
+    map_entry *e;
+    while (map_iter(&b->queues, &i, &e)) {
+        queue *q = e->val;
+        if (q->qid)
+            add(rc, &(rqueue){q->qid, q, q->dedup_window, q->max_bytes < 0});
+    }
+}
+
+static void rec_dedup(void *ctx, void *q, const message *m, uint64_t at, uint32_t seg) {
+    (void)ctx;
+    dedup_restore(q, m, at, seg);
+}
+
+/* A recovered copy goes to the end of its queue, its TTL counted from its publish time. */
+static void rec_copy(void *ctx, void *qp, const rcopy *c) {
+    (void)ctx;
+    queue *q = qp;
+    uint64_t now_wall = wall_ms(), now_mono = now_ms();
+    /* expires_at holds the publish time (wall ms) until the TTL is known */
+    qmsg qm = {.seq = c->seq, .expires_at = c->published, .stored = 1, .deliveries = c->deliveries};
+    if (c->m) {
+        qm.m = c->m; /* takes the reference */
+    } else {
+        qm.loc = c->loc;
+        qm.paged = PAGED_OUT;
+        qm.pg_size = pg_size_encode(c->reclen);
+        qm.returns = c->priority; /* its level, until the queue takes it (queue_recover) */
+    }
+    int64_t ttl = q->message_ttl, mttl = qm.paged ? -1 : qm.m->ttl;
+    if (mttl >= 0 && (ttl < 0 || mttl < ttl))
+        ttl = mttl;
+    if (ttl >= 0) {
+        uint64_t due = qm.expires_at + (uint64_t)ttl;
+        qm.expires_at = due > now_wall ? now_mono + (due - now_wall) : 1;
+    } else {
+        qm.expires_at = 0;
+    }
+    /* Each delivery before the restart ended in a return (explicit, or the crash). */
+    if (q->delivery_limit >= 0)
+        qm.returns = qm.deliveries;
+    queue_recover(q, qm);
+}
+
+static void rec_next_seq(void *ctx, void *qp, uint64_t next) {
+    (void)ctx;
+    queue *q = qp;
+    q->next_seq = MAX(q->next_seq, next);
+}
+
+static int rec_delayed(void *ctx, uint64_t sid, uint64_t due, slice xname, void *qp, message *m, uint32_t seg) {
+    broker *b = ctx;
+    exchange *x = xname.p ? broker_exchange(b, xname) : NULL;
+    queue *q = xname.p ? NULL : qp;
+    if (!x && !q)
+        return 0;
+    if (q)
+        q->refs++;
+    delayed_restore(b, (delayed_entry){due, 0, m, x, q, sid, seg});
+    return 1;
+}
+
+static const recover_sink broker_recovery = {
+    .defs = {rec_exchange, rec_exchange_delete, rec_queue, rec_queue_delete, rec_binding},
+    .queues = rec_queues,
+    .dedup = rec_dedup,
+    .copy = rec_copy,
+    .next_seq = rec_next_seq,
+    .delayed = rec_delayed,
+};
 
 int broker_init(broker *b, const config *cfg) {
     memset(b, 0, sizeof *b);
@@ -224,7 +370,7 @@ int broker_init(broker *b, const config *cfg) {
     add_builtin(b, "amq.headers", EX_HEADERS);
     add_builtin(b, "amq.match", EX_HEADERS);
     char err[600];
-    if (store_open(b, cfg->data_dir, err, sizeof err) < 0) {
+    if (store_open(b, &broker_recovery, cfg->data_dir, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
     }
@@ -259,6 +405,7 @@ void broker_shutdown(broker *b) {
     while (b->conns)
         conn_destroy(b->conns);
     after_batch(b);
+    deadletter_settle_all(b);
     /* Write what is pending; from here on, tearing down memory is not a deletion. */
     store_close(b->store);
     size_t i = 0;

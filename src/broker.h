@@ -19,6 +19,7 @@
 #include "config.h"
 #include "loop.h"
 #include "map.h"
+#include "message.h"
 
 typedef struct broker broker;
 typedef struct conn conn;
@@ -28,42 +29,8 @@ typedef struct exchange exchange;
 typedef struct consumer consumer;
 typedef struct binding binding;
 
-/* ---------------- message.c ---------------- */
-
-typedef struct message {
-    uint32_t refs;
-    uint32_t props_len;
-    uint64_t body_len;
-    uint32_t seg;      /* store: the segment holding its publish record (if in_store) */
-    uint32_t doff;     /* paging: offset of its record in seg, if on_disk */
-    int64_t ttl;       /* the expiration property in ms; -1 = none */
-    uint32_t dlen;     /* paging: length of that record */
-    uint8_t persistent;    /* delivery-mode 2 */
-    uint8_t in_store;      /* has a publish record in the store */
-    uint8_t priority;
-    uint8_t exchange_len;
-    uint8_t rkey_len;
-    uint8_t on_disk;       /* paging: a written, synced record of it is at (seg, doff, dlen) */
-    uint8_t pg_wait;       /* paging: its record is in a batch not yet written */
-    uint8_t pg_never;      /* paging: its publish record failed to write; kept in memory */
-    /* exchange NUL, routing key NUL, the publisher's property bytes (flags + list), body:
-     * packed, no pointers, so a queued message costs its bytes plus ~45 (see msg_*). */
-    uint8_t data[];
-} message;
-
-static inline char *msg_exchange(const message *m) { return (char *)(uintptr_t)m->data; }
-static inline char *msg_rkey(const message *m) { return msg_exchange(m) + m->exchange_len + 1; }
-static inline uint8_t *msg_props(const message *m) { return (uint8_t *)msg_rkey(m) + m->rkey_len + 1; }
-static inline uint8_t *msg_body(const message *m) { return msg_props(m) + m->props_len; }
-
-#define MESSAGE_HEADER offsetof(message, data)
-/* One allocation holds the struct, names, properties and body. */
-message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len);
-static inline message *message_ref(message *m) {
-    m->refs++;
-    return m;
-}
-void message_unref(message *m);
+/* message.c: the message struct and its reference counting are in message.h (the store
+ * keeps messages too). */
 
 /* ---------------- queue.c ---------------- */
 
@@ -133,7 +100,7 @@ struct queue {
         qheap requeued;
         uint64_t pg_pos; /* paging: ready entries before this position were looked at */
     } *levels;
-    uint8_t nlevels;
+    uint16_t nlevels;     /* 1 + x-max-priority: 1..256 (x-max-priority is 0..255) */
     uint8_t overflow;     /* OVERFLOW_* (x-overflow) */
     size_t nready;        /* ready messages over all levels */
     int64_t message_ttl;  /* x-message-ttl in ms; -1 = none */
@@ -171,7 +138,9 @@ static inline size_t queue_ready_count(const queue *q) { return q->nready; }
 void queue_publish(queue *q, message *m);
 /* The queue was used (declared, consumed from, got from): an x-expires lease restarts. */
 void queue_touch(queue *q);
-/* Takes the next ready message, if any. */
+/* Takes the next ready message: 1 with *out set (its body in memory), or 0 with *out
+ * untouched and the queue empty. queue_ready_count() > 0 does not promise a message: the
+ * head may expire (TTL) or fail to read back from the log (paging) while popping. */
 int queue_pop(queue *q, qmsg *out);
 /* Puts a delivered message back in its place, marked as delivered before. */
 void queue_requeue(queue *q, qmsg qm);
@@ -210,10 +179,8 @@ slice queue_delivery_props(const queue *q, const qmsg *qm, buf *scratch);
 
 /* ---------------- qtype.c ---------------- */
 
-/* Queue-type rules for queue.declare (x-queue-type classic / quorum): arguments the type
- * does not support and properties a quorum queue cannot have are refused with RabbitMQ's
- * texts. Returns 0, or -1 after closing the channel. */
-int qtype_check_declare(channel *ch, slice name, int durable, int exclusive, int auto_delete, slice args);
+/* Does a queue with these arguments have x-queue-type quorum? */
+int qtype_is_quorum(slice args);
 /* Sets up a new queue's type-dependent state from its arguments. */
 void qtype_init(queue *q, slice args);
 
@@ -240,8 +207,17 @@ void dedup_free(queue *q);
 /* Dead-letters a message (takes the reference) that left q for this reason ("rejected",
  * "expired", "maxlen", "delivery_limit"), if q has a dead-letter exchange; drops it if not. */
 void deadletter(queue *q, message *m, const char *reason);
+/* The same for a queue copy (not paged) that has a record in the store: the copy's settle
+ * record is written only once the dead letter's own record is synced (deadletter_synced),
+ * so that a crash may duplicate the message but never lose it. Takes qm's reference. */
+void deadletter_copy(queue *q, qmsg qm, const char *reason);
 /* Republishes the dead letters collected in this batch. */
 void deadletter_flush(broker *b);
+/* Store generation gen is synced (ok) or failed: settles the copies whose dead letters it
+ * held (a failed one stays unsettled on disk: it comes back after a restart). */
+void deadletter_synced(broker *b, uint64_t gen, int ok);
+/* Shutdown: settles every copy still waiting (the store writes them last). */
+void deadletter_settle_all(broker *b);
 /* Dead-letter redrive: moves up to max ready messages of dlq back to the queue named in
  * their most recent x-death entry, properties and headers unchanged. Messages whose queue
  * is gone (or that have no x-death) stay in dlq, in order. Returns how many moved. */
@@ -345,7 +321,7 @@ void props_set_int_header(slice props, const char *key, char type, int64_t v, bu
 /* A copy of m (new allocation, same body) with one integer header set. */
 message *message_set_int_header(const message *m, const char *key, char type, int64_t v);
 
-/* ---------------- channel.c ---------------- */
+/* ---------------- channel.c, consume.c, publish.c (channel_int.h) ---------------- */
 
 struct consumer {
     char *tag;
@@ -389,8 +365,9 @@ struct channel {
     uint8_t closing;   /* we sent channel.close and wait for close-ok */
     uint8_t expect;    /* content frames expected next: 0 none, FRAME_HEADER, FRAME_BODY */
     uint8_t mandatory; /* of the publish being assembled */
-    message *pending;  /* the publish being assembled */
-    uint64_t pending_got; /* body bytes of it received so far */
+    message *pending;  /* the publish being assembled; its body_len is the room so far */
+    uint64_t pending_got; /* body bytes of it received so far (<= pending->body_len) */
+    uint64_t pending_size; /* the body size its content header declared */
     slice args;        /* the current method's argument bytes (for error texts) */
     uint64_t next_tag;
     uring unacked;
@@ -469,9 +446,15 @@ struct conn {
     uint8_t cap_cancel_notify, cap_auth_failure_close, cap_blocked;
     uint8_t in_flush, read_paused, epollout;
     uint8_t close_when_flushed; /* drop the socket once the output is written */
+    uint8_t counted_open;       /* counted in b->nopened */
+    uint8_t lingering;          /* output written and shut down: reading until the peer closes */
+    uint64_t linger_since_ms;
     uint8_t has_published, blocked, told_blocked; /* resource alarms (connection.blocked) */
     uint32_t store_wait; /* input paused until the store syncs (tx.commit) */
     uint8_t resume;      /* re-evaluate input at the next flush */
+    uint64_t acct;       /* bytes of its buffers counted in memacct (MEM_CONN_BUFFERS) */
+    uint8_t in_backlog;  /* on b->backlog: its input budget ran out with frames left */
+    conn *next_backlog;
     char *user;
     conn *prev, *next;    /* all connections */
     conn *next_flush;     /* flush list */
@@ -495,6 +478,9 @@ void conn_forget_channel(conn *c, uint16_t id);
 void conn_update_input(conn *c);
 void conn_set_blocked(conn *c, int on);
 void conn_destroy(conn *c); /* closes the socket and frees, after the batch */
+/* Gives each connection with frames left over after its budget one more budget (once per
+ * loop batch); returns nonzero if some still have frames left. */
+int conn_backlog_run(broker *b);
 int listener_open(broker *b, const char *addr, int port);
 
 /* ---------------- broker.c ---------------- */
@@ -515,8 +501,10 @@ struct broker {
     map reply_to; /* direct reply-to key -> channel */
     conn *conns;
     size_t nconns;
+    size_t nopened; /* connections past connection.open (what --max-connections limits) */
     uint64_t next_conn_id;
     struct deadletter *dl_head, *dl_tail; /* dead letters to republish (deadletter.c) */
+    struct deadletter *dl_wait, *dl_wait_tail; /* their source copies' settles, waiting for a sync */
     struct delayed *delayed;              /* messages due later (delayed.c) */
     queue *dirty;       /* queues with deliveries to make */
     conn *flush;        /* connections with output */
@@ -526,6 +514,7 @@ struct broker {
     size_t nroute, caproute;
     uint64_t route_epoch;
     loop_timer tick;
+    conn *backlog;            /* connections with whole frames left over after their budget */
     io_handler sig_io;
     int sig_fd;
     int listen_fds[8];
@@ -552,8 +541,6 @@ void broker_store_synced(broker *b, uint64_t gen, int ok);
 /* Sets or clears a resource alarm; publishers are blocked while any is set. */
 void broker_set_alarm(broker *b, int which, int on);
 enum { ALARM_DISK = 1, ALARM_MEMORY = 2 };
-/* Bytes held by message bodies and properties (message.c). */
-uint64_t message_bytes(void);
 /* Random characters for server-generated names (amq.gen-…, amq.ctag-…). */
 void broker_random_name(char *out, size_t n);
 

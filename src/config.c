@@ -66,6 +66,7 @@ static int set(config *c, const char *name, const char *val, char *err, int errl
     INT_OPT("channel-max", channel_max, 1, 65535)
     INT_OPT("handshake-timeout", handshake_timeout_ms, 100, 3600000)
     INT_OPT("max-message-size", max_message_size, 0, 512LL << 20)
+    INT_OPT("max-connections", max_connections, 0, 1 << 24)
     INT_OPT("segment-size", segment_size, 4096, 1LL << 32)
     INT_OPT("disk-free-limit", disk_free_limit, 0, 1LL << 50)
     INT_OPT("memory-high-watermark", memory_high_watermark, 1 << 20, 1LL << 50)
@@ -159,6 +160,8 @@ static const char usage[] =
     "  --channel-max N        most channels per connection (default 2047)\n"
     "  --handshake-timeout MS time allowed for the AMQP handshake (default 10000)\n"
     "  --max-message-size N   largest message body in bytes (default 134217728)\n"
+    "  --max-connections N    most open AMQP connections; more are refused at connection.open\n"
+    "                         (default 0: no limit but the file descriptor limit)\n"
     "  --log-level L          debug, info, warning or error (default info)\n"
     "  --segment-size N       message log segment size in bytes (default 67108864)\n"
     "  --disk-free-limit N    block publishers below this many free bytes (default 50000000)\n"

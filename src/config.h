@@ -15,6 +15,7 @@ typedef struct config {
     uint16_t channel_max;    /* proposed in connection.tune */
     int handshake_timeout_ms;
     uint64_t max_message_size;
+    uint32_t max_connections; /* open AMQP connections at once; 0 = no limit (RabbitMQ's default) */
     int log_level;
     char default_user[64];
     char default_pass[64];

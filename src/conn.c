@@ -1,13 +1,15 @@
 /* conn.c — one client connection: the socket, the handshake, frames in, bytes out.
  *
- * Input is read in large chunks and every complete frame in the buffer is handled before
- * the next read. Output is appended to one buffer per connection and written once per loop
+ * Input is read in large chunks; one connection's frames are handled up to a budget per
+ * loop turn (INPUT_BUDGET_*), the rest stay buffered and get the next turn (the backlog
+ * list, driven by a timer due at once), so one client's pipeline never stalls the others. Output is appended to one buffer per connection and written once per loop
  * batch (broker_after_batch → conn_flush), so a burst of deliveries or confirms costs one
  * write(). Protocol errors end here as connection.close with the spec's reply code
  * (conn_close_error); soft errors are the channel's business (channel.c). */
 #include "broker.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "memacct.h"
 #include "util.h"
 
 #define READ_CHUNK (256 * 1024)
@@ -26,12 +29,22 @@
  * its confirms cannot make the broker buffer without bound). */
 #define OUT_HIGH_WATER (4u << 20)
 #define OUT_PAUSE_READ (16u << 20)
+/* How long a closing connection may take to answer close-ok or to read what we still have
+ * to write; and how long we keep reading after our last byte (close-ok) before closing. */
 #define CLOSE_OK_TIMEOUT_MS 3000
+#define LINGER_MS 3000
+/* The work one connection gets per loop turn: this many frames, bytes or microseconds,
+ * whichever runs out first (time covers frames that are costly to handle: a durable declare,
+ * a publish routed to many queues). */
+#define INPUT_BUDGET_FRAMES 256
+#define INPUT_BUDGET_BYTES (256u * 1024)
+#define INPUT_BUDGET_US 2000
 
 static const uint8_t amqp_header[8] = {'A', 'M', 'Q', 'P', 0, 0, 9, 1};
 
 static void conn_io(io_handler *h, uint32_t events);
 static void handle_input(conn *c);
+static void backlog_remove(conn *c);
 
 static int is_loopback(const struct sockaddr_storage *ss) {
     if (ss->ss_family == AF_INET) {
@@ -70,19 +83,47 @@ typedef struct listener {
     io_handler io;
     broker *b;
     int fd;
+    loop_timer retry; /* re-enables accepting after running out of file descriptors */
+    uint64_t warned_ms;
 } listener;
+
+#define ACCEPT_RETRY_MS 200
+
+static void accept_resume(loop_timer *t) {
+    listener *l = (listener *)((char *)t - offsetof(listener, retry));
+    loop_mod(l->b->loop, l->fd, EPOLLIN, &l->io);
+}
+
+/* Out of file descriptors (EMFILE, ENFILE) or kernel memory: the pending connection stays
+ * in the listen backlog, and the level-triggered listener would report it again at once,
+ * forever. Stop listening for ACCEPT_RETRY_MS instead; the connections wait in the backlog
+ * and are served once descriptors are free again. */
+static void accept_pause(listener *l, int err) {
+    uint64_t now = loop_now_ms(l->b->loop);
+    if (now - l->warned_ms >= 10000 || !l->warned_ms) {
+        log_warn("accept: %s (%zu connections): not accepting for %d ms", strerror(err), l->b->nconns,
+                 ACCEPT_RETRY_MS);
+        l->warned_ms = now;
+    }
+    loop_mod(l->b->loop, l->fd, 0, &l->io);
+    loop_timer_arm(l->b->loop, &l->retry, now + ACCEPT_RETRY_MS);
+}
 
 static void accept_ready(io_handler *h, uint32_t events) {
     (void)events;
-    broker *b = ((listener *)h)->b;
-    int lfd = ((listener *)h)->fd;
+    listener *l = (listener *)h;
+    broker *b = l->b;
+    int lfd = l->fd;
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-                log_warn("accept: %s", strerror(errno));
+            int e = errno;
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
+                accept_pause(l, e);
+            else if (e != EAGAIN && e != EWOULDBLOCK && e != EINTR && e != ECONNABORTED)
+                log_warn("accept: %s", strerror(e));
             return;
         }
         int one = 1;
@@ -158,6 +199,7 @@ int listener_open(broker *b, const char *addr, int port) {
     l->io.fn = accept_ready;
     l->b = b;
     l->fd = fd;
+    l->retry.fn = accept_resume;
     b->listen_fds[b->nlisten] = fd;
     b->listen_io[b->nlisten] = &l->io;
     b->nlisten++;
@@ -166,6 +208,17 @@ int listener_open(broker *b, const char *addr, int port) {
 }
 
 /* ---- output ---- */
+
+/* Reports what this connection's buffers hold to the memory accounting: the unread input
+ * and the output buffer's storage (written bytes touch it; it shrinks once drained). */
+static void conn_account(conn *c) {
+    uint64_t held = c->in.len + c->out.cap;
+    if (held >= c->acct)
+        memacct_add(MEM_CONN_BUFFERS, held - c->acct);
+    else
+        memacct_sub(MEM_CONN_BUFFERS, c->acct - held);
+    c->acct = held;
+}
 
 void conn_want_flush(conn *c) {
     if (c->in_flush || c->state == CONN_DEAD)
@@ -185,11 +238,99 @@ static int input_allowed(const conn *c) {
 
 static void update_events(conn *c) {
     uint32_t ev = 0;
-    if (input_allowed(c))
+    if (c->lingering)
+        return; /* reads to the end, nothing else (start_linger) */
+    if (input_allowed(c) && !c->in_backlog) /* a backlog is handled before reading more */
         ev |= EPOLLIN;
     if (c->epollout)
         ev |= EPOLLOUT;
     loop_mod(c->b->loop, c->fd, ev, &c->io);
+}
+
+/* The connection is done once its output is written (a close-ok, a protocol header, a
+ * close before the handshake): nothing more is handled, and a peer that does not read it
+ * is given up on after CLOSE_OK_TIMEOUT_MS. */
+static void close_after_flush(conn *c) {
+    if (c->state != CONN_CLOSING || !c->close_when_flushed)
+        c->closing_since_ms = loop_now_ms(c->b->loop);
+    c->state = CONN_CLOSING;
+    c->close_when_flushed = 1;
+    conn_want_flush(c);
+}
+
+/* Our last byte is written: send FIN, then read and discard until the peer closes (or
+ * LINGER_MS passes). Closing at once with unread input in the socket would make the kernel
+ * answer with RST, and a client whose publishes were still in flight would lose the
+ * close-ok it has not read yet (RabbitMQ's clients then never see their close complete). */
+static void start_linger(conn *c) {
+    c->lingering = 1;
+    c->linger_since_ms = loop_now_ms(c->b->loop);
+    buf_consume(&c->in, c->in.len);
+    backlog_remove(c);
+    shutdown(c->fd, SHUT_WR);
+    loop_mod(c->b->loop, c->fd, EPOLLIN, &c->io);
+}
+
+/* Reads and drops what a lingering connection's peer still sends; its EOF ends it. */
+static void linger_read(conn *c) {
+    uint8_t sink[16384];
+    for (int i = 0; i < 16; i++) { /* bounded work per event, like any input */
+        ssize_t n = read(c->fd, sink, sizeof sink);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        conn_destroy(c); /* EOF or error: the peer is gone */
+        return;
+    }
+}
+
+/* ---- input backlog: frames left over after a connection's budget ---- */
+
+static void backlog_remove(conn *c) {
+    if (!c->in_backlog)
+        return;
+    for (conn **pp = &c->b->backlog; *pp; pp = &(*pp)->next_backlog) {
+        if (*pp == c) {
+            *pp = c->next_backlog;
+            break;
+        }
+    }
+    c->in_backlog = 0;
+    c->next_backlog = NULL;
+}
+
+/* Each connection on the backlog gets one more budget of its buffered frames; those that
+ * still have frames left put themselves back (handle_input) for the next batch. */
+int conn_backlog_run(broker *b) {
+    conn *list = b->backlog;
+    b->backlog = NULL;
+    while (list) {
+        conn *c = list;
+        list = c->next_backlog;
+        c->next_backlog = NULL;
+        c->in_backlog = 0;
+        if (c->state == CONN_DEAD)
+            continue;
+        handle_input(c);
+        if (c->state != CONN_DEAD && !c->in_backlog)
+            update_events(c); /* done with the backlog: read the socket again */
+    }
+    return b->backlog != NULL;
+}
+
+/* The budget ran out with frames left: they get the next loop batch (conn_backlog_run, from
+ * the after-batch hook, which keeps the loop from waiting), not the next socket event; the
+ * socket is not read meanwhile, so the buffer does not grow. */
+static void backlog_add(conn *c) {
+    if (c->in_backlog)
+        return;
+    int was_reading = input_allowed(c);
+    c->in_backlog = 1;
+    c->next_backlog = c->b->backlog;
+    c->b->backlog = c;
+    if (was_reading)
+        update_events(c);
 }
 
 /* Consumers that waited for this connection's buffer to drain get another turn. */
@@ -243,13 +384,14 @@ void conn_flush(conn *c) {
     }
     if (c->out.len == 0) {
         buf_shrink_if_idle(&c->out, 64 * 1024);
-        if (c->state == CONN_CLOSING && c->close_when_flushed) {
-            conn_destroy(c); /* close-ok sent: we are done */
+        if (c->state == CONN_CLOSING && c->close_when_flushed && !c->lingering) {
+            start_linger(c); /* close-ok sent: we are done once the peer is */
             return;
         }
     }
     if (was_blocked && c->out.len < OUT_HIGH_WATER)
         wake_consumers(c);
+    conn_account(c);
 }
 
 void conn_update_input(conn *c) {
@@ -301,6 +443,12 @@ void conn_destroy(conn *c) {
     if (c->state == CONN_DEAD)
         return;
     c->state = CONN_DEAD;
+    if (c->counted_open) {
+        assert(c->b->nopened > 0);
+        c->b->nopened--;
+        c->counted_open = 0;
+    }
+    backlog_remove(c);
     release_channels(c);
     delete_exclusive_queues(c);
     loop_del(c->b->loop, c->fd);
@@ -321,6 +469,7 @@ void conn_destroy(conn *c) {
 void conn_free(conn *c) {
     buf_free(&c->in);
     buf_free(&c->out);
+    conn_account(c);
     free(c->chans);
     free(c->user);
     free(c);
@@ -342,9 +491,7 @@ static void send_close(conn *c, int code, const char *text, unsigned mid) {
  * finished tune-ok (it may not even speak AMQP). */
 static void conn_drop(conn *c, const char *why) {
     log_warn("dropping connection %llu (%s) during the handshake: %s", (unsigned long long)c->id, c->peer, why);
-    c->state = CONN_CLOSING;
-    c->close_when_flushed = 1;
-    conn_want_flush(c);
+    close_after_flush(c);
 }
 
 static void close_with(conn *c, int code, unsigned class_method, const char *fmt, va_list ap) {
@@ -552,6 +699,14 @@ static void on_open(conn *c, rd *r) {
                          (const char *)vhost.p);
         return;
     }
+    uint32_t max = c->b->cfg.max_connections;
+    if (max && c->b->nopened >= max) { /* RabbitMQ's connection_max, checked at the same step */
+        conn_close_error(c, NOT_ALLOWED, CONNECTION_OPEN, "connection refused: node connection limit (%u) is reached",
+                         max);
+        return;
+    }
+    c->counted_open = 1;
+    c->b->nopened++;
     size_t m = method_begin(&c->out, 0, CONNECTION_OPEN_OK);
     buf_shortstr(&c->out, "", 0);
     frame_end(&c->out, m);
@@ -569,7 +724,7 @@ static void connection_method(conn *c, const frame *f) {
             conn_destroy(c);
         } else if (mid == CONNECTION_CLOSE) {
             send_empty_method(c, 0, CONNECTION_CLOSE_OK);
-            c->close_when_flushed = 1;
+            close_after_flush(c);
         }
         return; /* everything else is discarded while closing (spec 2.2.4) */
     }
@@ -592,8 +747,7 @@ static void connection_method(conn *c, const frame *f) {
         /* The client closes: answer close-ok, then drop the socket once it is written. */
         release_channels(c);
         send_empty_method(c, 0, CONNECTION_CLOSE_OK);
-        c->state = CONN_CLOSING;
-        c->close_when_flushed = 1;
+        close_after_flush(c);
         return;
     case CONNECTION_CLOSE_OK:
         break; /* we did not ask for it */
@@ -724,17 +878,23 @@ static void handle_input(conn *c) {
         if (memcmp(buf_head(&c->in), amqp_header, 8) != 0) {
             /* Spec 4.2.2: answer with the protocol header we support, then close. */
             buf_put(&c->out, amqp_header, 8);
-            c->state = CONN_CLOSING;
-            c->close_when_flushed = 1;
             buf_consume(&c->in, c->in.len);
-            conn_want_flush(c);
+            close_after_flush(c);
             return;
         }
         buf_consume(&c->in, 8);
         send_start(c);
         c->state = CONN_START_OK;
     }
+    uint64_t started = now_us();
+    unsigned frames = 0;
+    size_t bytes = 0;
     while (c->in.len && c->state != CONN_DEAD && input_allowed(c)) {
+        if (frames >= INPUT_BUDGET_FRAMES || bytes >= INPUT_BUDGET_BYTES ||
+            (frames && now_us() - started >= INPUT_BUDGET_US)) {
+            backlog_add(c);
+            break;
+        }
         if (c->state == CONN_CLOSING && c->close_when_flushed) {
             buf_consume(&c->in, c->in.len); /* closed for good: ignore the rest */
             break;
@@ -752,16 +912,19 @@ static void handle_input(conn *c) {
             else
                 frame_error(c, &f, FRAME_ERROR, "{invalid_frame_end_marker}");
             buf_consume(&c->in, c->in.len);
-            c->close_when_flushed = 1; /* the stream is unusable: close once written */
+            close_after_flush(c); /* the stream is unusable: close once written */
             break;
         }
         handle_frame(c, &f);
         if (c->state == CONN_DEAD)
             return;
         buf_consume(&c->in, (size_t)n);
+        frames++;
+        bytes += (size_t)n;
     }
     if (c->in.len == 0)
         buf_shrink_if_idle(&c->in, 2 * READ_CHUNK);
+    conn_account(c);
 }
 
 static void conn_io(io_handler *h, uint32_t events) {
@@ -773,8 +936,12 @@ static void conn_io(io_handler *h, uint32_t events) {
     if (c->state == CONN_DEAD)
         return;
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        if (!input_allowed(c))
+        if (c->lingering) {
+            linger_read(c);
             return;
+        }
+        if (!input_allowed(c) || c->in_backlog)
+            return; /* (an event that was queued before reading stopped) */
         size_t want = READ_CHUNK;
         uint8_t *p = buf_reserve(&c->in, want);
         ssize_t n = read(c->fd, p, want);
@@ -802,10 +969,18 @@ void conn_tick(conn *c, uint64_t now) {
         return;
     }
     if (c->state == CONN_CLOSING) {
-        if (!c->close_when_flushed && now - c->closing_since_ms > CLOSE_OK_TIMEOUT_MS)
+        /* No close-ok, or output the peer does not read (issue 8 item 9), or a peer that
+         * keeps its side open after our close-ok: given up on after a timeout. */
+        if (c->lingering ? now - c->linger_since_ms > LINGER_MS : now - c->closing_since_ms > CLOSE_OK_TIMEOUT_MS)
             conn_destroy(c);
         return;
     }
+    /* While ferryd itself does not read the socket (a resource alarm blocks this publisher,
+     * its output backs up, a tx.commit waits for the store) the client's heartbeats stay
+     * unread: the silence is ours, so the clock restarts. RabbitMQ pauses its heartbeat
+     * monitor while a connection is blocked the same way. */
+    if (!input_allowed(c))
+        c->last_recv_ms = now;
     if (c->heartbeat) {
         uint64_t hb = (uint64_t)c->heartbeat * 1000;
         if (now - c->last_recv_ms > 2 * hb) {

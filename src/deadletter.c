@@ -8,17 +8,27 @@
  * deferred to the end of the loop batch (broker_after_batch), so dead-lettering inside a
  * publish never nests routing, and a cycle costs one batch per turn rather than recursion.
  * Cycles are dropped as RabbitMQ drops them: a message that would come back to a queue it
- * already died in, with no rejection anywhere in its history. */
+ * already died in, with no rejection anywhere in its history.
+ *
+ * Across a crash dead-lettering is at-least-once: a stored copy's settle record waits until
+ * the batch holding its dead letter's record is synced (deadletter_synced). Writing both in
+ * one batch is not enough: a power cut may keep any subset of an unsynced batch's sectors,
+ * the settle without the dead letter. */
 #include "broker.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
+#include "store.h"
 #include "util.h"
 
 struct deadletter {
     struct deadletter *next;
     message *m; /* the republished copy: new exchange, routing key and headers */
     uint8_t rejected;
+    queue *src;  /* deadletter_copy: the source queue (a reference) and its copy, to settle */
+    qmsg src_qm; /* once the dead letter's record is synced */
+    uint64_t gen;
 };
 
 static void put_str(buf *b, const char *key, const void *s, size_t n) {
@@ -131,13 +141,13 @@ static void build_headers(buf *h, slice old, const queue *q, const message *m, c
     buf_free(&e);
 }
 
-void deadletter(queue *q, message *m, const char *reason) {
+/* Builds the dead letter of m (not taking the reference) and queues it for
+ * deadletter_flush; NULL if q has no dead-letter exchange. */
+static struct deadletter *make_deadletter(queue *q, message *m, const char *reason) {
     fval dlx, dlrk;
     slice args = {q->args, q->args_len};
-    if (!q->args_len || !table_get(args, "x-dead-letter-exchange", &dlx) || dlx.type != 'S') {
-        message_unref(m);
-        return;
-    }
+    if (!q->args_len || !table_get(args, "x-dead-letter-exchange", &dlx) || dlx.type != 'S')
+        return NULL;
     props_view pv;
     props_parse((slice){msg_props(m), m->props_len}, &pv);
     slice expiration = (pv.flags & PROP_EXPIRATION) ? pv.expiration : (slice){NULL, 0};
@@ -157,7 +167,6 @@ void deadletter(queue *q, message *m, const char *reason) {
     n->priority = m->priority;
     buf_free(&h);
     buf_free(&props);
-    message_unref(m);
     struct deadletter *d = xcalloc(1, sizeof *d);
     d->m = n;
     d->rejected = strcmp(reason, "rejected") == 0;
@@ -169,6 +178,53 @@ void deadletter(queue *q, message *m, const char *reason) {
     else
         b->dl_head = d;
     b->dl_tail = d;
+    return d;
+}
+
+void deadletter(queue *q, message *m, const char *reason) {
+    make_deadletter(q, m, reason);
+    message_unref(m);
+}
+
+void deadletter_copy(queue *q, qmsg qm, const char *reason) {
+    assert(qm.stored && !qm.paged);
+    struct deadletter *d = make_deadletter(q, qm.m, reason);
+    if (!d) {
+        queue_settle(q, qm);
+        return;
+    }
+    d->src = q;
+    d->src_qm = qm;
+    q->refs++;
+}
+
+/* The source copy of a dead letter leaves the store: settled (ok), or left on disk. */
+static void settle_source(struct deadletter *d, int ok) {
+    if (ok)
+        queue_settle(d->src, d->src_qm);
+    else
+        message_unref(d->src_qm.m); /* its record stays live: recovery brings it back */
+    queue_unref(d->src);
+    free(d);
+}
+
+void deadletter_synced(broker *b, uint64_t gen, int ok) {
+    while (b->dl_wait && b->dl_wait->gen <= gen) {
+        struct deadletter *d = b->dl_wait;
+        b->dl_wait = d->next;
+        if (!b->dl_wait)
+            b->dl_wait_tail = NULL;
+        settle_source(d, ok);
+    }
+}
+
+void deadletter_settle_all(broker *b) {
+    while (b->dl_wait) {
+        struct deadletter *d = b->dl_wait;
+        b->dl_wait = d->next;
+        settle_source(d, 1);
+    }
+    b->dl_wait_tail = NULL;
 }
 
 /* Would this message, dead-lettered again into q, go round a cycle without a rejection? */
@@ -200,6 +256,7 @@ void deadletter_flush(broker *b) {
         if (!b->dl_head)
             b->dl_tail = NULL;
         message *m = d->m;
+        uint64_t appended = store_appended(b->store);
         exchange *x = broker_exchange(b, (slice){(const uint8_t *)msg_exchange(m), m->exchange_len});
         if (x) {
             props_view pv;
@@ -218,7 +275,21 @@ void deadletter_flush(broker *b) {
             broker_enqueue_routed(b, m, &rejected);
         }
         message_unref(m);
-        free(d);
+        if (d->src && store_appended(b->store) != appended) {
+            /* its record is in the batch being built: the source waits for that batch */
+            d->gen = store_gen(b->store);
+            d->m = NULL;
+            d->next = NULL;
+            if (b->dl_wait_tail)
+                b->dl_wait_tail->next = d;
+            else
+                b->dl_wait = d;
+            b->dl_wait_tail = d;
+        } else if (d->src) {
+            settle_source(d, 1); /* not stored anywhere (or dropped): nothing to wait for */
+        } else {
+            free(d);
+        }
     }
 }
 

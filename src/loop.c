@@ -17,7 +17,7 @@ struct loop {
     uint64_t now;
     loop_timer **heap;
     size_t nheap, capheap;
-    void (*after)(void *ud);
+    int (*after)(void *ud);
     void *after_ud;
 };
 
@@ -111,7 +111,7 @@ void loop_timer_arm(loop *l, loop_timer *t, uint64_t due_ms) {
     sift_up(l, l->nheap - 1);
 }
 
-void loop_set_after_batch(loop *l, void (*fn)(void *ud), void *ud) {
+void loop_set_after_batch(loop *l, int (*fn)(void *ud), void *ud) {
     l->after = fn;
     l->after_ud = ud;
 }
@@ -130,9 +130,12 @@ static void run_timers(loop *l) {
 
 void loop_run(loop *l) {
     struct epoll_event evs[MAX_EVENTS];
+    int pending = 0; /* the after-batch hook left work for the next batch */
     while (!l->stop) {
         int timeout = -1;
-        if (l->nheap) {
+        if (pending) {
+            timeout = 0;
+        } else if (l->nheap) {
             uint64_t due = l->heap[0]->due_ms;
             timeout = due <= l->now ? 0 : (int)MIN(due - l->now, 60000);
         }
@@ -147,7 +150,6 @@ void loop_run(loop *l) {
             h->fn(h, evs[i].events);
         }
         run_timers(l);
-        if (l->after)
-            l->after(l->after_ud);
+        pending = l->after ? l->after(l->after_ud) : 0;
     }
 }

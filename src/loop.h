@@ -29,8 +29,10 @@ void loop_del(loop *l, int fd);
 void loop_timer_arm(loop *l, loop_timer *t, uint64_t due_ms);
 void loop_timer_cancel(loop *l, loop_timer *t);
 /* Called after every batch of ready events and timers: where deferred work (dispatching
- * queues, flushing sockets, sending confirms) happens once per batch. */
-void loop_set_after_batch(loop *l, void (*fn)(void *ud), void *ud);
+ * queues, flushing sockets, sending confirms) happens once per batch. It returns nonzero
+ * when work is left for the next batch (buffered input beyond a connection's budget): the
+ * loop then polls without waiting. */
+void loop_set_after_batch(loop *l, int (*fn)(void *ud), void *ud);
 /* Runs until loop_stop(). */
 void loop_run(loop *l);
 void loop_stop(loop *l);

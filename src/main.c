@@ -51,7 +51,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     log_level = cfg.log_level;
-    sio_init();
+    if (sio_init() < 0)
+        return 2;
     int lock_fd = -1;
     if (claim_data_dir(cfg.data_dir, &lock_fd) < 0)
         return 1;

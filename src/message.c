@@ -1,13 +1,13 @@
 /* message.c — published messages: one allocation, shared by reference between queues. */
 #include "broker.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
+#include "memacct.h"
 #include "util.h"
 
-static uint64_t total_bytes; /* owned by the loop thread */
-
-uint64_t message_bytes(void) { return total_bytes; }
+uint64_t message_bytes(void) { return memacct_get(MEM_MESSAGES); }
 
 message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len) {
     size_t n = MESSAGE_HEADER + exchange.n + 1 + rkey.n + 1 + props.n + body_len;
@@ -29,13 +29,22 @@ message *message_new(slice exchange, slice rkey, slice props, uint64_t body_len)
     p[rkey.n] = 0;
     if (props.n)
         memcpy(msg_props(m), props.p, props.n);
-    total_bytes += n;
+    memacct_add(MEM_MESSAGES, n);
+    return m;
+}
+
+message *message_grow(message *m, uint64_t body_len) {
+    assert(m->refs == 1 && body_len >= m->body_len);
+    size_t head = MESSAGE_HEADER + m->exchange_len + 1u + m->rkey_len + 1u + m->props_len;
+    m = xrealloc(m, head + body_len);
+    memacct_add(MEM_MESSAGES, body_len - m->body_len);
+    m->body_len = body_len;
     return m;
 }
 
 void message_unref(message *m) {
     if (m && --m->refs == 0) {
-        total_bytes -= MESSAGE_HEADER + m->exchange_len + 1u + m->rkey_len + 1u + m->props_len + m->body_len;
+        memacct_sub(MEM_MESSAGES, MESSAGE_HEADER + m->exchange_len + 1u + m->rkey_len + 1u + m->props_len + m->body_len);
         free(m);
     }
 }

@@ -9,6 +9,7 @@
  * runs once per loop batch and hands out messages round-robin to consumers with credit. */
 #include "broker.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
 #include "store.h"
@@ -131,8 +132,11 @@ queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_del
         q->args_len = args.n;
     }
     /* Arguments were validated by the caller (channel.c, with RabbitMQ's error texts). */
-    int64_t prio = int_arg(args, "x-max-priority", 0);
-    q->nlevels = (uint8_t)(prio > 0 ? prio + 1 : 1);
+    /* RabbitMQ accepts 0..255 (channel.c checks a declare; recovered arguments are clamped
+     * like RabbitMQ's priorities/1 does); 0 is one level, as no argument. */
+    int64_t prio = MIN(int_arg(args, "x-max-priority", 0), 255);
+    q->nlevels = (uint16_t)(prio > 0 ? prio + 1 : 1);
+    assert(q->nlevels >= 1 && q->nlevels <= 256);
     q->levels = xcalloc(q->nlevels, sizeof *q->levels);
     q->message_ttl = int_arg(args, "x-message-ttl", -1);
     q->max_length = int_arg(args, "x-max-length", -1);
@@ -206,6 +210,7 @@ void queue_unref(queue *q) {
 /* The level a message belongs to: its priority, capped at the queue's maximum. */
 static struct qlevel *level_of(queue *q, const message *m) {
     int l = m->priority < q->nlevels ? m->priority : q->nlevels - 1;
+    assert(l >= 0 && l < q->nlevels);
     return &q->levels[l];
 }
 
@@ -264,6 +269,10 @@ static int take_ok(queue *q, struct qlevel *lv, int from_heap, qmsg *out) {
 /* A message leaves the queue without being acknowledged: expired, dropped by a length
  * limit, or rejected. It is dead-lettered if the queue says where to. */
 static void discard(queue *q, qmsg qm, const char *reason) {
+    if (qm.stored && !qm.paged && !q->deleted) {
+        deadletter_copy(q, qm, reason); /* settled once the dead letter is on disk */
+        return;
+    }
     gone(q, &qm);
     deadletter(q, qm.m, reason);
 }
@@ -412,10 +421,13 @@ int queue_pop(queue *q, qmsg *out) {
         head = peek(q, &lv, &h);
     }
     while (head) {
-        if (take_ok(q, lv, h, out))
+        if (take_ok(q, lv, h, out)) {
+            assert(out->m && out->paged == PAGED_NO && out->m->refs > 0);
             return 1;
+        }
         head = peek(q, &lv, &h);
     }
+    assert(q->nready == 0);
     return 0;
 }
 
@@ -548,7 +560,10 @@ void queue_dispatch(queue *q) {
         if (!cs)
             return;
         qmsg qm;
-        queue_pop(q, &qm);
+        /* nready counts messages that expired since the last TTL timer, and paged ones
+         * that may not read back: popping can find nothing after all. */
+        if (!queue_pop(q, &qm))
+            return;
         consumer_deliver(cs, qm);
     }
 }

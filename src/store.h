@@ -1,22 +1,36 @@
-/* store.h — durable storage: definitions (meta.log) and the message log (segments).
+/* store.h — durable storage as the broker sees it: definitions (meta.log) and the message
+ * log (segments).
  *
  * Invariant 1 of DESIGN.md lives here: a persistent message on a durable queue is confirmed
  * only after its record is fsync'ed. Records are appended by the loop thread into a batch;
  * one writer thread writes and fsyncs a whole batch at a time (group commit) and hands the
- * result back through an eventfd; the broker then confirms everything in that batch. */
+ * result back through an eventfd; the broker then confirms everything in that batch.
+ *
+ * This is the store's facade: it turns broker objects into records. The layers under it
+ * know records only and never the broker: record.h (framing), segment.h (the segment set),
+ * writer.h (group commit, helper jobs), meta.h (meta.log), recover.h (recovery, and the
+ * recover_sink the broker implements), paging.h (bodies that live only in the log). */
 #ifndef FERRY_STORE_H
 #define FERRY_STORE_H
 
 #include <stdint.h>
 
-#include "broker.h"
+#include "message.h"
+#include "recover.h"
 
 typedef struct store store;
+typedef struct broker broker;
+typedef struct exchange exchange;
+typedef struct queue queue;
+typedef struct binding binding;
+typedef struct qmsg qmsg;
+typedef struct delayed_entry delayed_entry;
 
-/* Opens (creating if empty) the data directory and recovers it into the broker: durable
- * exchanges, queues and bindings, then every unacknowledged persistent message, in order.
- * Returns 0, or -1 with a message in err (incompatible version, unreadable directory). */
-int store_open(broker *b, const char *dir, char *err, size_t errlen);
+/* Opens (creating if empty) the data directory and recovers it into the broker through sink
+ * (ctx: b): durable exchanges, queues and bindings, then every unacknowledged persistent
+ * message, in order. Sets b->store. Returns 0, or -1 with a message in err (incompatible
+ * version, unreadable directory). */
+int store_open(broker *b, const recover_sink *sink, const char *dir, char *err, size_t errlen);
 void store_close(store *s);
 
 /* Definitions: written and synced at once (they are rare). */

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test suite and ends with one summary line: "N passed, N failed".
-#   1. C unit tests (wire codec, topic matching, map), built with ASan + UBSan;
+#   1. C unit tests (wire codec, topic matching, map, the store layers), built with ASan + UBSan;
 #   2. a short libFuzzer smoke run of the frame / field-table decoder;
 #   3. the integration tests (pytest, real clients, a real ferryd) against the sanitizer
 #      build of ferryd, which must also exit cleanly (no leak or UB report) on SIGTERM.
@@ -19,7 +19,9 @@ add() { passed=$((passed + $1)); failed=$((failed + $2)); }
 echo "== unit tests (ASan + UBSan)"
 # Each unit program: its test file and the sources it needs besides the wire codec.
 WIRE="src/wire.c src/buf.c src/util.c src/names.c src/map.c"
-for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/test_chash.c src/chash.c"; do
+STORE="src/record.c src/segment.c src/writer.c src/meta.c src/recover.c src/paging.c src/storeio.c src/crc32c.c src/message.c src/memacct.c src/loop.c"
+for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/test_chash.c src/chash.c" \
+    "unit_store:tests/unit/test_store.c $STORE"; do
   name=${spec%%:*}
   srcs=${spec#*:}
   if clang -std=c11 -D_GNU_SOURCE -Isrc -Itests/unit -Wall -Wextra -Werror -g -O1 $SAN \

@@ -1,0 +1,434 @@
+/* consume.c — consumers, the unacked ring and acknowledgements.
+ *
+ * basic.consume / cancel / get / qos, deliveries to consumers (consumer_deliver, called by
+ * the queue's dispatcher) and how they end: basic.ack, nack, reject and recover. Deliveries
+ * a consumer (or basic.get) has not acknowledged sit in the channel's `unacked` ring in
+ * delivery-tag order, each holding a reference on its queue; settling marks an entry done
+ * and settled entries are trimmed from the front. Closing the channel requeues what is
+ * left, in order (DESIGN invariant 2). */
+#include "channel_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "store.h"
+#include "util.h"
+
+/* ---- the unacked ring ---- */
+
+static unacked *ring_at(uring *r, size_t i) { return &r->a[(r->head + i) & (r->cap - 1)]; }
+
+static void ring_push(uring *r, unacked u) {
+    if (r->len == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 16;
+        unacked *a = xmalloc(ncap * sizeof *a);
+        for (size_t i = 0; i < r->len; i++)
+            a[i] = *ring_at(r, i);
+        free(r->a);
+        r->a = a;
+        r->cap = ncap;
+        r->head = 0;
+    }
+    *ring_at(r, r->len) = u;
+    r->len++;
+}
+
+/* Drops settled entries from the front. */
+static void ring_trim(uring *r) {
+    while (r->len && ring_at(r, 0)->done) {
+        r->head = (r->head + 1) & (r->cap - 1);
+        r->len--;
+    }
+    if (r->len == 0 && r->cap > 4096) {
+        free(r->a);
+        r->a = NULL;
+        r->cap = r->head = 0;
+    }
+}
+
+/* Index of the entry with this tag (tags increase along the ring), or -1. */
+static long ring_find(uring *r, uint64_t tag) {
+    size_t lo = 0, hi = r->len;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        uint64_t t = ring_at(r, mid)->tag;
+        if (t == tag)
+            return (long)mid;
+        if (t < tag)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/* ---- consumers and deliveries ---- */
+
+int consumer_can_take(const consumer *cs) {
+    const channel *ch = cs->ch;
+    if (ch->closing || !ch->flow_active || !conn_can_deliver(ch->c))
+        return 0;
+    if (cs->no_ack)
+        return 1;
+    if (cs->prefetch && cs->unacked >= cs->prefetch)
+        return 0;
+    if (ch->prefetch_global && ch->nunacked >= ch->prefetch_global)
+        return 0;
+    return 1;
+}
+
+/* Writes basic.deliver and the message content to the consumer's channel. */
+void write_deliver(channel *ch, const consumer *cs, uint64_t tag, int redelivered, message *m, slice props) {
+    buf *o = out(ch);
+    size_t mk = method_begin(o, ch->id, BASIC_DELIVER);
+    buf_shortstr(o, cs->tag, cs->tag_len);
+    buf_u64(o, tag);
+    buf_u8(o, redelivered ? 1 : 0);
+    buf_shortstr(o, msg_exchange(m), m->exchange_len);
+    buf_shortstr(o, msg_rkey(m), m->rkey_len);
+    frame_end(o, mk);
+    wire_content(o, ch->id, props.p, props.n, msg_body(m), m->body_len, ch->c->frame_max);
+}
+
+void consumer_deliver(consumer *cs, qmsg qm) {
+    channel *ch = cs->ch;
+    uint64_t tag = ++ch->next_tag;
+    store_delivered(ch->c->b->store, cs->q, &qm);
+    buf scratch;
+    buf_init(&scratch);
+    write_deliver(ch, cs, tag, qm.deliveries > 0, qm.m, queue_delivery_props(cs->q, &qm, &scratch));
+    buf_free(&scratch);
+    qm.deliveries = count_up(qm.deliveries);
+    if (cs->no_ack) {
+        queue_settle(cs->q, qm);
+        return;
+    }
+    unacked u = {tag, cs->q, cs, qm, 0};
+    cs->q->refs++;
+    cs->q->unacked++;
+    cs->unacked++;
+    ch->nunacked++;
+    ring_push(&ch->unacked, u);
+}
+
+static void consumer_free(consumer *cs) {
+    free(cs->tag);
+    free(cs->args);
+    free(cs);
+}
+
+/* Detaches a consumer from its channel: its unacked deliveries stay ackable. */
+static void consumer_detach(channel *ch, consumer *cs) {
+    map_del(&ch->consumers, cs->tag, cs->tag_len);
+    for (size_t i = 0; i < ch->unacked.len; i++) {
+        unacked *u = ring_at(&ch->unacked, i);
+        if (u->c == cs)
+            u->c = NULL;
+    }
+    if (ch->reply == cs)
+        replyto_forget(ch, cs);
+}
+
+void consumer_cancelled_by_queue(consumer *cs) {
+    channel *ch = cs->ch;
+    queue_remove_consumer(cs->q, cs);
+    consumer_detach(ch, cs);
+    if (ch->c->cap_cancel_notify && !ch->closing) {
+        /* RabbitMQ's consumer cancel notification: basic.cancel from the server. */
+        buf *o = out(ch);
+        size_t m = method_begin(o, ch->id, BASIC_CANCEL);
+        buf_shortstr(o, cs->tag, cs->tag_len);
+        buf_u8(o, 1); /* no-wait */
+        frame_end(o, m);
+    }
+    consumer_free(cs);
+}
+
+/* ---- settling deliveries ---- */
+
+static void settle(channel *ch, unacked *u, int mode) {
+    queue *q = u->q;
+    u->done = 1;
+    ch->nunacked--;
+    q->unacked--;
+    if (u->c)
+        u->c->unacked--;
+    if (mode == SETTLE_REQUEUE)
+        queue_requeue(q, u->qm);
+    else if (mode == SETTLE_REJECT)
+        queue_reject(q, u->qm);
+    else
+        queue_settle(q, u->qm);
+    if (!q->deleted && q->nconsumers && queue_ready_count(q))
+        queue_mark_dirty(q);
+    queue_unref(q);
+}
+
+/* Credit freed on this channel may unblock consumers of other queues (global prefetch). */
+void wake_channel_consumers(channel *ch) {
+    size_t it = 0;
+    map_entry *e;
+    while (map_iter(&ch->consumers, &it, &e)) {
+        consumer *cs = e->val;
+        if (cs->q && queue_ready_count(cs->q))
+            queue_mark_dirty(cs->q);
+    }
+}
+
+/* Applies ack / nack / reject to one tag or (multiple) every tag up to it. tag 0 with
+ * multiple means all. Returns -1 if nothing matched (RabbitMQ: unknown delivery tag). */
+int settle_tags(channel *ch, uint64_t tag, int multiple, int mode) {
+    uring *r = &ch->unacked;
+    int found = 0;
+    if (multiple) {
+        for (size_t i = 0; i < r->len; i++) {
+            unacked *u = ring_at(r, i);
+            if (tag != 0 && u->tag > tag)
+                break;
+            if (!u->done) {
+                settle(ch, u, mode);
+                found = 1;
+            }
+        }
+        if (tag == 0)
+            found = 1;
+    } else {
+        long i = ring_find(r, tag);
+        if (i >= 0 && !ring_at(r, (size_t)i)->done) {
+            settle(ch, ring_at(r, (size_t)i), mode);
+            found = 1;
+        }
+    }
+    ring_trim(r);
+    wake_channel_consumers(ch);
+    return found ? 0 : -1;
+}
+
+/* Would settle_tags find something? (tx mode checks tags when they arrive.) */
+static int tags_known(channel *ch, uint64_t tag, int multiple) {
+    uring *r = &ch->unacked;
+    if (multiple)
+        return tag == 0 || (r->len && ring_at(r, 0)->tag <= tag);
+    long i = ring_find(r, tag);
+    return i >= 0 && !ring_at(r, (size_t)i)->done;
+}
+
+/* ---- basic class ---- */
+
+void basic_qos(channel *ch, rd *r) {
+    uint32_t size = rd_u32(r);
+    uint16_t count = rd_u16(r);
+    uint8_t global = rd_u8(r) & 1;
+    if (args_bad(r)) {
+        syntax_error(ch, BASIC_QOS);
+        return;
+    }
+    if (size != 0) {
+        conn_close_error(ch->c, NOT_IMPLEMENTED, BASIC_QOS, "prefetch_size!=0 (%u)", size);
+        return;
+    }
+    /* RabbitMQ: global=false is per consumer (for consumers started later), global=true
+     * is shared by the whole channel. */
+    if (global)
+        ch->prefetch_global = count;
+    else
+        ch->prefetch = count;
+    send_empty(ch, BASIC_QOS_OK);
+    wake_channel_consumers(ch);
+}
+
+void send_consume_ok(channel *ch, const consumer *cs) {
+    buf *o = out(ch);
+    size_t m = method_begin(o, ch->id, BASIC_CONSUME_OK);
+    buf_shortstr(o, cs->tag, cs->tag_len);
+    frame_end(o, m);
+}
+
+consumer *consumer_new(channel *ch, slice tag, queue *q, int no_ack, int exclusive, slice args) {
+    consumer *cs = xcalloc(1, sizeof *cs);
+    cs->tag = xstrndup((const char *)tag.p, tag.n);
+    cs->tag_len = tag.n;
+    cs->ch = ch;
+    cs->q = q;
+    cs->no_ack = (uint8_t)no_ack;
+    cs->exclusive = (uint8_t)exclusive;
+    cs->prefetch = ch->prefetch;
+    fval v;
+    if (args.n && table_get(args, "x-priority", &v) && fval_is_int(&v))
+        cs->priority = (int32_t)v.i;
+    if (args.n) {
+        cs->args = xmalloc(args.n);
+        memcpy(cs->args, args.p, args.n);
+        cs->args_len = args.n;
+    }
+    map_put(&ch->consumers, cs->tag, cs->tag_len, cs);
+    return cs;
+}
+
+void basic_consume(channel *ch, rd *r) {
+    rd_u16(r);
+    slice qname = rd_shortstr(r);
+    slice tag = rd_shortstr(r);
+    uint8_t bits = rd_u8(r);
+    slice args = read_table(r);
+    if (args_bad(r)) {
+        syntax_error(ch, BASIC_CONSUME);
+        return;
+    }
+    int no_ack = (bits >> 1) & 1, exclusive = (bits >> 2) & 1, nowait = (bits >> 3) & 1;
+    char gen[64];
+    if (tag.n == 0) {
+        memcpy(gen, "amq.ctag-", 9);
+        broker_random_name(gen + 9, 22);
+        tag = (slice){(const uint8_t *)gen, 31};
+    }
+    if (map_get(&ch->consumers, (const char *)tag.p, tag.n)) {
+        conn_close_error(ch->c, NOT_ALLOWED, BASIC_CONSUME, "attempt to reuse consumer tag '%.*s'", (int)tag.n,
+                         (const char *)tag.p);
+        return;
+    }
+    if (slice_eqs(qname, REPLY_TO)) {
+        replyto_consume(ch, tag, no_ack, nowait, args);
+        return;
+    }
+    qname = last_queue_or(ch, qname);
+    queue *q = find_queue(ch, qname, BASIC_CONSUME);
+    if (!q)
+        return;
+    for (size_t i = 0; i < q->nconsumers; i++) {
+        if (q->consumers[i]->exclusive || exclusive) {
+            channel_close_error(ch, ACCESS_REFUSED, BASIC_CONSUME, "%s in exclusive use", rs("queue", qname));
+            return;
+        }
+    }
+    consumer *cs = consumer_new(ch, tag, q, no_ack, exclusive, args);
+    if (!nowait)
+        send_consume_ok(ch, cs);
+    queue_add_consumer(q, cs);
+}
+
+void basic_cancel(channel *ch, rd *r) {
+    slice tag = rd_shortstr(r);
+    uint8_t nowait = rd_u8(r) & 1;
+    if (args_bad(r)) {
+        syntax_error(ch, BASIC_CANCEL);
+        return;
+    }
+    consumer *cs = map_get(&ch->consumers, (const char *)tag.p, tag.n);
+    if (!nowait) {
+        buf *o = out(ch);
+        size_t m = method_begin(o, ch->id, BASIC_CANCEL_OK);
+        buf_shortstr(o, (const char *)tag.p, tag.n);
+        frame_end(o, m);
+    }
+    if (cs) {
+        consumer_detach(ch, cs);
+        if (cs->q)
+            queue_remove_consumer(cs->q, cs);
+        consumer_free(cs);
+    }
+}
+
+void basic_get(channel *ch, rd *r) {
+    rd_u16(r);
+    slice qname = last_queue_or(ch, rd_shortstr(r));
+    int no_ack = rd_u8(r) & 1;
+    if (args_bad(r)) {
+        syntax_error(ch, BASIC_GET);
+        return;
+    }
+    queue *q = find_queue(ch, qname, BASIC_GET);
+    if (!q)
+        return;
+    queue_touch(q);
+    qmsg qm;
+    buf *o = out(ch);
+    if (!queue_pop(q, &qm)) {
+        size_t m = method_begin(o, ch->id, BASIC_GET_EMPTY);
+        buf_shortstr(o, "", 0);
+        frame_end(o, m);
+        return;
+    }
+    uint64_t tag = ++ch->next_tag;
+    message *msg = qm.m;
+    size_t mk = method_begin(o, ch->id, BASIC_GET_OK);
+    buf_u64(o, tag);
+    buf_u8(o, qm.deliveries > 0);
+    buf_shortstr(o, msg_exchange(msg), msg->exchange_len);
+    buf_shortstr(o, msg_rkey(msg), msg->rkey_len);
+    buf_u32(o, (uint32_t)queue_ready_count(q));
+    frame_end(o, mk);
+    buf scratch;
+    buf_init(&scratch);
+    slice props = queue_delivery_props(q, &qm, &scratch);
+    wire_content(o, ch->id, props.p, props.n, msg_body(msg), msg->body_len, ch->c->frame_max);
+    buf_free(&scratch);
+    store_delivered(ch->c->b->store, q, &qm);
+    qm.deliveries = count_up(qm.deliveries);
+    if (no_ack) {
+        queue_settle(q, qm);
+        return;
+    }
+    q->refs++;
+    q->unacked++;
+    ch->nunacked++;
+    ring_push(&ch->unacked, (unacked){tag, q, NULL, qm, 0});
+}
+
+/* basic.ack, basic.nack and basic.reject. */
+void basic_settle(channel *ch, rd *r, unsigned mid) {
+    uint64_t tag = rd_u64(r);
+    uint8_t bits = rd_u8(r);
+    if (args_bad(r)) {
+        syntax_error(ch, mid);
+        return;
+    }
+    int multiple = mid != BASIC_REJECT && (bits & 1);
+    int requeue = mid == BASIC_ACK ? 0 : mid == BASIC_REJECT ? (bits & 1) : ((bits >> 1) & 1);
+    if (ch->tx) {
+        if (!tags_known(ch, tag, multiple)) {
+            channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
+            return;
+        }
+        tx_add(ch, mid == BASIC_ACK ? TXOP_ACK : TXOP_NACK, tag, multiple, requeue);
+        return;
+    }
+    int mode = mid == BASIC_ACK ? SETTLE_ACK : requeue ? SETTLE_REQUEUE : SETTLE_REJECT;
+    if (settle_tags(ch, tag, multiple, mode) < 0)
+        channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
+}
+
+void basic_recover(channel *ch, rd *r, unsigned mid) {
+    int requeue = rd_u8(r) & 1;
+    if (args_bad(r)) {
+        syntax_error(ch, mid);
+        return;
+    }
+    if (!requeue) { /* RabbitMQ cannot redeliver to the original consumer */
+        conn_close_error(ch->c, NOT_IMPLEMENTED, mid, "requeue=false");
+        return;
+    }
+    settle_tags(ch, 0, 1, SETTLE_REQUEUE);
+    if (mid == BASIC_RECOVER)
+        send_empty(ch, BASIC_RECOVER_OK);
+}
+
+/* Cancels every consumer and requeues every unacked delivery, in order (channel close). */
+void consume_release(channel *ch) {
+    size_t it = 0;
+    map_entry *e;
+    while (map_iter(&ch->consumers, &it, &e)) {
+        consumer *cs = e->val;
+        consumer_detach(ch, cs);
+        if (cs->q)
+            queue_remove_consumer(cs->q, cs);
+        consumer_free(cs);
+    }
+    uring *r = &ch->unacked;
+    for (size_t i = 0; i < r->len; i++) {
+        unacked *u = ring_at(r, i);
+        if (!u->done)
+            settle(ch, u, SETTLE_REQUEUE);
+    }
+    r->len = 0;
+}

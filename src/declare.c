@@ -1,0 +1,364 @@
+/* declare.c — the topology methods: exchange and queue declare, bind/unbind, delete, purge.
+ *
+ * Each checks in RabbitMQ's order (names, existence, exclusivity, equivalence of flags and
+ * arguments via args.c) before it changes anything; a durable change is written to the
+ * store before the -ok is sent, and a store failure undoes it (RESOURCE_ERROR). */
+#include "channel_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "store.h"
+#include "util.h"
+
+/* RabbitMQ's 405 for a queue another connection owns, or a different exclusive flag. */
+static void locked(channel *ch, queue *q, unsigned mid) {
+    channel_close_error(ch, RESOURCE_LOCKED, mid,
+                        "cannot obtain exclusive access to locked queue '%s' in vhost '/'. It could be "
+                        "originally declared on another connection or the exclusive property value does not "
+                        "match that of the original declaration.",
+                        q->name);
+}
+
+static void check_exclusive_mismatch(channel *ch, queue *q) { locked(ch, q, QUEUE_DECLARE); }
+
+/* Adds (queue.bind, exchange.bind) or removes (the unbinds) a binding from src to a queue
+ * or an exchange, and stores the change if the binding is durable. Binding twice, or
+ * unbinding what is not bound, changes nothing. Returns -1 after closing the channel. */
+static int change_binding(channel *ch, unsigned mid, exchange *src, queue *q, exchange *dstx, slice key, slice args) {
+    store *s = ch->c->b->store;
+    binding *bd = binding_find(src, q, dstx, key, args);
+    if (mid == QUEUE_UNBIND || mid == EXCHANGE_UNBIND) {
+        if (bd) {
+            store_binding(s, bd, 0);
+            binding_remove(bd);
+        }
+        return 0;
+    }
+    if (src->subtype == EX_HEADERS && check_x_match(ch, args, mid) < 0)
+        return -1;
+    if (src->subtype == EX_CHASH && check_chash_key(ch, key, mid) < 0)
+        return -1;
+    if (bd)
+        return 0;
+    bd = binding_add(src, q, dstx, key, args);
+    if (store_binding(s, bd, 1) < 0) {
+        binding_remove(bd);
+        channel_close_error(ch, RESOURCE_ERROR, mid, "cannot store a durable binding: the disk is full or failing");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- exchange class ---- */
+
+void exchange_declare(channel *ch, rd *r) {
+    rd_u16(r);
+    slice name = rd_shortstr(r);
+    slice type = rd_shortstr(r);
+    uint8_t bits = rd_u8(r);
+    slice args = read_table(r);
+    if (args_bad(r)) {
+        syntax_error(ch, EXCHANGE_DECLARE);
+        return;
+    }
+    int passive = bits & 1, durable = (bits >> 1) & 1, auto_delete = (bits >> 2) & 1, internal = (bits >> 3) & 1,
+        nowait = (bits >> 4) & 1;
+    broker *b = ch->c->b;
+    if (name.n == 0) {
+        channel_close_error(ch, ACCESS_REFUSED, EXCHANGE_DECLARE, "operation not permitted on the default exchange");
+        return;
+    }
+    exchange *x = broker_exchange(b, name);
+    if (passive) {
+        if (!x) {
+            channel_close_error(ch, NOT_FOUND, EXCHANGE_DECLARE, "%s", rs("no exchange", name));
+            return;
+        }
+    } else {
+        int t, subtype = -1;
+        char why[200];
+        if (exchange_type_parse(type, &t) < 0) {
+            conn_close_error(ch->c, COMMAND_INVALID, EXCHANGE_DECLARE, "unknown exchange type '%.*s'", (int)type.n,
+                             (const char *)type.p);
+            return;
+        }
+        if (t == EX_DELAYED && delayed_check_declare(ch, args, &subtype) < 0)
+            return;
+        if ((t == EX_CHASH || subtype == EX_CHASH) && chash_check_args(args, why, sizeof why) < 0) {
+            channel_close_error(ch, PRECONDITION_FAILED, EXCHANGE_DECLARE, "%s", why);
+            return;
+        }
+        if (x) {
+            if (x->type != t) {
+                channel_close_error(ch, PRECONDITION_FAILED, EXCHANGE_DECLARE,
+                                    "inequivalent arg 'type' for %s: received '%.*s' but "
+                                    "current is '%s'",
+                                    rs("exchange", name), (int)type.n, (const char *)type.p, exchange_type_name(x->type));
+                return;
+            }
+            if (check_flag(ch, EXCHANGE_DECLARE, "exchange", name, "durable", x->durable, durable) < 0 ||
+                check_flag(ch, EXCHANGE_DECLARE, "exchange", name, "auto_delete", x->auto_delete, auto_delete) < 0 ||
+                check_flag(ch, EXCHANGE_DECLARE, "exchange", name, "internal", x->internal, internal) < 0 ||
+                args_check_exchange_equivalent(ch, name, (slice){x->args, x->args_len}, args) < 0)
+                return;
+        } else {
+            if (slice_prefix(name, "amq.")) {
+                channel_close_error(ch, ACCESS_REFUSED, EXCHANGE_DECLARE,
+                                    "exchange name '%.*s' contains reserved prefix 'amq.*'", (int)name.n,
+                                    (const char *)name.p);
+                return;
+            }
+            x = exchange_new(b, name, t, durable, auto_delete, internal, args);
+            if (subtype >= 0)
+                x->subtype = subtype;
+            map_put(&b->exchanges, x->name, x->name_len, x);
+            if (store_exchange(b->store, x, 1) < 0) {
+                x->durable = 0; /* nothing to un-store */
+                broker_remove_exchange(b, x);
+                channel_close_error(ch, RESOURCE_ERROR, EXCHANGE_DECLARE,
+                                    "cannot store durable %s: the disk is full or failing", rs("exchange", name));
+                return;
+            }
+        }
+    }
+    if (!nowait)
+        send_empty(ch, EXCHANGE_DECLARE_OK);
+}
+
+void exchange_delete(channel *ch, rd *r) {
+    rd_u16(r);
+    slice name = rd_shortstr(r);
+    uint8_t bits = rd_u8(r);
+    if (args_bad(r)) {
+        syntax_error(ch, EXCHANGE_DELETE);
+        return;
+    }
+    int if_unused = bits & 1, nowait = (bits >> 1) & 1;
+    broker *b = ch->c->b;
+    if (name.n == 0) {
+        channel_close_error(ch, ACCESS_REFUSED, EXCHANGE_DELETE, "operation not permitted on the default exchange");
+        return;
+    }
+    if (slice_prefix(name, "amq.")) {
+        channel_close_error(ch, ACCESS_REFUSED, EXCHANGE_DELETE, "deletion of system %s not allowed",
+                            rs("exchange", name));
+        return;
+    }
+    exchange *x = broker_exchange(b, name);
+    if (x) {
+        if (if_unused && x->nbindings) { /* only bindings where it is the source count */
+            channel_close_error(ch, PRECONDITION_FAILED, EXCHANGE_DELETE, "%s in use", rs("exchange", name));
+            return;
+        }
+        broker_remove_exchange(b, x);
+    }
+    if (!nowait)
+        send_empty(ch, EXCHANGE_DELETE_OK);
+}
+
+/* exchange.bind / exchange.unbind: destination, source, key, no-wait, arguments. */
+void exchange_bind(channel *ch, rd *r, unsigned mid) {
+    rd_u16(r);
+    slice dst = rd_shortstr(r);
+    slice src = rd_shortstr(r);
+    slice key = rd_shortstr(r);
+    uint8_t bits = rd_u8(r);
+    slice args = read_table(r);
+    if (args_bad(r)) {
+        syntax_error(ch, mid);
+        return;
+    }
+    if (dst.n == 0 || src.n == 0) {
+        channel_close_error(ch, ACCESS_REFUSED, mid, "operation not permitted on the default exchange");
+        return;
+    }
+    if (mid == EXCHANGE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
+        exchange *d = broker_exchange(ch->c->b, dst), *s = broker_exchange(ch->c->b, src);
+        if (d && s)
+            change_binding(ch, mid, s, NULL, d, key, args);
+        if (!(bits & 1))
+            send_empty(ch, EXCHANGE_UNBIND_OK);
+        return;
+    }
+    exchange *d = find_exchange(ch, dst, mid);
+    if (!d)
+        return;
+    exchange *s = find_exchange(ch, src, mid);
+    if (!s || change_binding(ch, mid, s, NULL, d, key, args) < 0)
+        return;
+    if (!(bits & 1))
+        send_empty(ch, EXCHANGE_BIND_OK);
+}
+
+/* ---- queue class ---- */
+
+static void send_declare_ok(channel *ch, queue *q) {
+    buf *o = out(ch);
+    size_t m = method_begin(o, ch->id, QUEUE_DECLARE_OK);
+    buf_shortstr(o, q->name, q->name_len);
+    buf_u32(o, (uint32_t)queue_ready_count(q));
+    buf_u32(o, (uint32_t)q->nconsumers);
+    frame_end(o, m);
+}
+
+void queue_declare(channel *ch, rd *r) {
+    rd_u16(r);
+    slice name = rd_shortstr(r);
+    uint8_t bits = rd_u8(r);
+    slice args = read_table(r);
+    if (args_bad(r)) {
+        syntax_error(ch, QUEUE_DECLARE);
+        return;
+    }
+    int passive = bits & 1, durable = (bits >> 1) & 1, exclusive = (bits >> 2) & 1, auto_delete = (bits >> 3) & 1,
+        nowait = (bits >> 4) & 1;
+    broker *b = ch->c->b;
+    char gen[64];
+    if (name.n == 0 && !passive) {
+        /* Server-named queue, as RabbitMQ names them. */
+        memcpy(gen, "amq.gen-", 8);
+        broker_random_name(gen + 8, 22);
+        name = (slice){(const uint8_t *)gen, 30};
+    }
+    name = last_queue_or(ch, name);
+    if (!passive && slice_prefix(name, "amq.") && name.p != (const uint8_t *)gen) {
+        channel_close_error(ch, ACCESS_REFUSED, QUEUE_DECLARE, "queue name '%.*s' contains reserved prefix 'amq.*'",
+                            (int)name.n, (const char *)name.p);
+        return;
+    }
+    queue *q = passive ? find_queue(ch, name, QUEUE_DECLARE) : broker_queue(b, name);
+    if (passive) {
+        if (!q)
+            return;
+        fval rv;
+        /* Ferry's dead-letter redrive (until the management API exists): a passive declare
+         * with x-ferry-redrive = N moves up to N messages back to their x-death queue.
+         * RabbitMQ ignores arguments on a passive declare, so this is harmless there. */
+        if (args.n && table_get(args, "x-ferry-redrive", &rv) && fval_is_int(&rv) && rv.i > 0)
+            deadletter_redrive(q, (size_t)rv.i);
+    } else if (q) {
+        /* RabbitMQ: another connection's exclusive queue, or a different exclusive flag,
+         * is a locked queue (405), not an inequivalent argument. */
+        if (check_exclusive(ch, q, QUEUE_DECLARE) < 0)
+            return;
+        if (q->exclusive != exclusive) {
+            check_exclusive_mismatch(ch, q);
+            return;
+        }
+        if (check_flag(ch, QUEUE_DECLARE, "queue", name, "durable", q->durable, durable) < 0 ||
+            check_flag(ch, QUEUE_DECLARE, "queue", name, "auto_delete", q->auto_delete, auto_delete) < 0 ||
+            args_check_queue_equivalent(ch, name, (slice){q->args, q->args_len}, args) < 0)
+            return;
+    } else {
+        if (args_check_queue_declare(ch, name, durable, exclusive, auto_delete, args) < 0)
+            return;
+        q = queue_new(b, name, durable, exclusive, auto_delete, ch->c, args);
+        map_put(&b->queues, q->name, q->name_len, q);
+        if (store_queue(b->store, q, 1) < 0) {
+            queue_delete(q);
+            channel_close_error(ch, RESOURCE_ERROR, QUEUE_DECLARE,
+                                "cannot store durable %s: the disk is full or failing", rs("queue", name));
+            return;
+        }
+        /* Every queue is bound to the default exchange by its name (implicitly). */
+    }
+    snprintf(ch->last_queue, sizeof ch->last_queue, "%s", q->name);
+    queue_touch(q);
+    if (!nowait)
+        send_declare_ok(ch, q);
+}
+
+/* queue.bind and queue.unbind (unbind has no no-wait bit). */
+void queue_bind(channel *ch, rd *r, unsigned mid) {
+    rd_u16(r);
+    slice qname = rd_shortstr(r);
+    slice xname = rd_shortstr(r);
+    slice key = rd_shortstr(r);
+    uint8_t bits = mid == QUEUE_BIND ? rd_u8(r) : 0;
+    slice args = read_table(r);
+    if (args_bad(r)) {
+        syntax_error(ch, mid);
+        return;
+    }
+    qname = last_queue_or(ch, qname);
+    if (qname.n == 0) {
+        channel_close_error(ch, NOT_FOUND, mid, "no previously declared queue");
+        return;
+    }
+    if (xname.n == 0) {
+        channel_close_error(ch, ACCESS_REFUSED, mid, "operation not permitted on the default exchange");
+        return;
+    }
+    if (mid == QUEUE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
+        queue *q = broker_queue(ch->c->b, qname);
+        exchange *x = broker_exchange(ch->c->b, xname);
+        if (q && check_exclusive(ch, q, mid) < 0)
+            return;
+        if (q && x)
+            change_binding(ch, mid, x, q, NULL, key, args);
+        send_empty(ch, QUEUE_UNBIND_OK);
+        return;
+    }
+    queue *q = find_queue(ch, qname, mid);
+    if (!q)
+        return;
+    exchange *x = find_exchange(ch, xname, mid);
+    if (!x || change_binding(ch, mid, x, q, NULL, key, args) < 0)
+        return;
+    if (!(bits & 1))
+        send_empty(ch, QUEUE_BIND_OK);
+}
+
+static void send_count(channel *ch, unsigned mid, size_t n) {
+    buf *o = out(ch);
+    size_t m = method_begin(o, ch->id, mid);
+    buf_u32(o, (uint32_t)n);
+    frame_end(o, m);
+}
+
+void queue_purge_m(channel *ch, rd *r) {
+    rd_u16(r);
+    slice name = last_queue_or(ch, rd_shortstr(r));
+    uint8_t bits = rd_u8(r);
+    if (args_bad(r)) {
+        syntax_error(ch, QUEUE_PURGE);
+        return;
+    }
+    queue *q = find_queue(ch, name, QUEUE_PURGE);
+    if (!q)
+        return;
+    size_t n = queue_purge(q);
+    if (!(bits & 1))
+        send_count(ch, QUEUE_PURGE_OK, n);
+}
+
+void queue_delete_m(channel *ch, rd *r) {
+    rd_u16(r);
+    slice name = last_queue_or(ch, rd_shortstr(r));
+    uint8_t bits = rd_u8(r);
+    if (args_bad(r)) {
+        syntax_error(ch, QUEUE_DELETE);
+        return;
+    }
+    int if_unused = bits & 1, if_empty = (bits >> 1) & 1, nowait = (bits >> 2) & 1;
+    queue *q = broker_queue(ch->c->b, name);
+    size_t n = 0;
+    if (q) {
+        if (check_exclusive(ch, q, QUEUE_DELETE) < 0)
+            return;
+        if (if_unused && q->nconsumers) {
+            channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DELETE, "%s in use", rs("queue", name));
+            return;
+        }
+        if (if_empty && queue_ready_count(q)) {
+            channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DELETE, "%s not empty", rs("queue", name));
+            return;
+        }
+        n = queue_delete(q);
+    }
+    if (!nowait)
+        send_count(ch, QUEUE_DELETE_OK, n);
+}
+
+

@@ -1,0 +1,337 @@
+/* writer.c — the group-commit writer thread, the pending batch, and the helper-job thread
+ * (see writer.h). The loop thread owns the pending batch and the segment set; the writer
+ * thread owns the open segment file; `todo` (under mu) is the only thing they share. */
+#include "writer.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "record.h"
+#include "util.h"
+
+/* ---- batches ---- */
+
+wbatch *wbatch_new(void) { return xcalloc(1, sizeof(wbatch)); }
+
+void wbatch_free(wbatch *w) {
+    for (size_t i = 0; i < w->nprecs; i++) {
+        w->precs[i].m->pg_wait = 0;
+        message_unref(w->precs[i].m);
+    }
+    free(w->precs);
+    for (size_t i = 0; i < w->npieces; i++)
+        buf_free(&w->pieces[i].data);
+    free(w->pieces);
+    free(w->unlinks);
+    free(w);
+}
+
+int wbatch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0; }
+
+buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need) {
+    seg *a = segset_active(ss);
+    if (a->bytes > 0 && a->bytes + need > segment_size)
+        a = segset_add(ss, ss->next_id, rec_new_salt(), 0);
+    if (!w->npieces || w->pieces[w->npieces - 1].seg != a->id) {
+        if (w->npieces == w->cap) {
+            w->cap = w->cap ? w->cap * 2 : 4;
+            w->pieces = xrealloc(w->pieces, w->cap * sizeof *w->pieces);
+        }
+        w->pieces[w->npieces].seg = a->id;
+        w->pieces[w->npieces].salt = a->salt;
+        w->pieces[w->npieces].off = 0;
+        buf_init(&w->pieces[w->npieces].data);
+        w->npieces++;
+    }
+    buf *b = &w->pieces[w->npieces - 1].data;
+    if (a->bytes == 0)
+        a->bytes = 2 * REC_FILE_HEADER; /* written by the writer (writer_write) */
+    a->bytes += need;
+    return b;
+}
+
+void wbatch_reclaim(wbatch *w, segset *ss) { segset_reclaim(ss, &w->unlinks, &w->nunlinks, &w->capunlinks); }
+
+/* ---- the writer thread ---- */
+
+/* Writes one batch: every piece appended to its segment, each file synced, new files made
+ * durable in the directory, then the segments no longer needed deleted. A failed write is
+ * cut back so that the segment ends on a whole record. */
+int writer_write(writer *wr, wbatch *w) {
+    int dirty_dir = 0, err = 0;
+    for (size_t i = 0; i < w->npieces && !err; i++) {
+        piece *p = &w->pieces[i];
+        if (!wr->wfile || p->seg != wr->wseg) {
+            if (wr->wfile) {
+                err = sio_sync(wr->wfile);
+                sio_close(wr->wfile);
+                wr->wfile = NULL;
+                if (err)
+                    break;
+            }
+            char path[700];
+            seg_path(wr->segdir, p->seg, path, sizeof path);
+            wr->wfile = sio_open(path, 1);
+            if (!wr->wfile) {
+                err = -errno;
+                break;
+            }
+            int64_t size = sio_size(wr->wfile);
+            wr->wseg = p->seg;
+            wr->woff = size > 0 ? (uint64_t)size : 0;
+            dirty_dir = 1;
+        }
+        if (wr->woff == 0) {
+            /* An empty segment (new, or cut back after a failed first write) starts with its
+             * headers; the writer puts them there so that no failure can leave them out. */
+            buf h;
+            buf_init(&h);
+            rec_put_headers(&h, p->salt);
+            err = sio_pwrite(wr->wfile, buf_head(&h), h.len, 0);
+            if (!err)
+                wr->woff = h.len;
+            buf_free(&h);
+        }
+        if (!err)
+            err = sio_pwrite(wr->wfile, buf_head(&p->data), p->data.len, wr->woff);
+        p->off = wr->woff; /* where its records are (paging), if it was written */
+        if (err) {
+            sio_truncate(wr->wfile, wr->woff);
+            break;
+        }
+        wr->woff += p->data.len;
+    }
+    if (!err && wr->wfile)
+        err = sio_sync(wr->wfile);
+    if (!err && dirty_dir)
+        err = sio_sync_dir(wr->segdir);
+    for (size_t i = 0; i < w->nunlinks; i++) {
+        if (wr->wfile && w->unlinks[i] == wr->wseg)
+            continue;
+        char path[700];
+        seg_path(wr->segdir, w->unlinks[i], path, sizeof path);
+        sio_unlink(path);
+    }
+    return err;
+}
+
+static void wake(int efd) {
+    uint64_t one = 1;
+    if (write(efd, &one, sizeof one) < 0) {
+        /* the counter cannot overflow: at most one batch is in flight */
+    }
+}
+
+static void *writer_main(void *arg) {
+    writer *wr = arg;
+    for (;;) {
+        pthread_mutex_lock(&wr->mu);
+        while (!wr->todo && !wr->stop)
+            pthread_cond_wait(&wr->cv, &wr->mu);
+        wbatch *w = wr->todo;
+        int stop = wr->stop;
+        pthread_mutex_unlock(&wr->mu);
+        if (!w && stop)
+            return NULL;
+        w->err = writer_write(wr, w);
+        pthread_mutex_lock(&wr->mu);
+        wr->todo = NULL;
+        pthread_cond_broadcast(&wr->cv);
+        pthread_mutex_unlock(&wr->mu);
+        wake(wr->efd);
+    }
+}
+
+static void on_written(io_handler *h, uint32_t events) {
+    (void)events;
+    writer *wr = (writer *)((char *)h - offsetof(writer, io));
+    uint64_t v;
+    if (read(wr->efd, &v, sizeof v) < 0)
+        return;
+    writer_poll(wr);
+}
+
+int writer_start(writer *wr, loop *l, const char *segdir, void (*done)(void *, wbatch *), void *ctx) {
+    snprintf(wr->segdir, sizeof wr->segdir, "%s", segdir);
+    wr->loop = l;
+    wr->done = done;
+    wr->ctx = ctx;
+    wr->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wr->efd < 0)
+        return -errno;
+    pthread_mutex_init(&wr->mu, NULL);
+    pthread_cond_init(&wr->cv, NULL);
+    int rc = pthread_create(&wr->thread, NULL, writer_main, wr);
+    if (rc != 0) {
+        close(wr->efd);
+        wr->efd = -1;
+        pthread_mutex_destroy(&wr->mu);
+        pthread_cond_destroy(&wr->cv);
+        return -rc;
+    }
+    wr->io.fn = on_written;
+    if (l)
+        loop_add(l, wr->efd, EPOLLIN, &wr->io);
+    return 0;
+}
+
+void writer_submit(writer *wr, wbatch *w) {
+    assert(writer_idle(wr) && !wbatch_empty(w));
+    wr->inflight = w;
+    pthread_mutex_lock(&wr->mu);
+    wr->todo = w;
+    pthread_cond_signal(&wr->cv);
+    pthread_mutex_unlock(&wr->mu);
+}
+
+void writer_poll(writer *wr) {
+    wbatch *w = wr->inflight;
+    if (!w)
+        return;
+    pthread_mutex_lock(&wr->mu);
+    int done = wr->todo == NULL;
+    pthread_mutex_unlock(&wr->mu);
+    if (!done)
+        return;
+    wr->inflight = NULL;
+    wr->done(wr->ctx, w);
+}
+
+wbatch *writer_wait(writer *wr) {
+    pthread_mutex_lock(&wr->mu);
+    while (wr->todo)
+        pthread_cond_wait(&wr->cv, &wr->mu);
+    pthread_mutex_unlock(&wr->mu);
+    wbatch *w = wr->inflight;
+    wr->inflight = NULL;
+    return w;
+}
+
+void writer_stop(writer *wr) {
+    assert(!wr->inflight);
+    pthread_mutex_lock(&wr->mu);
+    wr->stop = 1;
+    pthread_cond_signal(&wr->cv);
+    pthread_mutex_unlock(&wr->mu);
+    pthread_join(wr->thread, NULL);
+    if (wr->wfile)
+        sio_close(wr->wfile);
+    wr->wfile = NULL;
+    if (wr->loop)
+        loop_del(wr->loop, wr->efd);
+    close(wr->efd);
+    wr->efd = -1;
+    pthread_mutex_destroy(&wr->mu);
+    pthread_cond_destroy(&wr->cv);
+}
+
+/* ---- helper jobs ---- */
+
+static void *helpers_main(void *arg) {
+    helpers *h = arg;
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        while (!h->todo && !h->stop)
+            pthread_cond_wait(&h->cv, &h->mu);
+        job *j = h->todo;
+        if (!j)
+            break; /* stopping, and nothing left to run */
+        h->todo = j->next;
+        if (!h->todo)
+            h->todo_tail = NULL;
+        pthread_mutex_unlock(&h->mu);
+        j->run(j);
+        j->next = NULL;
+        pthread_mutex_lock(&h->mu);
+        if (h->fin_tail)
+            h->fin_tail->next = j;
+        else
+            h->fin = j;
+        h->fin_tail = j;
+        wake(h->efd);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+static void on_jobs_done(io_handler *io, uint32_t events) {
+    (void)events;
+    helpers *h = (helpers *)((char *)io - offsetof(helpers, io));
+    uint64_t v;
+    if (read(h->efd, &v, sizeof v) < 0)
+        return;
+    helpers_poll(h);
+}
+
+int helpers_start(helpers *h, loop *l) {
+    h->loop = l;
+    h->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (h->efd < 0)
+        return -errno;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    int rc = pthread_create(&h->thread, NULL, helpers_main, h);
+    if (rc != 0) {
+        close(h->efd);
+        h->efd = -1;
+        pthread_mutex_destroy(&h->mu);
+        pthread_cond_destroy(&h->cv);
+        return -rc;
+    }
+    h->started = 1;
+    h->io.fn = on_jobs_done;
+    if (l)
+        loop_add(l, h->efd, EPOLLIN, &h->io);
+    return 0;
+}
+
+void helpers_submit(helpers *h, job *j) {
+    assert(h->started && !h->stop);
+    j->next = NULL;
+    pthread_mutex_lock(&h->mu);
+    if (h->todo_tail)
+        h->todo_tail->next = j;
+    else
+        h->todo = j;
+    h->todo_tail = j;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+size_t helpers_poll(helpers *h) {
+    pthread_mutex_lock(&h->mu);
+    job *j = h->fin;
+    h->fin = h->fin_tail = NULL;
+    pthread_mutex_unlock(&h->mu);
+    size_t n = 0;
+    while (j) {
+        job *next = j->next; /* done may free the job */
+        j->done(j);
+        j = next;
+        n++;
+    }
+    return n;
+}
+
+void helpers_stop(helpers *h) {
+    if (!h->started)
+        return;
+    pthread_mutex_lock(&h->mu);
+    h->stop = 1;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(h->thread, NULL); /* it runs what is queued first */
+    helpers_poll(h);
+    if (h->loop)
+        loop_del(h->loop, h->efd);
+    close(h->efd);
+    h->efd = -1;
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    h->started = 0;
+}
