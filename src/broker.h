@@ -169,6 +169,8 @@ size_t queue_delete(queue *q);
 void queue_page_out(queue *q, size_t max);
 /* Ready messages of q whose body is only on disk. */
 size_t queue_paged_count(const queue *q);
+/* Calls fn for every ready entry of q (compaction; fn may change where its record is). */
+void queue_each_ready(queue *q, void (*fn)(void *ctx, queue *q, qmsg *qm), void *ctx);
 
 /* A delivered message rejected (or nacked) without requeue: retried (x-retry-delays),
  * dead-lettered or dropped. */
@@ -313,6 +315,14 @@ int delayed_take(exchange *x, message *m, slice headers);
 void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms);
 void delayed_exchange_gone(broker *b, exchange *x);
 void delayed_free(broker *b);
+/* Calls fn for every pending delayed message (compaction; fn may change e->seg only). */
+void delayed_each(broker *b, void (*fn)(void *ctx, delayed_entry *e), void *ctx);
+
+/* ---------------- compact.c ---------------- */
+
+/* Compacts the oldest segment of the message log if it is due (see compact.c): called once
+ * a second and after every synced batch. */
+void compact_run(broker *b);
 
 /* ---------------- message.c (headers) ---------------- */
 
