@@ -62,12 +62,30 @@ test-only: all asan
 bench: deps-bench
 	@bench/run.sh
 
-fuzz: build/fuzz/fuzz_wire
-	@mkdir -p build/fuzz/corpus
-	build/fuzz/fuzz_wire -max_total_time=$${FUZZ_SECONDS:-300} build/fuzz/corpus fuzz/corpus
+# libFuzzer targets (ASan + UBSan; LeakSanitizer runs at the end of each): fuzz_wire, the
+# wire decoders; fuzz_conn, whole connections driven in process (fuzz/fuzz_conn.c).
+# `make fuzz` runs each for FUZZ_SECONDS (default 300) on its corpus.
+FUZZ_TARGETS = fuzz_wire fuzz_conn
+FUZZ_FLAGS   = -std=c11 -D_GNU_SOURCE -Isrc $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
+               -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_OBJ     = $(patsubst %.c,build/fuzz/obj/%.o,$(WIRE_SRC) $(BROKER_SRC))
+fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  c=$${t#fuzz_}; mkdir -p build/fuzz/corpus_$$c; \
+	  echo "== $$t ($${FUZZ_SECONDS:-300} s)"; \
+	  build/fuzz/$$t -max_total_time=$${FUZZ_SECONDS:-300} -print_final_stats=1 \
+	    build/fuzz/corpus_$$c fuzz/corpus_$$c || exit 1; \
+	done
 build/fuzz/fuzz_wire: fuzz/fuzz_wire.c $(WIRE_SRC)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -Isrc $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $^
+	clang $(FUZZ_FLAGS) -o $@ $^
+build/fuzz/fuzz_conn: build/fuzz/obj/fuzz/fuzz_conn.o $(FUZZ_OBJ)
+	clang $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)
+# Objects for fuzz_conn: instrumented for coverage, linked without a main.
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(BASE) -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+	  -fno-omit-frame-pointer -DREAD_CHUNK=4096 -c $< -o $@
 
 format:
 	clang-format -i src/*.c src/*.h cli/*.c fuzz/*.c
@@ -75,11 +93,12 @@ format:
 clean:
 	rm -rf build
 
--include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d)
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)
 
 # Durable storage (issue 3): the long crash and power-cut runs, and the store benchmarks.
 .PHONY: soak bench-store
 soak: all asan
 	cd tests && FERRY_SOAK=1 FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest store -q -p no:cacheprovider
+	cd tests && FERRY_SOAK=1 FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest hostile/test_random_ops.py -q -s -p no:cacheprovider
 bench-store: all
 	/usr/bin/python3 bench/store/store_bench.py $(BENCH_STORE_ARGS)

@@ -492,6 +492,8 @@ void conn_destroy(conn *c); /* closes the socket and frees, after the batch */
  * loop batch); returns nonzero if some still have frames left. */
 int conn_backlog_run(broker *b);
 int listener_open(broker *b, const char *addr, int port);
+/* A new connection on a connected non-blocking socket (accepted, or a socketpair end). */
+conn *conn_new(broker *b, int fd, int loopback, const char *peer);
 
 /* ---------------- broker.c ---------------- */
 

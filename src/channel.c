@@ -12,6 +12,7 @@
  * texts RabbitMQ names resources with) live here too. */
 #include "channel_int.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +77,8 @@ void channel_close_error(channel *ch, int code, unsigned class_method, const cha
     send_channel_close(ch, code, text, class_method);
     channel_release(ch);
     ch->closing = 1;
+    /* a closing channel holds nothing: every later frame but close / close-ok is ignored */
+    assert(!ch->pending && !ch->expect && !ch->nunacked && !ch->ntx && !ch->ncwait && !ch->in_confirms);
 }
 
 /* ---- lookups shared by the method files ---- */

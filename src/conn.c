@@ -23,7 +23,9 @@
 #include "memacct.h"
 #include "util.h"
 
+#ifndef READ_CHUNK /* the fuzz target reads in smaller pieces (no 256 KiB mmap per connection) */
 #define READ_CHUNK (256 * 1024)
+#endif
 /* Consumers on a connection whose output buffer holds more than this wait (TCP push-back);
  * input is not read while it holds more than OUT_PAUSE_READ (a client that does not read
  * its confirms cannot make the broker buffer without bound). */
@@ -77,6 +79,35 @@ static void format_peer(const struct sockaddr_storage *ss, char *out, size_t n) 
     }
 }
 
+/* Takes a connected, non-blocking socket: a new connection waiting for the protocol
+ * header. The listener calls it; so does the in-process fuzz target (fuzz/fuzz_conn.c)
+ * with one end of a socketpair. NULL (fd closed) if the loop cannot watch it. */
+conn *conn_new(broker *b, int fd, int loopback, const char *peer) {
+    conn *c = xcalloc(1, sizeof *c);
+    c->io.fn = conn_io;
+    c->fd = fd;
+    c->b = b;
+    c->id = ++b->next_conn_id;
+    c->state = CONN_HEADER;
+    c->frame_max = b->cfg.frame_max;
+    c->created_ms = c->last_recv_ms = c->last_send_ms = loop_now_ms(b->loop);
+    c->loopback = (uint8_t)(loopback != 0);
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    buf_init(&c->in);
+    buf_init(&c->out);
+    c->next = b->conns;
+    if (b->conns)
+        b->conns->prev = c;
+    b->conns = c;
+    b->nconns++;
+    if (loop_add(b->loop, fd, EPOLLIN, &c->io) < 0) {
+        log_warn("epoll add: %s", strerror(errno));
+        conn_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
 /* ---- listening ---- */
 
 typedef struct listener {
@@ -128,29 +159,11 @@ static void accept_ready(io_handler *h, uint32_t events) {
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        conn *c = xcalloc(1, sizeof *c);
-        c->io.fn = conn_io;
-        c->fd = fd;
-        c->b = b;
-        c->id = ++b->next_conn_id;
-        c->state = CONN_HEADER;
-        c->frame_max = b->cfg.frame_max;
-        c->created_ms = c->last_recv_ms = c->last_send_ms = loop_now_ms(b->loop);
-        c->loopback = (uint8_t)is_loopback(&ss);
-        format_peer(&ss, c->peer, sizeof c->peer);
-        buf_init(&c->in);
-        buf_init(&c->out);
-        c->next = b->conns;
-        if (b->conns)
-            b->conns->prev = c;
-        b->conns = c;
-        b->nconns++;
-        if (loop_add(b->loop, fd, EPOLLIN, &c->io) < 0) {
-            log_warn("epoll add: %s", strerror(errno));
-            conn_destroy(c);
-            continue;
-        }
-        log_debug("accepted connection %llu from %s", (unsigned long long)c->id, c->peer);
+        char peer[64];
+        format_peer(&ss, peer, sizeof peer);
+        conn *c = conn_new(b, fd, is_loopback(&ss), peer);
+        if (c)
+            log_debug("accepted connection %llu from %s", (unsigned long long)c->id, c->peer);
     }
 }
 

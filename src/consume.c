@@ -8,6 +8,7 @@
  * left, in order (DESIGN invariant 2). */
 #include "channel_int.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -16,9 +17,19 @@
 
 /* ---- the unacked ring ---- */
 
-static unacked *ring_at(uring *r, size_t i) { return &r->a[(r->head + i) & (r->cap - 1)]; }
+/* The ring's invariants: capacity a power of two (or 0), len <= cap, tags strictly
+ * increasing from head to tail (ring_find relies on it). */
 
+/* The i-th entry from the oldest. */
+static unacked *ring_at(uring *r, size_t i) {
+    assert(i < r->cap && (r->cap & (r->cap - 1)) == 0);
+    return &r->a[(r->head + i) & (r->cap - 1)];
+}
+
+/* Appends a delivery; its tag is higher than every tag in the ring. */
 static void ring_push(uring *r, unacked u) {
+    assert(r->len <= r->cap && !u.done);
+    assert(r->len == 0 || ring_at(r, r->len - 1)->tag < u.tag);
     if (r->len == r->cap) {
         size_t ncap = r->cap ? r->cap * 2 : 16;
         unacked *a = xmalloc(ncap * sizeof *a);
@@ -33,16 +44,33 @@ static void ring_push(uring *r, unacked u) {
     r->len++;
 }
 
-/* Drops settled entries from the front. */
-static void ring_trim(uring *r) {
+/* Drops settled entries: from the front at once, and from anywhere once they outnumber the
+ * live entries (live of them) three to one, so that a client holding one early delivery
+ * while acking every later one costs ferryd its live deliveries, not one entry per delivery
+ * since the held one. Each compaction costs len moves after at least 3/4 len settles:
+ * amortised O(1) per settle. The order (and so ring_find) is kept. */
+static void ring_trim(uring *r, size_t live) {
     while (r->len && ring_at(r, 0)->done) {
         r->head = (r->head + 1) & (r->cap - 1);
         r->len--;
     }
-    if (r->len == 0 && r->cap > 4096) {
+    if (r->len > 64 && r->len > 4 * live) {
+        size_t j = 0;
+        for (size_t i = 0; i < r->len; i++) /* j <= i: nothing unread is overwritten */
+            if (!ring_at(r, i)->done)
+                *ring_at(r, j++) = *ring_at(r, i);
+        r->len = j;
+    }
+    assert(r->len >= live);
+    if (r->cap > 4096 && r->len < r->cap / 8) { /* give back most of a grown array */
+        size_t ncap = r->cap / 4;
+        unacked *a = xmalloc(ncap * sizeof *a);
+        for (size_t i = 0; i < r->len; i++)
+            a[i] = *ring_at(r, i);
         free(r->a);
-        r->a = NULL;
-        r->cap = r->head = 0;
+        r->a = a;
+        r->cap = ncap;
+        r->head = 0;
     }
 }
 
@@ -64,6 +92,8 @@ static long ring_find(uring *r, uint64_t tag) {
 
 /* ---- consumers and deliveries ---- */
 
+/* Can this consumer take another delivery now? (channel open, connection output below the
+ * high-water mark, prefetch credit left) */
 int consumer_can_take(const consumer *cs) {
     const channel *ch = cs->ch;
     if (ch->closing || !ch->flow_active || !conn_can_deliver(ch->c))
@@ -90,8 +120,11 @@ void write_deliver(channel *ch, const consumer *cs, uint64_t tag, int redelivere
     wire_content(o, ch->id, props.p, props.n, msg_body(m), m->body_len, ch->c->frame_max);
 }
 
+/* Delivers qm to cs (the queue's dispatcher checked consumer_can_take): basic.deliver,
+ * and an unacked entry unless the consumer is no-ack. */
 void consumer_deliver(consumer *cs, qmsg qm) {
     channel *ch = cs->ch;
+    assert(!ch->closing && cs->q && map_get(&ch->consumers, cs->tag, cs->tag_len) == cs);
     uint64_t tag = ++ch->next_tag;
     store_delivered(ch->c->b->store, cs->q, &qm);
     buf scratch;
@@ -146,8 +179,12 @@ void consumer_cancelled_by_queue(consumer *cs) {
 
 /* ---- settling deliveries ---- */
 
+/* Ends one unacked delivery (mode SETTLE_*): counters down, the message acked, requeued
+ * or rejected in its queue, the queue reference dropped. */
 static void settle(channel *ch, unacked *u, int mode) {
     queue *q = u->q;
+    assert(!u->done && ch->nunacked > 0 && q->unacked > 0 && q->refs > 0);
+    assert(!u->c || u->c->unacked > 0);
     u->done = 1;
     ch->nunacked--;
     q->unacked--;
@@ -199,7 +236,7 @@ int settle_tags(channel *ch, uint64_t tag, int multiple, int mode) {
             found = 1;
         }
     }
-    ring_trim(r);
+    ring_trim(r, ch->nunacked);
     wake_channel_consumers(ch);
     return found ? 0 : -1;
 }
@@ -431,4 +468,5 @@ void consume_release(channel *ch) {
             settle(ch, u, SETTLE_REQUEUE);
     }
     r->len = 0;
+    assert(ch->nunacked == 0 && ch->consumers.count == 0 && ch->reply == NULL);
 }

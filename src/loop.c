@@ -19,6 +19,7 @@ struct loop {
     size_t nheap, capheap;
     int (*after)(void *ud);
     void *after_ud;
+    int pending; /* the after-batch hook left work for the next batch */
 };
 
 loop *loop_new(void) {
@@ -128,28 +129,38 @@ static void run_timers(loop *l) {
     }
 }
 
-void loop_run(loop *l) {
+/* One turn of the loop: waits up to timeout_ms (-1: until the next timer is due) for
+ * events, handles them, then the due timers and the after-batch hook. Returns -1 if
+ * epoll_wait failed. loop_run is this in a loop; the in-process fuzz target
+ * (fuzz/fuzz_conn.c) steps it itself. */
+int loop_step(loop *l, int timeout_ms) {
     struct epoll_event evs[MAX_EVENTS];
-    int pending = 0; /* the after-batch hook left work for the next batch */
-    while (!l->stop) {
-        int timeout = -1;
-        if (pending) {
-            timeout = 0;
-        } else if (l->nheap) {
-            uint64_t due = l->heap[0]->due_ms;
-            timeout = due <= l->now ? 0 : (int)MIN(due - l->now, 60000);
-        }
-        int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
-        if (n < 0 && errno != EINTR) {
-            log_error("epoll_wait: %s", strerror(errno));
-            break;
-        }
-        l->now = now_ms();
-        for (int i = 0; i < n; i++) {
-            io_handler *h = evs[i].data.ptr;
-            h->fn(h, evs[i].events);
-        }
-        run_timers(l);
-        pending = l->after ? l->after(l->after_ud) : 0;
+    int timeout = timeout_ms;
+    if (l->pending) {
+        timeout = 0;
+    } else if (l->nheap) {
+        uint64_t due = l->heap[0]->due_ms;
+        int t = due <= l->now ? 0 : (int)MIN(due - l->now, 60000);
+        if (timeout < 0 || t < timeout)
+            timeout = t;
     }
+    int n = epoll_wait(l->epfd, evs, MAX_EVENTS, timeout);
+    if (n < 0 && errno != EINTR) {
+        log_error("epoll_wait: %s", strerror(errno));
+        return -1;
+    }
+    l->now = now_ms();
+    for (int i = 0; i < n; i++) {
+        io_handler *h = evs[i].data.ptr;
+        h->fn(h, evs[i].events);
+    }
+    run_timers(l);
+    l->pending = l->after ? l->after(l->after_ud) : 0;
+    return 0;
+}
+
+void loop_run(loop *l) {
+    while (!l->stop)
+        if (loop_step(l, -1) < 0)
+            break;
 }

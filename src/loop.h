@@ -35,6 +35,9 @@ void loop_timer_cancel(loop *l, loop_timer *t);
 void loop_set_after_batch(loop *l, int (*fn)(void *ud), void *ud);
 /* Runs until loop_stop(). */
 void loop_run(loop *l);
+/* One turn: waits at most timeout_ms (-1: until the next timer) for events, handles them,
+ * the due timers and the after-batch hook. -1 if epoll_wait failed. */
+int loop_step(loop *l, int timeout_ms);
 void loop_stop(loop *l);
 /* The loop's cached clock, refreshed once per batch (cheap to read on hot paths). */
 uint64_t loop_now_ms(loop *l);

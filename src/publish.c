@@ -76,8 +76,12 @@ static void wait_for_store(channel *ch, int nack) {
     join_waiters(ch);
 }
 
+/* The store synced (ok) or failed to sync generation gen: the confirms waiting for it are
+ * sent (acks, or nacks if it failed), and a tx.commit-ok waiting for it. */
 void channel_store_synced(channel *ch, uint64_t gen, int ok) {
     uint32_t k = 0;
+    for (uint32_t i = 1; i < ch->ncwait; i++) /* in publish order, generations never decrease */
+        assert(ch->cwait[i - 1].seq < ch->cwait[i].seq && ch->cwait[i - 1].gen <= ch->cwait[i].gen);
     while (k < ch->ncwait && ch->cwait[k].gen <= gen) {
         struct cwait *w = &ch->cwait[k++];
         if (ok && !w->nack) {
@@ -106,6 +110,7 @@ void channel_store_synced(channel *ch, uint64_t gen, int ok) {
 /* A nack must not overtake acks pending for earlier messages: send those first. Then one
  * nack covers every publish after them up to seq. */
 static void send_nack_upto(channel *ch, uint64_t seq) {
+    assert(seq <= ch->pub_seq);
     channel_send_confirms(ch);
     if (seq <= ch->confirmed)
         return;
@@ -119,7 +124,9 @@ static void send_nack_upto(channel *ch, uint64_t seq) {
 
 static void send_nack(channel *ch, uint64_t seq) { send_nack_upto(ch, seq); }
 
+/* Sends one basic.ack (multiple if it covers several) for everything ready to confirm. */
 void channel_send_confirms(channel *ch) {
+    assert(ch->confirmed <= ch->pub_seq && ch->confirm_upto <= ch->pub_seq);
     if (ch->closing || ch->confirm_upto <= ch->confirmed)
         return;
     buf *o = out(ch);
@@ -130,7 +137,9 @@ void channel_send_confirms(channel *ch) {
     ch->confirmed = ch->confirm_upto;
 }
 
+/* basic.publish: checks the exchange, then waits for the content header. */
 void basic_publish(channel *ch, rd *r) {
+    assert(!ch->expect && !ch->pending);
     rd_u16(r);
     slice xname = rd_shortstr(r);
     slice rkey = rd_shortstr(r);
@@ -237,7 +246,10 @@ static int check_expiration(channel *ch, slice e) {
     return -1;
 }
 
+/* The content header of the publish being assembled: checks the size and properties
+ * (RabbitMQ's order and texts), then starts the message; the body follows in frames. */
 void content_header(channel *ch, const frame *f) {
+    assert(ch->expect == FRAME_HEADER && ch->pending && ch->pending->props_len == 0);
     rd r = rd_make(f->payload, f->size);
     uint16_t cls = rd_u16(&r);
     rd_u16(&r); /* weight */
@@ -306,8 +318,10 @@ void content_header(channel *ch, const frame *f) {
     ch->expect = FRAME_BODY;
 }
 
+/* The message being assembled is complete: routed now, or buffered in the transaction. */
 void publish_complete(channel *ch) {
     message *m = ch->pending;
+    assert(m && m->refs == 1 && ch->pending_got == ch->pending_size && m->body_len == ch->pending_size);
     ch->pending = NULL;
     ch->expect = 0;
     if (ch->tx) {

@@ -12,6 +12,7 @@
 #include <assert.h>
 #include <stdlib.h>
 
+#include "memacct.h"
 #include "store.h"
 #include "util.h"
 
@@ -36,6 +37,7 @@ static void ring_push(qring *r, qmsg m) {
             r->bhead = 0;
         }
         r->blk[(r->bhead + r->nblk) & (r->nblkcap - 1)] = xmalloc(QBLOCK * sizeof(qmsg));
+        memacct_add(MEM_QUEUE_INDEX, QBLOCK * sizeof(qmsg));
         r->nblk++;
     }
     *ring_at(r, r->len) = m;
@@ -54,6 +56,7 @@ static qmsg ring_pop(qring *r) {
             r->head = 0; /* keep one block for the next message */
         } else {
             free(r->blk[r->bhead]);
+            memacct_sub(MEM_QUEUE_INDEX, QBLOCK * sizeof(qmsg));
             r->bhead = (r->bhead + 1) & (r->nblkcap - 1);
             r->nblk--;
             r->head = 0;
@@ -65,6 +68,7 @@ static qmsg ring_pop(qring *r) {
 static void ring_free(qring *r) {
     for (size_t i = 0; i < r->nblk; i++)
         free(r->blk[(r->bhead + i) & (r->nblkcap - 1)]);
+    memacct_sub(MEM_QUEUE_INDEX, r->nblk * QBLOCK * sizeof(qmsg));
     free(r->blk);
     memset(r, 0, sizeof *r);
 }
@@ -138,6 +142,7 @@ queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_del
     q->nlevels = (uint16_t)(prio > 0 ? prio + 1 : 1);
     assert(q->nlevels >= 1 && q->nlevels <= 256);
     q->levels = xcalloc(q->nlevels, sizeof *q->levels);
+    memacct_add(MEM_QUEUE_INDEX, q->nlevels * sizeof *q->levels);
     q->message_ttl = int_arg(args, "x-message-ttl", -1);
     q->max_length = int_arg(args, "x-max-length", -1);
     q->max_bytes = int_arg(args, "x-max-length-bytes", -1);
@@ -197,6 +202,7 @@ void queue_unref(queue *q) {
         ring_free(&q->levels[l].ready);
         free(q->levels[l].requeued.a);
     }
+    memacct_sub(MEM_QUEUE_INDEX, q->nlevels * sizeof *q->levels);
     free(q->levels);
     free(q->retry_delays);
     dedup_free(q);

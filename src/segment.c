@@ -10,12 +10,20 @@
 
 #include "util.h"
 
-/* Looks a segment up by its position from the first one's id. */
+/* Binary search by id: the set is sorted but need not be contiguous (a segment missing or
+ * unreadable at recovery leaves a gap, and every later segment must still be found). */
 seg *segset_find(segset *ss, uint32_t id) {
-    if (!ss->n || id < ss->a[0].id)
-        return NULL;
-    size_t i = id - ss->a[0].id;
-    return i < ss->n && ss->a[i].id == id ? &ss->a[i] : NULL;
+    size_t lo = 0, hi = ss->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ss->a[mid].id == id)
+            return &ss->a[mid];
+        if (ss->a[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
 }
 
 seg *segset_add(segset *ss, uint32_t id, uint64_t salt, uint64_t bytes) {

@@ -25,6 +25,7 @@
 
 #include "broker.h"
 #include "crc32c.h"
+#include "memacct.h"
 #include "meta.h"
 #include "paging.h"
 #include "record.h"
@@ -43,6 +44,7 @@ struct store {
     uint64_t enospc_need; /* after ENOSPC: free bytes needed before writing is tried again */
     uint64_t appended;    /* message records appended (publish, delayed) */
     uint64_t next_delay;  /* ids of delayed records */
+    uint64_t inflight_bytes; /* record bytes of the batch the writer has (memacct) */
     /* compaction (compact.c drives it) */
     int compact_due;        /* a tick passed, a segment was added or a step is done: look again */
     size_t compact_nsegs;   /* segments when last looked */
@@ -80,17 +82,32 @@ static void on_written(void *ctx, wbatch *w) {
     }
     paging_synced(w);
     wbatch_free(w);
+    s->inflight_bytes = 0;
     compact_synced(s, gen, err);
     broker_store_synced(s->b, gen, err == 0);
     store_kick(s);
 }
 
+/* Bytes of record buffers a batch holds. */
+static uint64_t batch_bytes(const wbatch *w) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < w->npieces; i++)
+        n += w->pieces[i].data.cap;
+    return n;
+}
+
 void store_kick(store *s) {
-    if (!s || !writer_idle(&s->wr) || wbatch_empty(s->log.pending))
+    if (!s)
+        return;
+    /* Records waiting for a slow disk count toward the memory watermark: publishers that do
+     * not wait for confirms are blocked rather than growing the batch without bound. */
+    memacct_set(MEM_STORE_BATCH, batch_bytes(s->log.pending) + s->inflight_bytes);
+    if (!writer_idle(&s->wr) || wbatch_empty(s->log.pending))
         return;
     wbatch *w = s->log.pending;
     w->gen = s->gen_next++;
     s->log.pending = wbatch_new();
+    s->inflight_bytes = batch_bytes(w);
     writer_submit(&s->wr, w);
 }
 

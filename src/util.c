@@ -42,21 +42,32 @@ char *xstrndup(const char *s, size_t n) {
     return p;
 }
 
+/* Test seam: while nonzero, the clocks read this (ms) instead of the system's, so an
+ * in-process driver (fuzz/fuzz_conn.c) decides when time passes and a run repeats exactly.
+ * Only that driver sets it; ferryd never does. */
+uint64_t fake_clock_ms;
+
 uint64_t now_ms(void) {
+    if (fake_clock_ms)
+        return fake_clock_ms;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 uint64_t now_us(void) {
+    if (fake_clock_ms)
+        return fake_clock_ms * 1000;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-uint64_t wall_seconds(void) { return (uint64_t)time(NULL); }
+uint64_t wall_seconds(void) { return fake_clock_ms ? fake_clock_ms / 1000 : (uint64_t)time(NULL); }
 
 uint64_t wall_ms(void) {
+    if (fake_clock_ms)
+        return fake_clock_ms;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;

@@ -16,6 +16,8 @@ uint64_t now_ms(void);
 uint64_t now_us(void);
 uint64_t wall_seconds(void);
 uint64_t wall_ms(void);
+/* Nonzero: every clock above reads this instead (the fuzz target's deterministic time). */
+extern uint64_t fake_clock_ms;
 
 enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 extern int log_level;

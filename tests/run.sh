@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test suite and ends with one summary line: "N passed, N failed".
 #   1. C unit tests (wire codec, topic matching, map, the store layers), built with ASan + UBSan;
-#   2. a short libFuzzer smoke run of the frame / field-table decoder;
+#   2. a short libFuzzer smoke run of each fuzz target (wire decoders; whole connections);
 #   3. the integration tests (pytest, real clients, a real ferryd) against the sanitizer
 #      build of ferryd, which must also exit cleanly (no leak or UB report) on SIGTERM.
 # Extra pytest arguments can be passed: tests/run.sh -k topic
@@ -20,7 +20,7 @@ echo "== unit tests (ASan + UBSan)"
 # Each unit program: its test file and the sources it needs besides the wire codec.
 WIRE="src/wire.c src/buf.c src/util.c src/names.c src/map.c"
 STORE="src/record.c src/segment.c src/writer.c src/meta.c src/recover.c src/paging.c src/storeio.c src/crc32c.c src/message.c src/memacct.c src/loop.c"
-for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/test_chash.c src/chash.c" \
+for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/test_chash.c src/chash.c src/memacct.c" \
     "unit_store:tests/unit/test_store.c $STORE"; do
   name=${spec%%:*}
   srcs=${spec#*:}
@@ -42,18 +42,21 @@ for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/tes
   fi
 done
 
-echo "== fuzz smoke (libFuzzer, ${FUZZ_SMOKE_SECONDS:-20} s)"
-if make -s build/fuzz/fuzz_wire > build/test/fuzz-build.log 2>&1; then
-  mkdir -p build/fuzz/corpus
-  if build/fuzz/fuzz_wire -max_total_time="${FUZZ_SMOKE_SECONDS:-20}" -print_final_stats=0 \
-      build/fuzz/corpus fuzz/corpus > build/test/fuzz.log 2>&1; then
-    echo "PASS fuzz_wire ($(grep -c '' build/test/fuzz.log) log lines, no crash)"; add 1 0
+# Each libFuzzer target for a short while on its seed corpus (make fuzz runs them long).
+for t in wire conn; do
+  echo "== fuzz smoke: fuzz_$t (libFuzzer, ${FUZZ_SMOKE_SECONDS:-20} s)"
+  if make -s build/fuzz/fuzz_$t > build/test/fuzz_$t-build.log 2>&1; then
+    mkdir -p build/fuzz/corpus_$t
+    if build/fuzz/fuzz_$t -max_total_time="${FUZZ_SMOKE_SECONDS:-20}" -print_final_stats=0 \
+        build/fuzz/corpus_$t fuzz/corpus_$t > build/test/fuzz_$t.log 2>&1; then
+      echo "PASS fuzz_$t ($(grep -E '^Done [0-9]+ runs' build/test/fuzz_$t.log | tail -1), no crash)"; add 1 0
+    else
+      tail -40 build/test/fuzz_$t.log; echo "FAIL fuzz_$t"; add 0 1
+    fi
   else
-    tail -40 build/test/fuzz.log; echo "FAIL fuzz_wire"; add 0 1
+    cat build/test/fuzz_$t-build.log; echo "FAIL fuzz_$t build"; add 0 1
   fi
-else
-  cat build/test/fuzz-build.log; echo "FAIL fuzz target build"; add 0 1
-fi
+done
 
 echo "== integration tests (pytest, real clients, ferryd with ASan + UBSan)"
 export FERRYD="${FERRYD:-$PWD/build/asan/ferryd}"

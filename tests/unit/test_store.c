@@ -239,6 +239,31 @@ static void test_reclamation_takes_only_the_oldest_empty_segments_never_a_live_o
     segset_free(&ss);
 }
 
+static void test_segments_after_a_gap_in_the_ids_are_found_and_kept_while_live(void) {
+    segset ss = {0};
+    segset_add(&ss, 1, 1, 0);
+    segset_add(&ss, 3, 3, 0); /* 2 is missing: lost, or unreadable at recovery */
+    segset_add(&ss, 4, 4, 0);
+    segset_add(&ss, 9, 9, 0);
+    CHECK(segset_find(&ss, 2) == NULL && segset_find(&ss, 5) == NULL && segset_find(&ss, 10) == NULL);
+    CHECK(segset_find(&ss, 0) == NULL);
+    CHECK(segset_find(&ss, 3) && segset_find(&ss, 3)->id == 3);
+    CHECK(segset_find(&ss, 4) && segset_find(&ss, 4)->id == 4);
+    CHECK(segset_find(&ss, 9) == segset_active(&ss));
+    segset_find(&ss, 1)->live = 1;
+    segset_find(&ss, 3)->live = 2;
+    segset_find(&ss, 4)->live = 1;
+    uint32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    CHECK(segset_release(&ss, 1) == 1); /* the oldest drains: only it goes */
+    CHECK(segset_reclaim(&ss, &ids, &n, &cap) == 1 && ids[0] == 1);
+    CHECK(segset_release(&ss, 4) == 0 && segset_find(&ss, 4)->live == 0);
+    CHECK(segset_reclaim(&ss, &ids, &n, &cap) == 0); /* 3 still has two */
+    CHECK(segset_find(&ss, 3)->live == 2);
+    free(ids);
+    segset_free(&ss);
+}
+
 static void test_seg_list_finds_segment_files_sorted_and_ignores_others(void) {
     fresh_dir();
     buf b;
@@ -813,6 +838,8 @@ int main(void) {
          test_scan_skips_a_corrupt_record_in_the_middle_and_stops_at_a_torn_tail},
         {"reclamation_takes_only_the_oldest_empty_segments_never_a_live_or_the_active_one",
          test_reclamation_takes_only_the_oldest_empty_segments_never_a_live_or_the_active_one},
+        {"segments_after_a_gap_in_the_ids_are_found_and_kept_while_live",
+         test_segments_after_a_gap_in_the_ids_are_found_and_kept_while_live},
         {"seg_list_finds_segment_files_sorted_and_ignores_others",
          test_seg_list_finds_segment_files_sorted_and_ignores_others},
         {"the_writer_puts_headers_then_records_in_each_segment", test_the_writer_puts_headers_then_records_in_each_segment},
