@@ -317,6 +317,8 @@ static void rec_copy(void *ctx, void *qp, const rcopy *c) {
     /* Each delivery before the restart ended in a return (explicit, or the crash). */
     if (q->delivery_limit >= 0)
         qm.returns = qm.deliveries;
+    if (c->maybe_delivered && !qm.deliveries) /* after a crash: redelivered, not a return */
+        qm.deliveries = 1;
     queue_recover(q, qm);
 }
 
@@ -429,6 +431,7 @@ void broker_shutdown(broker *b) {
     if (b->sig_fd >= 0)
         close(b->sig_fd);
     free(b->route_out);
+    free(b->route_xs);
     free(b->scratch_qids);
     free(b->scratch_seqs);
     loop_free(b->loop);
