@@ -169,6 +169,8 @@ size_t queue_delete(queue *q);
 void queue_page_out(queue *q, size_t max);
 /* Ready messages of q whose body is only on disk. */
 size_t queue_paged_count(const queue *q);
+/* Calls fn for every ready entry of q (compaction; fn may change where its record is). */
+void queue_each_ready(queue *q, void (*fn)(void *ctx, queue *q, qmsg *qm), void *ctx);
 
 /* A delivered message rejected (or nacked) without requeue: retried (x-retry-delays),
  * dead-lettered or dropped. */
@@ -250,7 +252,9 @@ struct exchange {
     binding **inbound; /* exchange-to-exchange bindings with this as destination */
     size_t ninbound, capinbound;
     map direct; /* EX_DIRECT: routing key -> struct bvec of bindings */
-    uint64_t route_mark;
+    uint64_t route_mark;  /* == broker route_epoch: this publish reached it already */
+    exchange *autodel_next; /* on broker autodel while autodel_pending */
+    uint8_t autodel_pending;
     int subtype;          /* EX_DELAYED: the x-delayed-type that routes (else = type) */
     struct chring *ring;  /* EX_CHASH (or delayed over it): the hash ring (chash.c) */
 };
@@ -262,9 +266,11 @@ exchange *exchange_new(broker *b, slice name, int type, int durable, int auto_de
 void exchange_free(exchange *x);
 binding *binding_find(exchange *src, queue *q, exchange *dstx, slice key, slice args);
 binding *binding_add(exchange *src, queue *q, exchange *dstx, slice key, slice args);
-/* Removes and frees a binding; an auto-delete source with no bindings left is deleted. */
+/* Removes and frees a binding; an auto-delete source with no bindings left is deleted
+ * (before this returns; a cascade of them runs as a loop, not a recursion). */
 void binding_remove(binding *bd);
-/* Routes a message: appends destination queues (each once) to b->route_out. */
+/* Routes a message: appends destination queues (each once) to b->route_out. Iterative,
+ * with a visited set, as RabbitMQ routes exchange-to-exchange graphs: any depth, cycles end. */
 void exchange_route(exchange *x, message *m, slice headers);
 int topic_match(const char *pattern, size_t plen, const char *key, size_t klen);
 /* Appends a queue to the routing result (each once per publish). */
@@ -313,6 +319,14 @@ int delayed_take(exchange *x, message *m, slice headers);
 void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms);
 void delayed_exchange_gone(broker *b, exchange *x);
 void delayed_free(broker *b);
+/* Calls fn for every pending delayed message (compaction; fn may change e->seg only). */
+void delayed_each(broker *b, void (*fn)(void *ctx, delayed_entry *e), void *ctx);
+
+/* ---------------- compact.c ---------------- */
+
+/* Compacts the oldest segment of the message log if it is due (see compact.c): called once
+ * a second and after every synced batch. */
+void compact_run(broker *b);
 
 /* ---------------- message.c (headers) ---------------- */
 
@@ -515,6 +529,10 @@ struct broker {
     queue **route_out;  /* scratch: routing result */
     size_t nroute, caproute;
     uint64_t route_epoch;
+    exchange **route_xs; /* scratch: exchanges still to route through (exchange.c) */
+    size_t nroute_xs, caproute_xs;
+    exchange *autodel;   /* auto-delete exchanges left with no binding, to delete (exchange.c) */
+    uint8_t autodel_draining;
     loop_timer tick;
     conn *backlog;            /* connections with whole frames left over after their budget */
     io_handler sig_io;

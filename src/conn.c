@@ -83,6 +83,7 @@ static void format_peer(const struct sockaddr_storage *ss, char *out, size_t n) 
  * header. The listener calls it; so does the in-process fuzz target (fuzz/fuzz_conn.c)
  * with one end of a socketpair. NULL (fd closed) if the loop cannot watch it. */
 conn *conn_new(broker *b, int fd, int loopback, const char *peer) {
+    assert(b && b->loop && fd >= 0 && peer);
     conn *c = xcalloc(1, sizeof *c);
     c->io.fn = conn_io;
     c->fd = fd;
