@@ -48,6 +48,7 @@ channel *channel_new(conn *c, uint16_t id) {
 /* Gives everything back: consumers cancelled, unacked deliveries requeued in order, the
  * publish in assembly and the transaction dropped. */
 static void channel_release(channel *ch) {
+    chwait_release(ch);
     consume_release(ch);
     publish_release(ch);
 }

@@ -377,10 +377,19 @@ void basic_get(channel *ch, rd *r) {
     queue *q = find_queue(ch, qname, BASIC_GET);
     if (!q)
         return;
+    get_from(ch, q, no_ack);
+}
+
+void get_from(channel *ch, queue *q, int no_ack) {
     queue_touch(q);
     qmsg qm;
+    int rc = queue_pop(q, &qm);
+    if (rc < 0) {
+        chwait_get(ch, q, no_ack);
+        return;
+    }
     buf *o = out(ch);
-    if (!queue_pop(q, &qm)) {
+    if (!rc) {
         size_t m = method_begin(o, ch->id, BASIC_GET_EMPTY);
         buf_shortstr(o, "", 0);
         frame_end(o, m);
