@@ -109,6 +109,7 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
         }
     }
     deadletter_synced(b, gen, ok);
+    compact_run(b);
 }
 
 void broker_meta_synced(broker *b, uint64_t gen, int ok) {
@@ -205,6 +206,7 @@ static void tick(loop_timer *t) {
     sio_check_powercut();
     if (++b->ticks % 4 == 0) { /* once a second */
         broker_set_alarm(b, ALARM_DISK, store_tick(b->store));
+        compact_run(b);
         broker_set_alarm(b, ALARM_MEMORY, memacct_total() > b->cfg.memory_high_watermark);
     }
     loop_timer_arm(b->loop, &b->tick, now + TICK_MS);

@@ -175,6 +175,8 @@ size_t queue_delete(queue *q);
 void queue_page_out(queue *q, size_t max);
 /* Ready messages of q whose body is only on disk. */
 size_t queue_paged_count(const queue *q);
+/* Calls fn for every ready entry of q (compaction; fn may change where its record is). */
+void queue_each_ready(queue *q, void (*fn)(void *ctx, queue *q, qmsg *qm), void *ctx);
 
 /* A delivered message rejected (or nacked) without requeue: retried (x-retry-delays),
  * dead-lettered or dropped. */
@@ -323,6 +325,14 @@ int delayed_take(exchange *x, message *m, slice headers);
 void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms);
 void delayed_exchange_gone(broker *b, exchange *x);
 void delayed_free(broker *b);
+/* Calls fn for every pending delayed message (compaction; fn may change e->seg only). */
+void delayed_each(broker *b, void (*fn)(void *ctx, delayed_entry *e), void *ctx);
+
+/* ---------------- compact.c ---------------- */
+
+/* Compacts the oldest segment of the message log if it is due (see compact.c): called once
+ * a second and after every synced batch. */
+void compact_run(broker *b);
 
 /* ---------------- message.c (headers) ---------------- */
 
@@ -352,7 +362,8 @@ typedef struct unacked {
     queue *q; /* holds a reference */
     consumer *c; /* NULL for basic.get, or once the consumer is cancelled */
     qmsg qm;
-    uint8_t done;
+    uint8_t done; /* settled (waits to be trimmed from the ring) */
+    uint8_t tx;   /* acked in the open transaction: 1 + its SETTLE_* mode on commit; 0 none */
 } unacked;
 
 typedef struct uring { /* unacked deliveries of a channel, in delivery-tag order */
@@ -360,14 +371,12 @@ typedef struct uring { /* unacked deliveries of a channel, in delivery-tag order
     size_t cap, head, len;
 } uring;
 
-/* A transaction's buffered work (tx.select): applied on commit, dropped on rollback. */
+/* A publish buffered in a transaction (tx.select): routed on commit, dropped on rollback.
+ * (The transaction's acks are marks on the unacked entries: unacked.tx.) */
 typedef struct txop {
-    uint8_t kind; /* TXOP_PUBLISH, TXOP_ACK, TXOP_NACK */
-    uint8_t multiple, requeue, mandatory;
-    uint64_t tag;
     message *m;
+    uint8_t mandatory;
 } txop;
-enum { TXOP_PUBLISH, TXOP_ACK, TXOP_NACK };
 
 struct channel {
     uint16_t id;
@@ -392,6 +401,7 @@ struct channel {
     channel *next_confirm;
     txop *txops;
     size_t ntx, captx;
+    size_t ntx_acks;     /* unacked entries marked tx */
     consumer *reply;     /* direct reply-to consumer */
     char reply_key[96];  /* amq.rabbitmq.reply-to.<key> naming this channel */
     char last_queue[256]; /* the last queue declared here: "" in bind/consume means it */

@@ -95,8 +95,6 @@ void content_body(channel *ch, const frame *f);
 void publish_complete(channel *ch);
 void confirm_select(channel *ch, rd *r);
 void tx_method(channel *ch, unsigned mid); /* tx.select / commit / rollback */
-/* Buffers an ack / nack / reject in the transaction. */
-void tx_add(channel *ch, uint8_t kind, uint64_t tag, int multiple, int requeue);
 /* Drops the publish in assembly, the transaction and the channel's place in the store's
  * and the broker's confirm lists (channel close). */
 void publish_release(channel *ch);
@@ -114,8 +112,9 @@ void basic_get(channel *ch, rd *r);
 void get_from(channel *ch, queue *q, int no_ack);
 void basic_settle(channel *ch, rd *r, unsigned mid); /* ack, nack, reject */
 void basic_recover(channel *ch, rd *r, unsigned mid);
-/* Settles one tag or (multiple) every tag up to it; -1 if nothing matched. */
-int settle_tags(channel *ch, uint64_t tag, int multiple, int mode);
+/* tx.commit (settles the deliveries acked in the transaction) or tx.rollback (gives them
+ * back, unacked). */
+void tx_settle(channel *ch, int commit);
 /* Credit freed on this channel may unblock consumers of other queues. */
 void wake_channel_consumers(channel *ch);
 /* A new consumer registered in the channel's map (q NULL: the reply-to pseudo-consumer). */

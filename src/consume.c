@@ -136,7 +136,7 @@ void consumer_deliver(consumer *cs, qmsg qm) {
         queue_settle(cs->q, qm);
         return;
     }
-    unacked u = {tag, cs->q, cs, qm, 0};
+    unacked u = {tag, cs->q, cs, qm, 0, 0};
     cs->q->refs++;
     cs->q->unacked++;
     cs->unacked++;
@@ -186,6 +186,7 @@ static void settle(channel *ch, unacked *u, int mode) {
     assert(!u->done && ch->nunacked > 0 && q->unacked > 0 && q->refs > 0);
     assert(!u->c || u->c->unacked > 0);
     u->done = 1;
+    u->tx = 0;
     ch->nunacked--;
     q->unacked--;
     if (u->c)
@@ -212,42 +213,57 @@ void wake_channel_consumers(channel *ch) {
     }
 }
 
-/* Applies ack / nack / reject to one tag or (multiple) every tag up to it. tag 0 with
- * multiple means all. Returns -1 if nothing matched (RabbitMQ: unknown delivery tag). */
-int settle_tags(channel *ch, uint64_t tag, int multiple, int mode) {
+/* Waits for an ack: delivered, not settled, not acked in the open transaction. */
+static int ackable(const unacked *u) { return !u->done && !u->tx; }
+
+/* Applies ack / nack / reject (mode) to one tag or (multiple) every tag up to it; multiple
+ * with tag 0 means all. As RabbitMQ's collect_acks, the tag itself must be waiting for an
+ * ack, else it is unknown: -1, nothing changed. In a transaction (tx) the entries are only
+ * marked, for tx.commit to settle; they count as acked from now on. */
+static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx) {
     uring *r = &ch->unacked;
-    int found = 0;
-    if (multiple) {
-        for (size_t i = 0; i < r->len; i++) {
-            unacked *u = ring_at(r, i);
-            if (tag != 0 && u->tag > tag)
-                break;
-            if (!u->done) {
-                settle(ch, u, mode);
-                found = 1;
-            }
-        }
-        if (tag == 0)
-            found = 1;
-    } else {
+    size_t end = r->len;
+    if (!(multiple && tag == 0)) {
         long i = ring_find(r, tag);
-        if (i >= 0 && !ring_at(r, (size_t)i)->done) {
-            settle(ch, ring_at(r, (size_t)i), mode);
-            found = 1;
+        if (i < 0 || !ackable(ring_at(r, (size_t)i)))
+            return -1;
+        end = (size_t)i + 1;
+    }
+    for (size_t i = multiple ? 0 : end - 1; i < end; i++) {
+        unacked *u = ring_at(r, i);
+        if (!ackable(u))
+            continue;
+        if (tx) {
+            u->tx = (uint8_t)(1 + mode);
+            ch->ntx_acks++;
+        } else {
+            settle(ch, u, mode);
         }
     }
-    ring_trim(r, ch->nunacked);
-    wake_channel_consumers(ch);
-    return found ? 0 : -1;
+    if (!tx) {
+        ring_trim(r, ch->nunacked);
+        wake_channel_consumers(ch);
+    }
+    return 0;
 }
 
-/* Would settle_tags find something? (tx mode checks tags when they arrive.) */
-static int tags_known(channel *ch, uint64_t tag, int multiple) {
+void tx_settle(channel *ch, int commit) {
     uring *r = &ch->unacked;
-    if (multiple)
-        return tag == 0 || (r->len && ring_at(r, 0)->tag <= tag);
-    long i = ring_find(r, tag);
-    return i >= 0 && !ring_at(r, (size_t)i)->done;
+    if (!ch->ntx_acks)
+        return;
+    for (size_t i = 0; i < r->len; i++) {
+        unacked *u = ring_at(r, i);
+        if (!u->tx)
+            continue;
+        assert(!u->done);
+        int mode = u->tx - 1;
+        u->tx = 0;
+        if (commit)
+            settle(ch, u, mode);
+    }
+    ch->ntx_acks = 0;
+    ring_trim(r, ch->nunacked);
+    wake_channel_consumers(ch);
 }
 
 /* ---- basic class ---- */
@@ -418,7 +434,7 @@ void get_from(channel *ch, queue *q, int no_ack) {
     q->refs++;
     q->unacked++;
     ch->nunacked++;
-    ring_push(&ch->unacked, (unacked){tag, q, NULL, qm, 0});
+    ring_push(&ch->unacked, (unacked){tag, q, NULL, qm, 0, 0});
 }
 
 /* basic.ack, basic.nack and basic.reject. */
@@ -431,16 +447,8 @@ void basic_settle(channel *ch, rd *r, unsigned mid) {
     }
     int multiple = mid != BASIC_REJECT && (bits & 1);
     int requeue = mid == BASIC_ACK ? 0 : mid == BASIC_REJECT ? (bits & 1) : ((bits >> 1) & 1);
-    if (ch->tx) {
-        if (!tags_known(ch, tag, multiple)) {
-            channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
-            return;
-        }
-        tx_add(ch, mid == BASIC_ACK ? TXOP_ACK : TXOP_NACK, tag, multiple, requeue);
-        return;
-    }
     int mode = mid == BASIC_ACK ? SETTLE_ACK : requeue ? SETTLE_REQUEUE : SETTLE_REJECT;
-    if (settle_tags(ch, tag, multiple, mode) < 0)
+    if (apply_tags(ch, tag, multiple, mode, ch->tx) < 0)
         channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
 }
 
@@ -454,7 +462,7 @@ void basic_recover(channel *ch, rd *r, unsigned mid) {
         conn_close_error(ch->c, NOT_IMPLEMENTED, mid, "requeue=false");
         return;
     }
-    settle_tags(ch, 0, 1, SETTLE_REQUEUE);
+    apply_tags(ch, 0, 1, SETTLE_REQUEUE, 0); /* not what the open transaction acked */
     if (mid == BASIC_RECOVER)
         send_empty(ch, BASIC_RECOVER_OK);
 }
@@ -477,5 +485,6 @@ void consume_release(channel *ch) {
             settle(ch, u, SETTLE_REQUEUE);
     }
     r->len = 0;
+    ch->ntx_acks = 0; /* acks of an uncommitted transaction are dropped: requeued above */
     assert(ch->nunacked == 0 && ch->consumers.count == 0 && ch->reply == NULL);
 }

@@ -329,7 +329,7 @@ void publish_complete(channel *ch) {
             ch->captx = ch->captx ? ch->captx * 2 : 16;
             ch->txops = xrealloc(ch->txops, ch->captx * sizeof *ch->txops);
         }
-        ch->txops[ch->ntx++] = (txop){TXOP_PUBLISH, 0, 0, ch->mandatory, 0, m};
+        ch->txops[ch->ntx++] = (txop){m, ch->mandatory};
         return;
     }
     publish_route(ch, m, ch->mandatory);
@@ -364,14 +364,6 @@ void content_body(channel *ch, const frame *f) {
     }
 }
 
-void tx_add(channel *ch, uint8_t kind, uint64_t tag, int multiple, int requeue) {
-    if (ch->ntx == ch->captx) {
-        ch->captx = ch->captx ? ch->captx * 2 : 16;
-        ch->txops = xrealloc(ch->txops, ch->captx * sizeof *ch->txops);
-    }
-    ch->txops[ch->ntx++] = (txop){kind, (uint8_t)multiple, (uint8_t)requeue, 0, tag, NULL};
-}
-
 
 /* ---- confirm and tx ---- */
 
@@ -390,22 +382,18 @@ void confirm_select(channel *ch, rd *r) {
         send_empty(ch, CONFIRM_SELECT_OK);
 }
 
-/* Applies the transaction; returns 1 if it wrote persistent messages to the store, which
- * commit-ok must wait for (invariant 1 holds for tx.commit-ok as for confirms). */
+/* Applies the transaction as RabbitMQ does: the publishes in order, then the acks, nacks
+ * and rejects. Returns 1 if it wrote persistent messages to the store, which commit-ok
+ * must wait for (invariant 1 holds for tx.commit-ok as for confirms). */
 static int tx_commit(channel *ch) {
     size_t n = ch->ntx;
     int stored = 0;
     ch->ntx = 0;
     for (size_t i = 0; i < n; i++) {
-        txop *op = &ch->txops[i];
-        if (op->kind == TXOP_PUBLISH) {
-            stored |= publish_route(ch, op->m, op->mandatory);
-            message_unref(op->m);
-        } else {
-            settle_tags(ch, op->tag, op->multiple,
-                        op->kind == TXOP_ACK ? SETTLE_ACK : op->requeue ? SETTLE_REQUEUE : SETTLE_REJECT);
-        }
+        stored |= publish_route(ch, ch->txops[i].m, ch->txops[i].mandatory);
+        message_unref(ch->txops[i].m);
     }
+    tx_settle(ch, 1);
     return stored;
 }
 
@@ -436,6 +424,7 @@ void tx_method(channel *ch, unsigned mid) {
         send_empty(ch, TX_COMMIT_OK);
     } else {
         tx_clear(ch);
+        tx_settle(ch, 0);
         send_empty(ch, TX_ROLLBACK_OK);
     }
 }

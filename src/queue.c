@@ -727,3 +727,17 @@ size_t queue_paged_count(const queue *q) {
     }
     return n;
 }
+
+/* ---- compaction ---- */
+
+/* Calls fn for every ready entry of q: each level's ring, then its requeue heap. fn may
+ * change where an entry's record is (not its seq or its place). */
+void queue_each_ready(queue *q, void (*fn)(void *ctx, queue *q, qmsg *qm), void *ctx) {
+    for (int l = 0; l < q->nlevels; l++) {
+        struct qlevel *lv = &q->levels[l];
+        for (size_t i = 0; i < lv->ready.len; i++)
+            fn(ctx, q, ring_at(&lv->ready, i));
+        for (size_t i = 0; i < lv->requeued.len; i++)
+            fn(ctx, q, &lv->requeued.a[i]);
+    }
+}

@@ -47,7 +47,14 @@ struct store {
     uint64_t appended;    /* message records appended (publish, delayed) */
     uint64_t next_delay;  /* ids of delayed records */
     uint64_t inflight_bytes; /* record bytes of the batch the writer has (memacct) */
+    /* compaction (compact.c drives it) */
+    int compact_due;        /* a tick passed, a segment was added or a step is done: look again */
+    size_t compact_nsegs;   /* segments when last looked */
+    uint32_t blocked_seg;   /* the oldest segment, found not movable at this live count */
+    uint64_t blocked_live;
 };
+
+static void compact_synced(store *s, uint64_t gen, int err);
 
 /* ---- the writer's results ---- */
 
@@ -79,6 +86,7 @@ static void on_written(void *ctx, wbatch *w) {
     int had_meta = w->meta.len > 0, meta_ok = w->meta_err == 0;
     wbatch_free(w);
     s->inflight_bytes = 0;
+    compact_synced(s, gen, err);
     if (had_meta) /* declares, binds, deletes waiting for this batch answer first */
         broker_meta_synced(s->b, gen, meta_ok);
     broker_store_synced(s->b, gen, err == 0);
@@ -212,11 +220,13 @@ static slice msg_rk(const message *m) { return sl(msg_rkey(m), m->rkey_len); }
 static slice msg_pr(const message *m) { return sl(msg_props(m), m->props_len); }
 static slice msg_bd(const message *m) { return sl(msg_body(m), m->body_len); }
 
-void store_delayed(store *s, delayed_entry *e) {
+/* Appends e's DELAYED record (e->sid set) to the active segment, which then holds it;
+ * returns the record's size. */
+static size_t put_delayed(store *s, delayed_entry *e) {
     message *m = e->m;
     buf *b = mlog_append(&s->log, rec_delayed_size(m->exchange_len, m->rkey_len, m->props_len, m->body_len));
     seg *a = segset_active(&s->log.segs);
-    e->sid = ++s->next_delay;
+    size_t at = b->len;
     rec_delayed d = {.sid = e->sid, .due = e->due, .to_queue = e->q != NULL, .qid = e->q ? e->q->qid : 0,
                      .exchange = msg_ex(m), .rkey = msg_rk(m), .props = msg_pr(m), .body = msg_bd(m)};
     if (!e->q)
@@ -224,6 +234,13 @@ void store_delayed(store *s, delayed_entry *e) {
     rec_put_delayed(b, a->salt, &d);
     e->seg = a->id;
     a->live++;
+    a->copies++;
+    return b->len - at;
+}
+
+void store_delayed(store *s, delayed_entry *e) {
+    e->sid = ++s->next_delay;
+    put_delayed(s, e);
     s->appended++;
 }
 
@@ -246,6 +263,7 @@ void store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *s
     m->seg = a->id;
     m->in_store = 1;
     a->live += (uint64_t)n;
+    a->copies += (uint64_t)n;
     paging_note(&s->log, m, at);
 }
 
@@ -255,13 +273,17 @@ static void copy_record(store *s, uint8_t type, uint32_t qid, uint64_t seq) {
 }
 
 void store_pin(store *s, uint32_t segid) {
-    if (s)
-        mlog_hold(&s->log, segid);
+    seg *sg = s ? segset_find(&s->log.segs, segid) : NULL;
+    if (sg)
+        sg->pins++;
 }
 
 void store_unpin(store *s, uint32_t segid) {
-    if (s)
-        mlog_release(&s->log, segid);
+    seg *sg = s ? segset_find(&s->log.segs, segid) : NULL;
+    if (!sg || !sg->pins)
+        return;
+    if (--sg->pins == 0 && sg == &s->log.segs.a[0])
+        wbatch_reclaim(s->log.pending, &s->log.segs);
 }
 
 void store_forget(store *s, const qmsg *qm) {
@@ -298,7 +320,101 @@ int store_tick(store *s) {
                      (unsigned long long)free_bytes, (unsigned long long)s->b->cfg.disk_free_limit);
         s->disk_alarm = low;
     }
+    s->compact_due = 1;
     return s->disk_alarm;
+}
+
+/* ---- compaction (see compact.c) ---- */
+
+uint32_t store_compact_pick(store *s, uint64_t *live) {
+    if (s->log.segs.n != s->compact_nsegs) { /* a segment was added (or reclaimed) */
+        s->compact_nsegs = s->log.segs.n;
+        s->compact_due = 1;
+    }
+    if (!s->compact_due)
+        return 0;
+    s->compact_due = 0;
+    seg *sg = segset_compact_pick(&s->log.segs, s->log.segment_size);
+    if (!sg || (sg->id == s->blocked_seg && sg->live == s->blocked_live))
+        return 0;
+    *live = sg->live;
+    return sg->id;
+}
+
+void store_compact_blocked(store *s, uint32_t segid, uint64_t live, uint64_t found, uint64_t immovable) {
+    if (segid != s->blocked_seg)
+        log_info("store: segment %08x cannot be compacted yet: of its %llu live records %llu are paged-out or "
+                 "unreadable copies and %llu are held by something compaction does not move (it waits)",
+                 segid, (unsigned long long)live, (unsigned long long)immovable,
+                 (unsigned long long)(live > found ? live - found : 0));
+    s->blocked_seg = segid;
+    s->blocked_live = live;
+}
+
+size_t store_move(store *s, message *m, uint64_t published, const uint32_t *qids, const uint64_t *seqs,
+                  const uint16_t *deliveries, uint32_t n) {
+    uint32_t from = m->seg;
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < n;) { /* one record names at most 65535 copies */
+        uint32_t k = MIN(n - i, UINT16_MAX);
+        buf *b = mlog_append(&s->log, rec_move_size(k, m->exchange_len, m->rkey_len, m->props_len, m->body_len));
+        seg *a = segset_active(&s->log.segs);
+        size_t at = b->len;
+        rec_put_move(b, a->salt, published, m->ttl, qids + i, seqs + i, deliveries + i, k, msg_ex(m), msg_rk(m),
+                     msg_pr(m), msg_bd(m));
+        assert(a->id != from);
+        a->live += k;
+        a->copies += k;
+        m->seg = a->id;
+        paging_note(&s->log, m, at); /* where its record is, once written */
+        bytes += b->len - at;
+        i += k;
+    }
+    seg *old = segset_find(&s->log.segs, from);
+    assert(old && old->live >= n);
+    old->live -= n;
+    return bytes;
+}
+
+size_t store_move_delayed(store *s, delayed_entry *e) {
+    uint32_t from = e->seg;
+    size_t bytes = put_delayed(s, e);
+    seg *old = segset_find(&s->log.segs, from);
+    assert(old && old->live > 0 && e->seg != from);
+    old->live--;
+    return bytes;
+}
+
+void store_compact_hold(store *s, uint32_t segid, size_t moved, size_t bytes) {
+    seg *sg = segset_find(&s->log.segs, segid);
+    assert(sg && !sg->hold);
+    sg->hold = s->gen_next; /* the batch the moves were appended to */
+    log_info("store: compacted segment %08x: %zu live records (%zu bytes) moved to segment %08x, %llu left", segid,
+             moved, bytes, segset_active(&s->log.segs)->id, (unsigned long long)sg->live);
+}
+
+/* A batch came back: segments whose moves it carried may go once it is synced. If it failed,
+ * the moved records may not be on disk: the old segment stays until the next start. */
+static void compact_synced(store *s, uint64_t gen, int err) {
+    int freed = 0;
+    for (size_t i = 0; i < s->log.segs.n; i++) {
+        seg *sg = &s->log.segs.a[i];
+        if (!sg->hold || sg->hold == SEG_HOLD_FAILED || sg->hold > gen)
+            continue;
+        if (err) {
+            sg->hold = SEG_HOLD_FAILED;
+            log_error("store: the batch moving segment %08x's live records failed (%s): the segment is kept and "
+                      "compaction stops until the next start",
+                      sg->id, strerror(-err));
+        } else {
+            sg->hold = 0;
+            freed = 1;
+        }
+    }
+    if (freed) {
+        s->compact_due = 1;
+        wbatch_reclaim(s->log.pending, &s->log.segs);
+    }
 }
 
 /* ---- paging ---- */

@@ -70,6 +70,20 @@ void store_kick(store *s);
 /* Once a second: disk space, segment reclamation. Returns 1 while the disk alarm is on. */
 int store_tick(store *s);
 
+/* Compaction (compact.c decides what moves; see there). store_compact_pick: the id of the
+ * oldest segment if it should be compacted now (and *live, its live count), else 0.
+ * store_move appends a MOVE record for these live copies of m (all of m's copies that count
+ * in its segment), store_move_delayed a new record of a delayed message: the active
+ * segment then holds them. store_compact_hold keeps the old segment until the batch holding
+ * the moves is synced; store_compact_blocked notes a segment whose live records could not
+ * all be found or moved (it is looked at again once its live count changes). */
+uint32_t store_compact_pick(store *s, uint64_t *live);
+size_t store_move(store *s, message *m, uint64_t published, const uint32_t *qids, const uint64_t *seqs,
+                  const uint16_t *deliveries, uint32_t n);
+size_t store_move_delayed(store *s, delayed_entry *e);
+void store_compact_hold(store *s, uint32_t seg, size_t moved, size_t bytes);
+void store_compact_blocked(store *s, uint32_t seg, uint64_t live, uint64_t found, uint64_t immovable);
+
 /* Paging (queues deeper than memory). store_page_out: 1 if m has a synced record the queue
  * copy can point to (*loc, *len; the copy then holds the segment until store_page_release);
  * 0 if not yet (a page-only record, ignored by recovery, is written for a message without
