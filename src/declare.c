@@ -155,6 +155,8 @@ void exchange_declare(channel *ch, rd *r) {
         send_empty(ch, EXCHANGE_DECLARE_OK);
 }
 
+/* exchange.delete: the default and amq.* exchanges cannot be deleted; if-unused counts
+ * only bindings where the exchange is the source; deleting what is not there is fine. */
 void exchange_delete(channel *ch, rd *r) {
     rd_u16(r);
     slice name = rd_shortstr(r);
@@ -234,6 +236,8 @@ void send_declare_ok(channel *ch, queue *q) {
     frame_end(o, m);
 }
 
+/* queue.declare: passive (exists?), redeclare (must be equivalent) or create (arguments
+ * checked, stored if durable); the queue becomes the channel's last declared queue. */
 void queue_declare(channel *ch, rd *r) {
     rd_u16(r);
     slice name = rd_shortstr(r);
@@ -354,6 +358,7 @@ void queue_bind(channel *ch, rd *r, unsigned mid) {
         send_empty(ch, QUEUE_BIND_OK);
 }
 
+/* Sends an -ok carrying a message count (purge-ok, delete-ok). */
 static void send_count(channel *ch, unsigned mid, size_t n) {
     buf *o = out(ch);
     size_t m = method_begin(o, ch->id, mid);
@@ -361,6 +366,7 @@ static void send_count(channel *ch, unsigned mid, size_t n) {
     frame_end(o, m);
 }
 
+/* queue.purge: drops the ready messages (not the unacked ones), answers their count. */
 void queue_purge_m(channel *ch, rd *r) {
     rd_u16(r);
     slice name = last_queue_or(ch, rd_shortstr(r));
@@ -377,6 +383,7 @@ void queue_purge_m(channel *ch, rd *r) {
         send_count(ch, QUEUE_PURGE_OK, n);
 }
 
+/* queue.delete with if-unused / if-empty; deleting what is not there answers 0. */
 void queue_delete_m(channel *ch, rd *r) {
     rd_u16(r);
     slice name = last_queue_or(ch, rd_shortstr(r));
