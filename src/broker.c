@@ -101,7 +101,7 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
     while (*pp) {
         channel *ch = *pp;
         channel_store_synced(ch, gen, ok);
-        if (!ch->ncwait && !ch->tx_wait_gen) {
+        if (!ch->ncwait && !ch->tx_wait_gen && ch->wait.kind == CW_NONE) {
             *pp = ch->next_waiter;
             ch->in_waiters = 0;
         } else {
@@ -110,6 +110,16 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
     }
     deadletter_synced(b, gen, ok);
     compact_run(b);
+}
+
+void broker_meta_synced(broker *b, uint64_t gen, int ok) {
+    for (channel *ch = b->store_waiters; ch; ch = ch->next_waiter)
+        channel_meta_synced(ch, gen, ok);
+}
+
+void broker_paged_in(broker *b, queue *q) {
+    for (channel *ch = b->store_waiters; ch; ch = ch->next_waiter)
+        channel_paged_in(ch, q);
 }
 
 void broker_set_alarm(broker *b, int which, int on) {
@@ -317,8 +327,6 @@ static void rec_copy(void *ctx, void *qp, const rcopy *c) {
     /* Each delivery before the restart ended in a return (explicit, or the crash). */
     if (q->delivery_limit >= 0)
         qm.returns = qm.deliveries;
-    if (c->maybe_delivered && !qm.deliveries) /* after a crash: redelivered, not a return */
-        qm.deliveries = 1;
     queue_recover(q, qm);
 }
 
