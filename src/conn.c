@@ -301,17 +301,20 @@ static void linger_read(conn *c) {
 
 /* ---- input backlog: frames left over after a connection's budget ---- */
 
+/* Takes a connection (being destroyed) off the backlog. If it is not on b->backlog it is on
+ * the list conn_backlog_run is walking: its link is left alone so that the walk goes on past
+ * it (it is skipped there as dead, and freed only after the batch). */
 static void backlog_remove(conn *c) {
     if (!c->in_backlog)
         return;
     for (conn **pp = &c->b->backlog; *pp; pp = &(*pp)->next_backlog) {
         if (*pp == c) {
             *pp = c->next_backlog;
+            c->next_backlog = NULL;
             break;
         }
     }
     c->in_backlog = 0;
-    c->next_backlog = NULL;
 }
 
 /* Each connection on the backlog gets one more budget of its buffered frames; those that
@@ -337,6 +340,7 @@ int conn_backlog_run(broker *b) {
  * the after-batch hook, which keeps the loop from waiting), not the next socket event; the
  * socket is not read meanwhile, so the buffer does not grow. */
 static void backlog_add(conn *c) {
+    assert(c->state != CONN_DEAD);
     if (c->in_backlog)
         return;
     int was_reading = input_allowed(c);
