@@ -101,7 +101,7 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
     while (*pp) {
         channel *ch = *pp;
         channel_store_synced(ch, gen, ok);
-        if (!ch->ncwait && !ch->tx_wait_gen) {
+        if (!ch->ncwait && !ch->tx_wait_gen && ch->wait.kind == CW_NONE) {
             *pp = ch->next_waiter;
             ch->in_waiters = 0;
         } else {
@@ -112,6 +112,16 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
     compact_run(b);
 }
 
+void broker_meta_synced(broker *b, uint64_t gen, int ok) {
+    for (channel *ch = b->store_waiters; ch; ch = ch->next_waiter)
+        channel_meta_synced(ch, gen, ok);
+}
+
+void broker_paged_in(broker *b, queue *q) {
+    for (channel *ch = b->store_waiters; ch; ch = ch->next_waiter)
+        channel_paged_in(ch, q);
+}
+
 void broker_set_alarm(broker *b, int which, int on) {
     int before = b->alarms;
     b->alarms = on ? (b->alarms | which) : (b->alarms & ~which);
@@ -119,6 +129,15 @@ void broker_set_alarm(broker *b, int which, int on) {
         return;
     log_warn("resource alarm %s (%s): publishers are %s", b->alarms ? "set" : "cleared",
              which == ALARM_DISK ? "disk" : "memory", b->alarms ? "blocked" : "unblocked");
+    if (which == ALARM_MEMORY && on) { /* what holds the memory, for the operator */
+        char parts[512];
+        size_t n = 0;
+        for (int k = 0; k < MEM_NKINDS && n < sizeof parts; k++)
+            n += (size_t)snprintf(parts + n, sizeof parts - n, "%s%s %llu", k ? ", " : "", memacct_name(k),
+                                  (unsigned long long)memacct_get(k));
+        log_warn("memory: %llu bytes, over the watermark of %llu (%s)", (unsigned long long)memacct_total(),
+                 (unsigned long long)b->cfg.memory_high_watermark, parts);
+    }
     for (conn *c = b->conns; c; c = c->next)
         conn_set_blocked(c, b->alarms != 0);
 }
@@ -317,8 +336,6 @@ static void rec_copy(void *ctx, void *qp, const rcopy *c) {
     /* Each delivery before the restart ended in a return (explicit, or the crash). */
     if (q->delivery_limit >= 0)
         qm.returns = qm.deliveries;
-    if (c->maybe_delivered && !qm.deliveries) /* after a crash: redelivered, not a return */
-        qm.deliveries = 1;
     queue_recover(q, qm);
 }
 

@@ -54,6 +54,24 @@ void queue_bind(channel *ch, rd *r, unsigned mid); /* and queue.unbind */
 void queue_purge_m(channel *ch, rd *r);
 void queue_delete_m(channel *ch, rd *r);
 
+/* queue.declare-ok with the queue's counts now. */
+void send_declare_ok(channel *ch, queue *q);
+
+/* ---- chwait.c: answers that wait for the store (one wait per channel at a time) ---- */
+
+/* Method mid appended meta.log records: its answer okmid (unless nowait) waits for their
+ * sync. CW_OK: a delete or unbind (done either way); CW_QUEUE_DECLARE: declare-ok for q;
+ * CW_EXCHANGE_DECLARE (a: the name) and CW_BIND (a: source, b: destination, key, args):
+ * on a failed sync these three are undone and the channel closed (RESOURCE_ERROR). */
+void chwait_meta(channel *ch, int kind, unsigned mid, unsigned okmid, int nowait, queue *q, slice a, slice b,
+                 slice key, slice args);
+/* Sends okmid: with count for queue.delete-ok, no arguments for the others used here. */
+void chwait_send_ok(channel *ch, unsigned okmid, uint32_t count);
+/* basic.get found the head paged out: it runs again once the read-back is in. */
+void chwait_get(channel *ch, queue *q, int no_ack);
+/* Channel close: drops the wait. */
+void chwait_release(channel *ch);
+
 /* ---- args.c: argument rules; each returns 0, or -1 after closing the channel ---- */
 
 /* queue.declare of a new queue: values, type support, Ferry's own arguments, and the
@@ -90,6 +108,8 @@ void basic_qos(channel *ch, rd *r);
 void basic_consume(channel *ch, rd *r);
 void basic_cancel(channel *ch, rd *r);
 void basic_get(channel *ch, rd *r);
+/* basic.get's work once the queue is found: get-ok, get-empty, or a wait (chwait_get). */
+void get_from(channel *ch, queue *q, int no_ack);
 void basic_settle(channel *ch, rd *r, unsigned mid); /* ack, nack, reject */
 void basic_recover(channel *ch, rd *r, unsigned mid);
 /* tx.commit (settles the deliveries acked in the transaction) or tx.rollback (gives them

@@ -144,6 +144,7 @@ void consumer_deliver(consumer *cs, qmsg qm) {
     ring_push(&ch->unacked, u);
 }
 
+/* Frees a consumer already removed from its queue and channel. */
 static void consumer_free(consumer *cs) {
     free(cs->tag);
     free(cs->args);
@@ -162,6 +163,8 @@ static void consumer_detach(channel *ch, consumer *cs) {
         replyto_forget(ch, cs);
 }
 
+/* The consumer's queue is gone: the consumer leaves; a client that supports it is told
+ * with basic.cancel (RabbitMQ's consumer cancel notification). */
 void consumer_cancelled_by_queue(consumer *cs) {
     channel *ch = cs->ch;
     queue_remove_consumer(cs->q, cs);
@@ -247,6 +250,8 @@ static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx)
     return 0;
 }
 
+/* tx.commit settles the deliveries acked in the transaction (in tag order, after the
+ * publishes); tx.rollback makes them unacked again. */
 void tx_settle(channel *ch, int commit) {
     uring *r = &ch->unacked;
     if (!ch->ntx_acks)
@@ -290,6 +295,7 @@ void basic_qos(channel *ch, rd *r) {
     wake_channel_consumers(ch);
 }
 
+/* basic.consume-ok with the consumer's tag. */
 void send_consume_ok(channel *ch, const consumer *cs) {
     buf *o = out(ch);
     size_t m = method_begin(o, ch->id, BASIC_CONSUME_OK);
@@ -297,6 +303,8 @@ void send_consume_ok(channel *ch, const consumer *cs) {
     frame_end(o, m);
 }
 
+/* A consumer on q (NULL: the reply-to pseudo-consumer), registered under its tag; prefetch
+ * is the channel's per-consumer basic.qos at this moment. */
 consumer *consumer_new(channel *ch, slice tag, queue *q, int no_ack, int exclusive, slice args) {
     consumer *cs = xcalloc(1, sizeof *cs);
     cs->tag = xstrndup((const char *)tag.p, tag.n);
@@ -318,6 +326,8 @@ consumer *consumer_new(channel *ch, slice tag, queue *q, int no_ack, int exclusi
     return cs;
 }
 
+/* basic.consume: a server-made tag for an empty one; a reused tag is a connection error
+ * (530, RabbitMQ); exclusive consumers exclude every other consumer of the queue. */
 void basic_consume(channel *ch, rd *r) {
     rd_u16(r);
     slice qname = rd_shortstr(r);
@@ -360,6 +370,8 @@ void basic_consume(channel *ch, rd *r) {
     queue_add_consumer(q, cs);
 }
 
+/* basic.cancel: cancel-ok even for an unknown tag (RabbitMQ); unacked deliveries of the
+ * consumer stay ackable. */
 void basic_cancel(channel *ch, rd *r) {
     slice tag = rd_shortstr(r);
     uint8_t nowait = rd_u8(r) & 1;
@@ -382,6 +394,8 @@ void basic_cancel(channel *ch, rd *r) {
     }
 }
 
+/* basic.get: one message or get-empty; unless no-ack it becomes an unacked delivery that no
+ * prefetch limit counts (as in RabbitMQ). */
 void basic_get(channel *ch, rd *r) {
     rd_u16(r);
     slice qname = last_queue_or(ch, rd_shortstr(r));
@@ -393,10 +407,19 @@ void basic_get(channel *ch, rd *r) {
     queue *q = find_queue(ch, qname, BASIC_GET);
     if (!q)
         return;
+    get_from(ch, q, no_ack);
+}
+
+void get_from(channel *ch, queue *q, int no_ack) {
     queue_touch(q);
     qmsg qm;
+    int rc = queue_pop(q, &qm);
+    if (rc < 0) {
+        chwait_get(ch, q, no_ack);
+        return;
+    }
     buf *o = out(ch);
-    if (!queue_pop(q, &qm)) {
+    if (!rc) {
         size_t m = method_begin(o, ch->id, BASIC_GET_EMPTY);
         buf_shortstr(o, "", 0);
         frame_end(o, m);
@@ -443,6 +466,8 @@ void basic_settle(channel *ch, rd *r, unsigned mid) {
         channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
 }
 
+/* basic.recover / recover-async with requeue: every delivery waiting for an ack goes back
+ * to its queue (requeue=false is not implemented, as in RabbitMQ). */
 void basic_recover(channel *ch, rd *r, unsigned mid) {
     int requeue = rd_u8(r) & 1;
     if (args_bad(r)) {

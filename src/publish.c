@@ -38,11 +38,13 @@ static void confirm_ready_upto(channel *ch) {
     }
 }
 
+/* Everything published so far can be confirmed at the end of this batch. */
 static void confirm_ready(channel *ch) {
     ch->confirm_upto = ch->pub_seq;
     confirm_ready_upto(ch);
 }
 
+/* Puts the channel on the store's list of channels waiting for a sync. */
 static void join_waiters(channel *ch) {
     if (ch->in_waiters)
         return;
@@ -174,6 +176,7 @@ void basic_publish(channel *ch, rd *r) {
     ch->expect = FRAME_HEADER;
 }
 
+/* basic.return of an unroutable mandatory message, with its content. */
 static void write_return(channel *ch, message *m, int code, const char *text) {
     buf *o = out(ch);
     size_t mk = method_begin(o, ch->id, BASIC_RETURN);
@@ -397,6 +400,7 @@ static int tx_commit(channel *ch) {
     return stored;
 }
 
+/* tx.select, tx.commit (commit-ok once the store has synced what it wrote), tx.rollback. */
 void tx_method(channel *ch, unsigned mid) {
     if (mid == TX_SELECT) {
         if (ch->confirm) {

@@ -338,25 +338,8 @@ static void restore_delayed(recovery *rc, segset *ss) {
     free(rc->delayed);
 }
 
-/* Recovery gives up (a segment it cannot read): drops everything not yet handed over. */
-static void abandon(recovery *rc) {
-    for (uint32_t qid = 0; qid < rc->nqid; qid++) {
-        rvec *v = &rc->vecs[qid];
-        for (size_t i = 0; i < v->n; i++)
-            if (!v->a[i].gone && !v->a[i].paged)
-                message_unref(v->a[i].c.m);
-        free(v->a);
-    }
-    free(rc->vecs);
-    for (size_t i = 0; i < rc->ndelayed; i++) {
-        message_unref(rc->delayed[i].m);
-        free(rc->delayed[i].exchange);
-    }
-    free(rc->delayed);
-}
-
-int recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int meta_damaged,
-                     const recover_sink *sink, void *ctx, recover_stats *st) {
+void recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int meta_damaged,
+                      const recover_sink *sink, void *ctx, recover_stats *st) {
     recovery rc = {.sink = sink, .ctx = ctx, .memory_budget = memory_budget, .meta_damaged = meta_damaged, .st = st};
     sink->queues(ctx, add_queue, &rc);
     size_t nids;
@@ -367,13 +350,9 @@ int recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int
         uint8_t *data;
         size_t len;
         int err = rec_read_file(path, &data, &len);
-        if (err == -ENOENT) /* deleted (reclaimed) since it was listed */
-            continue;
         if (err < 0) {
-            log_error("store: cannot read %s: %s; not starting without its records", path, strerror(-err));
-            free(ids);
-            abandon(&rc);
-            return err;
+            log_error("store: cannot read %s: %s", path, strerror(-err));
+            continue;
         }
         rc.base = data;
         rc.segid = ids[k];
@@ -416,7 +395,6 @@ int recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int
             seg *sg = segset_find(ss, segid);
             if (sg)
                 sg->live += e->paged ? 2 : 1; /* a paged copy holds its segment once more */
-            e->c.maybe_delivered = segid <= st->redelivered_upto;
             sink->copy(ctx, v->info.q, &e->c); /* takes the reference of e->c.m */
             st->messages++;
         }
@@ -426,5 +404,4 @@ int recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int
     }
     restore_delayed(&rc, ss);
     free(rc.vecs);
-    return 0;
 }

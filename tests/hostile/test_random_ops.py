@@ -147,11 +147,8 @@ class Client:
             if not c.closing and self.rng.random() < 0.2:
                 # A crossing close: ours goes out before our close-ok (item 15).
                 self.method(ch, M["channel.close"], short(200) + shortstr("crossing") + short(0) + short(0))
-                c.closing = True
             self.method(ch, M["channel.close-ok"])
-            if not c.closing:
-                del self.chans[ch]
-            # else: our own close still waits for its close-ok (the broker answers it).
+            del self.chans[ch]
         elif mid == (20, 41) and c is not None:
             del self.chans[ch]
         elif mid in ((60, 60), (60, 71)) and c is not None:  # basic.deliver / basic.get-ok
