@@ -85,7 +85,7 @@ build/fuzz/fuzz_conn: build/fuzz/obj/fuzz/fuzz_conn.o $(FUZZ_OBJ)
 build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	clang $(BASE) -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
-	  -fno-omit-frame-pointer -DREAD_CHUNK=4096 -c $< -o $@
+	  -fno-omit-frame-pointer -DREAD_CHUNK=65536 -c $< -o $@
 
 format:
 	clang-format -i src/*.c src/*.h cli/*.c fuzz/*.c

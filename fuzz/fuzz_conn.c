@@ -422,6 +422,30 @@ static void client_close(client *cl) {
     cl->out.len = 0;
 }
 
+/* FUZZ_CONN_DEBUG=1: print the methods the broker answers (to write and check seeds). */
+static int debug;
+
+static void debug_print(client *cl, const uint8_t *p, size_t n) {
+    while (n >= 7) {
+        frame f;
+        const char *why;
+        long used = wire_parse_frame(p, n, 1 << 20, &f, &why);
+        if (used <= 0)
+            break;
+        if (f.type == FRAME_METHOD && f.size >= 4) {
+            unsigned mid = (unsigned)f.payload[0] << 24 | (unsigned)f.payload[1] << 16 |
+                           (unsigned)f.payload[2] << 8 | f.payload[3];
+            fprintf(stderr, "  conn %d ch %u <- %s", (int)(cl - clients), f.channel, method_name(mid));
+            if ((mid == CHANNEL_CLOSE || mid == CONNECTION_CLOSE) && f.size > 7)
+                fprintf(stderr, " %u %.*s", (unsigned)f.payload[4] << 8 | f.payload[5], f.payload[6],
+                        (const char *)f.payload + 7);
+            fprintf(stderr, "\n");
+        }
+        p += used;
+        n -= (size_t)used;
+    }
+}
+
 /* Reads and drops whatever the broker wrote to us (one read: what does not fit waits in
  * the socket, and then in the broker's output buffer, as with a slow client). */
 static void drain(client *cl) {
@@ -431,6 +455,8 @@ static void drain(client *cl) {
     ssize_t n = read(cl->fd, tmp, sizeof tmp);
     if (n == 0)
         client_close(cl); /* the broker closed the connection */
+    if (debug && n > 0)
+        debug_print(cl, tmp, (size_t)n);
 }
 
 static void check_broker(void);
@@ -438,7 +464,7 @@ static void check_broker(void);
 /* Sends what the operations wrote (as much as the socket takes; the rest waits) and turns
  * the loop until the broker has handled it and answered, draining the answers. */
 static void step(void) {
-    for (int round = 0; round < 8; round++) {
+    for (int round = 0; round < 64; round++) {
         int pending = 0;
         for (int i = 0; i < NCONN; i++) {
             client *cl = &clients[i];
@@ -550,7 +576,9 @@ static void publish(client *cl, uint16_t ch, script *s) {
     buf_u8(o, get8(s) & 3); /* mandatory, immediate */
     frame_end(o, m);
     uint8_t sz = get8(s);
-    uint64_t body_len = sz < 200 ? sz : (uint64_t)(sz - 199) * 1000;
+    /* 0..199 bytes, then kilobytes, then bodies over the broker's first allocation and
+     * several frames long (up to 600 KB). */
+    uint64_t body_len = sz < 200 ? sz : sz < 250 ? (uint64_t)(sz - 199) * 1000 : (uint64_t)(sz - 249) * 100000;
     m = frame_begin(o, FRAME_HEADER, ch);
     buf_u16(o, CLASS_BASIC);
     buf_u16(o, 0);
@@ -762,7 +790,16 @@ static void do_global(uint8_t op, script *s) {
         step();
         uint8_t t = get8(s);
         uint64_t ms = (t & 0x80) ? (uint64_t)(t & 0x7f) * 1000 : (uint64_t)t * 5;
-        fake_clock_ms += ms;
+        /* The last second in quarters, so the 250 ms tick runs as often as it would (the
+         * alarms are re-evaluated on every fourth). */
+        uint64_t tail = MIN(ms, 1000);
+        fake_clock_ms += ms - tail;
+        while (tail) {
+            uint64_t d = MIN(tail, 250);
+            fake_clock_ms += d;
+            tail -= d;
+            loop_step(B.loop, 0);
+        }
         step();
         return;
     }
@@ -810,6 +847,7 @@ static void broker_stop_at_exit(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     log_level = LOG_ERROR + 1; /* quiet: errors are what the fuzzer provokes */
+    debug = getenv("FUZZ_CONN_DEBUG") != NULL;
     snprintf(data_dir, sizeof data_dir, "/dev/shm/ferry-fuzz-XXXXXX");
     if (!mkdtemp(data_dir)) {
         snprintf(data_dir, sizeof data_dir, "/tmp/ferry-fuzz-XXXXXX");
@@ -848,14 +886,12 @@ static void broker_stop(void) {
 static void broker_reset(void) {
     while (B.conns)
         conn_destroy(B.conns);
-    loop_step(B.loop, 0);
     map_entry *e;
     for (;;) {
         size_t i = 0;
         if (!map_iter(&B.queues, &i, &e))
             break;
         queue_delete(e->val);
-        loop_step(B.loop, 0);
     }
     for (;;) {
         size_t i = 0;
@@ -897,22 +933,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     static const uint64_t budgets[] = {(uint64_t)1 << 40, 16384, 0, 1 << 20};
     B.cfg.memory_budget = budgets[settings & 3];
-    /* 8 KiB: the memory alarm blocks publishers at the next tick. */
-    B.cfg.memory_high_watermark = (settings & 4) ? 8192 : (uint64_t)1 << 40;
+    /* 1 MiB: a few large publishes raise the memory alarm (connection.blocked). */
+    B.cfg.memory_high_watermark = (settings & 4) ? 1 << 20 : (uint64_t)1 << 40;
+    /* A connection opens (and shakes hands) when the script first uses it: most inputs
+     * need one or two, and each costs a socketpair and a handshake. */
+    int used[NCONN] = {0};
     for (int i = 0; i < NCONN; i++) {
         buf_init(&clients[i].out);
-        client_open(&clients[i]);
+        clients[i].fd = -1;
     }
-    step();
     unsigned ops = 0;
     while (s.n) {
         uint8_t op = get8(&s);
-        if ((op >> 6) == 3)
+        client *cl = &clients[(op >> 6) % NCONN];
+        if ((op >> 6) == 3) {
             do_global(op & 63, &s);
-        else if (clients[op >> 6].fd >= 0)
-            do_op(&clients[op >> 6], op & 63, &s);
-        else
-            get8(&s);
+        } else {
+            if (!used[op >> 6]) {
+                used[op >> 6] = 1;
+                if (cl->fd < 0) /* not opened by a reconnect operation already */
+                    client_open(cl);
+            }
+            if (cl->fd >= 0)
+                do_op(cl, op & 63, &s);
+            else
+                get8(&s);
+        }
         if (++ops % STEP_EVERY == 0)
             step();
     }
