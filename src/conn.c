@@ -276,7 +276,16 @@ static void close_after_flush(conn *c) {
  * LINGER_MS passes). Closing at once with unread input in the socket would make the kernel
  * answer with RST, and a client whose publishes were still in flight would lose the
  * close-ok it has not read yet (RabbitMQ's clients then never see their close complete). */
+static void uncount_open(conn *c) {
+    if (c->counted_open) {
+        assert(c->b->nopened > 0);
+        c->b->nopened--;
+        c->counted_open = 0;
+    }
+}
+
 static void start_linger(conn *c) {
+    uncount_open(c); /* its place under --max-connections is free already */
     c->lingering = 1;
     c->linger_since_ms = loop_now_ms(c->b->loop);
     buf_consume(&c->in, c->in.len);
@@ -461,11 +470,7 @@ void conn_destroy(conn *c) {
     if (c->state == CONN_DEAD)
         return;
     c->state = CONN_DEAD;
-    if (c->counted_open) {
-        assert(c->b->nopened > 0);
-        c->b->nopened--;
-        c->counted_open = 0;
-    }
+    uncount_open(c);
     backlog_remove(c);
     release_channels(c);
     delete_exclusive_queues(c);
