@@ -316,7 +316,7 @@ size_t deadletter_redrive(queue *dlq, size_t max) {
     qmsg *keep = NULL;
     size_t nkeep = 0;
     qmsg qm;
-    while (moved < max && scan-- > 0 && queue_pop(dlq, &qm)) {
+    while (moved < max && scan-- > 0 && queue_pop_now(dlq, &qm) > 0) {
         queue *to = death_queue(dlq->b, qm.m);
         if (!to || to == dlq) {
             keep = xrealloc(keep, (nkeep + 1) * sizeof *keep);

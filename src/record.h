@@ -26,6 +26,7 @@ enum {
     R_DELIVERED = 3,    /* one queue's copy was delivered (qid, seq) */
     R_DELAYED = 4,      /* a delayed message held by the broker */
     R_DELAYED_DONE = 5, /* that delayed message was routed or dropped */
+    R_MOVE = 6,         /* compaction: a PUBLISH of the copies still live, then their delivery counts */
     R_HEADER = 9,       /* a file's header: its salt */
     R_PAGE = 40,        /* a body written only to free memory: recovery ignores it */
 };
@@ -68,6 +69,7 @@ typedef struct rec_publish {
     int64_t ttl;        /* the message's expiration in ms; -1 = none */
     uint32_t nq;        /* queues it went to (qid, seq pairs at qlist) */
     const uint8_t *qlist;
+    const uint8_t *dlist; /* MOVE: each copy's delivery count (u16 each); NULL otherwise */
     slice exchange, rkey, props, body;
 } rec_publish;
 
@@ -76,10 +78,20 @@ size_t rec_publish_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t
 /* Appends a PUBLISH (or PAGE: n = 0) record. */
 void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
                      const uint64_t *seqs, uint32_t n, slice exchange, slice rkey, slice props, slice body);
-/* Decodes a checked PUBLISH or PAGE record; 0, or -1 if it is malformed or of another type. */
+/* Decodes a checked PUBLISH, MOVE or PAGE record; 0, or -1 if it is malformed or of another
+ * type. */
 int rec_publish_read(const uint8_t *rec, size_t len, rec_publish *out);
 /* The i-th (queue id, sequence) pair of a decoded PUBLISH record. */
 void rec_publish_queue(const rec_publish *p, uint32_t i, uint32_t *qid, uint64_t *seq);
+/* The i-th copy's delivery count of a decoded MOVE record (0 for a PUBLISH). */
+uint16_t rec_publish_deliveries(const rec_publish *p, uint32_t i);
+
+/* The size of a MOVE record for n copies; appends one (compaction: a message's copies that
+ * are still live, with their delivery counts, moved out of an old segment). Same layout as
+ * PUBLISH, followed by n u16 delivery counts. */
+size_t rec_move_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t props_len, uint64_t body_len);
+void rec_put_move(buf *b, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids, const uint64_t *seqs,
+                  const uint16_t *deliveries, uint32_t n, slice exchange, slice rkey, slice props, slice body);
 
 /* Appends a SETTLE or DELIVERED record. */
 void rec_put_copy(buf *b, uint8_t type, uint64_t salt, uint32_t qid, uint64_t seq);

@@ -68,8 +68,9 @@ typedef struct recover_stats {
  * live count. meta_damaged: copies of queues not defined are pinned (kept on disk) rather
  * than dropped. Copies are recovered paged out while message memory is above
  * memory_budget. The torn tail of the last segment is cut. Returns 0, or -errno if a segment
- * exists but cannot be read (then nothing is handed over: the caller refuses to start
- * rather than run without its records, or reuse their sequence numbers). */
+ * could not be read for a reason that may pass (EIO, EMFILE, …: then nothing is handed over
+ * and the caller refuses to start rather than run without its records); a segment that is
+ * not a readable file at all (EISDIR, EACCES) costs its own records only. */
 int recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int meta_damaged,
                       const recover_sink *sink, void *ctx, recover_stats *st);
 

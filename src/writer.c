@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "meta.h"
 #include "record.h"
 #include "util.h"
 
@@ -29,10 +30,11 @@ void wbatch_free(wbatch *w) {
         buf_free(&w->pieces[i].data);
     free(w->pieces);
     free(w->unlinks);
+    buf_free(&w->meta);
     free(w);
 }
 
-int wbatch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0; }
+int wbatch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0 && w->meta.len == 0; }
 
 buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need) {
     seg *a = segset_active(ss);
@@ -104,11 +106,15 @@ static void abandon_segment(writer *wr) {
     wr->wfile = NULL;
 }
 
-/* Writes one batch: every piece appended to its segment, each file synced, new files made
- * durable in the directory, then the segments no longer needed deleted. A failed write
- * abandons its segment (abandon_segment). */
+/* Writes one batch: its meta.log records appended and synced, every piece appended to its
+ * segment, each file synced, new files made durable in the directory, then the segments no
+ * longer needed deleted. A failed write abandons its segment (abandon_segment). */
 int writer_write(writer *wr, wbatch *w) {
     int dirty_dir = 0, err = 0;
+    /* Definitions first, so that a PUBLISH in this batch never reaches the disk without the
+     * queue it names; if they fail, nothing else in the batch is written (all nacked). */
+    if (w->meta.len && wr->mt)
+        err = w->meta_err = meta_append(wr->mt, &w->meta);
     for (size_t i = 0; i < w->npieces && !err; i++) {
         piece *p = &w->pieces[i];
         if (p->seg <= wr->broken) {
