@@ -106,10 +106,18 @@ static int args_equal(const uint8_t *a, size_t an, slice b) {
 }
 
 binding *binding_find(exchange *src, queue *q, exchange *dstx, slice key, slice args) {
-    for (size_t i = 0; i < src->nbindings; i++) {
-        binding *bd = src->bindings[i];
-        if (bd->q == q && bd->dstx == dstx && bd->key_len == key.n && memcmp(bd->key, key.p, key.n) == 0 &&
-            args_equal(bd->args, bd->args_len, args))
+    /* Scan the shorter list: the source's bindings, or the destination's (a fanout to 65,536
+     * queues would make every bind a scan of all the others). */
+    binding **v = src->bindings;
+    size_t n = src->nbindings;
+    if (q && q->nbindings < n)
+        v = q->bindings, n = q->nbindings;
+    else if (dstx && dstx->ninbound < n)
+        v = dstx->inbound, n = dstx->ninbound;
+    for (size_t i = 0; i < n; i++) {
+        binding *bd = v[i];
+        if (bd->src == src && bd->q == q && bd->dstx == dstx && bd->key_len == key.n &&
+            memcmp(bd->key, key.p, key.n) == 0 && args_equal(bd->args, bd->args_len, args))
             return bd;
     }
     return NULL;
