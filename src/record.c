@@ -171,16 +171,21 @@ static int read_message(rd *r, slice *ex, slice *rk, slice *props, slice *body) 
 }
 
 size_t rec_publish_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t props_len, uint64_t body_len) {
-    return REC_HEADER + 8 + 8 + 2 + (size_t)n * 12 + message_size(exchange_len, rkey_len, props_len, body_len);
+    return REC_HEADER + 8 + 8 + (n > UINT16_MAX ? 4 : 2) + (size_t)n * 12 +
+           message_size(exchange_len, rkey_len, props_len, body_len);
 }
 
 void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
                      const uint64_t *seqs, uint32_t n, slice ex, slice rk, slice props, slice body) {
     assert(type == R_PUBLISH || (type == R_PAGE && n == 0));
-    size_t at = rec_begin(b, type);
+    int wide = n > UINT16_MAX;
+    size_t at = rec_begin(b, wide ? R_PUBLISH_WIDE : type);
     buf_u64(b, published); /* publish time, for TTLs across restarts */
     buf_u64(b, (uint64_t)ttl);
-    buf_u16(b, (uint16_t)n);
+    if (wide)
+        buf_u32(b, n);
+    else
+        buf_u16(b, (uint16_t)n);
     for (uint32_t i = 0; i < n; i++) {
         buf_u32(b, qids[i]);
         buf_u64(b, seqs[i]);
@@ -191,12 +196,12 @@ void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, in
 
 int rec_publish_read(const uint8_t *rec, size_t len, rec_publish *out) {
     uint8_t type = rec_type(rec);
-    if (type != R_PUBLISH && type != R_PAGE)
+    if (!rec_is_publish(type) && type != R_PAGE)
         return -1;
     rd r = rd_make(rec + REC_HEADER, len - REC_HEADER);
     out->published = rd_u64(&r);
     out->ttl = (int64_t)rd_u64(&r);
-    out->nq = rd_u16(&r);
+    out->nq = type == R_PUBLISH_WIDE ? rd_u32(&r) : rd_u16(&r);
     out->qlist = r.p;
     rd_bytes(&r, (size_t)out->nq * 12);
     return read_message(&r, &out->exchange, &out->rkey, &out->props, &out->body);

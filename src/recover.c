@@ -209,7 +209,7 @@ static void apply_record(void *arg, const uint8_t *rec, size_t len) {
     recovery *rc = arg;
     uint8_t type = rec_type(rec);
     rc->st->records++;
-    if (type == R_PUBLISH) {
+    if (rec_is_publish(type)) {
         apply_publish(rc, rec, len);
         return;
     }
