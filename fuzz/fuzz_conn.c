@@ -16,6 +16,7 @@
  *
  * After each input the broker is shut down; every message byte must have been given back
  * (message_bytes() == 0) and LeakSanitizer checks the rest. Run with `make fuzz`. */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +26,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <assert.h>
 
 #include "broker.h"
 #include "util.h"
@@ -162,11 +162,8 @@ static void queue_args(buf *o, script *s) {
         m &= (uint16_t)~(4 | 8);
     if (m & 1) {
         /* x-max-priority: every value the fuzzer likes, 255 included (issue 8 item 1). */
-        uint8_t how = get8(s), v = get8(s);
-        /* TEMPORARY (issue 8 item 1, being fixed): 255 wraps the level count to 0 and
-         * corrupts memory. Remove this line once the fix is on main. */
-        v = v == 255 ? 254 : v;
-        put_int(&t, "x-max-priority", how, v);
+        uint8_t how = get8(s);
+        put_int(&t, "x-max-priority", how, get8(s));
     }
     if (m & 2) {
         uint8_t how = get8(s);
@@ -425,6 +422,30 @@ static void client_close(client *cl) {
     cl->out.len = 0;
 }
 
+/* FUZZ_CONN_DEBUG=1: print the methods the broker answers (to write and check seeds). */
+static int debug;
+
+static void debug_print(client *cl, const uint8_t *p, size_t n) {
+    while (n >= 7) {
+        frame f;
+        const char *why;
+        long used = wire_parse_frame(p, n, 1 << 20, &f, &why);
+        if (used <= 0)
+            break;
+        if (f.type == FRAME_METHOD && f.size >= 4) {
+            unsigned mid = (unsigned)f.payload[0] << 24 | (unsigned)f.payload[1] << 16 |
+                           (unsigned)f.payload[2] << 8 | f.payload[3];
+            fprintf(stderr, "  conn %d ch %u <- %s", (int)(cl - clients), f.channel, method_name(mid));
+            if ((mid == CHANNEL_CLOSE || mid == CONNECTION_CLOSE) && f.size > 7)
+                fprintf(stderr, " %u %.*s", (unsigned)f.payload[4] << 8 | f.payload[5], f.payload[6],
+                        (const char *)f.payload + 7);
+            fprintf(stderr, "\n");
+        }
+        p += used;
+        n -= (size_t)used;
+    }
+}
+
 /* Reads and drops whatever the broker wrote to us (one read: what does not fit waits in
  * the socket, and then in the broker's output buffer, as with a slow client). */
 static void drain(client *cl) {
@@ -434,12 +455,16 @@ static void drain(client *cl) {
     ssize_t n = read(cl->fd, tmp, sizeof tmp);
     if (n == 0)
         client_close(cl); /* the broker closed the connection */
+    if (debug && n > 0)
+        debug_print(cl, tmp, (size_t)n);
 }
+
+static void check_broker(void);
 
 /* Sends what the operations wrote (as much as the socket takes; the rest waits) and turns
  * the loop until the broker has handled it and answered, draining the answers. */
 static void step(void) {
-    for (int round = 0; round < 8; round++) {
+    for (int round = 0; round < 64; round++) {
         int pending = 0;
         for (int i = 0; i < NCONN; i++) {
             client *cl = &clients[i];
@@ -462,8 +487,79 @@ static void step(void) {
             loop_step(B.loop, 5);
         for (int i = 0; i < NCONN; i++)
             drain(&clients[i]);
+        check_broker();
         if (!pending && !B.backlog) /* backlog: input left over after a connection's budget */
             break;
+    }
+}
+
+/* ---- invariants ----
+ *
+ * What the modules promise each other, checked after every step (cheap: a handful of
+ * queues and channels). A violation is a bug even when nothing crashes yet. */
+
+static unacked *unacked_at(const uring *r, size_t i) { return &r->a[(r->head + i) & (r->cap - 1)]; }
+
+static void check_channel(const conn *c, const channel *ch, uint32_t id) {
+    assert(ch->c == c && ch->id == id);
+    size_t live = 0;
+    for (size_t i = 0; i < ch->unacked.len; i++) {
+        const unacked *u = unacked_at(&ch->unacked, i);
+        assert(i == 0 || unacked_at(&ch->unacked, i - 1)->tag < u->tag); /* tag order */
+        if (!u->done) {
+            live++;
+            assert(u->q && u->q->refs > 0 && u->q->unacked > 0);
+        }
+    }
+    assert(live == ch->nunacked);
+    size_t it = 0;
+    map_entry *e;
+    while (map_iter((map *)&ch->consumers, &it, &e)) {
+        consumer *cs = e->val;
+        assert(cs->ch == ch);
+        if (cs->q) { /* on its queue's list */
+            size_t k = 0;
+            while (k < cs->q->nconsumers && cs->q->consumers[k] != cs)
+                k++;
+            assert(k < cs->q->nconsumers);
+        }
+    }
+}
+
+static void check_broker(void) {
+    size_t nconns = 0;
+    for (conn *c = B.conns; c; c = c->next) {
+        nconns++;
+        assert(c->b == &B && c->state != CONN_DEAD);
+        assert(!c->next || c->next->prev == c);
+        uint32_t open = 0;
+        for (uint32_t k = 0; k < c->nchans; k++)
+            if (c->chans[k]) {
+                open++;
+                check_channel(c, c->chans[k], k);
+            }
+        assert(open == c->open_channels);
+    }
+    assert(nconns == B.nconns);
+    size_t it = 0;
+    map_entry *e;
+    while (map_iter(&B.queues, &it, &e)) {
+        queue *q = e->val;
+        assert(!q->deleted && q->refs >= 1 + q->unacked);
+        assert(q->nlevels >= 1);
+        size_t n = 0;
+        for (int l = 0; l < q->nlevels; l++)
+            n += q->levels[l].ready.len + q->levels[l].requeued.len;
+        assert(n == q->nready);
+        for (size_t k = 0; k < q->nconsumers; k++)
+            assert(q->consumers[k]->q == q && q->consumers[k]->ch->c->state != CONN_DEAD);
+        assert(!q->sac_active || q->sac);
+    }
+    it = 0;
+    while (map_iter(&B.exchanges, &it, &e)) {
+        exchange *x = e->val;
+        for (size_t k = 0; k < x->nbindings; k++)
+            assert(x->bindings[k]->src == x && (x->bindings[k]->q != NULL) != (x->bindings[k]->dstx != NULL));
     }
 }
 
@@ -480,7 +576,9 @@ static void publish(client *cl, uint16_t ch, script *s) {
     buf_u8(o, get8(s) & 3); /* mandatory, immediate */
     frame_end(o, m);
     uint8_t sz = get8(s);
-    uint64_t body_len = sz < 200 ? sz : (uint64_t)(sz - 199) * 1000;
+    /* 0..199 bytes, then kilobytes, then bodies over the broker's first allocation and
+     * several frames long (up to 600 KB). */
+    uint64_t body_len = sz < 200 ? sz : sz < 250 ? (uint64_t)(sz - 199) * 1000 : (uint64_t)(sz - 249) * 100000;
     m = frame_begin(o, FRAME_HEADER, ch);
     buf_u16(o, CLASS_BASIC);
     buf_u16(o, 0);
@@ -692,7 +790,16 @@ static void do_global(uint8_t op, script *s) {
         step();
         uint8_t t = get8(s);
         uint64_t ms = (t & 0x80) ? (uint64_t)(t & 0x7f) * 1000 : (uint64_t)t * 5;
-        fake_clock_ms += ms;
+        /* The last second in quarters, so the 250 ms tick runs as often as it would (the
+         * alarms are re-evaluated on every fourth). */
+        uint64_t tail = MIN(ms, 1000);
+        fake_clock_ms += ms - tail;
+        while (tail) {
+            uint64_t d = MIN(tail, 250);
+            fake_clock_ms += d;
+            tail -= d;
+            loop_step(B.loop, 0);
+        }
         step();
         return;
     }
@@ -740,6 +847,7 @@ static void broker_stop_at_exit(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     log_level = LOG_ERROR + 1; /* quiet: errors are what the fuzzer provokes */
+    debug = getenv("FUZZ_CONN_DEBUG") != NULL;
     snprintf(data_dir, sizeof data_dir, "/dev/shm/ferry-fuzz-XXXXXX");
     if (!mkdtemp(data_dir)) {
         snprintf(data_dir, sizeof data_dir, "/tmp/ferry-fuzz-XXXXXX");
@@ -778,14 +886,12 @@ static void broker_stop(void) {
 static void broker_reset(void) {
     while (B.conns)
         conn_destroy(B.conns);
-    loop_step(B.loop, 0);
     map_entry *e;
     for (;;) {
         size_t i = 0;
         if (!map_iter(&B.queues, &i, &e))
             break;
         queue_delete(e->val);
-        loop_step(B.loop, 0);
     }
     for (;;) {
         size_t i = 0;
@@ -827,22 +933,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     static const uint64_t budgets[] = {(uint64_t)1 << 40, 16384, 0, 1 << 20};
     B.cfg.memory_budget = budgets[settings & 3];
-    /* 8 KiB: the memory alarm blocks publishers at the next tick. */
-    B.cfg.memory_high_watermark = (settings & 4) ? 8192 : (uint64_t)1 << 40;
+    /* 1 MiB: a few large publishes raise the memory alarm (connection.blocked). */
+    B.cfg.memory_high_watermark = (settings & 4) ? 1 << 20 : (uint64_t)1 << 40;
+    /* A connection opens (and shakes hands) when the script first uses it: most inputs
+     * need one or two, and each costs a socketpair and a handshake. */
+    int used[NCONN] = {0};
     for (int i = 0; i < NCONN; i++) {
         buf_init(&clients[i].out);
-        client_open(&clients[i]);
+        clients[i].fd = -1;
     }
-    step();
     unsigned ops = 0;
     while (s.n) {
         uint8_t op = get8(&s);
-        if ((op >> 6) == 3)
+        client *cl = &clients[(op >> 6) % NCONN];
+        if ((op >> 6) == 3) {
             do_global(op & 63, &s);
-        else if (clients[op >> 6].fd >= 0)
-            do_op(&clients[op >> 6], op & 63, &s);
-        else
-            get8(&s);
+        } else {
+            if (!used[op >> 6]) {
+                used[op >> 6] = 1;
+                if (cl->fd < 0) /* not opened by a reconnect operation already */
+                    client_open(cl);
+            }
+            if (cl->fd >= 0)
+                do_op(cl, op & 63, &s);
+            else
+                get8(&s);
+        }
         if (++ops % STEP_EVERY == 0)
             step();
     }

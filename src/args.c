@@ -171,6 +171,7 @@ static int check_type_support(channel *ch, slice qname, slice args, int quorum) 
     return 0;
 }
 
+/* queue.declare of a new queue: the four checks above, in order. */
 int args_check_queue_declare(channel *ch, slice name, int durable, int exclusive, int auto_delete, slice args) {
     int quorum = qtype_is_quorum(args);
     if (check_values(ch, name, args, 0) < 0 || check_type_support(ch, name, args, quorum) < 0 ||
@@ -223,6 +224,7 @@ static int check_equivalent(channel *ch, unsigned mid, const char *kind, slice n
     return -1;
 }
 
+/* Redeclare of a queue: every argument marked equiv must be equal. */
 int args_check_queue_equivalent(channel *ch, slice name, slice have, slice got) {
     for (size_t i = 0; i < ARRAY_LEN(queue_args); i++)
         if (queue_args[i].equiv && check_equivalent(ch, QUEUE_DECLARE, "queue", name, have, got, queue_args[i].name) < 0)
@@ -230,10 +232,12 @@ int args_check_queue_equivalent(channel *ch, slice name, slice have, slice got) 
     return 0;
 }
 
+/* Redeclare of an exchange: RabbitMQ compares only alternate-exchange. */
 int args_check_exchange_equivalent(channel *ch, slice name, slice have, slice got) {
     return check_equivalent(ch, EXCHANGE_DECLARE, "exchange", name, have, got, "alternate-exchange");
 }
 
+/* Redeclare: a flag (durable, auto_delete, internal) must be equal (406 otherwise). */
 int check_flag(channel *ch, unsigned mid, const char *kind, slice name, const char *arg, int have, int got) {
     if (have == got)
         return 0;

@@ -101,7 +101,7 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
     while (*pp) {
         channel *ch = *pp;
         channel_store_synced(ch, gen, ok);
-        if (!ch->ncwait && !ch->tx_wait_gen) {
+        if (!ch->ncwait && !ch->tx_wait_gen && ch->wait.kind == CW_NONE) {
             *pp = ch->next_waiter;
             ch->in_waiters = 0;
         } else {
@@ -109,6 +109,17 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
         }
     }
     deadletter_synced(b, gen, ok);
+    compact_run(b);
+}
+
+void broker_meta_synced(broker *b, uint64_t gen, int ok) {
+    for (channel *ch = b->store_waiters; ch; ch = ch->next_waiter)
+        channel_meta_synced(ch, gen, ok);
+}
+
+void broker_paged_in(broker *b, queue *q) {
+    for (channel *ch = b->store_waiters; ch; ch = ch->next_waiter)
+        channel_paged_in(ch, q);
 }
 
 void broker_set_alarm(broker *b, int which, int on) {
@@ -195,6 +206,7 @@ static void tick(loop_timer *t) {
     sio_check_powercut();
     if (++b->ticks % 4 == 0) { /* once a second */
         broker_set_alarm(b, ALARM_DISK, store_tick(b->store));
+        compact_run(b);
         broker_set_alarm(b, ALARM_MEMORY, memacct_total() > b->cfg.memory_high_watermark);
     }
     loop_timer_arm(b->loop, &b->tick, now + TICK_MS);
@@ -427,6 +439,7 @@ void broker_shutdown(broker *b) {
     if (b->sig_fd >= 0)
         close(b->sig_fd);
     free(b->route_out);
+    free(b->route_xs);
     free(b->scratch_qids);
     free(b->scratch_seqs);
     loop_free(b->loop);

@@ -90,6 +90,7 @@ struct queue {
     uint32_t refs; /* the broker's map holds one; each unacked delivery holds one */
     uint32_t qid;  /* store id of a durable queue (0: not stored) */
     uint8_t deleted, durable, exclusive, auto_delete, had_consumer, dirty;
+    uint8_t pg_reading; /* paging: a read-back of paged bodies is in flight (holds a ref) */
     conn *owner;   /* exclusive queues: the declaring connection */
     uint8_t *args; /* declare arguments (field table contents) */
     size_t args_len;
@@ -140,8 +141,13 @@ void queue_publish(queue *q, message *m);
 void queue_touch(queue *q);
 /* Takes the next ready message: 1 with *out set (its body in memory), or 0 with *out
  * untouched and the queue empty. queue_ready_count() > 0 does not promise a message: the
- * head may expire (TTL) or fail to read back from the log (paging) while popping. */
+ * head may expire (TTL) or fail to read back from the log (paging) while popping. -1: the
+ * head's body is paged out and being read back on the store's helper thread; consumers
+ * get it when it is in, and broker_paged_in() tells waiting basic.gets. */
 int queue_pop(queue *q, qmsg *out);
+/* As queue_pop, but a paged head is read back at once in the loop thread (never -1): for
+ * the rare paths that cannot wait (dead-letter redrive). */
+int queue_pop_now(queue *q, qmsg *out);
 /* Puts a delivered message back in its place, marked as delivered before. */
 void queue_requeue(queue *q, qmsg qm);
 /* Puts a message taken with queue_pop back in its place, not counted as a return. */
@@ -169,6 +175,8 @@ size_t queue_delete(queue *q);
 void queue_page_out(queue *q, size_t max);
 /* Ready messages of q whose body is only on disk. */
 size_t queue_paged_count(const queue *q);
+/* Calls fn for every ready entry of q (compaction; fn may change where its record is). */
+void queue_each_ready(queue *q, void (*fn)(void *ctx, queue *q, qmsg *qm), void *ctx);
 
 /* A delivered message rejected (or nacked) without requeue: retried (x-retry-delays),
  * dead-lettered or dropped. */
@@ -250,7 +258,9 @@ struct exchange {
     binding **inbound; /* exchange-to-exchange bindings with this as destination */
     size_t ninbound, capinbound;
     map direct; /* EX_DIRECT: routing key -> struct bvec of bindings */
-    uint64_t route_mark;
+    uint64_t route_mark;  /* == broker route_epoch: this publish reached it already */
+    exchange *autodel_next; /* on broker autodel while autodel_pending */
+    uint8_t autodel_pending;
     int subtype;          /* EX_DELAYED: the x-delayed-type that routes (else = type) */
     struct chring *ring;  /* EX_CHASH (or delayed over it): the hash ring (chash.c) */
 };
@@ -262,9 +272,11 @@ exchange *exchange_new(broker *b, slice name, int type, int durable, int auto_de
 void exchange_free(exchange *x);
 binding *binding_find(exchange *src, queue *q, exchange *dstx, slice key, slice args);
 binding *binding_add(exchange *src, queue *q, exchange *dstx, slice key, slice args);
-/* Removes and frees a binding; an auto-delete source with no bindings left is deleted. */
+/* Removes and frees a binding; an auto-delete source with no bindings left is deleted
+ * (before this returns; a cascade of them runs as a loop, not a recursion). */
 void binding_remove(binding *bd);
-/* Routes a message: appends destination queues (each once) to b->route_out. */
+/* Routes a message: appends destination queues (each once) to b->route_out. Iterative,
+ * with a visited set, as RabbitMQ routes exchange-to-exchange graphs: any depth, cycles end. */
 void exchange_route(exchange *x, message *m, slice headers);
 int topic_match(const char *pattern, size_t plen, const char *key, size_t klen);
 /* Appends a queue to the routing result (each once per publish). */
@@ -313,6 +325,14 @@ int delayed_take(exchange *x, message *m, slice headers);
 void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms);
 void delayed_exchange_gone(broker *b, exchange *x);
 void delayed_free(broker *b);
+/* Calls fn for every pending delayed message (compaction; fn may change e->seg only). */
+void delayed_each(broker *b, void (*fn)(void *ctx, delayed_entry *e), void *ctx);
+
+/* ---------------- compact.c ---------------- */
+
+/* Compacts the oldest segment of the message log if it is due (see compact.c): called once
+ * a second and after every synced batch. */
+void compact_run(broker *b);
 
 /* ---------------- message.c (headers) ---------------- */
 
@@ -342,7 +362,8 @@ typedef struct unacked {
     queue *q; /* holds a reference */
     consumer *c; /* NULL for basic.get, or once the consumer is cancelled */
     qmsg qm;
-    uint8_t done;
+    uint8_t done; /* settled (waits to be trimmed from the ring) */
+    uint8_t tx;   /* acked in the open transaction: 1 + its SETTLE_* mode on commit; 0 none */
 } unacked;
 
 typedef struct uring { /* unacked deliveries of a channel, in delivery-tag order */
@@ -350,14 +371,12 @@ typedef struct uring { /* unacked deliveries of a channel, in delivery-tag order
     size_t cap, head, len;
 } uring;
 
-/* A transaction's buffered work (tx.select): applied on commit, dropped on rollback. */
+/* A publish buffered in a transaction (tx.select): routed on commit, dropped on rollback.
+ * (The transaction's acks are marks on the unacked entries: unacked.tx.) */
 typedef struct txop {
-    uint8_t kind; /* TXOP_PUBLISH, TXOP_ACK, TXOP_NACK */
-    uint8_t multiple, requeue, mandatory;
-    uint64_t tag;
     message *m;
+    uint8_t mandatory;
 } txop;
-enum { TXOP_PUBLISH, TXOP_ACK, TXOP_NACK };
 
 struct channel {
     uint16_t id;
@@ -382,6 +401,7 @@ struct channel {
     channel *next_confirm;
     txop *txops;
     size_t ntx, captx;
+    size_t ntx_acks;     /* unacked entries marked tx */
     consumer *reply;     /* direct reply-to consumer */
     char reply_key[96];  /* amq.rabbitmq.reply-to.<key> naming this channel */
     char last_queue[256]; /* the last queue declared here: "" in bind/consume means it */
@@ -395,7 +415,18 @@ struct channel {
     uint8_t in_waiters;
     uint64_t tx_wait_gen; /* tx.commit-ok waits for this generation (0: none) */
     channel *next_waiter;
+    /* A method whose answer waits for the store (chwait.c): CW_NONE, or what it was. */
+    struct chwait {
+        uint8_t kind, nowait; /* nowait: no -ok to send (CW_GET: no-ack) */
+        unsigned mid, okmid;  /* the method, and the -ok it answers with */
+        uint32_t count;       /* queue.delete-ok: the messages deleted */
+        uint64_t gen;         /* the store generation whose sync it waits for */
+        queue *q;             /* a reference: the queue declared, or got from */
+        slice a, b, key, args; /* copies (in names): what undoes it if the sync fails */
+        uint8_t *names;
+    } wait;
 };
+enum { CW_NONE, CW_OK, CW_QUEUE_DECLARE, CW_EXCHANGE_DECLARE, CW_BIND, CW_GET };
 
 channel *channel_new(conn *c, uint16_t id);
 /* Releases everything (requeues unacked, cancels consumers) and frees. */
@@ -414,6 +445,11 @@ void consumer_cancelled_by_queue(consumer *cs);
 void channel_send_confirms(channel *ch);
 /* The store synced (or failed) generation gen: confirm or nack what waited for it. */
 void channel_store_synced(channel *ch, uint64_t gen, int ok);
+/* meta.log records of generation gen were synced (or failed): a waiting declare, bind or
+ * delete answers (chwait.c). */
+void channel_meta_synced(channel *ch, uint64_t gen, int ok);
+/* q's paged messages near its head were read back: a basic.get waiting for them resumes. */
+void channel_paged_in(channel *ch, queue *q);
 
 /* ---------------- conn.c ---------------- */
 
@@ -515,6 +551,10 @@ struct broker {
     queue **route_out;  /* scratch: routing result */
     size_t nroute, caproute;
     uint64_t route_epoch;
+    exchange **route_xs; /* scratch: exchanges still to route through (exchange.c) */
+    size_t nroute_xs, caproute_xs;
+    exchange *autodel;   /* auto-delete exchanges left with no binding, to delete (exchange.c) */
+    uint8_t autodel_draining;
     loop_timer tick;
     conn *backlog;            /* connections with whole frames left over after their budget */
     io_handler sig_io;
@@ -540,6 +580,11 @@ void broker_route_add(broker *b, queue *q);
 size_t broker_enqueue_routed(broker *b, message *m, int *rejected);
 /* The store synced generation gen (ok) or failed to (disk full): confirms, tx.commit-ok. */
 void broker_store_synced(broker *b, uint64_t gen, int ok);
+/* The meta.log records of generation gen are synced (ok) or failed: before
+ * broker_store_synced for the same batch. */
+void broker_meta_synced(broker *b, uint64_t gen, int ok);
+/* q's paged messages near its head were read back (queue.c). */
+void broker_paged_in(broker *b, queue *q);
 /* Sets or clears a resource alarm; publishers are blocked while any is set. */
 void broker_set_alarm(broker *b, int which, int on);
 enum { ALARM_DISK = 1, ALARM_MEMORY = 2 };

@@ -48,6 +48,7 @@ channel *channel_new(conn *c, uint16_t id) {
 /* Gives everything back: consumers cancelled, unacked deliveries requeued in order, the
  * publish in assembly and the transaction dropped. */
 static void channel_release(channel *ch) {
+    chwait_release(ch);
     consume_release(ch);
     publish_release(ch);
 }
@@ -90,6 +91,7 @@ const char *rs(const char *kind, slice name) {
     return text;
 }
 
+/* "" names the channel's last declared queue (bind, consume, get, purge, delete). */
 slice last_queue_or(channel *ch, slice name) {
     if (name.n == 0)
         return slice_str(ch->last_queue);
@@ -97,6 +99,7 @@ slice last_queue_or(channel *ch, slice name) {
 }
 
 
+/* Another connection's exclusive queue is locked (405); returns -1 after closing the channel. */
 int check_exclusive(channel *ch, queue *q, unsigned mid) {
     if (q->exclusive && q->owner != ch->c) {
         channel_close_error(ch, RESOURCE_LOCKED, mid,
@@ -109,6 +112,7 @@ int check_exclusive(channel *ch, queue *q, unsigned mid) {
     return 0;
 }
 
+/* The queue a method names, or NULL after closing the channel (404, or 405 if locked). */
 queue *find_queue(channel *ch, slice name, unsigned mid) {
     if (name.n == 0) { /* "" means the channel's last declared queue, and there was none */
         channel_close_error(ch, NOT_FOUND, mid, "no previously declared queue");
@@ -124,6 +128,7 @@ queue *find_queue(channel *ch, slice name, unsigned mid) {
     return q;
 }
 
+/* The exchange a method names, or NULL after closing the channel (404). */
 exchange *find_exchange(channel *ch, slice name, unsigned mid) {
     exchange *x = broker_exchange(ch->c->b, name);
     if (!x)
@@ -160,6 +165,8 @@ static void content_expected(channel *ch) {
                          "expected content body, got non content body frame instead");
 }
 
+/* One method frame: only close / close-ok while closing, an error while content is
+ * expected, else dispatched to the file that owns the method. */
 static void channel_method(channel *ch, const frame *f) {
     rd r = rd_make(f->payload, f->size);
     unsigned mid = rd_u32(&r);
@@ -239,6 +246,7 @@ static void channel_method(channel *ch, const frame *f) {
         conn_close_error(c, NOT_IMPLEMENTED, mid, "unknown method %u.%u", cls, m);
 }
 
+/* One frame for this channel: a method, or the content header / body of a publish. */
 void channel_frame(channel *ch, const frame *f) {
     switch (f->type) {
     case FRAME_METHOD: channel_method(ch, f); return;

@@ -54,6 +54,24 @@ void queue_bind(channel *ch, rd *r, unsigned mid); /* and queue.unbind */
 void queue_purge_m(channel *ch, rd *r);
 void queue_delete_m(channel *ch, rd *r);
 
+/* queue.declare-ok with the queue's counts now. */
+void send_declare_ok(channel *ch, queue *q);
+
+/* ---- chwait.c: answers that wait for the store (one wait per channel at a time) ---- */
+
+/* Method mid appended meta.log records: its answer okmid (unless nowait) waits for their
+ * sync. CW_OK: a delete or unbind (done either way); CW_QUEUE_DECLARE: declare-ok for q;
+ * CW_EXCHANGE_DECLARE (a: the name) and CW_BIND (a: source, b: destination, key, args):
+ * on a failed sync these three are undone and the channel closed (RESOURCE_ERROR). */
+void chwait_meta(channel *ch, int kind, unsigned mid, unsigned okmid, int nowait, queue *q, slice a, slice b,
+                 slice key, slice args);
+/* Sends okmid: with count for queue.delete-ok, no arguments for the others used here. */
+void chwait_send_ok(channel *ch, unsigned okmid, uint32_t count);
+/* basic.get found the head paged out: it runs again once the read-back is in. */
+void chwait_get(channel *ch, queue *q, int no_ack);
+/* Channel close: drops the wait. */
+void chwait_release(channel *ch);
+
 /* ---- args.c: argument rules; each returns 0, or -1 after closing the channel ---- */
 
 /* queue.declare of a new queue: values, type support, Ferry's own arguments, and the
@@ -77,8 +95,6 @@ void content_body(channel *ch, const frame *f);
 void publish_complete(channel *ch);
 void confirm_select(channel *ch, rd *r);
 void tx_method(channel *ch, unsigned mid); /* tx.select / commit / rollback */
-/* Buffers an ack / nack / reject in the transaction. */
-void tx_add(channel *ch, uint8_t kind, uint64_t tag, int multiple, int requeue);
 /* Drops the publish in assembly, the transaction and the channel's place in the store's
  * and the broker's confirm lists (channel close). */
 void publish_release(channel *ch);
@@ -92,10 +108,13 @@ void basic_qos(channel *ch, rd *r);
 void basic_consume(channel *ch, rd *r);
 void basic_cancel(channel *ch, rd *r);
 void basic_get(channel *ch, rd *r);
+/* basic.get's work once the queue is found: get-ok, get-empty, or a wait (chwait_get). */
+void get_from(channel *ch, queue *q, int no_ack);
 void basic_settle(channel *ch, rd *r, unsigned mid); /* ack, nack, reject */
 void basic_recover(channel *ch, rd *r, unsigned mid);
-/* Settles one tag or (multiple) every tag up to it; -1 if nothing matched. */
-int settle_tags(channel *ch, uint64_t tag, int multiple, int mode);
+/* tx.commit (settles the deliveries acked in the transaction) or tx.rollback (gives them
+ * back, unacked). */
+void tx_settle(channel *ch, int commit);
 /* Credit freed on this channel may unblock consumers of other queues. */
 void wake_channel_consumers(channel *ch);
 /* A new consumer registered in the channel's map (q NULL: the reply-to pseudo-consumer). */

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "memacct.h"
 #include "util.h"
 
 #define MAX_WEIGHT 1000000 /* Ferry's limit per binding; RabbitMQ has none */
@@ -29,7 +30,18 @@ struct chring {
     binding **bucket; /* bucket number -> binding (NULL: a gap the plugin leaves) */
     size_t next;      /* the plugin's next_bucket_number */
     size_t count;     /* non-gap buckets: the jump hash's N */
+    size_t acct;      /* bytes of bucket counted in memacct (up to 8 MB a binding) */
 };
+
+/* The ring's bucket array now holds n entries: tell the memory accounting. */
+static void ring_account(struct chring *r, size_t n) {
+    size_t bytes = n * sizeof *r->bucket;
+    if (bytes >= r->acct)
+        memacct_add(MEM_CHASH_RINGS, bytes - r->acct);
+    else
+        memacct_sub(MEM_CHASH_RINGS, r->acct - bytes);
+    r->acct = bytes;
+}
 
 /* ---- erlang:phash2 (erts make_hash2, for the terms the plugin hashes) ---- */
 
@@ -264,6 +276,7 @@ void chash_binding_added(exchange *x, binding *bd) {
     struct chring *r = ring_of(x);
     long w = weight_of((slice){(const uint8_t *)bd->key, bd->key_len});
     r->bucket = xrealloc(r->bucket, (r->next + (size_t)w + 1) * sizeof *r->bucket);
+    ring_account(r, r->next + (size_t)w + 1);
     for (long i = 0; i < w; i++)
         r->bucket[r->next++] = bd;
     r->count += (size_t)w;
@@ -294,6 +307,7 @@ void chash_binding_removed(exchange *x, binding *bd) {
         nb[i - n] = r->bucket[i];
     free(r->bucket);
     r->bucket = nb;
+    ring_account(r, next + 1);
     r->next = next;
     r->count = 0;
     for (size_t i = 0; i < next; i++)
@@ -337,6 +351,7 @@ binding *chash_pick(exchange *x, const message *m, slice headers) {
 void chash_free(exchange *x) {
     if (!x->ring)
         return;
+    ring_account(x->ring, 0);
     free(x->ring->bucket);
     free(x->ring);
     x->ring = NULL;

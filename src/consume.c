@@ -44,16 +44,33 @@ static void ring_push(uring *r, unacked u) {
     r->len++;
 }
 
-/* Drops settled entries from the front. */
-static void ring_trim(uring *r) {
+/* Drops settled entries: from the front at once, and from anywhere once they outnumber the
+ * live entries (live of them) three to one, so that a client holding one early delivery
+ * while acking every later one costs ferryd its live deliveries, not one entry per delivery
+ * since the held one. Each compaction costs len moves after at least 3/4 len settles:
+ * amortised O(1) per settle. The order (and so ring_find) is kept. */
+static void ring_trim(uring *r, size_t live) {
     while (r->len && ring_at(r, 0)->done) {
         r->head = (r->head + 1) & (r->cap - 1);
         r->len--;
     }
-    if (r->len == 0 && r->cap > 4096) {
+    if (r->len > 64 && r->len > 4 * live) {
+        size_t j = 0;
+        for (size_t i = 0; i < r->len; i++) /* j <= i: nothing unread is overwritten */
+            if (!ring_at(r, i)->done)
+                *ring_at(r, j++) = *ring_at(r, i);
+        r->len = j;
+    }
+    assert(r->len >= live);
+    if (r->cap > 4096 && r->len < r->cap / 8) { /* give back most of a grown array */
+        size_t ncap = r->cap / 4;
+        unacked *a = xmalloc(ncap * sizeof *a);
+        for (size_t i = 0; i < r->len; i++)
+            a[i] = *ring_at(r, i);
         free(r->a);
-        r->a = NULL;
-        r->cap = r->head = 0;
+        r->a = a;
+        r->cap = ncap;
+        r->head = 0;
     }
 }
 
@@ -119,7 +136,7 @@ void consumer_deliver(consumer *cs, qmsg qm) {
         queue_settle(cs->q, qm);
         return;
     }
-    unacked u = {tag, cs->q, cs, qm, 0};
+    unacked u = {tag, cs->q, cs, qm, 0, 0};
     cs->q->refs++;
     cs->q->unacked++;
     cs->unacked++;
@@ -127,6 +144,7 @@ void consumer_deliver(consumer *cs, qmsg qm) {
     ring_push(&ch->unacked, u);
 }
 
+/* Frees a consumer already removed from its queue and channel. */
 static void consumer_free(consumer *cs) {
     free(cs->tag);
     free(cs->args);
@@ -145,6 +163,8 @@ static void consumer_detach(channel *ch, consumer *cs) {
         replyto_forget(ch, cs);
 }
 
+/* The consumer's queue is gone: the consumer leaves; a client that supports it is told
+ * with basic.cancel (RabbitMQ's consumer cancel notification). */
 void consumer_cancelled_by_queue(consumer *cs) {
     channel *ch = cs->ch;
     queue_remove_consumer(cs->q, cs);
@@ -169,6 +189,7 @@ static void settle(channel *ch, unacked *u, int mode) {
     assert(!u->done && ch->nunacked > 0 && q->unacked > 0 && q->refs > 0);
     assert(!u->c || u->c->unacked > 0);
     u->done = 1;
+    u->tx = 0;
     ch->nunacked--;
     q->unacked--;
     if (u->c)
@@ -195,42 +216,59 @@ void wake_channel_consumers(channel *ch) {
     }
 }
 
-/* Applies ack / nack / reject to one tag or (multiple) every tag up to it. tag 0 with
- * multiple means all. Returns -1 if nothing matched (RabbitMQ: unknown delivery tag). */
-int settle_tags(channel *ch, uint64_t tag, int multiple, int mode) {
+/* Waits for an ack: delivered, not settled, not acked in the open transaction. */
+static int ackable(const unacked *u) { return !u->done && !u->tx; }
+
+/* Applies ack / nack / reject (mode) to one tag or (multiple) every tag up to it; multiple
+ * with tag 0 means all. As RabbitMQ's collect_acks, the tag itself must be waiting for an
+ * ack, else it is unknown: -1, nothing changed. In a transaction (tx) the entries are only
+ * marked, for tx.commit to settle; they count as acked from now on. */
+static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx) {
     uring *r = &ch->unacked;
-    int found = 0;
-    if (multiple) {
-        for (size_t i = 0; i < r->len; i++) {
-            unacked *u = ring_at(r, i);
-            if (tag != 0 && u->tag > tag)
-                break;
-            if (!u->done) {
-                settle(ch, u, mode);
-                found = 1;
-            }
-        }
-        if (tag == 0)
-            found = 1;
-    } else {
+    size_t end = r->len;
+    if (!(multiple && tag == 0)) {
         long i = ring_find(r, tag);
-        if (i >= 0 && !ring_at(r, (size_t)i)->done) {
-            settle(ch, ring_at(r, (size_t)i), mode);
-            found = 1;
+        if (i < 0 || !ackable(ring_at(r, (size_t)i)))
+            return -1;
+        end = (size_t)i + 1;
+    }
+    for (size_t i = multiple ? 0 : end - 1; i < end; i++) {
+        unacked *u = ring_at(r, i);
+        if (!ackable(u))
+            continue;
+        if (tx) {
+            u->tx = (uint8_t)(1 + mode);
+            ch->ntx_acks++;
+        } else {
+            settle(ch, u, mode);
         }
     }
-    ring_trim(r);
-    wake_channel_consumers(ch);
-    return found ? 0 : -1;
+    if (!tx) {
+        ring_trim(r, ch->nunacked);
+        wake_channel_consumers(ch);
+    }
+    return 0;
 }
 
-/* Would settle_tags find something? (tx mode checks tags when they arrive.) */
-static int tags_known(channel *ch, uint64_t tag, int multiple) {
+/* tx.commit settles the deliveries acked in the transaction (in tag order, after the
+ * publishes); tx.rollback makes them unacked again. */
+void tx_settle(channel *ch, int commit) {
     uring *r = &ch->unacked;
-    if (multiple)
-        return tag == 0 || (r->len && ring_at(r, 0)->tag <= tag);
-    long i = ring_find(r, tag);
-    return i >= 0 && !ring_at(r, (size_t)i)->done;
+    if (!ch->ntx_acks)
+        return;
+    for (size_t i = 0; i < r->len; i++) {
+        unacked *u = ring_at(r, i);
+        if (!u->tx)
+            continue;
+        assert(!u->done);
+        int mode = u->tx - 1;
+        u->tx = 0;
+        if (commit)
+            settle(ch, u, mode);
+    }
+    ch->ntx_acks = 0;
+    ring_trim(r, ch->nunacked);
+    wake_channel_consumers(ch);
 }
 
 /* ---- basic class ---- */
@@ -257,6 +295,7 @@ void basic_qos(channel *ch, rd *r) {
     wake_channel_consumers(ch);
 }
 
+/* basic.consume-ok with the consumer's tag. */
 void send_consume_ok(channel *ch, const consumer *cs) {
     buf *o = out(ch);
     size_t m = method_begin(o, ch->id, BASIC_CONSUME_OK);
@@ -264,6 +303,8 @@ void send_consume_ok(channel *ch, const consumer *cs) {
     frame_end(o, m);
 }
 
+/* A consumer on q (NULL: the reply-to pseudo-consumer), registered under its tag; prefetch
+ * is the channel's per-consumer basic.qos at this moment. */
 consumer *consumer_new(channel *ch, slice tag, queue *q, int no_ack, int exclusive, slice args) {
     consumer *cs = xcalloc(1, sizeof *cs);
     cs->tag = xstrndup((const char *)tag.p, tag.n);
@@ -285,6 +326,8 @@ consumer *consumer_new(channel *ch, slice tag, queue *q, int no_ack, int exclusi
     return cs;
 }
 
+/* basic.consume: a server-made tag for an empty one; a reused tag is a connection error
+ * (530, RabbitMQ); exclusive consumers exclude every other consumer of the queue. */
 void basic_consume(channel *ch, rd *r) {
     rd_u16(r);
     slice qname = rd_shortstr(r);
@@ -327,6 +370,8 @@ void basic_consume(channel *ch, rd *r) {
     queue_add_consumer(q, cs);
 }
 
+/* basic.cancel: cancel-ok even for an unknown tag (RabbitMQ); unacked deliveries of the
+ * consumer stay ackable. */
 void basic_cancel(channel *ch, rd *r) {
     slice tag = rd_shortstr(r);
     uint8_t nowait = rd_u8(r) & 1;
@@ -349,6 +394,8 @@ void basic_cancel(channel *ch, rd *r) {
     }
 }
 
+/* basic.get: one message or get-empty; unless no-ack it becomes an unacked delivery that no
+ * prefetch limit counts (as in RabbitMQ). */
 void basic_get(channel *ch, rd *r) {
     rd_u16(r);
     slice qname = last_queue_or(ch, rd_shortstr(r));
@@ -360,10 +407,19 @@ void basic_get(channel *ch, rd *r) {
     queue *q = find_queue(ch, qname, BASIC_GET);
     if (!q)
         return;
+    get_from(ch, q, no_ack);
+}
+
+void get_from(channel *ch, queue *q, int no_ack) {
     queue_touch(q);
     qmsg qm;
+    int rc = queue_pop(q, &qm);
+    if (rc < 0) {
+        chwait_get(ch, q, no_ack);
+        return;
+    }
     buf *o = out(ch);
-    if (!queue_pop(q, &qm)) {
+    if (!rc) {
         size_t m = method_begin(o, ch->id, BASIC_GET_EMPTY);
         buf_shortstr(o, "", 0);
         frame_end(o, m);
@@ -392,7 +448,7 @@ void basic_get(channel *ch, rd *r) {
     q->refs++;
     q->unacked++;
     ch->nunacked++;
-    ring_push(&ch->unacked, (unacked){tag, q, NULL, qm, 0});
+    ring_push(&ch->unacked, (unacked){tag, q, NULL, qm, 0, 0});
 }
 
 /* basic.ack, basic.nack and basic.reject. */
@@ -405,19 +461,13 @@ void basic_settle(channel *ch, rd *r, unsigned mid) {
     }
     int multiple = mid != BASIC_REJECT && (bits & 1);
     int requeue = mid == BASIC_ACK ? 0 : mid == BASIC_REJECT ? (bits & 1) : ((bits >> 1) & 1);
-    if (ch->tx) {
-        if (!tags_known(ch, tag, multiple)) {
-            channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
-            return;
-        }
-        tx_add(ch, mid == BASIC_ACK ? TXOP_ACK : TXOP_NACK, tag, multiple, requeue);
-        return;
-    }
     int mode = mid == BASIC_ACK ? SETTLE_ACK : requeue ? SETTLE_REQUEUE : SETTLE_REJECT;
-    if (settle_tags(ch, tag, multiple, mode) < 0)
+    if (apply_tags(ch, tag, multiple, mode, ch->tx) < 0)
         channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
 }
 
+/* basic.recover / recover-async with requeue: every delivery waiting for an ack goes back
+ * to its queue (requeue=false is not implemented, as in RabbitMQ). */
 void basic_recover(channel *ch, rd *r, unsigned mid) {
     int requeue = rd_u8(r) & 1;
     if (args_bad(r)) {
@@ -428,7 +478,7 @@ void basic_recover(channel *ch, rd *r, unsigned mid) {
         conn_close_error(ch->c, NOT_IMPLEMENTED, mid, "requeue=false");
         return;
     }
-    settle_tags(ch, 0, 1, SETTLE_REQUEUE);
+    apply_tags(ch, 0, 1, SETTLE_REQUEUE, 0); /* not what the open transaction acked */
     if (mid == BASIC_RECOVER)
         send_empty(ch, BASIC_RECOVER_OK);
 }
@@ -451,5 +501,6 @@ void consume_release(channel *ch) {
             settle(ch, u, SETTLE_REQUEUE);
     }
     r->len = 0;
+    ch->ntx_acks = 0; /* acks of an uncommitted transaction are dropped: requeued above */
     assert(ch->nunacked == 0 && ch->consumers.count == 0 && ch->reply == NULL);
 }

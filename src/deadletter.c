@@ -8,7 +8,7 @@
  * deferred to the end of the loop batch (broker_after_batch), so dead-lettering inside a
  * publish never nests routing, and a cycle costs one batch per turn rather than recursion.
  * Cycles are dropped as RabbitMQ drops them: a message that would come back to a queue it
- * already died in, with no rejection anywhere in its history.
+ * already died in, with no rejection since it last died there (is_cycle).
  *
  * Across a crash dead-lettering is at-least-once: a stored copy's settle record waits until
  * the batch holding its dead letter's record is synced (deadletter_synced). Writing both in
@@ -227,14 +227,18 @@ void deadletter_settle_all(broker *b) {
     b->dl_wait_tail = NULL;
 }
 
-/* Would this message, dead-lettered again into q, go round a cycle without a rejection? */
+/* Would this message, dead-lettered again into q, go round a cycle with no rejection in it?
+ * RabbitMQ's rule (mc:is_death_cycle, deaths v2): in x-death, most recent first, find the
+ * first entry for q; it is a cycle unless that entry or a more recent one has reason
+ * "rejected" (a client's reject is a decision, not an automatic loop). A rejection older
+ * than the last death in q does not count: it was before the cycle. Entries that are not
+ * tables (a client can publish any x-death) are skipped: they must not hide a cycle. */
 static int is_cycle(const message *m, const queue *q) {
     props_view pv;
     fval xd, v;
     if (props_parse((slice){msg_props(m), m->props_len}, &pv) < 0 || !table_get(pv.headers, "x-death", &xd) ||
         xd.type != 'A')
         return 0;
-    int seen = 0;
     rd r = rd_make(xd.s.p, xd.s.n);
     while (array_next(&r, &v) == 1) {
         fval f;
@@ -244,9 +248,9 @@ static int is_cycle(const message *m, const queue *q) {
             return 0;
         if (table_get(v.s, "queue", &f) && fval_is_str(&f) &&
             slice_eq(f.s, (slice){(const uint8_t *)q->name, q->name_len}))
-            seen = 1;
+            return 1;
     }
-    return seen;
+    return 0;
 }
 
 void deadletter_flush(broker *b) {
@@ -312,7 +316,7 @@ size_t deadletter_redrive(queue *dlq, size_t max) {
     qmsg *keep = NULL;
     size_t nkeep = 0;
     qmsg qm;
-    while (moved < max && scan-- > 0 && queue_pop(dlq, &qm)) {
+    while (moved < max && scan-- > 0 && queue_pop_now(dlq, &qm) > 0) {
         queue *to = death_queue(dlq->b, qm.m);
         if (!to || to == dlq) {
             keep = xrealloc(keep, (nkeep + 1) * sizeof *keep);

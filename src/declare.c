@@ -22,9 +22,24 @@ static void locked(channel *ch, queue *q, unsigned mid) {
 
 static void check_exclusive_mismatch(channel *ch, queue *q) { locked(ch, q, QUEUE_DECLARE); }
 
+/* Records appended to meta.log so far (a method that moved it waits for their sync). */
+static uint64_t meta_mark(channel *ch) { return store_meta_count(ch->c->b->store); }
+
+/* Sends a method's -ok now, or, if it appended meta.log records since mark, once they are
+ * synced (a delete or unbind: done in memory either way, as before). */
+static void answer_after(channel *ch, uint64_t mark, unsigned okmid, int nowait, uint32_t count) {
+    if (meta_mark(ch) != mark) {
+        chwait_meta(ch, CW_OK, okmid, okmid, nowait, NULL, (slice){0}, (slice){0}, (slice){0}, (slice){0});
+        ch->wait.count = count;
+    } else if (!nowait) {
+        chwait_send_ok(ch, okmid, count);
+    }
+}
+
 /* Adds (queue.bind, exchange.bind) or removes (the unbinds) a binding from src to a queue
  * or an exchange, and stores the change if the binding is durable. Binding twice, or
- * unbinding what is not bound, changes nothing. Returns -1 after closing the channel. */
+ * unbinding what is not bound, changes nothing. Returns -1 after closing the channel; for
+ * a bind, 1 if its record waits for the sync (the caller answers through chwait_meta). */
 static int change_binding(channel *ch, unsigned mid, exchange *src, queue *q, exchange *dstx, slice key, slice args) {
     store *s = ch->c->b->store;
     binding *bd = binding_find(src, q, dstx, key, args);
@@ -42,12 +57,20 @@ static int change_binding(channel *ch, unsigned mid, exchange *src, queue *q, ex
     if (bd)
         return 0;
     bd = binding_add(src, q, dstx, key, args);
-    if (store_binding(s, bd, 1) < 0) {
+    int rc = store_binding(s, bd, 1);
+    if (rc < 0) {
         binding_remove(bd);
         channel_close_error(ch, RESOURCE_ERROR, mid, "cannot store a durable binding: the disk is full or failing");
         return -1;
     }
-    return 0;
+    return rc > 0;
+}
+
+/* A bind whose record waits for the sync: bind-ok then, or undone if it fails. */
+static void bind_wait(channel *ch, unsigned mid, unsigned okmid, int nowait, exchange *src, slice dst, slice key,
+                      slice args) {
+    chwait_meta(ch, CW_BIND, mid, okmid, nowait, NULL, (slice){(const uint8_t *)src->name, src->name_len}, dst, key,
+                args);
 }
 
 /* ---- exchange class ---- */
@@ -113,11 +136,17 @@ void exchange_declare(channel *ch, rd *r) {
             if (subtype >= 0)
                 x->subtype = subtype;
             map_put(&b->exchanges, x->name, x->name_len, x);
-            if (store_exchange(b->store, x, 1) < 0) {
+            int rc = store_exchange(b->store, x, 1);
+            if (rc < 0) {
                 x->durable = 0; /* nothing to un-store */
                 broker_remove_exchange(b, x);
                 channel_close_error(ch, RESOURCE_ERROR, EXCHANGE_DECLARE,
                                     "cannot store durable %s: the disk is full or failing", rs("exchange", name));
+                return;
+            }
+            if (rc > 0) { /* declare-ok once synced */
+                chwait_meta(ch, CW_EXCHANGE_DECLARE, EXCHANGE_DECLARE, EXCHANGE_DECLARE_OK, nowait, NULL, name,
+                            (slice){0}, (slice){0}, (slice){0});
                 return;
             }
         }
@@ -126,6 +155,8 @@ void exchange_declare(channel *ch, rd *r) {
         send_empty(ch, EXCHANGE_DECLARE_OK);
 }
 
+/* exchange.delete: the default and amq.* exchanges cannot be deleted; if-unused counts
+ * only bindings where the exchange is the source; deleting what is not there is fine. */
 void exchange_delete(channel *ch, rd *r) {
     rd_u16(r);
     slice name = rd_shortstr(r);
@@ -146,6 +177,7 @@ void exchange_delete(channel *ch, rd *r) {
         return;
     }
     exchange *x = broker_exchange(b, name);
+    uint64_t mark = meta_mark(ch);
     if (x) {
         if (if_unused && x->nbindings) { /* only bindings where it is the source count */
             channel_close_error(ch, PRECONDITION_FAILED, EXCHANGE_DELETE, "%s in use", rs("exchange", name));
@@ -153,8 +185,7 @@ void exchange_delete(channel *ch, rd *r) {
         }
         broker_remove_exchange(b, x);
     }
-    if (!nowait)
-        send_empty(ch, EXCHANGE_DELETE_OK);
+    answer_after(ch, mark, EXCHANGE_DELETE_OK, nowait, 0);
 }
 
 /* exchange.bind / exchange.unbind: destination, source, key, no-wait, arguments. */
@@ -175,25 +206,28 @@ void exchange_bind(channel *ch, rd *r, unsigned mid) {
     }
     if (mid == EXCHANGE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
         exchange *d = broker_exchange(ch->c->b, dst), *s = broker_exchange(ch->c->b, src);
+        uint64_t mark = meta_mark(ch);
         if (d && s)
             change_binding(ch, mid, s, NULL, d, key, args);
-        if (!(bits & 1))
-            send_empty(ch, EXCHANGE_UNBIND_OK);
+        answer_after(ch, mark, EXCHANGE_UNBIND_OK, bits & 1, 0);
         return;
     }
     exchange *d = find_exchange(ch, dst, mid);
     if (!d)
         return;
     exchange *s = find_exchange(ch, src, mid);
-    if (!s || change_binding(ch, mid, s, NULL, d, key, args) < 0)
+    int rc = s ? change_binding(ch, mid, s, NULL, d, key, args) : -1;
+    if (rc < 0)
         return;
-    if (!(bits & 1))
+    if (rc > 0)
+        bind_wait(ch, mid, EXCHANGE_BIND_OK, bits & 1, s, dst, key, args);
+    else if (!(bits & 1))
         send_empty(ch, EXCHANGE_BIND_OK);
 }
 
 /* ---- queue class ---- */
 
-static void send_declare_ok(channel *ch, queue *q) {
+void send_declare_ok(channel *ch, queue *q) {
     buf *o = out(ch);
     size_t m = method_begin(o, ch->id, QUEUE_DECLARE_OK);
     buf_shortstr(o, q->name, q->name_len);
@@ -202,6 +236,8 @@ static void send_declare_ok(channel *ch, queue *q) {
     frame_end(o, m);
 }
 
+/* queue.declare: passive (exists?), redeclare (must be equivalent) or create (arguments
+ * checked, stored if durable); the queue becomes the channel's last declared queue. */
 void queue_declare(channel *ch, rd *r) {
     rd_u16(r);
     slice name = rd_shortstr(r);
@@ -255,13 +291,21 @@ void queue_declare(channel *ch, rd *r) {
             return;
         q = queue_new(b, name, durable, exclusive, auto_delete, ch->c, args);
         map_put(&b->queues, q->name, q->name_len, q);
-        if (store_queue(b->store, q, 1) < 0) {
+        int rc = store_queue(b->store, q, 1);
+        if (rc < 0) {
             queue_delete(q);
             channel_close_error(ch, RESOURCE_ERROR, QUEUE_DECLARE,
                                 "cannot store durable %s: the disk is full or failing", rs("queue", name));
             return;
         }
         /* Every queue is bound to the default exchange by its name (implicitly). */
+        if (rc > 0) { /* declare-ok once its record is synced */
+            snprintf(ch->last_queue, sizeof ch->last_queue, "%s", q->name);
+            queue_touch(q);
+            chwait_meta(ch, CW_QUEUE_DECLARE, QUEUE_DECLARE, QUEUE_DECLARE_OK, nowait, q,
+                        (slice){(const uint8_t *)q->name, q->name_len}, (slice){0}, (slice){0}, (slice){0});
+            return;
+        }
     }
     snprintf(ch->last_queue, sizeof ch->last_queue, "%s", q->name);
     queue_touch(q);
@@ -295,21 +339,26 @@ void queue_bind(channel *ch, rd *r, unsigned mid) {
         exchange *x = broker_exchange(ch->c->b, xname);
         if (q && check_exclusive(ch, q, mid) < 0)
             return;
+        uint64_t mark = meta_mark(ch);
         if (q && x)
             change_binding(ch, mid, x, q, NULL, key, args);
-        send_empty(ch, QUEUE_UNBIND_OK);
+        answer_after(ch, mark, QUEUE_UNBIND_OK, 0, 0);
         return;
     }
     queue *q = find_queue(ch, qname, mid);
     if (!q)
         return;
     exchange *x = find_exchange(ch, xname, mid);
-    if (!x || change_binding(ch, mid, x, q, NULL, key, args) < 0)
+    int rc = x ? change_binding(ch, mid, x, q, NULL, key, args) : -1;
+    if (rc < 0)
         return;
-    if (!(bits & 1))
+    if (rc > 0)
+        bind_wait(ch, mid, QUEUE_BIND_OK, bits & 1, x, (slice){(const uint8_t *)q->name, q->name_len}, key, args);
+    else if (!(bits & 1))
         send_empty(ch, QUEUE_BIND_OK);
 }
 
+/* Sends an -ok carrying a message count (purge-ok, delete-ok). */
 static void send_count(channel *ch, unsigned mid, size_t n) {
     buf *o = out(ch);
     size_t m = method_begin(o, ch->id, mid);
@@ -317,6 +366,7 @@ static void send_count(channel *ch, unsigned mid, size_t n) {
     frame_end(o, m);
 }
 
+/* queue.purge: drops the ready messages (not the unacked ones), answers their count. */
 void queue_purge_m(channel *ch, rd *r) {
     rd_u16(r);
     slice name = last_queue_or(ch, rd_shortstr(r));
@@ -333,6 +383,7 @@ void queue_purge_m(channel *ch, rd *r) {
         send_count(ch, QUEUE_PURGE_OK, n);
 }
 
+/* queue.delete with if-unused / if-empty; deleting what is not there answers 0. */
 void queue_delete_m(channel *ch, rd *r) {
     rd_u16(r);
     slice name = last_queue_or(ch, rd_shortstr(r));
@@ -344,6 +395,7 @@ void queue_delete_m(channel *ch, rd *r) {
     int if_unused = bits & 1, if_empty = (bits >> 1) & 1, nowait = (bits >> 2) & 1;
     queue *q = broker_queue(ch->c->b, name);
     size_t n = 0;
+    uint64_t mark = meta_mark(ch);
     if (q) {
         if (check_exclusive(ch, q, QUEUE_DELETE) < 0)
             return;
@@ -357,8 +409,7 @@ void queue_delete_m(channel *ch, rd *r) {
         }
         n = queue_delete(q);
     }
-    if (!nowait)
-        send_count(ch, QUEUE_DELETE_OK, n);
+    answer_after(ch, mark, QUEUE_DELETE_OK, nowait, (uint32_t)n);
 }
 
 

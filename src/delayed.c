@@ -235,3 +235,10 @@ void delayed_free(broker *b) {
     free(d);
     b->delayed = NULL;
 }
+
+/* Calls fn for every pending delayed message (compaction: fn may change e->seg only). */
+void delayed_each(broker *b, void (*fn)(void *ctx, delayed_entry *e), void *ctx) {
+    struct delayed *d = b->delayed;
+    for (size_t i = 0; d && i < d->len; i++)
+        fn(ctx, &d->heap[i]);
+}

@@ -2,9 +2,12 @@
  *
  * Routing appends each destination queue once to the broker's scratch list; queues and
  * exchanges carry a route_mark compared against a per-publish epoch, so de-duplication and
- * exchange-to-exchange cycles cost nothing extra. Direct exchanges index bindings by key. */
+ * exchange-to-exchange cycles cost nothing extra. Exchange-to-exchange bindings and
+ * alternate exchanges are followed with a work list, never recursion: a client can build a
+ * graph of any depth. Direct exchanges index bindings by key. */
 #include "broker.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
 #include "store.h"
@@ -176,9 +179,27 @@ void binding_remove(binding *bd) {
     free(bd->key);
     free(bd->args);
     free(bd);
-    /* RabbitMQ: an auto-delete exchange goes when its last binding (as source) goes. */
-    if (src->auto_delete && src->nbindings == 0 && !src->builtin)
-        broker_remove_exchange(src->b, src);
+    /* RabbitMQ: an auto-delete exchange goes when its last binding (as source) goes. Deleting
+     * it removes the bindings into it, which can empty another auto-delete exchange, and so
+     * on down a chain of any length: the outermost call deletes them one by one from a list
+     * (a recursion here overflowed the stack at a depth of some 10,000). */
+    broker *b = src->b;
+    if (src->auto_delete && src->nbindings == 0 && !src->builtin && !src->autodel_pending) {
+        src->autodel_pending = 1;
+        src->autodel_next = b->autodel;
+        b->autodel = src;
+    }
+    if (b->autodel_draining)
+        return;
+    b->autodel_draining = 1;
+    while (b->autodel) {
+        exchange *x = b->autodel;
+        b->autodel = x->autodel_next;
+        x->autodel_pending = 0;
+        assert(x->auto_delete && x->nbindings == 0);
+        broker_remove_exchange(b, x);
+    }
+    b->autodel_draining = 0;
 }
 
 /* ---- headers matching (RabbitMQ's rabbit_exchange_type_headers) ---- */
@@ -222,76 +243,107 @@ static void route_to_queue(broker *b, queue *q) {
     broker_route_add(b, q);
 }
 
-static void route_binding(binding *bd, message *m, slice headers);
-
-static void route_in(exchange *x, message *m, slice headers) {
-    broker *b = x->b;
+/* Puts x on the work list unless this publish reached it already: route_mark is the visited
+ * set (rabbit_exchange:route1's SeenXs), so cycles and diamonds cost one visit each. */
+static void route_push(broker *b, exchange *x) {
     if (x->route_mark == b->route_epoch)
-        return; /* already visited: exchange-to-exchange cycles end here */
-    x->route_mark = b->route_epoch;
-    size_t before = b->nroute;
-    /* x-delayed-message holds a message with a positive x-delay; the rest (and held
-     * messages when they fall due) are routed by its x-delayed-type. */
-    if (x->type == EX_DELAYED && delayed_take(x, m, headers))
         return;
+    x->route_mark = b->route_epoch;
+    if (b->nroute_xs == b->caproute_xs) {
+        b->caproute_xs = b->caproute_xs ? b->caproute_xs * 2 : 16;
+        b->route_xs = xrealloc(b->route_xs, b->caproute_xs * sizeof *b->route_xs);
+    }
+    b->route_xs[b->nroute_xs++] = x;
+}
+
+/* A matching binding: a queue joins the result, an exchange the work list. */
+static void route_binding(binding *bd) {
+    if (bd->q)
+        route_to_queue(bd->src->b, bd->q);
+    else
+        route_push(bd->src->b, bd->dstx);
+}
+
+/* Routes m by x's own type and bindings (no recursion into destination exchanges).
+ * Returns how many bindings matched: 0 sends the message to x's alternate exchange. */
+static size_t route_one(exchange *x, message *m, slice headers) {
+    broker *b = x->b;
+    size_t n = 0;
     switch (x->subtype) {
     case EX_DIRECT: {
         if (x->name_len == 0) { /* the default exchange: every queue by its name */
             queue *q = broker_queue(b, (slice){(const uint8_t *)msg_rkey(m), m->rkey_len});
-            if (q)
+            if (q) {
                 route_to_queue(b, q);
+                n++;
+            }
             break;
         }
         bvec *v = map_get(&x->direct, msg_rkey(m), m->rkey_len);
-        for (size_t i = 0; v && i < v->n; i++)
-            route_binding(v->a[i], m, headers);
+        for (size_t i = 0; v && i < v->n; i++, n++)
+            route_binding(v->a[i]);
         break;
     }
     case EX_FANOUT:
-        for (size_t i = 0; i < x->nbindings; i++)
-            route_binding(x->bindings[i], m, headers);
+        for (size_t i = 0; i < x->nbindings; i++, n++)
+            route_binding(x->bindings[i]);
         break;
     case EX_TOPIC:
         for (size_t i = 0; i < x->nbindings; i++) {
             binding *bd = x->bindings[i];
-            if (topic_match(bd->key, bd->key_len, msg_rkey(m), m->rkey_len))
-                route_binding(bd, m, headers);
+            if (topic_match(bd->key, bd->key_len, msg_rkey(m), m->rkey_len)) {
+                route_binding(bd);
+                n++;
+            }
         }
         break;
     case EX_HEADERS:
-        for (size_t i = 0; i < x->nbindings; i++)
-            if (headers_match(x->bindings[i], headers))
-                route_binding(x->bindings[i], m, headers);
+        for (size_t i = 0; i < x->nbindings; i++) {
+            if (headers_match(x->bindings[i], headers)) {
+                route_binding(x->bindings[i]);
+                n++;
+            }
+        }
         break;
     case EX_CHASH: {
         binding *bd = chash_pick(x, m, headers);
-        if (bd)
-            route_binding(bd, m, headers);
+        if (bd) {
+            route_binding(bd);
+            n++;
+        }
         break;
     }
     }
-    /* alternate-exchange: messages this exchange could not route go there (RabbitMQ). */
-    fval ae;
-    if (b->nroute == before && x->args_len && table_get((slice){x->args, x->args_len}, "alternate-exchange", &ae) &&
-        fval_is_str(&ae)) {
-        exchange *alt = broker_exchange(b, ae.s);
-        if (alt)
-            route_in(alt, m, headers);
-    }
-}
-
-static void route_binding(binding *bd, message *m, slice headers) {
-    if (bd->q)
-        route_to_queue(bd->src->b, bd->q);
-    else
-        route_in(bd->dstx, m, headers);
+    return n;
 }
 
 void exchange_route(exchange *x, message *m, slice headers) {
     broker *b = x->b;
     b->nroute = 0;
+    b->nroute_xs = 0;
     b->route_epoch++; /* 64 bits: never wraps */
-    route_in(x, m, headers);
+    route_push(b, x);
+    while (b->nroute_xs) {
+        exchange *cur = b->route_xs[--b->nroute_xs];
+        assert(cur->route_mark == b->route_epoch);
+        /* x-delayed-message holds a message with a positive x-delay; the rest (and held
+         * messages when they fall due) are routed by its x-delayed-type. */
+        if (cur->type == EX_DELAYED && delayed_take(cur, m, headers))
+            continue;
+        /* alternate-exchange: a message that matched none of this exchange's bindings goes
+         * there (rabbit_exchange:process_alternate: an exchange destination counts as a
+         * match even if it routes nowhere further). */
+        fval ae;
+        if (route_one(cur, m, headers) == 0 && cur->args_len &&
+            table_get((slice){cur->args, cur->args_len}, "alternate-exchange", &ae) && fval_is_str(&ae)) {
+            exchange *alt = broker_exchange(b, ae.s);
+            if (alt)
+                route_push(b, alt);
+        }
+    }
+    /* The result: live queues, each once (the mark is set exactly when one is added). */
+    for (size_t i = 0; i < b->nroute; i++)
+        assert(b->route_out[i]->route_mark == b->route_epoch && !b->route_out[i]->deleted);
 }
 
 void exchange_route_queue(broker *b, queue *q) { route_to_queue(b, q); }

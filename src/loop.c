@@ -1,6 +1,7 @@
 /* loop.c — epoll event loop with a timer heap (see loop.h). */
 #include "loop.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,7 @@ void loop_del(loop *l, int fd) { epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL); }
 /* ---- timer heap (min-heap on due_ms; slot = index + 1) ---- */
 
 static void heap_set(loop *l, size_t i, loop_timer *t) {
+    assert(i < l->capheap);
     l->heap[i] = t;
     t->slot = i + 1;
 }
@@ -91,6 +93,7 @@ static void sift_down(loop *l, size_t i) {
 void loop_timer_cancel(loop *l, loop_timer *t) {
     if (!t->slot)
         return;
+    assert(t->slot <= l->nheap && l->heap[t->slot - 1] == t); /* armed on this loop */
     size_t i = t->slot - 1;
     t->slot = 0;
     l->nheap--;
@@ -102,6 +105,7 @@ void loop_timer_cancel(loop *l, loop_timer *t) {
 }
 
 void loop_timer_arm(loop *l, loop_timer *t, uint64_t due_ms) {
+    assert(t->fn != NULL);
     loop_timer_cancel(l, t);
     t->due_ms = due_ms;
     if (l->nheap == l->capheap) {
@@ -124,6 +128,7 @@ uint64_t loop_now_ms(loop *l) { return l->now; }
 static void run_timers(loop *l) {
     while (l->nheap && l->heap[0]->due_ms <= l->now) {
         loop_timer *t = l->heap[0];
+        assert(t->slot == 1 && (l->nheap < 2 || l->heap[1]->due_ms >= t->due_ms)); /* min-heap */
         loop_timer_cancel(l, t);
         t->fn(t);
     }

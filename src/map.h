@@ -1,5 +1,6 @@
-/* map.h — a string-keyed hash map (open addressing, linear probing) for names: exchanges,
- * queues, consumer tags, routing keys. Keys are copied; values are borrowed pointers. */
+/* map.h — a string-keyed hash map (open addressing, linear probing, a keyed hash) for names:
+ * exchanges, queues, consumer tags, routing keys, message ids. Keys are copied; values are
+ * borrowed pointers. */
 #ifndef FERRY_MAP_H
 #define FERRY_MAP_H
 
@@ -29,6 +30,9 @@ void *map_put(map *m, const char *key, size_t klen, void *val);
 void *map_del(map *m, const char *key, size_t klen);
 /* Iteration: for (size_t i = 0; map_iter(m, &i, &e);) — safe against map_del of e. */
 int map_iter(const map *m, size_t *i, map_entry **e);
+/* A keyed hash of client-chosen bytes: SipHash-1-3 under a random per-process key. */
 uint64_t hash_bytes(const void *p, size_t n);
+/* SipHash-2-4 under an explicit key (the reference vectors check the implementation). */
+uint64_t siphash24(const uint8_t key[16], const void *p, size_t n);
 
 #endif

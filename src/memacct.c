@@ -33,8 +33,8 @@ uint64_t memacct_get(enum memkind k) {
 uint64_t memacct_total(void) { return total; }
 
 const char *memacct_name(enum memkind k) {
-    static const char *names[MEM_NKINDS] = {"messages",         "connection_buffers", "bodies_in_flight",
-                                            "chash_rings",      "priority_levels",    "store_batch"};
+    static const char *names[MEM_NKINDS] = {"messages",    "connection_buffers", "chash_rings",
+                                            "queue_index", "store_batch"};
     assert((unsigned)k < MEM_NKINDS);
     return names[k];
 }

@@ -10,11 +10,11 @@
 #include <stdint.h>
 
 enum memkind {
-    MEM_MESSAGES,     /* message structs: names, properties, bodies (message.c) */
+    MEM_MESSAGES,     /* messages: names, properties, bodies, also bodies still arriving
+                       * (publish.c grows them with message_grow as frames come in) */
     MEM_CONN_BUFFERS, /* connections' unread input and output buffers (conn.c) */
-    MEM_BODIES,       /* bodies of publishes being assembled, not yet routed (channel) */
     MEM_CHASH_RINGS,  /* consistent-hash exchange rings (chash.c) */
-    MEM_PRIO_LEVELS,  /* priority levels of queues (queue.c) */
+    MEM_QUEUE_INDEX,  /* queues' ready rings, one per priority level (queue.c) */
     MEM_STORE_BATCH,  /* records waiting for the store's writer (store) */
     MEM_NKINDS
 };

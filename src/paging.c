@@ -1,7 +1,9 @@
 /* paging.c — paging queue bodies out to the log and reading them back (see paging.h). Loop
- * thread only. */
+ * thread only, but for the blocking part of an asynchronous read (page_job_run), which runs
+ * on the helper thread and touches nothing but its job. */
 #include "paging.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,4 +162,117 @@ void paging_close(pager *pg) {
     if (pg->rfile)
         sio_close(pg->rfile);
     pg->rfile = NULL;
+}
+
+/* ---- reading back on the helper thread ---- */
+
+typedef struct page_job {
+    job j;
+    char segdir[600];
+    page_req *reqs; /* sorted by location */
+    size_t n;
+    struct page_got {
+        const uint8_t *p; /* the checked record, in one of bufs; NULL if unreadable */
+        size_t len;
+        int err; /* why not: -errno, or 0 (a bad record) */
+    } *got;
+    uint8_t **bufs; /* one per pread */
+    size_t nbufs;
+    void (*done)(void *ctx, page_req *reqs, size_t n);
+    void *ctx;
+} page_job;
+
+/* Helper thread: one pread per run of neighbouring records, each record checked against its
+ * segment's salt. */
+static void page_job_run(job *jb) {
+    page_job *pj = (page_job *)jb;
+    page_req *v = pj->reqs;
+    size_t n = pj->n;
+    pj->bufs = xcalloc(n, sizeof *pj->bufs);
+    sio_file *f = NULL;
+    uint32_t fseg = 0;
+    uint64_t salt = 0;
+    int ferr = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t segid = (uint32_t)(v[i].loc >> 32);
+        uint64_t start = (uint32_t)v[i].loc, end = start + v[i].size;
+        size_t j = i + 1;
+        while (j < n && (uint32_t)(v[j].loc >> 32) == segid &&
+               (uint32_t)v[j].loc + (uint64_t)v[j].size - start <= PAGE_READ_MAX && (uint32_t)v[j].loc <= end + 65536) {
+            end = MAX(end, (uint32_t)v[j].loc + (uint64_t)v[j].size);
+            j++;
+        }
+        if (!f || fseg != segid) {
+            if (f)
+                sio_close(f);
+            char path[700];
+            seg_path(pj->segdir, segid, path, sizeof path);
+            f = sio_open(path, 0);
+            fseg = segid;
+            salt = 0;
+            ferr = f ? 0 : -errno;
+            if (f) { /* the checksums' salt, from the file's own headers */
+                uint8_t hdr[2 * REC_FILE_HEADER];
+                ssize_t h = sio_pread(f, hdr, sizeof hdr, 0);
+                salt = h > 0 ? rec_read_salt(hdr, (size_t)h) : 0;
+            }
+        }
+        ssize_t got = ferr ? ferr : -EIO;
+        uint8_t *data = NULL;
+        if (f && salt) {
+            data = pj->bufs[pj->nbufs++] = xmalloc(end - start);
+            got = sio_pread(f, data, end - start, start);
+        }
+        for (size_t k = i; k < j; k++) {
+            uint64_t rel = (uint32_t)v[k].loc - start;
+            size_t len = got > 0 && rel < (uint64_t)got
+                             ? rec_check(data + rel, (size_t)MIN((uint64_t)v[k].size, (uint64_t)got - rel), salt)
+                             : 0;
+            pj->got[k] = (struct page_got){len ? data + rel : NULL, len, got < 0 ? (int)got : 0};
+        }
+        i = j;
+    }
+    if (f) /* a segment may be reclaimed at any time: do not keep it open */
+        sio_close(f);
+}
+
+/* Loop thread: the messages are built, the caller told, the job freed. */
+static void page_job_done(job *jb) {
+    page_job *pj = (page_job *)jb;
+    for (size_t k = 0; k < pj->n; k++) {
+        page_req *r = &pj->reqs[k];
+        struct page_got *g = &pj->got[k];
+        uint32_t segid = (uint32_t)(r->loc >> 32), off = (uint32_t)r->loc;
+        r->m = g->p ? page_decode(segid, off, g->p, g->len) : NULL;
+        if (!r->m)
+            log_error("store: cannot read back a paged message (segment %08x offset %u, %u bytes): %s; "
+                      "its record is kept on disk",
+                      segid, off, (unsigned)r->size, g->err < 0 ? strerror(-g->err) : "bad record");
+    }
+    pj->done(pj->ctx, pj->reqs, pj->n);
+    for (size_t i = 0; i < pj->nbufs; i++)
+        free(pj->bufs[i]);
+    free(pj->bufs);
+    free(pj->got);
+    free(pj->reqs);
+    free(pj);
+}
+
+int paging_read_async(helpers *h, const mlog *l, page_req *reqs, size_t n,
+                      void (*done)(void *ctx, page_req *reqs, size_t n), void *ctx) {
+    if (h->stop || !h->started)
+        return -1;
+    assert(n > 0);
+    qsort(reqs, n, sizeof *reqs, cmp_req_loc);
+    page_job *pj = xcalloc(1, sizeof *pj);
+    pj->j.run = page_job_run;
+    pj->j.done = page_job_done;
+    snprintf(pj->segdir, sizeof pj->segdir, "%s", l->segdir);
+    pj->reqs = reqs;
+    pj->n = n;
+    pj->got = xcalloc(n, sizeof *pj->got);
+    pj->done = done;
+    pj->ctx = ctx;
+    helpers_submit(h, &pj->j);
+    return 0;
 }

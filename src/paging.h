@@ -50,4 +50,13 @@ typedef struct page_req {
 void paging_read(pager *pg, mlog *l, page_req *reqs, size_t n);
 void paging_close(pager *pg);
 
+/* The same read on the helper thread h, for the loop thread never to wait on the disk: the
+ * opens, preads and checksums run there; then, on the loop thread, the messages are built
+ * and done(ctx, reqs, n) is called with reqs sorted by location, each m set or NULL (logged),
+ * and frees reqs afterwards. Unlike paging_read it releases nothing: the caller gives a
+ * copy's count back when it takes the message (a copy dropped meanwhile gave it back
+ * already). Takes reqs (malloc'd). Returns -1 (reqs untouched) once h is stopped. */
+int paging_read_async(helpers *h, const mlog *l, page_req *reqs, size_t n,
+                      void (*done)(void *ctx, page_req *reqs, size_t n), void *ctx);
+
 #endif

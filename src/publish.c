@@ -38,11 +38,13 @@ static void confirm_ready_upto(channel *ch) {
     }
 }
 
+/* Everything published so far can be confirmed at the end of this batch. */
 static void confirm_ready(channel *ch) {
     ch->confirm_upto = ch->pub_seq;
     confirm_ready_upto(ch);
 }
 
+/* Puts the channel on the store's list of channels waiting for a sync. */
 static void join_waiters(channel *ch) {
     if (ch->in_waiters)
         return;
@@ -174,6 +176,7 @@ void basic_publish(channel *ch, rd *r) {
     ch->expect = FRAME_HEADER;
 }
 
+/* basic.return of an unroutable mandatory message, with its content. */
 static void write_return(channel *ch, message *m, int code, const char *text) {
     buf *o = out(ch);
     size_t mk = method_begin(o, ch->id, BASIC_RETURN);
@@ -329,7 +332,7 @@ void publish_complete(channel *ch) {
             ch->captx = ch->captx ? ch->captx * 2 : 16;
             ch->txops = xrealloc(ch->txops, ch->captx * sizeof *ch->txops);
         }
-        ch->txops[ch->ntx++] = (txop){TXOP_PUBLISH, 0, 0, ch->mandatory, 0, m};
+        ch->txops[ch->ntx++] = (txop){m, ch->mandatory};
         return;
     }
     publish_route(ch, m, ch->mandatory);
@@ -364,14 +367,6 @@ void content_body(channel *ch, const frame *f) {
     }
 }
 
-void tx_add(channel *ch, uint8_t kind, uint64_t tag, int multiple, int requeue) {
-    if (ch->ntx == ch->captx) {
-        ch->captx = ch->captx ? ch->captx * 2 : 16;
-        ch->txops = xrealloc(ch->txops, ch->captx * sizeof *ch->txops);
-    }
-    ch->txops[ch->ntx++] = (txop){kind, (uint8_t)multiple, (uint8_t)requeue, 0, tag, NULL};
-}
-
 
 /* ---- confirm and tx ---- */
 
@@ -390,25 +385,22 @@ void confirm_select(channel *ch, rd *r) {
         send_empty(ch, CONFIRM_SELECT_OK);
 }
 
-/* Applies the transaction; returns 1 if it wrote persistent messages to the store, which
- * commit-ok must wait for (invariant 1 holds for tx.commit-ok as for confirms). */
+/* Applies the transaction as RabbitMQ does: the publishes in order, then the acks, nacks
+ * and rejects. Returns 1 if it wrote persistent messages to the store, which commit-ok
+ * must wait for (invariant 1 holds for tx.commit-ok as for confirms). */
 static int tx_commit(channel *ch) {
     size_t n = ch->ntx;
     int stored = 0;
     ch->ntx = 0;
     for (size_t i = 0; i < n; i++) {
-        txop *op = &ch->txops[i];
-        if (op->kind == TXOP_PUBLISH) {
-            stored |= publish_route(ch, op->m, op->mandatory);
-            message_unref(op->m);
-        } else {
-            settle_tags(ch, op->tag, op->multiple,
-                        op->kind == TXOP_ACK ? SETTLE_ACK : op->requeue ? SETTLE_REQUEUE : SETTLE_REJECT);
-        }
+        stored |= publish_route(ch, ch->txops[i].m, ch->txops[i].mandatory);
+        message_unref(ch->txops[i].m);
     }
+    tx_settle(ch, 1);
     return stored;
 }
 
+/* tx.select, tx.commit (commit-ok once the store has synced what it wrote), tx.rollback. */
 void tx_method(channel *ch, unsigned mid) {
     if (mid == TX_SELECT) {
         if (ch->confirm) {
@@ -436,6 +428,7 @@ void tx_method(channel *ch, unsigned mid) {
         send_empty(ch, TX_COMMIT_OK);
     } else {
         tx_clear(ch);
+        tx_settle(ch, 0);
         send_empty(ch, TX_ROLLBACK_OK);
     }
 }

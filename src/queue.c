@@ -12,6 +12,7 @@
 #include <assert.h>
 #include <stdlib.h>
 
+#include "memacct.h"
 #include "store.h"
 #include "util.h"
 
@@ -36,6 +37,7 @@ static void ring_push(qring *r, qmsg m) {
             r->bhead = 0;
         }
         r->blk[(r->bhead + r->nblk) & (r->nblkcap - 1)] = xmalloc(QBLOCK * sizeof(qmsg));
+        memacct_add(MEM_QUEUE_INDEX, QBLOCK * sizeof(qmsg));
         r->nblk++;
     }
     *ring_at(r, r->len) = m;
@@ -54,6 +56,7 @@ static qmsg ring_pop(qring *r) {
             r->head = 0; /* keep one block for the next message */
         } else {
             free(r->blk[r->bhead]);
+            memacct_sub(MEM_QUEUE_INDEX, QBLOCK * sizeof(qmsg));
             r->bhead = (r->bhead + 1) & (r->nblkcap - 1);
             r->nblk--;
             r->head = 0;
@@ -65,6 +68,7 @@ static qmsg ring_pop(qring *r) {
 static void ring_free(qring *r) {
     for (size_t i = 0; i < r->nblk; i++)
         free(r->blk[(r->bhead + i) & (r->nblkcap - 1)]);
+    memacct_sub(MEM_QUEUE_INDEX, r->nblk * QBLOCK * sizeof(qmsg));
     free(r->blk);
     memset(r, 0, sizeof *r);
 }
@@ -110,6 +114,7 @@ static qmsg heap_pop(qheap *h) {
 
 static void ttl_fired(loop_timer *t);
 static void expiry_fired(loop_timer *t);
+static int expire_head(queue *q);
 
 static int64_t int_arg(slice args, const char *key, int64_t dflt) {
     fval v;
@@ -138,6 +143,7 @@ queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_del
     q->nlevels = (uint16_t)(prio > 0 ? prio + 1 : 1);
     assert(q->nlevels >= 1 && q->nlevels <= 256);
     q->levels = xcalloc(q->nlevels, sizeof *q->levels);
+    memacct_add(MEM_QUEUE_INDEX, q->nlevels * sizeof *q->levels);
     q->message_ttl = int_arg(args, "x-message-ttl", -1);
     q->max_length = int_arg(args, "x-max-length", -1);
     q->max_bytes = int_arg(args, "x-max-length-bytes", -1);
@@ -197,6 +203,7 @@ void queue_unref(queue *q) {
         ring_free(&q->levels[l].ready);
         free(q->levels[l].requeued.a);
     }
+    memacct_sub(MEM_QUEUE_INDEX, q->nlevels * sizeof *q->levels);
     free(q->levels);
     free(q->retry_delays);
     dedup_free(q);
@@ -234,10 +241,76 @@ static qmsg *peek(queue *q, struct qlevel **lvp, int *from_heap) {
 
 #define PAGE_AHEAD 512 /* paged messages read back at once, and kept in memory at the head */
 
-/* Reads back the paged messages among the first PAGE_AHEAD of a level's ring (the head is
- * one of them). A synchronous pread in the loop thread, batched: one per run of
- * neighbouring records. */
-static void page_in(queue *q, struct qlevel *lv) {
+static int cmp_req(const void *a, const void *b) {
+    uint64_t x = ((const page_req *)a)->loc, y = ((const page_req *)b)->loc;
+    return x < y ? -1 : x > y;
+}
+
+/* A read started by page_in_start came back (loop thread): every paged entry near the head
+ * of any level whose record was read gets its message (and gives its segment count back),
+ * or, if it could not be read (logged by the store), becomes PAGED_UNREADABLE; messages
+ * whose entry left the queue meanwhile are dropped. Then expiry, delivery and waiting
+ * basic.gets resume. reqs is sorted by location. */
+static void paged_in(void *ctx, page_req *reqs, size_t n) {
+    queue *q = ctx;
+    assert(q->pg_reading);
+    q->pg_reading = 0;
+    for (int l = 0; l < q->nlevels && !q->deleted; l++) {
+        qring *r = &q->levels[l].ready;
+        /* entries only move towards the head: those asked for are still near it */
+        for (size_t i = 0; i < r->len && i < PAGE_AHEAD; i++) {
+            qmsg *e = ring_at(r, i);
+            if (e->paged != PAGED_OUT)
+                continue;
+            page_req key = {.loc = e->loc};
+            page_req *k = bsearch(&key, reqs, n, sizeof *reqs, cmp_req);
+            if (!k)
+                continue;
+            if (k->m) {
+                store_page_release(q->b->store, e->loc);
+                e->m = k->m;
+                k->m = NULL;
+                e->paged = PAGED_NO;
+            } else {
+                e->paged = PAGED_UNREADABLE;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (reqs[i].m)
+            message_unref(reqs[i].m);
+    if (!q->deleted) {
+        expire_head(q);
+        if (q->nconsumers)
+            queue_mark_dirty(q);
+    }
+    broker_paged_in(q->b, q);
+    queue_unref(q);
+}
+
+/* Starts reading back the paged messages among the first PAGE_AHEAD of lv's ring on the
+ * store's helper thread (one read per queue at a time; it holds a reference to the queue). */
+static void page_in_start(queue *q, struct qlevel *lv) {
+    if (q->pg_reading || !q->b->store)
+        return;
+    page_req *reqs = xmalloc(PAGE_AHEAD * sizeof *reqs);
+    size_t n = 0;
+    for (size_t i = 0; i < lv->ready.len && i < PAGE_AHEAD; i++) {
+        qmsg *e = ring_at(&lv->ready, i);
+        if (e->paged == PAGED_OUT)
+            reqs[n++] = (page_req){e->loc, (uint32_t)MIN(pg_size_decode(e->pg_size), UINT32_MAX), NULL, NULL};
+    }
+    if (!n || store_page_read_async(q->b->store, reqs, n, paged_in, q) < 0) {
+        free(reqs);
+        return;
+    }
+    q->pg_reading = 1;
+    q->refs++;
+}
+
+/* Reads back the paged messages near the head of lv at once, in the loop thread: only for
+ * the rare paths that cannot wait (x-max-length drop-head, dead-letter redrive). */
+static void page_in_now(queue *q, struct qlevel *lv) {
     qmsg *v[PAGE_AHEAD];
     size_t n = 0;
     for (size_t i = 0; i < lv->ready.len && i < PAGE_AHEAD; i++) {
@@ -249,14 +322,25 @@ static void page_in(queue *q, struct qlevel *lv) {
         store_page_read(q->b->store, v, n);
 }
 
-/* Takes the next message (peeked from lv), its body in memory. Returns 0 if it was a paged
- * message that could not be read back: it is gone from the queue (logged; its record stays
- * on disk for recovery). */
-static int take_ok(queue *q, struct qlevel *lv, int from_heap, qmsg *out) {
-    if (!from_heap && ring_front(&lv->ready)->paged == PAGED_OUT)
-        page_in(q, lv);
+/* Takes the next message (peeked from lv), its body in memory. Returns 1 with it in out; 0
+ * if it was a paged message that could not be read back: it is gone from the queue
+ * (logged; its record stays on disk for recovery); -1 if its body is being read back (the
+ * queue resumes delivery when it is in: paged_in). With now set, a paged head is read back
+ * in the loop thread instead. Reading ahead: when the ring's entry half a read-ahead from
+ * the head is paged, the next read starts before the head gets there. */
+static int take_ok(queue *q, struct qlevel *lv, int from_heap, qmsg *out, int now) {
+    if (!from_heap && ring_front(&lv->ready)->paged == PAGED_OUT) {
+        if (now) {
+            page_in_now(q, lv);
+        } else {
+            page_in_start(q, lv);
+            return -1;
+        }
+    }
     qmsg m = from_heap ? heap_pop(&lv->requeued) : ring_pop(&lv->ready);
     q->nready--;
+    if (!q->pg_reading && lv->ready.len > PAGE_AHEAD / 2 && ring_at(&lv->ready, PAGE_AHEAD / 2)->paged == PAGED_OUT)
+        page_in_start(q, lv);
     if (m.paged) {
         gone(q, &m);
         return 0;
@@ -307,17 +391,23 @@ static void arm_ttl(queue *q) {
 }
 
 /* Drops expired messages at the head, as RabbitMQ does: a message expires when it reaches
- * the head of the queue past its time. */
-static void expire_head(queue *q) {
+ * the head of the queue past its time. Returns -1 if it stopped at an expired head whose
+ * body is being read back (to dead-letter it; paged_in calls it again), else 0. */
+static int expire_head(queue *q) {
     uint64_t now = now_ms();
     struct qlevel *lv;
     int h;
     qmsg *head;
     qmsg qm;
-    while ((head = peek(q, &lv, &h)) && head->expires_at && head->expires_at <= now)
-        if (take_ok(q, lv, h, &qm))
+    int rc;
+    while ((head = peek(q, &lv, &h)) && head->expires_at && head->expires_at <= now) {
+        if ((rc = take_ok(q, lv, h, &qm, 0)) < 0)
+            return -1;
+        if (rc)
             discard(q, qm, "expired");
+    }
     arm_ttl(q);
+    return 0;
 }
 
 static void ttl_fired(loop_timer *t) {
@@ -403,7 +493,7 @@ void queue_publish(queue *q, message *m) {
         int h;
         peek(q, &lv, &h);
         qmsg old;
-        if (take_ok(q, lv, h, &old))
+        if (take_ok(q, lv, h, &old, 1) > 0)
             discard(q, old, "maxlen");
     }
     if (qm.expires_at && !q->ttl_timer.slot)
@@ -412,24 +502,29 @@ void queue_publish(queue *q, message *m) {
         queue_mark_dirty(q);
 }
 
-int queue_pop(queue *q, qmsg *out) {
+static int pop(queue *q, qmsg *out, int now) {
     struct qlevel *lv;
     int h;
     qmsg *head = peek(q, &lv, &h);
     if (head && head->expires_at) {
-        expire_head(q);
+        if (expire_head(q) < 0)
+            return -1; /* an expired head is being read back to be dead-lettered */
         head = peek(q, &lv, &h);
     }
     while (head) {
-        if (take_ok(q, lv, h, out)) {
-            assert(out->m && out->paged == PAGED_NO && out->m->refs > 0);
-            return 1;
-        }
+        int rc = take_ok(q, lv, h, out, now);
+        assert(rc <= 0 || (out->m && out->paged == PAGED_NO && out->m->refs > 0));
+        if (rc)
+            return rc;
         head = peek(q, &lv, &h);
     }
     assert(q->nready == 0);
     return 0;
 }
+
+int queue_pop(queue *q, qmsg *out) { return pop(q, out, 0); }
+
+int queue_pop_now(queue *q, qmsg *out) { return pop(q, out, 1); }
 
 void queue_requeue(queue *q, qmsg qm) {
     if (q->deleted) {
@@ -561,8 +656,9 @@ void queue_dispatch(queue *q) {
             return;
         qmsg qm;
         /* nready counts messages that expired since the last TTL timer, and paged ones
-         * that may not read back: popping can find nothing after all. */
-        if (!queue_pop(q, &qm))
+         * that may not read back: popping can find nothing after all; or a paged body is
+         * being read back (paged_in marks the queue dirty again). */
+        if (queue_pop(q, &qm) <= 0)
             return;
         consumer_deliver(cs, qm);
     }
@@ -630,4 +726,18 @@ size_t queue_paged_count(const queue *q) {
             n += ring_at(r, i)->paged != PAGED_NO;
     }
     return n;
+}
+
+/* ---- compaction ---- */
+
+/* Calls fn for every ready entry of q: each level's ring, then its requeue heap. fn may
+ * change where an entry's record is (not its seq or its place). */
+void queue_each_ready(queue *q, void (*fn)(void *ctx, queue *q, qmsg *qm), void *ctx) {
+    for (int l = 0; l < q->nlevels; l++) {
+        struct qlevel *lv = &q->levels[l];
+        for (size_t i = 0; i < lv->ready.len; i++)
+            fn(ctx, q, ring_at(&lv->ready, i));
+        for (size_t i = 0; i < lv->requeued.len; i++)
+            fn(ctx, q, &lv->requeued.a[i]);
+    }
 }

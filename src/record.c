@@ -175,11 +175,11 @@ size_t rec_publish_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t
            message_size(exchange_len, rkey_len, props_len, body_len);
 }
 
-void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
-                     const uint64_t *seqs, uint32_t n, slice ex, slice rk, slice props, slice body) {
-    assert(type == R_PUBLISH || (type == R_PAGE && n == 0));
+/* The payload of a PUBLISH, MOVE or PAGE record, up to the end of the message: the queue
+ * count takes 32 bits in R_PUBLISH_WIDE (more than 65,535 queues), 16 otherwise. */
+static void put_publish_payload(buf *b, uint64_t published, int64_t ttl, const uint32_t *qids, const uint64_t *seqs,
+                                uint32_t n, slice ex, slice rk, slice props, slice body) {
     int wide = n > UINT16_MAX;
-    size_t at = rec_begin(b, wide ? R_PUBLISH_WIDE : type);
     buf_u64(b, published); /* publish time, for TTLs across restarts */
     buf_u64(b, (uint64_t)ttl);
     if (wide)
@@ -191,6 +191,27 @@ void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, in
         buf_u64(b, seqs[i]);
     }
     put_message(b, ex, rk, props, body);
+}
+
+void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
+                     const uint64_t *seqs, uint32_t n, slice ex, slice rk, slice props, slice body) {
+    assert(type == R_PUBLISH || (type == R_PAGE && n == 0));
+    size_t at = rec_begin(b, n > UINT16_MAX ? R_PUBLISH_WIDE : type);
+    put_publish_payload(b, published, ttl, qids, seqs, n, ex, rk, props, body);
+    rec_end(b, at, salt);
+}
+
+size_t rec_move_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t props_len, uint64_t body_len) {
+    return rec_publish_size(n, exchange_len, rkey_len, props_len, body_len) + (size_t)n * 2;
+}
+
+void rec_put_move(buf *b, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids, const uint64_t *seqs,
+                  const uint16_t *deliveries, uint32_t n, slice ex, slice rk, slice props, slice body) {
+    assert(n > 0 && n <= UINT16_MAX); /* store_move splits a larger set of copies */
+    size_t at = rec_begin(b, R_MOVE);
+    put_publish_payload(b, published, ttl, qids, seqs, n, ex, rk, props, body);
+    for (uint32_t i = 0; i < n; i++)
+        buf_u16(b, deliveries[i]);
     rec_end(b, at, salt);
 }
 
@@ -203,8 +224,23 @@ int rec_publish_read(const uint8_t *rec, size_t len, rec_publish *out) {
     out->ttl = (int64_t)rd_u64(&r);
     out->nq = type == R_PUBLISH_WIDE ? rd_u32(&r) : rd_u16(&r);
     out->qlist = r.p;
+    out->dlist = NULL;
     rd_bytes(&r, (size_t)out->nq * 12);
-    return read_message(&r, &out->exchange, &out->rkey, &out->props, &out->body);
+    if (read_message(&r, &out->exchange, &out->rkey, &out->props, &out->body) < 0)
+        return -1;
+    if (rec_is_move(type)) {
+        out->dlist = r.p;
+        rd_bytes(&r, (size_t)out->nq * 2);
+    }
+    return r.err ? -1 : 0;
+}
+
+uint16_t rec_publish_deliveries(const rec_publish *p, uint32_t i) {
+    assert(i < p->nq);
+    if (!p->dlist)
+        return 0;
+    rd r = rd_make(p->dlist + (size_t)i * 2, 2);
+    return rd_u16(&r);
 }
 
 void rec_publish_queue(const rec_publish *p, uint32_t i, uint32_t *qid, uint64_t *seq) {

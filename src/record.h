@@ -26,7 +26,8 @@ enum {
     R_DELIVERED = 3,    /* one queue's copy was delivered (qid, seq) */
     R_DELAYED = 4,      /* a delayed message held by the broker */
     R_DELAYED_DONE = 5, /* that delayed message was routed or dropped */
-    R_PUBLISH_WIDE = 6, /* R_PUBLISH to more than 65,535 queues (32-bit queue count) */
+    R_MOVE = 6,         /* compaction: a PUBLISH of the copies still live, then their delivery counts */
+    R_PUBLISH_WIDE = 7, /* R_PUBLISH to more than 65,535 queues (32-bit queue count) */
     R_HEADER = 9,       /* a file's header: its salt */
     R_PAGE = 40,        /* a body written only to free memory: recovery ignores it */
 };
@@ -41,7 +42,11 @@ void rec_end(buf *b, size_t at, uint64_t salt);
  * one (bad magic, length past n, or bad checksum). */
 size_t rec_check(const uint8_t *p, size_t n, uint64_t salt);
 static inline uint8_t rec_type(const uint8_t *rec) { return rec[12]; }
-static inline int rec_is_publish(uint8_t type) { return type == R_PUBLISH || type == R_PUBLISH_WIDE; }
+static inline int rec_is_move(uint8_t type) { return type == R_MOVE; }
+/* A record naming queue copies of a message: PUBLISH (of either width) or MOVE. */
+static inline int rec_is_publish(uint8_t type) {
+    return type == R_PUBLISH || type == R_PUBLISH_WIDE || rec_is_move(type);
+}
 
 /* A new random salt (never 0). */
 uint64_t rec_new_salt(void);
@@ -73,6 +78,7 @@ typedef struct rec_publish {
     int64_t ttl;        /* the message's expiration in ms; -1 = none */
     uint32_t nq;        /* queues it went to (qid, seq pairs at qlist) */
     const uint8_t *qlist;
+    const uint8_t *dlist; /* MOVE: each copy's delivery count (u16 each); NULL otherwise */
     slice exchange, rkey, props, body;
 } rec_publish;
 
@@ -82,11 +88,20 @@ size_t rec_publish_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t
  * written as R_PUBLISH_WIDE (records of up to 65,535 keep the original layout). */
 void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
                      const uint64_t *seqs, uint32_t n, slice exchange, slice rkey, slice props, slice body);
-/* Decodes a checked PUBLISH, PUBLISH_WIDE or PAGE record; 0, or -1 if it is malformed or of
- * another type. */
+/* Decodes a checked PUBLISH (either width), MOVE or PAGE record; 0, or -1 if it is
+ * malformed or of another type. */
 int rec_publish_read(const uint8_t *rec, size_t len, rec_publish *out);
 /* The i-th (queue id, sequence) pair of a decoded PUBLISH record. */
 void rec_publish_queue(const rec_publish *p, uint32_t i, uint32_t *qid, uint64_t *seq);
+/* The i-th copy's delivery count of a decoded MOVE record (0 for a PUBLISH). */
+uint16_t rec_publish_deliveries(const rec_publish *p, uint32_t i);
+
+/* The size of a MOVE record for n copies; appends one (compaction: a message's copies that
+ * are still live, with their delivery counts, moved out of an old segment). Same layout as
+ * PUBLISH, followed by n u16 delivery counts. */
+size_t rec_move_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t props_len, uint64_t body_len);
+void rec_put_move(buf *b, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids, const uint64_t *seqs,
+                  const uint16_t *deliveries, uint32_t n, slice exchange, slice rkey, slice props, slice body);
 
 /* Appends a SETTLE or DELIVERED record. */
 void rec_put_copy(buf *b, uint8_t type, uint64_t salt, uint32_t qid, uint64_t seq);

@@ -20,6 +20,10 @@ typedef struct rentry { /* a copy while the log is replayed */
 typedef struct rvec { /* one queue's recovered copies, in seq order */
     rentry *a;
     size_t n, cap;
+    /* copies met after a higher seq (a MOVE record of compaction names old copies), in seq
+     * order: merged into a once the whole log is read */
+    rentry *late;
+    size_t nlate, caplate;
     uint64_t max_seq;
     rqueue info; /* info.q is NULL for a queue the broker does not define */
 } rvec;
@@ -41,6 +45,7 @@ typedef struct recovery {
     rdelayed *delayed;
     size_t ndelayed, capdelayed;
     uint64_t pinned; /* copies in the segment being scanned that keep it on disk */
+    uint64_t copies; /* copies and delayed messages written to the segment being scanned */
     uint32_t segid;  /* the segment being scanned */
     const uint8_t *base;
     recover_stats *st;
@@ -64,18 +69,67 @@ static rvec *known(recovery *rc, uint32_t qid) {
     return qid < rc->nqid && rc->vecs[qid].info.q ? &rc->vecs[qid] : NULL;
 }
 
-static rentry *rvec_find(rvec *v, uint64_t seq) {
-    size_t lo = 0, hi = v->n;
+/* The entry for seq in a (n entries, in seq order), or where it would go (*at). */
+static rentry *entries_find(rentry *a, size_t n, uint64_t seq, size_t *at) {
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (v->a[mid].c.seq == seq)
-            return &v->a[mid];
-        if (v->a[mid].c.seq < seq)
+        if (a[mid].c.seq == seq)
+            return &a[mid];
+        if (a[mid].c.seq < seq)
             lo = mid + 1;
         else
             hi = mid;
     }
+    if (at)
+        *at = lo;
     return NULL;
+}
+
+static rentry *rvec_find(rvec *v, uint64_t seq) {
+    rentry *e = entries_find(v->a, v->n, seq, NULL);
+    return e ? e : entries_find(v->late, v->nlate, seq, NULL);
+}
+
+/* A slot for a new copy of seq: at the end of v->a if it is the highest yet, else in order
+ * in v->late (the caller checked it is in neither). */
+static rentry *rvec_add(rvec *v, uint64_t seq) {
+    if (v->n == 0 || seq > v->a[v->n - 1].c.seq) {
+        if (v->n == v->cap) {
+            v->cap = v->cap ? v->cap * 2 : 64;
+            v->a = xrealloc(v->a, v->cap * sizeof *v->a);
+        }
+        return &v->a[v->n++];
+    }
+    size_t at = 0;
+    entries_find(v->late, v->nlate, seq, &at);
+    if (v->nlate == v->caplate) {
+        v->caplate = v->caplate ? v->caplate * 2 : 16;
+        v->late = xrealloc(v->late, v->caplate * sizeof *v->late);
+    }
+    memmove(v->late + at + 1, v->late + at, (v->nlate - at) * sizeof *v->late);
+    v->nlate++;
+    return &v->late[at];
+}
+
+/* Merges v->late into v->a (both in seq order, no seq in both). */
+static void rvec_merge(rvec *v) {
+    if (!v->nlate)
+        return;
+    rentry *out = xmalloc((v->n + v->nlate) * sizeof *out);
+    size_t i = 0, j = 0, k = 0;
+    while (i < v->n || j < v->nlate) {
+        if (j == v->nlate || (i < v->n && v->a[i].c.seq < v->late[j].c.seq))
+            out[k++] = v->a[i++];
+        else
+            out[k++] = v->late[j++];
+    }
+    free(v->a);
+    free(v->late);
+    v->a = out;
+    v->n = v->cap = k;
+    v->late = NULL;
+    v->nlate = v->caplate = 0;
 }
 
 /* The message of a PUBLISH record being recovered (built once, on first need). */
@@ -97,11 +151,17 @@ static message *recovered_message(const rec_publish *p, const props_view *pv, ui
     return m;
 }
 
+/* A PUBLISH record gives each queue it names a copy. A MOVE record (compaction) names copies
+ * that were live when it was written: one already met (the old segment is still there) stays
+ * as it is, with the higher delivery count; one not met (its PUBLISH is gone with its
+ * segment) is added in seq order. A settled copy is never in a MOVE written after it. */
 static void apply_publish(recovery *rc, const uint8_t *rec, size_t len) {
     rec_publish p;
     props_view pv;
     if (rec_publish_read(rec, len, &p) < 0 || props_parse(p.props, &pv) < 0)
         return;
+    int moved = rec_is_move(rec_type(rec));
+    rc->copies += p.nq;
     size_t off = (size_t)(rec - rc->base);
     /* Paging: beyond the memory budget, a copy is recovered paged out (its body stays in the
      * log) rather than as a message. */
@@ -124,10 +184,20 @@ static void apply_publish(recovery *rc, const uint8_t *rec, size_t len) {
             }
             continue;
         }
-        if (v->n && seq <= v->a[v->n - 1].c.seq)
+        if (moved) {
+            rentry *had = rvec_find(v, seq);
+            uint16_t d = rec_publish_deliveries(&p, i);
+            if (had) {
+                if (!had->gone && d > had->c.deliveries)
+                    had->c.deliveries = d;
+                continue;
+            }
+        } else if (v->n && seq <= v->a[v->n - 1].c.seq) {
             continue; /* out of order: cannot happen in a log we wrote */
+        }
         uint64_t wall = wall_ms();
-        if (v->info.dedup_window > 0 && p.published + (uint64_t)v->info.dedup_window > wall) {
+        /* A MOVE's id is remembered from its PUBLISH: the window pins that segment. */
+        if (!moved && v->info.dedup_window > 0 && p.published + (uint64_t)v->info.dedup_window > wall) {
             /* still in the window: the id is remembered, and pins this segment */
             uint64_t age = wall > p.published ? wall - p.published : 0, mono = now_ms();
             if (!m)
@@ -135,11 +205,7 @@ static void apply_publish(recovery *rc, const uint8_t *rec, size_t len) {
             rc->sink->dedup(rc->ctx, v->info.q, m, mono > age ? mono - age : 0, rc->segid);
             rc->pinned++;
         }
-        if (v->n == v->cap) {
-            v->cap = v->cap ? v->cap * 2 : 64;
-            v->a = xrealloc(v->a, v->cap * sizeof *v->a);
-        }
-        rentry e = {.c = {.seq = seq, .published = p.published}};
+        rentry e = {.c = {.seq = seq, .published = p.published, .deliveries = rec_publish_deliveries(&p, i)}};
         if (page && v->info.pageable) {
             e.paged = 1;
             e.c.loc = (uint64_t)rc->segid << 32 | off;
@@ -150,7 +216,7 @@ static void apply_publish(recovery *rc, const uint8_t *rec, size_t len) {
                 m = recovered_message(&p, &pv, rc->segid, off, len);
             e.c.m = message_ref(m);
         }
-        v->a[v->n++] = e;
+        *rvec_add(v, seq) = e;
         if (seq > v->max_seq)
             v->max_seq = seq;
     }
@@ -188,7 +254,9 @@ static void apply_delayed(recovery *rc, const uint8_t *rec, size_t len) {
     props_view pv;
     if (rec_delayed_read(rec, len, &r) < 0 || props_parse(r.props, &pv) < 0)
         return;
-    if (rc->ndelayed && sid <= rc->delayed[rc->ndelayed - 1].sid)
+    rc->copies++;
+    /* compaction writes a pending delayed message again, with the same id: one is kept */
+    if (find_delayed(rc, sid))
         return;
     message *m = message_new(r.exchange, r.rkey, r.props, r.body.n);
     if (r.body.n)
@@ -202,7 +270,12 @@ static void apply_delayed(recovery *rc, const uint8_t *rec, size_t len) {
         rc->capdelayed = rc->capdelayed ? rc->capdelayed * 2 : 64;
         rc->delayed = xrealloc(rc->delayed, rc->capdelayed * sizeof *rc->delayed);
     }
-    rc->delayed[rc->ndelayed++] = d;
+    size_t at = rc->ndelayed; /* in sid order (a moved one comes after higher ids) */
+    while (at > 0 && rc->delayed[at - 1].sid > sid)
+        at--;
+    memmove(rc->delayed + at + 1, rc->delayed + at, (rc->ndelayed - at) * sizeof *rc->delayed);
+    rc->ndelayed++;
+    rc->delayed[at] = d;
 }
 
 static void apply_record(void *arg, const uint8_t *rec, size_t len) {
@@ -296,8 +369,9 @@ void recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, in
             }
         }
         seg *sg = segset_add(ss, ids[k], rec_new_salt(), end);
-        sg->live += rc.pinned; /* never reclaimed */
-        rc.pinned = 0;
+        sg->pins += (uint32_t)MIN(rc.pinned, UINT32_MAX); /* kept on disk */
+        sg->copies = rc.copies;
+        rc.pinned = rc.copies = 0;
     }
     if (nids && ids[nids - 1] + 1 > ss->next_id)
         ss->next_id = ids[nids - 1] + 1;
@@ -309,8 +383,10 @@ void recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, in
         rvec *v = &rc.vecs[qid];
         if (!v->info.q) {
             free(v->a);
+            free(v->late);
             continue;
         }
+        rvec_merge(v);
         for (size_t i = 0; i < v->n; i++) {
             rentry *e = &v->a[i];
             if (e->gone)

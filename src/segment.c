@@ -32,7 +32,7 @@ seg *segset_add(segset *ss, uint32_t id, uint64_t salt, uint64_t bytes) {
         ss->cap = ss->cap ? ss->cap * 2 : 16;
         ss->a = xrealloc(ss->a, ss->cap * sizeof *ss->a);
     }
-    ss->a[ss->n] = (seg){id, salt, 0, bytes};
+    ss->a[ss->n] = (seg){.id = id, .salt = salt, .bytes = bytes};
     if (id >= ss->next_id)
         ss->next_id = id + 1;
     return &ss->a[ss->n++];
@@ -52,7 +52,7 @@ int segset_release(segset *ss, uint32_t id) {
 
 size_t segset_reclaim(segset *ss, uint32_t **ids, size_t *n, size_t *cap) {
     size_t k = 0;
-    while (k + 1 < ss->n && ss->a[k].live == 0)
+    while (k + 1 < ss->n && ss->a[k].live == 0 && ss->a[k].pins == 0 && ss->a[k].hold == 0)
         k++;
     if (!k)
         return 0;
@@ -66,6 +66,28 @@ size_t segset_reclaim(segset *ss, uint32_t **ids, size_t *n, size_t *cap) {
     memmove(ss->a, ss->a + k, (ss->n - k) * sizeof *ss->a);
     ss->n -= k;
     return k;
+}
+
+uint64_t seg_live_bytes(const seg *sg) {
+    if (!sg->live)
+        return 0;
+    if (sg->live >= sg->copies) /* paged copies' holds count too: never more than the segment */
+        return sg->bytes;
+    return (uint64_t)((double)sg->bytes * (double)sg->live / (double)sg->copies);
+}
+
+seg *segset_compact_pick(segset *ss, uint64_t segment_size) {
+    if (ss->n < 2)
+        return NULL;
+    seg *old = &ss->a[0];
+    if (old->pins || old->hold || !old->live)
+        return NULL;
+    uint64_t total = 0, live = 0;
+    for (size_t i = 0; i + 1 < ss->n; i++) {
+        total += ss->a[i].bytes;
+        live += seg_live_bytes(&ss->a[i]);
+    }
+    return total > COMPACT_FACTOR * live + COMPACT_FEW * segment_size ? old : NULL;
 }
 
 void segset_free(segset *ss) {

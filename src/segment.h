@@ -13,10 +13,18 @@
 
 typedef struct seg {
     uint32_t id;
-    uint64_t salt;  /* seeds its records' checksums */
-    uint64_t live;  /* live things in it: queue copies, delayed messages, pins */
-    uint64_t bytes; /* as appended (for rollover) */
+    uint64_t salt;   /* seeds its records' checksums */
+    uint64_t live;   /* live things in it: queue copies, delayed messages, paged copies' holds */
+    uint64_t bytes;  /* as appended (for rollover) */
+    uint64_t copies; /* queue copies and delayed messages ever written to it (compaction's
+                      * estimate of its live data: bytes x live / copies) */
+    uint32_t pins;   /* deduplication ids still in their window, messages of unknown queues:
+                      * kept on disk, never compacted */
+    uint64_t hold;   /* compaction: its live records were moved by the batch of this
+                      * generation; kept until that batch is synced (SEG_HOLD_FAILED: it
+                      * failed, kept until the next start) */
 } seg;
+#define SEG_HOLD_FAILED UINT64_MAX
 
 typedef struct segset {
     seg *a; /* in increasing id order; the last one is the active one */
@@ -33,9 +41,22 @@ seg *segset_active(segset *ss);
 /* Takes one live count from segment id (if it is still there); returns 1 if that may make
  * the oldest segments reclaimable (call segset_reclaim). */
 int segset_release(segset *ss, uint32_t id);
-/* Removes the oldest segments while nothing in them is live (never the active one); their
- * ids are appended to *ids (grown as needed; *n, *cap). Returns how many were removed. */
+/* Removes the oldest segments while nothing in them is live, pinned or held (never the
+ * active one); their ids are appended to *ids (grown as needed; *n, *cap). Returns how many
+ * were removed. */
 size_t segset_reclaim(segset *ss, uint32_t **ids, size_t *n, size_t *cap);
+
+/* Compaction (driven by the broker's compact.c): the log is compacted when its non-active
+ * segments hold more than COMPACT_FACTOR x their live data + COMPACT_FEW segments; each step
+ * moves at most COMPACT_STEP bytes of records out of the oldest segment. */
+#define COMPACT_FACTOR 2
+#define COMPACT_FEW 2
+#define COMPACT_STEP (8u << 20)
+/* The oldest segment if it should be compacted now (not active, not pinned, not held, with
+ * something live, and the log over the bound above), or NULL. */
+seg *segset_compact_pick(segset *ss, uint64_t segment_size);
+/* A segment's live data, estimated: bytes x live copies / copies written (at most bytes). */
+uint64_t seg_live_bytes(const seg *sg);
 void segset_free(segset *ss);
 
 /* segments/<id>.seg under segdir. */

@@ -25,6 +25,7 @@
 
 #include "broker.h"
 #include "crc32c.h"
+#include "memacct.h"
 #include "meta.h"
 #include "paging.h"
 #include "record.h"
@@ -38,12 +39,22 @@ struct store {
     mlog log; /* the segment set and the pending batch */
     writer wr;
     pager pg;
+    helpers hp;          /* the helper thread: paged bodies read back */
+    uint64_t meta_count; /* meta.log records appended (each waits for its batch's sync) */
     uint64_t gen_next;
     int disk_alarm;
     uint64_t enospc_need; /* after ENOSPC: free bytes needed before writing is tried again */
     uint64_t appended;    /* message records appended (publish, delayed) */
     uint64_t next_delay;  /* ids of delayed records */
+    uint64_t inflight_bytes; /* record bytes of the batch the writer has (memacct) */
+    /* compaction (compact.c drives it) */
+    int compact_due;        /* a tick passed, a segment was added or a step is done: look again */
+    size_t compact_nsegs;   /* segments when last looked */
+    uint32_t blocked_seg;   /* the oldest segment, found not movable at this live count */
+    uint64_t blocked_live;
 };
+
+static void compact_synced(store *s, uint64_t gen, int err);
 
 /* ---- the writer's results ---- */
 
@@ -72,17 +83,36 @@ static void on_written(void *ctx, wbatch *w) {
         }
     }
     paging_synced(w);
+    int had_meta = w->meta.len > 0, meta_ok = w->meta_err == 0;
     wbatch_free(w);
+    s->inflight_bytes = 0;
+    compact_synced(s, gen, err);
+    if (had_meta) /* declares, binds, deletes waiting for this batch answer first */
+        broker_meta_synced(s->b, gen, meta_ok);
     broker_store_synced(s->b, gen, err == 0);
     store_kick(s);
 }
 
+/* Bytes of record buffers a batch holds. */
+static uint64_t batch_bytes(const wbatch *w) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < w->npieces; i++)
+        n += w->pieces[i].data.cap;
+    return n;
+}
+
 void store_kick(store *s) {
-    if (!s || !writer_idle(&s->wr) || wbatch_empty(s->log.pending))
+    if (!s)
+        return;
+    /* Records waiting for a slow disk count toward the memory watermark: publishers that do
+     * not wait for confirms are blocked rather than growing the batch without bound. */
+    memacct_set(MEM_STORE_BATCH, batch_bytes(s->log.pending) + s->inflight_bytes);
+    if (!writer_idle(&s->wr) || wbatch_empty(s->log.pending))
         return;
     wbatch *w = s->log.pending;
     w->gen = s->gen_next++;
     s->log.pending = wbatch_new();
+    s->inflight_bytes = batch_bytes(w);
     writer_submit(&s->wr, w);
 }
 
@@ -132,14 +162,18 @@ static void emit_definitions(void *ctx, buf *out, uint64_t salt) {
     }
 }
 
-/* Appends definition records to meta.log and syncs; a full disk raises the alarm. */
+/* Appends definition records to the pending batch: the writer thread writes them to
+ * meta.log and syncs it before the batch's message records (a full disk raises the alarm
+ * when the batch comes back, on_written). Returns 1: the caller's answer waits for
+ * broker_meta_synced of store_gen(). */
 static int meta_write(store *s, buf *b) {
-    int err = meta_append(&s->meta, b);
+    buf_put(&s->log.pending->meta, buf_head(b), b->len);
     buf_free(b);
-    if (err == -ENOSPC)
-        s->disk_alarm = 1;
-    return err ? -1 : 0;
+    s->meta_count++;
+    return 1;
 }
+
+uint64_t store_meta_count(const store *s) { return s ? s->meta_count : 0; }
 
 int store_exchange(store *s, exchange *x, int add) {
     if (!s || !x->durable || x->builtin)
@@ -165,10 +199,7 @@ int store_queue(store *s, queue *q, int add) {
     } else {
         meta_put_queue_del(&b, s->meta.salt, q->qid);
     }
-    int rc = meta_write(s, &b);
-    if (rc < 0 && add)
-        q->qid = 0;
-    return rc;
+    return meta_write(s, &b);
 }
 
 int store_binding(store *s, binding *bd, int add) {
@@ -189,11 +220,13 @@ static slice msg_rk(const message *m) { return sl(msg_rkey(m), m->rkey_len); }
 static slice msg_pr(const message *m) { return sl(msg_props(m), m->props_len); }
 static slice msg_bd(const message *m) { return sl(msg_body(m), m->body_len); }
 
-void store_delayed(store *s, delayed_entry *e) {
+/* Appends e's DELAYED record (e->sid set) to the active segment, which then holds it;
+ * returns the record's size. */
+static size_t put_delayed(store *s, delayed_entry *e) {
     message *m = e->m;
     buf *b = mlog_append(&s->log, rec_delayed_size(m->exchange_len, m->rkey_len, m->props_len, m->body_len));
     seg *a = segset_active(&s->log.segs);
-    e->sid = ++s->next_delay;
+    size_t at = b->len;
     rec_delayed d = {.sid = e->sid, .due = e->due, .to_queue = e->q != NULL, .qid = e->q ? e->q->qid : 0,
                      .exchange = msg_ex(m), .rkey = msg_rk(m), .props = msg_pr(m), .body = msg_bd(m)};
     if (!e->q)
@@ -201,6 +234,13 @@ void store_delayed(store *s, delayed_entry *e) {
     rec_put_delayed(b, a->salt, &d);
     e->seg = a->id;
     a->live++;
+    a->copies++;
+    return b->len - at;
+}
+
+void store_delayed(store *s, delayed_entry *e) {
+    e->sid = ++s->next_delay;
+    put_delayed(s, e);
     s->appended++;
 }
 
@@ -223,6 +263,7 @@ void store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *s
     m->seg = a->id;
     m->in_store = 1;
     a->live += (uint64_t)n;
+    a->copies += (uint64_t)n;
     paging_note(&s->log, m, at);
 }
 
@@ -232,13 +273,17 @@ static void copy_record(store *s, uint8_t type, uint32_t qid, uint64_t seq) {
 }
 
 void store_pin(store *s, uint32_t segid) {
-    if (s)
-        mlog_hold(&s->log, segid);
+    seg *sg = s ? segset_find(&s->log.segs, segid) : NULL;
+    if (sg)
+        sg->pins++;
 }
 
 void store_unpin(store *s, uint32_t segid) {
-    if (s)
-        mlog_release(&s->log, segid);
+    seg *sg = s ? segset_find(&s->log.segs, segid) : NULL;
+    if (!sg || !sg->pins)
+        return;
+    if (--sg->pins == 0 && sg == &s->log.segs.a[0])
+        wbatch_reclaim(s->log.pending, &s->log.segs);
 }
 
 void store_forget(store *s, const qmsg *qm) {
@@ -275,7 +320,101 @@ int store_tick(store *s) {
                      (unsigned long long)free_bytes, (unsigned long long)s->b->cfg.disk_free_limit);
         s->disk_alarm = low;
     }
+    s->compact_due = 1;
     return s->disk_alarm;
+}
+
+/* ---- compaction (see compact.c) ---- */
+
+uint32_t store_compact_pick(store *s, uint64_t *live) {
+    if (s->log.segs.n != s->compact_nsegs) { /* a segment was added (or reclaimed) */
+        s->compact_nsegs = s->log.segs.n;
+        s->compact_due = 1;
+    }
+    if (!s->compact_due)
+        return 0;
+    s->compact_due = 0;
+    seg *sg = segset_compact_pick(&s->log.segs, s->log.segment_size);
+    if (!sg || (sg->id == s->blocked_seg && sg->live == s->blocked_live))
+        return 0;
+    *live = sg->live;
+    return sg->id;
+}
+
+void store_compact_blocked(store *s, uint32_t segid, uint64_t live, uint64_t found, uint64_t immovable) {
+    if (segid != s->blocked_seg)
+        log_info("store: segment %08x cannot be compacted yet: of its %llu live records %llu are paged-out or "
+                 "unreadable copies and %llu are held by something compaction does not move (it waits)",
+                 segid, (unsigned long long)live, (unsigned long long)immovable,
+                 (unsigned long long)(live > found ? live - found : 0));
+    s->blocked_seg = segid;
+    s->blocked_live = live;
+}
+
+size_t store_move(store *s, message *m, uint64_t published, const uint32_t *qids, const uint64_t *seqs,
+                  const uint16_t *deliveries, uint32_t n) {
+    uint32_t from = m->seg;
+    size_t bytes = 0;
+    for (uint32_t i = 0; i < n;) { /* one record names at most 65535 copies */
+        uint32_t k = MIN(n - i, UINT16_MAX);
+        buf *b = mlog_append(&s->log, rec_move_size(k, m->exchange_len, m->rkey_len, m->props_len, m->body_len));
+        seg *a = segset_active(&s->log.segs);
+        size_t at = b->len;
+        rec_put_move(b, a->salt, published, m->ttl, qids + i, seqs + i, deliveries + i, k, msg_ex(m), msg_rk(m),
+                     msg_pr(m), msg_bd(m));
+        assert(a->id != from);
+        a->live += k;
+        a->copies += k;
+        m->seg = a->id;
+        paging_note(&s->log, m, at); /* where its record is, once written */
+        bytes += b->len - at;
+        i += k;
+    }
+    seg *old = segset_find(&s->log.segs, from);
+    assert(old && old->live >= n);
+    old->live -= n;
+    return bytes;
+}
+
+size_t store_move_delayed(store *s, delayed_entry *e) {
+    uint32_t from = e->seg;
+    size_t bytes = put_delayed(s, e);
+    seg *old = segset_find(&s->log.segs, from);
+    assert(old && old->live > 0 && e->seg != from);
+    old->live--;
+    return bytes;
+}
+
+void store_compact_hold(store *s, uint32_t segid, size_t moved, size_t bytes) {
+    seg *sg = segset_find(&s->log.segs, segid);
+    assert(sg && !sg->hold);
+    sg->hold = s->gen_next; /* the batch the moves were appended to */
+    log_info("store: compacted segment %08x: %zu live records (%zu bytes) moved to segment %08x, %llu left", segid,
+             moved, bytes, segset_active(&s->log.segs)->id, (unsigned long long)sg->live);
+}
+
+/* A batch came back: segments whose moves it carried may go once it is synced. If it failed,
+ * the moved records may not be on disk: the old segment stays until the next start. */
+static void compact_synced(store *s, uint64_t gen, int err) {
+    int freed = 0;
+    for (size_t i = 0; i < s->log.segs.n; i++) {
+        seg *sg = &s->log.segs.a[i];
+        if (!sg->hold || sg->hold == SEG_HOLD_FAILED || sg->hold > gen)
+            continue;
+        if (err) {
+            sg->hold = SEG_HOLD_FAILED;
+            log_error("store: the batch moving segment %08x's live records failed (%s): the segment is kept and "
+                      "compaction stops until the next start",
+                      sg->id, strerror(-err));
+        } else {
+            sg->hold = 0;
+            freed = 1;
+        }
+    }
+    if (freed) {
+        s->compact_due = 1;
+        wbatch_reclaim(s->log.pending, &s->log.segs);
+    }
 }
 
 /* ---- paging ---- */
@@ -304,6 +443,11 @@ void store_page_read(store *s, qmsg **qms, size_t n) {
         }
     }
     free(v);
+}
+
+int store_page_read_async(store *s, page_req *reqs, size_t n, void (*done)(void *ctx, page_req *reqs, size_t n),
+                          void *ctx) {
+    return s ? paging_read_async(&s->hp, &s->log, reqs, n, done, ctx) : -1;
 }
 
 /* ---- open and close ---- */
@@ -345,7 +489,10 @@ int store_open(broker *b, const recover_sink *sink, const char *dir, char *err, 
     segset_add(&s->log.segs, s->log.segs.next_id, rec_new_salt(), 0); /* new writes start a fresh segment */
     s->log.pending = wbatch_new();
     s->gen_next = 1;
+    s->wr.mt = &s->meta; /* from here on, only the writer thread appends to meta.log */
     rc = writer_start(&s->wr, b->loop, s->log.segdir, on_written, s);
+    if (rc == 0)
+        rc = helpers_start(&s->hp, b->loop);
     if (rc < 0) {
         snprintf(err, errlen, "cannot start the store writer: %s", strerror(-rc));
         return -1;
@@ -362,6 +509,7 @@ int store_open(broker *b, const recover_sink *sink, const char *dir, char *err, 
 void store_close(store *s) {
     if (!s)
         return;
+    helpers_stop(&s->hp); /* reads in flight hand their messages back first */
     for (;;) {
         wbatch *w = writer_wait(&s->wr);
         if (w)

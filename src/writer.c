@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "meta.h"
 #include "record.h"
 #include "util.h"
 
@@ -28,10 +29,11 @@ void wbatch_free(wbatch *w) {
         buf_free(&w->pieces[i].data);
     free(w->pieces);
     free(w->unlinks);
+    buf_free(&w->meta);
     free(w);
 }
 
-int wbatch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0; }
+int wbatch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0 && w->meta.len == 0; }
 
 buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need) {
     seg *a = segset_active(ss);
@@ -59,11 +61,16 @@ void wbatch_reclaim(wbatch *w, segset *ss) { segset_reclaim(ss, &w->unlinks, &w-
 
 /* ---- the writer thread ---- */
 
-/* Writes one batch: every piece appended to its segment, each file synced, new files made
- * durable in the directory, then the segments no longer needed deleted. A failed write is
- * cut back so that the segment ends on a whole record. */
+/* Writes one batch: its meta.log records appended and synced, every piece appended to its
+ * segment, each file synced, new files made durable in the directory, then the segments no
+ * longer needed deleted. A failed write is cut back so that the file ends on a whole
+ * record. */
 int writer_write(writer *wr, wbatch *w) {
     int dirty_dir = 0, err = 0;
+    /* Definitions first, so that a PUBLISH in this batch never reaches the disk without the
+     * queue it names; if they fail, nothing else in the batch is written (all nacked). */
+    if (w->meta.len && wr->mt)
+        err = w->meta_err = meta_append(wr->mt, &w->meta);
     for (size_t i = 0; i < w->npieces && !err; i++) {
         piece *p = &w->pieces[i];
         if (!wr->wfile || p->seg != wr->wseg) {

@@ -43,6 +43,8 @@ typedef struct wbatch {
     size_t nunlinks, capunlinks;
     precord *precs; /* paging: message records, so their offsets are known once written */
     size_t nprecs, capprecs;
+    buf meta;     /* meta.log records (definitions), written and synced before the pieces */
+    int meta_err; /* the writer's result for them: 0 or -errno (then err is too) */
     int err; /* the writer's result: 0 or -errno */
 } wbatch;
 
@@ -94,6 +96,7 @@ typedef struct writer {
     int efd;
     io_handler io;
     sio_file *wfile; /* writer-thread owned: the open segment */
+    struct meta *mt; /* meta.log: writer-thread owned once the writer runs (batches' meta) */
     uint32_t wseg;
     uint64_t woff;
 } writer;

@@ -65,12 +65,21 @@ def connect(ferryd):
         return c
 
     yield make
+    # pika's close() waits for close-ok with no deadline: a stuck broker must not hang the
+    # teardown (the ferryd fixture then reports it), so each close gets 5 s in a thread.
+    import threading
     for c in opened:
         if c.is_open:
-            try:
-                c.close()
-            except Exception:
-                pass
+            t = threading.Thread(target=lambda c=c: _quiet_close(c), daemon=True)
+            t.start()
+            t.join(5)
+
+
+def _quiet_close(c):
+    try:
+        c.close()
+    except Exception:
+        pass
 
 
 @pytest.fixture

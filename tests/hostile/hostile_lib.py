@@ -26,19 +26,28 @@ def params(d, **kw):
 
 
 
-def still_serves(d):
-    """A fresh connection can declare, publish and get one message back: the broker is alive
-    and its loop is not stuck."""
-    c = pika.BlockingConnection(params(d, socket_timeout=10, stack_timeout=15))
+def still_serves(d, timeout=15.0):
+    """A fresh connection can declare a queue, publish and get the message back within
+    timeout seconds: the broker is alive and its loop is not stuck. Raw sockets with a
+    deadline on every read, so a livelocked broker fails the test instead of hanging it."""
+    import time
+
+    import pipeline as p
+    from rawamqp import Connection
+    deadline = time.monotonic() + timeout
     try:
-        ch = c.channel()
-        q = ch.queue_declare("", exclusive=True).method.queue
-        ch.basic_publish("", q, b"alive")
-        for _ in range(200):
-            m, _, body = ch.basic_get(q, auto_ack=True)
-            if m:
-                return body == b"alive"
-            c.sleep(0.01)
+        c = Connection(d.host, d.port, timeout=timeout)
+    except OSError:
+        return False
+    try:
+        c.handshake()
+        c.open_channel(1)
+        c.send(p.queue_declare("still-serves", exclusive=True) + p.publish("", "still-serves", b"alive"))
+        while time.monotonic() < deadline:
+            if p.get(c, "still-serves", timeout=max(0.1, deadline - time.monotonic())) == b"alive":
+                return True
+        return False
+    except Exception:
         return False
     finally:
         c.close()

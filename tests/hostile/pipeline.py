@@ -62,8 +62,8 @@ def basic_reject(tag, requeue=False):
     return method_frame(1, BASIC_REJECT, struct.pack(">Q", tag) + bits(requeue))
 
 
-def publish(exchange, key, body, expiration=None, headers=None):
-    """basic.publish + header (+ body) frames; properties: expiration and headers only."""
+def publish(exchange, key, body, expiration=None, headers=None, message_id=None):
+    """basic.publish + header (+ body) frames; properties: headers, expiration, message-id."""
     flags, props = 0, b""
     if headers is not None:
         flags |= 1 << 13
@@ -71,6 +71,9 @@ def publish(exchange, key, body, expiration=None, headers=None):
     if expiration is not None:
         flags |= 1 << 8
         props += shortstr(expiration)
+    if message_id is not None:
+        flags |= 1 << 7
+        props += shortstr(message_id)
     out = method_frame(1, BASIC_PUBLISH, basic_publish_args(exchange, key))
     out += header_frame(1, len(body), flags=flags, props=props)
     if body:

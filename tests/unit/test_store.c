@@ -660,7 +660,7 @@ static void test_recovery_replays_a_hand_written_log_into_the_sink(void) {
     l2.ndelayed = 0;
     recover_stats st2 = {0};
     recover_messages(&ss, segdir, UINT64_MAX, 1, &rec_sink, &l2, &st2);
-    CHECK(st2.orphans == 1 && segset_find(&ss, 3)->live == 5);
+    CHECK(st2.orphans == 1 && segset_find(&ss, 3)->live == 4 && segset_find(&ss, 3)->pins == 1);
     segset_free(&ss);
 
     /* Over the memory budget, copies come back paged out (their bodies stay in the log). */
@@ -733,6 +733,163 @@ static void test_recovery_cuts_a_torn_tail_of_the_last_segment(void) {
     rm_dir(tmpdir);
 }
 
+/* ---- compaction ---- */
+
+static void test_a_move_record_round_trips_with_its_delivery_counts(void) {
+    buf b;
+    buf_init(&b);
+    uint32_t qids[2] = {7, 8};
+    uint64_t seqs[2] = {70, 80};
+    uint16_t dels[2] = {0, 65535};
+    rec_put_move(&b, 5, 1234, 99, qids, seqs, dels, 2, S("ex"), S("rk"), PERSISTENT, S("body"));
+    CHECK(b.len == rec_move_size(2, 2, 2, sizeof persistent_props, 4));
+    CHECK(rec_check(buf_head(&b), b.len, 5) == b.len && rec_type(buf_head(&b)) == R_MOVE);
+    rec_publish p;
+    CHECK(rec_publish_read(buf_head(&b), b.len, &p) == 0);
+    CHECK(p.published == 1234 && p.ttl == 99 && p.nq == 2 && p.body.n == 4 && !memcmp(p.body.p, "body", 4));
+    uint32_t q;
+    uint64_t sq;
+    rec_publish_queue(&p, 1, &q, &sq);
+    CHECK(q == 8 && sq == 80);
+    CHECK(rec_publish_deliveries(&p, 0) == 0 && rec_publish_deliveries(&p, 1) == 65535);
+    /* cut before its delivery counts: malformed */
+    buf_patch_u32(&b, 8, (uint32_t)(b.len - REC_HEADER - 1));
+    CHECK(rec_publish_read(buf_head(&b), b.len - 1, &p) < 0);
+    buf_free(&b);
+    /* a PUBLISH has no delivery counts */
+    buf_init(&b);
+    put_pub(&b, 5, 2, qids, seqs, "x");
+    CHECK(rec_publish_read(buf_head(&b), b.len, &p) == 0 && p.dlist == NULL && rec_publish_deliveries(&p, 1) == 0);
+    buf_free(&b);
+}
+
+static void test_compaction_picks_the_oldest_segment_only_when_the_log_is_mostly_dead(void) {
+    segset ss = {0};
+    const uint64_t size = 1000;
+    for (uint32_t id = 1; id <= 6; id++) {
+        seg *sg = segset_add(&ss, id, id, size);
+        sg->copies = 100;
+    }
+    /* 5 full non-active segments, each 1 copy in 100 live: 50 bytes live, 5000 on disk */
+    for (uint32_t id = 1; id <= 5; id++)
+        segset_find(&ss, id)->live = 1;
+    CHECK(seg_live_bytes(segset_find(&ss, 1)) == 10);
+    CHECK(segset_compact_pick(&ss, size) == segset_find(&ss, 1));
+    /* all live: nothing to gain */
+    for (uint32_t id = 1; id <= 5; id++)
+        segset_find(&ss, id)->live = 100;
+    CHECK(segset_compact_pick(&ss, size) == NULL);
+    /* the oldest pinned (a deduplication window), held (a step in flight), or empty: not picked */
+    for (uint32_t id = 1; id <= 5; id++)
+        segset_find(&ss, id)->live = 1;
+    segset_find(&ss, 1)->pins = 1;
+    CHECK(segset_compact_pick(&ss, size) == NULL);
+    segset_find(&ss, 1)->pins = 0;
+    segset_find(&ss, 1)->hold = 3;
+    CHECK(segset_compact_pick(&ss, size) == NULL);
+    /* a held or pinned segment is never reclaimed, even with nothing live in it */
+    segset_find(&ss, 1)->live = 0;
+    uint32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    CHECK(segset_reclaim(&ss, &ids, &n, &cap) == 0);
+    segset_find(&ss, 1)->hold = 0;
+    segset_find(&ss, 1)->pins = 2;
+    CHECK(segset_reclaim(&ss, &ids, &n, &cap) == 0);
+    segset_find(&ss, 1)->pins = 0;
+    CHECK(segset_reclaim(&ss, &ids, &n, &cap) == 1 && ids[0] == 1);
+    /* within 2 x live + 2 segments: left alone */
+    CHECK(segset_compact_pick(&ss, 2000) == NULL);
+    free(ids);
+    segset_free(&ss);
+}
+
+/* Segment 3 as the broker wrote it, then segment 4 holding compaction's MOVE records of the
+ * copies still live in 3 (1 and 3 of queue 1), written after a newer publish (4) and a new
+ * delayed message (9), with a delayed message moved (7). */
+static void compacted_log(void) {
+    buf b;
+    buf_init(&b);
+    rec_put_headers(&b, 31);
+    uint32_t q1 = 1;
+    uint64_t seq;
+    const char *bodies[] = {"", "a", "b", "c"};
+    for (seq = 1; seq <= 3; seq++)
+        put_pub(&b, 31, 1, &q1, &seq, bodies[seq]);
+    rec_put_copy(&b, R_DELIVERED, 31, 1, 1);
+    rec_put_copy(&b, R_SETTLE, 31, 1, 2);
+    rec_delayed d = {.sid = 7, .due = 1, .to_queue = 1, .qid = 1, .exchange = S(""), .rkey = S("k"), .props = PERSISTENT,
+                     .body = S("d7")};
+    rec_put_delayed(&b, 31, &d);
+    seg_file(3, &b);
+    buf_free(&b);
+    buf_init(&b);
+    rec_put_headers(&b, 32);
+    seq = 4;
+    put_pub(&b, 32, 1, &q1, &seq, "d");
+    d.sid = 9;
+    rec_put_delayed(&b, 32, &d);
+    uint64_t s1 = 1, s3 = 3;
+    uint16_t three = 3, zero = 0;
+    rec_put_move(&b, 32, wall_ms(), -1, &q1, &s1, &three, 1, S("ex"), S("key"), PERSISTENT, S("a"));
+    rec_put_move(&b, 32, wall_ms(), -1, &q1, &s3, &zero, 1, S("ex"), S("key"), PERSISTENT, S("c"));
+    d.sid = 7;
+    rec_put_delayed(&b, 32, &d);
+    rec_put_copy(&b, R_DELIVERED, 32, 1, 3); /* after the move */
+    rec_put_copy(&b, R_SETTLE, 32, 1, 4);
+    seg_file(4, &b);
+    buf_free(&b);
+}
+
+static void test_recovery_keeps_one_copy_when_both_the_old_segment_and_its_moves_are_there(void) {
+    fresh_dir();
+    compacted_log();
+    rec_log l = {.nq = 1};
+    l.q[0] = (rcq){.qid = 1, .pageable = 1};
+    segset ss = {0};
+    recover_stats st = {0};
+    recover_messages(&ss, segdir, UINT64_MAX, 0, &rec_sink, &l, &st);
+    /* 1 and 3 once each, in order; the higher delivery count wins; 2 stays settled */
+    CHECK(l.q[0].n == 2 && l.q[0].seqs[0] == 1 && l.q[0].seqs[1] == 3);
+    CHECK(l.q[0].deliveries[0] == 3 && l.q[0].deliveries[1] == 1);
+    CHECK(l.ndelayed == 2 && l.delayed_sids[0] == 7 && l.delayed_sids[1] == 9);
+    CHECK(l.q[0].next_seq == 5);
+    /* the copies were met first in segment 3: it holds them (and delayed 7) */
+    CHECK(segset_find(&ss, 3)->live == 3 && segset_find(&ss, 4)->live == 1);
+    CHECK(segset_find(&ss, 3)->copies == 4 && segset_find(&ss, 4)->copies == 5);
+    segset_free(&ss);
+    rm_dir(tmpdir);
+}
+
+static void test_recovery_takes_moved_copies_in_order_once_the_old_segment_is_gone(void) {
+    fresh_dir();
+    compacted_log();
+    char path[700];
+    seg_path(segdir, 3, path, sizeof path);
+    unlink(path);
+    rec_log l = {.nq = 1};
+    l.q[0] = (rcq){.qid = 1, .pageable = 1};
+    segset ss = {0};
+    recover_stats st = {0};
+    recover_messages(&ss, segdir, UINT64_MAX, 0, &rec_sink, &l, &st);
+    /* met after 4: put back in seq order; 2 (settled, not moved) does not come back */
+    CHECK(l.q[0].n == 2 && l.q[0].seqs[0] == 1 && l.q[0].seqs[1] == 3);
+    CHECK(l.q[0].deliveries[0] == 3 && l.q[0].deliveries[1] == 1);
+    CHECK(l.ndelayed == 2 && l.delayed_sids[0] == 7 && l.delayed_sids[1] == 9);
+    CHECK(ss.n == 1 && segset_find(&ss, 4)->live == 4);
+    segset_free(&ss);
+    /* over the memory budget the moved copies come back paged out, pointing at the MOVEs */
+    rec_log l2 = {.nq = 1};
+    l2.q[0] = (rcq){.qid = 1, .pageable = 1};
+    recover_stats st2 = {0};
+    message *held = message_new(S("x"), S("y"), S(""), 1);
+    recover_messages(&ss, segdir, 0, 0, &rec_sink, &l2, &st2);
+    message_unref(held);
+    CHECK(l2.q[0].n == 2 && l2.q[0].paged[0] && l2.q[0].paged[1] && l2.q[0].deliveries[0] == 3);
+    CHECK(segset_find(&ss, 4)->live == 2 * 2 + 2);
+    segset_free(&ss);
+    rm_dir(tmpdir);
+}
+
 int main(void) {
     log_level = LOG_ERROR + 1; /* the damaged cases log on purpose */
     sio_init();
@@ -759,6 +916,13 @@ int main(void) {
         {"recovery_replays_a_hand_written_log_into_the_sink", test_recovery_replays_a_hand_written_log_into_the_sink},
         {"recovery_reads_a_publish_to_70000_queues", test_recovery_reads_a_publish_to_70000_queues},
         {"recovery_cuts_a_torn_tail_of_the_last_segment", test_recovery_cuts_a_torn_tail_of_the_last_segment},
+        {"a_move_record_round_trips_with_its_delivery_counts", test_a_move_record_round_trips_with_its_delivery_counts},
+        {"compaction_picks_the_oldest_segment_only_when_the_log_is_mostly_dead",
+         test_compaction_picks_the_oldest_segment_only_when_the_log_is_mostly_dead},
+        {"recovery_keeps_one_copy_when_both_the_old_segment_and_its_moves_are_there",
+         test_recovery_keeps_one_copy_when_both_the_old_segment_and_its_moves_are_there},
+        {"recovery_takes_moved_copies_in_order_once_the_old_segment_is_gone",
+         test_recovery_takes_moved_copies_in_order_once_the_old_segment_is_gone},
     };
     return unit_run(tests, sizeof tests / sizeof tests[0]);
 }
