@@ -72,8 +72,9 @@ class Client:
     """One raw AMQP connection, non-blocking: methods are queued in `out` and written as the
     socket takes them; answers are parsed just enough to know delivery tags and closes."""
 
-    def __init__(self, d, rng, log):
-        self.rng, self.log = rng, log
+    def __init__(self, d, rng, log, index):
+        self.rng = rng
+        self.log = lambda s: log(f"[{index}] {s}")
         self.sock = socket.create_connection((d.host, d.port), timeout=10)
         self.sock.setblocking(False)
         self.out = bytearray(PROTOCOL_HEADER)
@@ -147,9 +148,13 @@ class Client:
             if not c.closing and self.rng.random() < 0.2:
                 # A crossing close: ours goes out before our close-ok (item 15).
                 self.method(ch, M["channel.close"], short(200) + shortstr("crossing") + short(0) + short(0))
+                c.closing = True
             self.method(ch, M["channel.close-ok"])
-            del self.chans[ch]
+            if not c.closing:
+                del self.chans[ch]
+            # else: our own close still waits for its close-ok (the broker answers it).
         elif mid == (20, 41) and c is not None:
+            self.log(f"ch {ch} close-ok")
             del self.chans[ch]
         elif mid in ((60, 60), (60, 71)) and c is not None:  # basic.deliver / basic.get-ok
             if mid == (60, 60):
@@ -280,6 +285,7 @@ defs = None
 def one_op(rng, cl, log):
     """Queues one random operation on a random channel of cl."""
     ch = rng.randrange(1, CHANNELS + 1)
+    cl.last_ch = ch
     c = cl.chans.get(ch)
     if c is None:
         cl.method(ch, M["channel.open"], shortstr(""))
@@ -458,7 +464,7 @@ def test_random_valid_operations_never_crash_stall_or_leak(ferryd_factory, tmp_p
             for i in range(CLIENTS):
                 cl = clients[i]
                 if cl is None or cl.dead:
-                    clients[i] = cl = Client(d, rng, log)
+                    clients[i] = cl = Client(d, rng, log, i)
                     log(f"[{i}] connect")
                 if len(cl.out) > (1 << 20):
                     continue  # the broker is not reading us (blocked, or busy): wait
@@ -467,7 +473,7 @@ def test_random_valid_operations_never_crash_stall_or_leak(ferryd_factory, tmp_p
                     ops += 1
                     name = what.split()[0]
                     counts[name] = counts.get(name, 0) + 1
-                    log(f"[{i}] {what}")
+                    log(f"[{i}] ch{cl.last_ch} {what}")
                     if cl.dead:
                         break
                 cl.flush()
