@@ -59,7 +59,7 @@ class Script:
         return self
 
     def later(self, ms):
-        """Advance the fake clock (ms: a multiple of 5 up to 635, or whole seconds)."""
+        """Advances the fake clock (ms: a multiple of 5 up to 635, or whole seconds)."""
         if ms % 1000 == 0 and ms >= 1000:
             t = 0x80 | (ms // 1000)
         else:
@@ -288,11 +288,15 @@ def seeds():
     s["paging"] = Script(1).open().qdeclare("q0", flags=2)
     for _ in range(30):
         s["paging"].publish("", "q0", size=210, persistent=True)
+    s["paging"].publish("", "q0", size=251, persistent=True)  # 200 KB: two body frames
     s["paging"].step().consume("q0").step().ack(15, multiple=1).step()
     s["alarm"] = Script(4).open().qdeclare("q0")
-    for _ in range(12):
-        s["alarm"].publish("", "q0", size=201)
-    s["alarm"].step().later(1000).publish("", "q0").step().purge("q0").later(1000).step()
+    for _ in range(3):
+        s["alarm"].publish("", "q0", size=255)  # 600 KB each: over the 1 MiB watermark
+    # conn 0 is blocked (it published); conn 1 (it did not) purges, and the next tick
+    # clears the alarm.
+    s["alarm"].step().later(1000).publish("", "q0").step().open(conn=1).purge("q0", conn=1)
+    s["alarm"].step().later(1000).step().publish("", "q0").step().get("q0")
     s["headers_ae"] = (Script().open().xdeclare("x0", "direct", ae="amq.headers")
                        .qdeclare("q0").qbind("q0", "amq.headers", "", xmatch="any", h="a.b")
                        .publish("x0", "zz" if False else "x", h="a.b").step().get("q0"))

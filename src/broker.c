@@ -129,6 +129,15 @@ void broker_set_alarm(broker *b, int which, int on) {
         return;
     log_warn("resource alarm %s (%s): publishers are %s", b->alarms ? "set" : "cleared",
              which == ALARM_DISK ? "disk" : "memory", b->alarms ? "blocked" : "unblocked");
+    if (which == ALARM_MEMORY && on) { /* what holds the memory, for the operator */
+        char parts[512];
+        size_t n = 0;
+        for (int k = 0; k < MEM_NKINDS && n < sizeof parts; k++)
+            n += (size_t)snprintf(parts + n, sizeof parts - n, "%s%s %llu", k ? ", " : "", memacct_name(k),
+                                  (unsigned long long)memacct_get(k));
+        log_warn("memory: %llu bytes, over the watermark of %llu (%s)", (unsigned long long)memacct_total(),
+                 (unsigned long long)b->cfg.memory_high_watermark, parts);
+    }
     for (conn *c = b->conns; c; c = c->next)
         conn_set_blocked(c, b->alarms != 0);
 }

@@ -276,7 +276,16 @@ static void close_after_flush(conn *c) {
  * LINGER_MS passes). Closing at once with unread input in the socket would make the kernel
  * answer with RST, and a client whose publishes were still in flight would lose the
  * close-ok it has not read yet (RabbitMQ's clients then never see their close complete). */
+static void uncount_open(conn *c) {
+    if (c->counted_open) {
+        assert(c->b->nopened > 0);
+        c->b->nopened--;
+        c->counted_open = 0;
+    }
+}
+
 static void start_linger(conn *c) {
+    uncount_open(c); /* its place under --max-connections is free already */
     c->lingering = 1;
     c->linger_since_ms = loop_now_ms(c->b->loop);
     buf_consume(&c->in, c->in.len);
@@ -301,17 +310,20 @@ static void linger_read(conn *c) {
 
 /* ---- input backlog: frames left over after a connection's budget ---- */
 
+/* Takes a connection (being destroyed) off the backlog. If it is not on b->backlog it is on
+ * the list conn_backlog_run is walking: its link is left alone so that the walk goes on past
+ * it (it is skipped there as dead, and freed only after the batch). */
 static void backlog_remove(conn *c) {
     if (!c->in_backlog)
         return;
     for (conn **pp = &c->b->backlog; *pp; pp = &(*pp)->next_backlog) {
         if (*pp == c) {
             *pp = c->next_backlog;
+            c->next_backlog = NULL;
             break;
         }
     }
     c->in_backlog = 0;
-    c->next_backlog = NULL;
 }
 
 /* Each connection on the backlog gets one more budget of its buffered frames; those that
@@ -337,6 +349,7 @@ int conn_backlog_run(broker *b) {
  * the after-batch hook, which keeps the loop from waiting), not the next socket event; the
  * socket is not read meanwhile, so the buffer does not grow. */
 static void backlog_add(conn *c) {
+    assert(c->state != CONN_DEAD);
     if (c->in_backlog)
         return;
     int was_reading = input_allowed(c);
@@ -457,11 +470,7 @@ void conn_destroy(conn *c) {
     if (c->state == CONN_DEAD)
         return;
     c->state = CONN_DEAD;
-    if (c->counted_open) {
-        assert(c->b->nopened > 0);
-        c->b->nopened--;
-        c->counted_open = 0;
-    }
+    uncount_open(c);
     backlog_remove(c);
     release_channels(c);
     delete_exclusive_queues(c);

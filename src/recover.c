@@ -160,7 +160,7 @@ static void apply_publish(recovery *rc, const uint8_t *rec, size_t len) {
     props_view pv;
     if (rec_publish_read(rec, len, &p) < 0 || props_parse(p.props, &pv) < 0)
         return;
-    int moved = rec_type(rec) == R_MOVE;
+    int moved = rec_is_move(rec_type(rec));
     rc->copies += p.nq;
     size_t off = (size_t)(rec - rc->base);
     /* Paging: beyond the memory budget, a copy is recovered paged out (its body stays in the
@@ -282,7 +282,7 @@ static void apply_record(void *arg, const uint8_t *rec, size_t len) {
     recovery *rc = arg;
     uint8_t type = rec_type(rec);
     rc->st->records++;
-    if (type == R_PUBLISH || type == R_MOVE) {
+    if (rec_is_publish(type)) {
         apply_publish(rc, rec, len);
         return;
     }
