@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "memacct.h"
 #include "util.h"
 
 #define NCONN 3
@@ -935,11 +936,19 @@ static void broker_reset(void) {
     loop_step(B.loop, 0);
     broker_set_alarm(&B, ALARM_MEMORY, 0);
     /* Page records in a batch the writer has not finished still hold their messages. */
-    for (int w = 0; w < 400 && message_bytes(); w++)
+    for (int w = 0; w < 400 && memacct_total(); w++)
         loop_step(B.loop, 5);
     assert(B.queues.count == 0);
     assert(B.conns == NULL && B.nconns == 0);
     assert(message_bytes() == 0);
+    /* With no connection, queue or user exchange left, nothing a client caused is held: every
+     * kind of accounted memory is back to zero (an imbalance would drift the alarm). */
+    for (int k = 0; k < MEM_NKINDS; k++)
+        if (memacct_get((enum memkind)k)) {
+            fprintf(stderr, "memacct: %s holds %llu bytes after the reset\n", memacct_name((enum memkind)k),
+                    (unsigned long long)memacct_get((enum memkind)k));
+            abort();
+        }
 }
 
 #define RESTART_EVERY 1000 /* inputs between fresh brokers (the store's files stay small) */
