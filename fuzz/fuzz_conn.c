@@ -1,21 +1,26 @@
 /* fuzz_conn.c — libFuzzer target for the broker as a whole: whole connections, in process.
  *
- * Each input runs a fresh broker (data directory on tmpfs, no listener, a fake clock) with
- * three connections, each over a socketpair handed to conn_new(). The harness writes a
- * valid handshake itself, then reads the input as a script of operations: most become
- * well-formed AMQP methods whose fields the fuzzer chooses from small dictionaries of
- * names (so queues, exchanges, bindings, consumers and delivery tags meet each other),
- * the rest are raw frames and bytes, loop steps, clock jumps (TTLs, delays, expiry,
- * heartbeats) and abrupt disconnects. The loop is stepped by the harness, never run, and
- * nothing sleeps, so an input repeats exactly and thousands run per second.
+ * A broker runs inside the fuzzer (data directory on tmpfs, no listener, a fake clock);
+ * each input gets up to three connections, each over a socketpair handed to conn_new().
+ * The harness writes a valid handshake itself, then reads the input as a script of
+ * operations: most become well-formed AMQP methods whose fields the fuzzer chooses from
+ * small dictionaries of names (so queues, exchanges, bindings, consumers and delivery tags
+ * meet each other), the rest are raw frames and bytes, loop steps, clock jumps (TTLs,
+ * delays, expiry, heartbeats, the alarm tick) and abrupt disconnects. The loop is stepped
+ * by the harness (loop_step), never run, and nothing sleeps: an input repeats exactly.
  *
- * Input: one settings byte (memory budget / watermark, frame_max, channel_max,
- * heartbeat), then operations: a byte whose top two bits pick the connection (3: global
- * operations) and whose low six bits pick what to send, followed by that operation's
- * field bytes (zeros once the input runs out). See do_op() and do_global().
+ * Input: one settings byte (memory budget / watermark, frame_max, channel_max, heartbeat,
+ * connection.blocked capability, abrupt end), then operations: a byte whose top two bits
+ * pick the connection (3: global operations) and whose low six bits pick what to send,
+ * followed by that operation's field bytes (zeros once the input runs out). See do_op()
+ * and do_global().
  *
- * After each input the broker is shut down; every message byte must have been given back
- * (message_bytes() == 0) and LeakSanitizer checks the rest. Run with `make fuzz`. */
+ * After every step the cross-module invariants are checked (check_broker). After each
+ * input the broker is reset to empty (connections gone, every queue and exchange deleted,
+ * every timer fired) and every message byte must have been given back; every 1000 inputs it
+ * is restarted; LeakSanitizer checks the rest at exit. A crash found this way replays
+ * alone from a fresh broker: `build/fuzz/fuzz_conn crash-…` (FUZZ_CONN_DEBUG=1 prints the
+ * broker's answers). Run with `make fuzz`. */
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
@@ -31,12 +36,12 @@
 #include "util.h"
 
 #define NCONN 3
+#define STEP_EVERY 24 /* operations between implicit loop steps */
 
 /* A small quarantine: freed memory is reused sooner, so inputs do not fault in fresh pages
  * (use-after-free is still caught for the last 16 MiB freed, far more than one input). */
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "quarantine_size_mb=16"; }
-#define STEP_EVERY 24 /* operations between implicit loop steps */
 
 /* ---- the input script ---- */
 
@@ -45,6 +50,7 @@ typedef struct script {
     size_t n;
 } script;
 
+/* The next byte of the script; 0 once it is used up (so every operation completes). */
 static uint8_t get8(script *s) {
     if (!s->n)
         return 0;
@@ -61,10 +67,11 @@ static uint16_t get16(script *s) {
 static const char *const queues[] = {"q0", "q1", "q2", "dlq", "", "amq.rabbitmq.reply-to", "amq.q", "q3"};
 static const char *const exchanges[] = {"",   "amq.direct", "amq.fanout", "amq.topic", "amq.headers", "x0",
                                         "x1", "x2",         "x3",         "dlx",       "amq.match",   "nope"};
-static const char *const keys[] = {"q0",  "q1", "q2",  "dlq", "a.b", "a.*",  "#",  "*.b.#",
-                                   "a.b.c", "1", "2",  "10",  "",    "amq.rabbitmq.reply-to", "q3", "x"};
-static const char *const xtypes[] = {"direct",  "fanout", "topic", "headers", "x-consistent-hash",
-                                     "x-delayed-message", "x-bogus", "direct"};
+static const char *const keys[] = {"q0",    "q1",    "q2", "dlq", "a.b", "a.*", "#",
+                                   "*.b.#", "a.b.c", "1",  "2",   "10",  "",    "amq.rabbitmq.reply-to",
+                                   "q3",    "x"};
+static const char *const xtypes[] = {
+    "direct", "fanout", "topic", "headers", "x-consistent-hash", "x-delayed-message", "x-bogus", "direct"};
 static const char *const tags[] = {"", "c0", "c1", "c2"};
 
 #define PICK(arr, b) (arr[(b) % ARRAY_LEN(arr)])
@@ -87,6 +94,7 @@ static void put_name(buf *o, script *s, const char *const *dict, size_t ndict) {
 
 /* ---- field tables ---- */
 
+/* Table entries: the key, then a typed value. */
 static void key(buf *t, const char *k) { buf_shortstr(t, k, strlen(k)); }
 
 /* An integer field in a type the fuzzer picks (RabbitMQ accepts every integer type, and
@@ -153,23 +161,13 @@ static void queue_args(buf *o, script *s) {
     buf t;
     buf_init(&t);
     uint16_t m = get16(s);
-    /* TEMPORARY (issue 8 item 14, being fixed): a dead-letter cycle through a queue that
-     * overflows (or expires at once) livelocks the loop once the message was rejected.
-     * Until the fix is on main, a queue with a dead-letter exchange gets no length limit
-     * and a TTL of at least 1 ms (which only fires when the fuzzer moves the clock). */
-    int no_dl_cycle = (m & 32) != 0;
-    if (no_dl_cycle)
-        m &= (uint16_t)~(4 | 8);
     if (m & 1) {
         /* x-max-priority: every value the fuzzer likes, 255 included (issue 8 item 1). */
         uint8_t how = get8(s);
         put_int(&t, "x-max-priority", how, get8(s));
     }
-    if (m & 2) {
-        uint8_t how = get8(s);
-        int64_t ttl = number(s);
-        put_int(&t, "x-message-ttl", how, no_dl_cycle && ttl == 0 ? 1 : ttl);
-    }
+    if (m & 2)
+        put_num(&t, "x-message-ttl", s);
     if (m & 4)
         put_num(&t, "x-max-length", s);
     if (m & 8)
@@ -361,8 +359,8 @@ static void put_props(buf *o, script *s) {
 /* ---- connections ---- */
 
 typedef struct client {
-    int fd;     /* our end of the socketpair; -1 when closed */
-    buf out;    /* bytes written by the operations, sent at the next step */
+    int fd;  /* our end of the socketpair; -1 when closed */
+    buf out; /* bytes written by the operations, sent at the next step */
     uint32_t frame_max;
 } client;
 
@@ -371,6 +369,8 @@ static client clients[NCONN];
 static uint8_t settings;
 static char data_dir[64];
 
+/* Queues a client's whole handshake at once (the broker handles it frame by frame): header,
+ * start-ok (PLAIN guest/guest with the usual capabilities), tune-ok, open of "/". */
 static void handshake(client *cl) {
     buf *o = &cl->out;
     buf_put(o, "AMQP\0\0\x09\x01", 8);
@@ -401,6 +401,7 @@ static void handshake(client *cl) {
     frame_end(o, m);
 }
 
+/* A new connection in this slot: a socketpair, the broker's end to conn_new(). */
 static void client_open(client *cl) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
@@ -415,6 +416,7 @@ static void client_open(client *cl) {
     handshake(cl);
 }
 
+/* Our end goes away (the broker sees EOF, or its writes fail). */
 static void client_close(client *cl) {
     if (cl->fd >= 0)
         close(cl->fd);
@@ -483,8 +485,11 @@ static void step(void) {
         loop_step(B.loop, 0);
         /* Confirms and tx.commit-ok wait for the store's writer thread: give it a moment,
          * so that what the fuzzer sees next does not depend on the scheduler. */
-        for (int w = 0; w < 20 && B.store_waiters; w++)
+        int w = 0;
+        for (; w < 20 && B.store_waiters; w++)
             loop_step(B.loop, 5);
+        if (debug && w == 20)
+            fprintf(stderr, "  store waiters still waiting after 100 ms\n");
         for (int i = 0; i < NCONN; i++)
             drain(&clients[i]);
         check_broker();
@@ -567,6 +572,8 @@ static void check_broker(void) {
 
 static void method_end(client *cl, size_t m) { frame_end(&cl->out, m); }
 
+/* basic.publish, a content header with fuzzer-chosen properties and the body in frames of
+ * at most frame_max. */
 static void publish(client *cl, uint16_t ch, script *s) {
     buf *o = &cl->out;
     size_t m = method_begin(o, ch, BASIC_PUBLISH);
@@ -578,7 +585,9 @@ static void publish(client *cl, uint16_t ch, script *s) {
     uint8_t sz = get8(s);
     /* 0..199 bytes, then kilobytes, then bodies over the broker's first allocation and
      * several frames long (up to 600 KB). */
-    uint64_t body_len = sz < 200 ? sz : sz < 250 ? (uint64_t)(sz - 199) * 1000 : (uint64_t)(sz - 249) * 100000;
+    uint64_t body_len = sz < 200   ? sz
+                        : sz < 250 ? (uint64_t)(sz - 199) * 1000
+                                   : (uint64_t)(sz - 249) * 100000;
     m = frame_begin(o, FRAME_HEADER, ch);
     buf_u16(o, CLASS_BASIC);
     buf_u16(o, 0);
@@ -605,7 +614,8 @@ static void do_op(client *cl, uint8_t op, script *s) {
     size_t m;
     uint8_t f;
     switch (op) {
-    case 0: case 1:
+    case 0:
+    case 1:
         m = method_begin(o, ch, CHANNEL_OPEN);
         buf_shortstr(o, "", 0);
         return method_end(cl, m);
@@ -621,7 +631,9 @@ static void do_op(client *cl, uint8_t op, script *s) {
         m = method_begin(o, ch, CHANNEL_FLOW);
         buf_u8(o, get8(s) & 1);
         return method_end(cl, m);
-    case 5: case 6: case 7:
+    case 5:
+    case 6:
+    case 7:
         m = method_begin(o, ch, EXCHANGE_DECLARE);
         buf_u16(o, 0);
         NAME(o, s, exchanges);
@@ -635,7 +647,8 @@ static void do_op(client *cl, uint8_t op, script *s) {
         NAME(o, s, exchanges);
         buf_u8(o, get8(s) & 3);
         return method_end(cl, m);
-    case 9: case 10:
+    case 9:
+    case 10:
         m = method_begin(o, ch, op == 9 ? EXCHANGE_BIND : EXCHANGE_UNBIND);
         buf_u16(o, 0);
         NAME(o, s, exchanges);
@@ -644,14 +657,19 @@ static void do_op(client *cl, uint8_t op, script *s) {
         buf_u8(o, get8(s) & 1);
         binding_args(o, s);
         return method_end(cl, m);
-    case 11: case 12: case 13: case 14:
+    case 11:
+    case 12:
+    case 13:
+    case 14:
         m = method_begin(o, ch, QUEUE_DECLARE);
         buf_u16(o, 0);
         NAME(o, s, queues);
         buf_u8(o, get8(s) & 31); /* passive durable exclusive auto-delete nowait */
         queue_args(o, s);
         return method_end(cl, m);
-    case 15: case 16: case 17:
+    case 15:
+    case 16:
+    case 17:
         m = method_begin(o, ch, op == 17 ? QUEUE_UNBIND : QUEUE_BIND);
         buf_u16(o, 0);
         NAME(o, s, queues);
@@ -680,7 +698,9 @@ static void do_op(client *cl, uint8_t op, script *s) {
         buf_u16(o, (uint16_t)number(s));
         buf_u8(o, f & 1);
         return method_end(cl, m);
-    case 21: case 22: case 23: {
+    case 21:
+    case 22:
+    case 23: {
         m = method_begin(o, ch, BASIC_CONSUME);
         buf_u16(o, 0);
         NAME(o, s, queues);
@@ -702,15 +722,23 @@ static void do_op(client *cl, uint8_t op, script *s) {
         NAME(o, s, tags);
         buf_u8(o, get8(s) & 1);
         return method_end(cl, m);
-    case 25: case 26: case 27: case 28: case 29: case 30:
-        return publish(cl, ch, s);
-    case 31: case 32:
+    case 25:
+    case 26:
+    case 27:
+    case 28:
+    case 29:
+    case 30: return publish(cl, ch, s);
+    case 31:
+    case 32:
         m = method_begin(o, ch, BASIC_GET);
         buf_u16(o, 0);
         NAME(o, s, queues);
         buf_u8(o, get8(s) & 1);
         return method_end(cl, m);
-    case 33: case 34: case 35: case 36: {
+    case 33:
+    case 34:
+    case 35:
+    case 36: {
         static const unsigned settle[] = {BASIC_ACK, BASIC_ACK, BASIC_NACK, BASIC_REJECT};
         unsigned mid = settle[op - 33];
         m = method_begin(o, ch, mid);
@@ -727,12 +755,10 @@ static void do_op(client *cl, uint8_t op, script *s) {
         m = method_begin(o, ch, CONFIRM_SELECT);
         buf_u8(o, get8(s) & 1);
         return method_end(cl, m);
-    case 39:
-        return method_end(cl, method_begin(o, ch, TX_SELECT));
-    case 40: case 41:
-        return method_end(cl, method_begin(o, ch, TX_COMMIT));
-    case 42:
-        return method_end(cl, method_begin(o, ch, TX_ROLLBACK));
+    case 39: return method_end(cl, method_begin(o, ch, TX_SELECT));
+    case 40:
+    case 41: return method_end(cl, method_begin(o, ch, TX_COMMIT));
+    case 42: return method_end(cl, method_begin(o, ch, TX_ROLLBACK));
     case 43: /* a raw frame: any type, any channel, any payload */
         m = frame_begin(o, get8(s) % 9, ch);
         f = get8(s) & 0x7f;
@@ -758,17 +784,14 @@ static void do_op(client *cl, uint8_t op, script *s) {
         buf_u64(o, (uint64_t)number(s));
         buf_u16(o, 0);
         return method_end(cl, m);
-    case 47:
-        wire_heartbeat(o);
-        return;
+    case 47: wire_heartbeat(o); return;
     case 48:
         m = method_begin(o, 0, CONNECTION_CLOSE);
         buf_u16(o, 200);
         buf_shortstr(o, "", 0);
         buf_u32(o, 0);
         return method_end(cl, m);
-    case 49:
-        return method_end(cl, method_begin(o, 0, CONNECTION_CLOSE_OK));
+    case 49: return method_end(cl, method_begin(o, 0, CONNECTION_CLOSE_OK));
     default: /* 50..63: the common ones again, weighted */
         if (op < 56)
             return publish(cl, ch, s);
@@ -783,10 +806,10 @@ static void do_op(client *cl, uint8_t op, script *s) {
 static void do_global(uint8_t op, script *s) {
     client *cl = &clients[get8(s) % NCONN];
     switch (op & 7) {
-    case 0: case 1:
-        step();
-        return;
-    case 2: case 3: { /* time passes: timers (TTL, expiry, delays) and the 250 ms tick */
+    case 0:
+    case 1: step(); return;
+    case 2:
+    case 3: { /* time passes: timers (TTL, expiry, delays) and the 250 ms tick */
         step();
         uint8_t t = get8(s);
         uint64_t ms = (t & 0x80) ? (uint64_t)(t & 0x7f) * 1000 : (uint64_t)t * 5;
@@ -820,6 +843,7 @@ static void do_global(uint8_t op, script *s) {
 
 /* ---- one input ---- */
 
+/* rm -r path (the data directory between brokers). */
 static void rm_tree(const char *path) {
     DIR *d = opendir(path);
     if (!d) {

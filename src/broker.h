@@ -247,6 +247,7 @@ struct binding {
     size_t key_len;
     uint8_t *args;
     size_t args_len;
+    size_t src_at, dst_at; /* its index in src->bindings and in q->bindings / dstx->inbound */
 };
 
 struct exchange {
@@ -267,6 +268,8 @@ struct exchange {
     uint8_t autodel_pending;
     int subtype;          /* EX_DELAYED: the x-delayed-type that routes (else = type) */
     struct chring *ring;  /* EX_CHASH (or delayed over it): the hash ring (chash.c) */
+    struct topic_trie *trie; /* EX_TOPIC (or delayed over it): its bindings' keys (topic.c) */
+    map bindex;           /* (destination, key) -> struct bvec: finds a binding without a scan */
 };
 
 int exchange_type_parse(slice s, int *type);
@@ -283,6 +286,13 @@ void binding_remove(binding *bd);
  * with a visited set, as RabbitMQ routes exchange-to-exchange graphs: any depth, cycles end. */
 void exchange_route(exchange *x, message *m, slice headers);
 int topic_match(const char *pattern, size_t plen, const char *key, size_t klen);
+/* The topic trie (topic.c): a binding of a topic exchange is added and removed with its
+ * exchange's bindings; topic_route calls fn for each binding whose key matches the routing
+ * key and returns how many did. */
+void topic_add(exchange *x, binding *bd);
+void topic_remove(exchange *x, binding *bd);
+size_t topic_route(exchange *x, const char *key, size_t klen, void (*fn)(binding *));
+void topic_free(exchange *x);
 /* Appends a queue to the routing result (each once per publish). */
 void exchange_route_queue(broker *b, queue *q);
 

@@ -26,8 +26,27 @@ static void vec_add(binding ***a, size_t *n, size_t *cap, binding *bd) {
     (*a)[(*n)++] = bd;
 }
 
+/* Appends bd to a list where it keeps its index in *at (removal in O(1), any order). */
+static void list_add(binding ***a, size_t *n, size_t *cap, binding *bd, size_t *at) {
+    *at = *n;
+    vec_add(a, n, cap, bd);
+}
+
+/* Removes the entry at index at: the last one takes its place (order is not kept: these
+ * lists are sets; a queue with 100,000 bindings is deleted in linear time). */
+static void list_del(binding **a, size_t *n, size_t at, int src_side) {
+    assert(at < *n);
+    binding *last = a[--*n];
+    a[at] = last;
+    if (src_side)
+        last->src_at = at;
+    else
+        last->dst_at = at;
+}
+
+/* Removes bd from a; searched from the end, where teardown removes bindings. */
 static void vec_del(binding **a, size_t *n, binding *bd) {
-    for (size_t i = 0; i < *n; i++) {
+    for (size_t i = *n; i-- > 0;) {
         if (a[i] == bd) {
             memmove(&a[i], &a[i + 1], (*n - i - 1) * sizeof *a);
             (*n)--;
@@ -74,6 +93,7 @@ exchange *exchange_new(broker *b, slice name, int type, int durable, int auto_de
         x->args_len = args.n;
     }
     map_init(&x->direct);
+    map_init(&x->bindex);
     x->subtype = type;
     return x;
 }
@@ -94,6 +114,9 @@ void exchange_free(exchange *x) {
         free(v);
     }
     map_free(&x->direct);
+    assert(x->bindex.count == 0);
+    map_free(&x->bindex);
+    topic_free(x);
     chash_free(x);
     free(x->bindings);
     free(x->inbound);
@@ -108,11 +131,21 @@ static int args_equal(const uint8_t *a, size_t an, slice b) {
     return fval_equal(&va, &vb);
 }
 
+/* The bindex key of a binding: its destination's address, then its routing key. */
+static size_t bindex_key(char *k, const queue *q, const exchange *dstx, slice key) {
+    const void *dst = q ? (const void *)q : (const void *)dstx;
+    memcpy(k, &dst, sizeof dst);
+    memcpy(k + sizeof dst, key.p, key.n);
+    return sizeof dst + key.n;
+}
+
 binding *binding_find(exchange *src, queue *q, exchange *dstx, slice key, slice args) {
-    for (size_t i = 0; i < src->nbindings; i++) {
-        binding *bd = src->bindings[i];
-        if (bd->q == q && bd->dstx == dstx && bd->key_len == key.n && memcmp(bd->key, key.p, key.n) == 0 &&
-            args_equal(bd->args, bd->args_len, args))
+    char k[sizeof(void *) + 256];
+    assert(key.n <= 255);
+    bvec *v = map_get(&src->bindex, k, bindex_key(k, q, dstx, key));
+    for (size_t i = 0; v && i < v->n; i++) {
+        binding *bd = v->a[i];
+        if (bd->q == q && bd->dstx == dstx && args_equal(bd->args, bd->args_len, args))
             return bd;
     }
     return NULL;
@@ -130,13 +163,23 @@ binding *binding_add(exchange *src, queue *q, exchange *dstx, slice key, slice a
         memcpy(bd->args, args.p, args.n);
         bd->args_len = args.n;
     }
-    vec_add(&src->bindings, &src->nbindings, &src->capbindings, bd);
+    list_add(&src->bindings, &src->nbindings, &src->capbindings, bd, &bd->src_at);
     if (q)
-        vec_add(&q->bindings, &q->nbindings, &q->capbindings, bd);
+        list_add(&q->bindings, &q->nbindings, &q->capbindings, bd, &bd->dst_at);
     else
-        vec_add(&dstx->inbound, &dstx->ninbound, &dstx->capinbound, bd);
+        list_add(&dstx->inbound, &dstx->ninbound, &dstx->capinbound, bd, &bd->dst_at);
+    char k[sizeof(void *) + 256];
+    size_t kn = bindex_key(k, q, dstx, key);
+    bvec *bv = map_get(&src->bindex, k, kn);
+    if (!bv) {
+        bv = xcalloc(1, sizeof *bv);
+        map_put(&src->bindex, k, kn, bv);
+    }
+    vec_add(&bv->a, &bv->n, &bv->cap, bd);
     if (src->subtype == EX_CHASH)
         chash_binding_added(src, bd);
+    if (src->subtype == EX_TOPIC)
+        topic_add(src, bd);
     if (src->subtype == EX_DIRECT) {
         bvec *v = map_get(&src->direct, bd->key, bd->key_len);
         if (!v) {
@@ -150,13 +193,29 @@ binding *binding_add(exchange *src, queue *q, exchange *dstx, slice key, slice a
 
 void binding_remove(binding *bd) {
     exchange *src = bd->src;
-    vec_del(src->bindings, &src->nbindings, bd);
-    if (bd->q)
-        vec_del(bd->q->bindings, &bd->q->nbindings, bd);
-    else
-        vec_del(bd->dstx->inbound, &bd->dstx->ninbound, bd);
+    assert(src->bindings[bd->src_at] == bd);
+    list_del(src->bindings, &src->nbindings, bd->src_at, 1);
+    if (bd->q) {
+        assert(bd->q->bindings[bd->dst_at] == bd);
+        list_del(bd->q->bindings, &bd->q->nbindings, bd->dst_at, 0);
+    } else {
+        assert(bd->dstx->inbound[bd->dst_at] == bd);
+        list_del(bd->dstx->inbound, &bd->dstx->ninbound, bd->dst_at, 0);
+    }
+    char k[sizeof(void *) + 256];
+    size_t kn = bindex_key(k, bd->q, bd->dstx, (slice){(const uint8_t *)bd->key, bd->key_len});
+    bvec *bv = map_get(&src->bindex, k, kn);
+    assert(bv); /* every binding is indexed */
+    vec_del(bv->a, &bv->n, bd);
+    if (bv->n == 0) {
+        map_del(&src->bindex, k, kn);
+        free(bv->a);
+        free(bv);
+    }
     if (src->subtype == EX_CHASH)
         chash_binding_removed(src, bd);
+    if (src->subtype == EX_TOPIC)
+        topic_remove(src, bd);
     if (src->subtype == EX_DIRECT) {
         bvec *v = map_get(&src->direct, bd->key, bd->key_len);
         if (v) {
@@ -281,13 +340,7 @@ static size_t route_one(exchange *x, message *m, slice headers) {
             route_binding(x->bindings[i]);
         break;
     case EX_TOPIC:
-        for (size_t i = 0; i < x->nbindings; i++) {
-            binding *bd = x->bindings[i];
-            if (topic_match(bd->key, bd->key_len, msg_rkey(m), m->rkey_len)) {
-                route_binding(bd);
-                n++;
-            }
-        }
+        n = topic_route(x, msg_rkey(m), m->rkey_len, route_binding);
         break;
     case EX_HEADERS:
         for (size_t i = 0; i < x->nbindings; i++) {

@@ -571,6 +571,7 @@ ssize_t sio_pread(sio_file *f, void *p, size_t n, uint64_t off) {
         check_cut();
         int e = inject(OP_READ, "read", NULL);
         pthread_mutex_unlock(&lock);
+        slow_disk();
         if (e)
             return -e;
     }

@@ -27,7 +27,7 @@
  *                default EIO
  *     short      a write first puts a random part of its bytes in the file, then fails
  *     cut        not an error: a power cut at that call, before it takes effect (as SIGUSR2)
- *     delay=MS   not an error: the call takes MS ms longer (a slow disk; write and fdatasync)
+ *     delay=MS   not an error: the call takes MS ms longer (a slow disk: write, fdatasync, read)
  *   A failed fdatasync is PostgreSQL's fsyncgate: the file's unsynced writes are dropped,
  *   kept, or kept in part (sectors at random), and forgotten: a later successful fdatasync
  *   of the same file says nothing about them. A failed directory fsync leaves its
