@@ -102,3 +102,10 @@ soak: all asan
 	cd tests && FERRY_SOAK=1 FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest hostile/test_random_ops.py -q -s -p no:cacheprovider
 bench-store: all
 	/usr/bin/python3 bench/store/store_bench.py $(BENCH_STORE_ARGS)
+
+# Issue 8: the bounded load test on loopback (5,000 connections churning, 10 confirm
+# publishers, 1,000 consumers that never read, a flood past the memory watermark) against
+# the optimised build; `make test` runs a scaled-down version (tests/load/test_load_smoke.py).
+.PHONY: load
+load: all
+	/usr/bin/python3 tests/load/loadtest.py $(LOAD_ARGS)

@@ -139,6 +139,31 @@ def test_a_segment_that_comes_back_after_compaction_duplicates_nothing(ferryd_fa
     assert got.redelivered["held"], "the held message came back without redelivered"
 
 
+
+def test_paged_out_messages_in_old_segments_are_compacted_too(ferryd_factory, tmp_path):
+    """A queue deeper than --memory-budget, published first: its bodies beyond the first 512
+    are paged out (their entries point into the oldest segments). Traffic through another
+    queue must not pile up behind them: their records are read back (on the helper thread)
+    and moved like the others; after a kill -9 every one is there, intact and in order."""
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"), "--segment-size", str(SEG), "--memory-budget", "65536")
+    conn = connect(d)
+    conn.channel().queue_declare("deep", durable=True)
+    conn.channel().queue_declare("q", durable=True)
+    conn.close()
+    deep = [f"deep-{i}" for i in range(1500)]
+    helpers.publish_all(d, "", "deep", deep, size=2000, timeout=120)
+    live = 1500 * 2100
+    sizes = pass_through(d, "q", ROUNDS, "r")
+    limit = FACTOR * live + FEW * SEG
+    final = wait_bytes_at_most(d.data_dir, limit)
+    assert final <= limit, (
+        f"{ROUNDS * PER_ROUND * BODY >> 20} MiB passed through behind {len(deep)} paged-out messages "
+        f"({live} bytes): the log holds {final} bytes (bound {limit}); after each round: {sizes}")
+    d.kill9()
+    d = helpers.start(ferryd_factory, d.data_dir, *d.args)
+    got = drain(d, "deep", timeout=60)
+    assert got.ids == deep, f"after kill -9: {got.count()} of {len(deep)}, in order: {got.ids[:3]}..."
+
 class Holder:
     """Takes every message of a queue and never acks (its connection stays open)."""
 
