@@ -350,6 +350,8 @@ uint32_t store_compact_pick(store *s, uint64_t *live) {
     return sg->id;
 }
 
+void store_compact_wake(store *s) { s->compact_due = 1; }
+
 void store_compact_blocked(store *s, uint32_t segid, uint64_t live, uint64_t found, uint64_t immovable) {
     if (segid != s->blocked_seg)
         log_info("store: segment %08x cannot be compacted yet: of its %llu live records %llu are paged-out or "
