@@ -65,15 +65,40 @@ static uint16_t get16(script *s) {
 }
 
 /* The dictionaries: names that make declares, binds, publishes and consumes meet. */
-static const char *const queues[] = {"q0", "q1", "q2", "dlq", "", "amq.rabbitmq.reply-to", "amq.q", "q3"};
+/* "\1..." entries stand for names the broker made up and told a client (learn_names). */
+static const char *const queues[] = {"q0", "q1", "q2", "dlq", "", "amq.rabbitmq.reply-to", "amq.q", "q3", "\1gen"};
 static const char *const exchanges[] = {"",   "amq.direct", "amq.fanout", "amq.topic", "amq.headers", "x0",
                                         "x1", "x2",         "x3",         "dlx",       "amq.match",   "nope"};
 static const char *const keys[] = {"q0",    "q1",    "q2", "dlq", "a.b", "a.*", "#",
                                    "*.b.#", "a.b.c", "1",  "2",   "10",  "",    "amq.rabbitmq.reply-to",
-                                   "q3",    "x"};
+                                   "q3",    "\1reply"};
 static const char *const xtypes[] = {
     "direct", "fanout", "topic", "headers", "x-consistent-hash", "x-delayed-message", "x-bogus", "direct"};
-static const char *const tags[] = {"", "c0", "c1", "c2"};
+static const char *const tags[] = {"", "c0", "c1", "c2", "\1ctag"};
+
+/* The last server-generated names seen in the broker's answers, by prefix: a direct reply-to
+ * address (in a delivered request's reply-to), a consumer tag, a queue name. Replies,
+ * cancels and declares can then name them as a real client would. */
+static struct learned {
+    const char *marker, *prefix;
+    char name[256];
+} learned[] = {{"\1reply", "amq.rabbitmq.reply-to.", ""}, {"\1ctag", "amq.ctag-", ""}, {"\1gen", "amq.gen-", ""}};
+
+/* Picks up server-generated names from answer bytes: each is a short string, so the byte
+ * before the prefix is its length. */
+static void learn_names(const uint8_t *p, size_t n) {
+    for (size_t k = 0; k < ARRAY_LEN(learned); k++) {
+        size_t plen = strlen(learned[k].prefix);
+        const uint8_t *at = p, *end = p + n;
+        while ((at = memmem(at, (size_t)(end - at), learned[k].prefix, plen)) != NULL) {
+            if (at > p && at[-1] >= plen && at + at[-1] <= end) {
+                memcpy(learned[k].name, at, at[-1]);
+                learned[k].name[at[-1]] = 0;
+            }
+            at += plen;
+        }
+    }
+}
 
 #define PICK(arr, b) (arr[(b) % ARRAY_LEN(arr)])
 
@@ -89,6 +114,9 @@ static void put_name(buf *o, script *s, const char *const *dict, size_t ndict) {
         return;
     }
     const char *name = dict[b % ndict];
+    for (size_t k = 0; name[0] == 1 && k < ARRAY_LEN(learned); k++)
+        if (!strcmp(name, learned[k].marker))
+            name = learned[k].name; /* "" until one is learned */
     buf_shortstr(o, name, strlen(name));
 }
 #define NAME(o, s, dict) put_name(o, s, dict, ARRAY_LEN(dict))
@@ -458,6 +486,8 @@ static void drain(client *cl) {
     ssize_t n = read(cl->fd, tmp, sizeof tmp);
     if (n == 0)
         client_close(cl); /* the broker closed the connection */
+    if (n > 0)
+        learn_names(tmp, (size_t)n);
     if (debug && n > 0)
         debug_print(cl, tmp, (size_t)n);
 }
@@ -977,6 +1007,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         buf_consume(&clients[i].out, clients[i].out.len);
         clients[i].fd = -1;
     }
+    for (size_t k = 0; k < ARRAY_LEN(learned); k++)
+        learned[k].name[0] = 0;
     unsigned ops = 0;
     while (s.n) {
         uint8_t op = get8(&s);
