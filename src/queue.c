@@ -741,3 +741,32 @@ void queue_each_ready(queue *q, void (*fn)(void *ctx, queue *q, qmsg *qm), void 
             fn(ctx, q, &lv->requeued.a[i]);
     }
 }
+
+int queue_paged_back(queue *q, uint64_t seq, uint64_t loc, message *m) {
+    if (q->deleted || !q->b->store)
+        return 0;
+    for (int l = 0; l < q->nlevels; l++) { /* each level's ring is in seq order */
+        struct qlevel *lv = &q->levels[l];
+        qring *r = &lv->ready;
+        size_t lo = 0, hi = r->len;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            qmsg *e = ring_at(r, mid);
+            if (e->seq < seq) {
+                lo = mid + 1;
+            } else if (e->seq > seq) {
+                hi = mid;
+            } else {
+                if (e->paged != PAGED_OUT || e->loc != loc)
+                    return 0;
+                store_page_release(q->b->store, loc);
+                e->m = m;
+                e->paged = PAGED_NO;
+                if (lv->pg_pos > r->base + mid) /* the pager looks at it again */
+                    lv->pg_pos = r->base + mid;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}

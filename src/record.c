@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "crc32c.h"
 #include "storeio.h"
@@ -124,8 +125,22 @@ size_t rec_scan(const char *path, const uint8_t *p, size_t n, int last, rec_appl
     return good_end;
 }
 
-/* Reads a whole file into memory (one extra byte allocated, so an empty file is fine). */
+static int read_once(const char *path, uint8_t **data, size_t *len);
+
+/* Reads a whole file into memory (one extra byte allocated, so an empty file is fine). An
+ * error other than "no such file" is tried three times (EMFILE, a transient EIO) before it
+ * is returned: the callers refuse to start without the file rather than lose its records. */
 int rec_read_file(const char *path, uint8_t **data, size_t *len) {
+    int err = 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if ((err = read_once(path, data, len)) == 0 || err == -ENOENT)
+            break;
+        usleep(10000);
+    }
+    return err;
+}
+
+static int read_once(const char *path, uint8_t **data, size_t *len) {
     sio_file *f = sio_open(path, 0);
     if (!f)
         return -errno;

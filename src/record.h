@@ -65,7 +65,7 @@ size_t rec_scan(const char *path, const uint8_t *p, size_t n, int last, rec_appl
                 uint64_t *corrupt);
 
 /* Reads a whole file through the I/O layer: 0 (*data malloc'ed, *len) or -errno. */
-int rec_read_file(const char *path, uint8_t **data, size_t *len);
+int rec_read_file(const char *path, uint8_t **data, size_t *len); /* 0 or -errno (retried) */
 
 /* ---- message record payloads ---- */
 

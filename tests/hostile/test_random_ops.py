@@ -232,14 +232,6 @@ def queue_arguments(rng):
         a["x-deduplication-window"] = rng.choice([100, 1000, 60000])
     if not quorum and rng.random() < 0.05:
         a["x-queue-mode"] = "lazy"
-    if "x-dead-letter-exchange" in a:
-        # TEMPORARY (issue 8 item 14, being fixed): a dead-letter cycle through a queue that
-        # overflows (or expires at once) livelocks the loop once the message was rejected.
-        # Until the fix is on main, dead-lettering queues get no length limit and TTL >= 1.
-        a.pop("x-max-length", None)
-        a.pop("x-max-length-bytes", None)
-        if a.get("x-message-ttl") == 0:
-            a["x-message-ttl"] = 1
     return a, quorum
 
 
