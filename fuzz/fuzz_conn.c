@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "memacct.h"
 #include "util.h"
 
 #define NCONN 3
@@ -421,7 +422,7 @@ static void client_close(client *cl) {
     if (cl->fd >= 0)
         close(cl->fd);
     cl->fd = -1;
-    cl->out.len = 0;
+    buf_consume(&cl->out, cl->out.len);
 }
 
 /* FUZZ_CONN_DEBUG=1: print the methods the broker answers (to write and check seeds). */
@@ -471,7 +472,7 @@ static void step(void) {
         for (int i = 0; i < NCONN; i++) {
             client *cl = &clients[i];
             if (cl->fd < 0) {
-                cl->out.len = 0;
+                buf_consume(&cl->out, cl->out.len);
                 continue;
             }
             while (cl->out.len) {
@@ -583,11 +584,11 @@ static void publish(client *cl, uint16_t ch, script *s) {
     buf_u8(o, get8(s) & 3); /* mandatory, immediate */
     frame_end(o, m);
     uint8_t sz = get8(s);
-    /* 0..199 bytes, then kilobytes, then bodies over the broker's first allocation and
-     * several frames long (up to 600 KB). */
+    /* 0..199 bytes, then kilobytes, then bodies up to 240 KB: past the broker's first
+     * allocation (128 KiB) and several frames long. */
     uint64_t body_len = sz < 200   ? sz
                         : sz < 250 ? (uint64_t)(sz - 199) * 1000
-                                   : (uint64_t)(sz - 249) * 100000;
+                                   : (uint64_t)(sz - 249) * 40000;
     m = frame_begin(o, FRAME_HEADER, ch);
     buf_u16(o, CLASS_BASIC);
     buf_u16(o, 0);
@@ -866,6 +867,8 @@ static void broker_stop(void);
 static void broker_stop_at_exit(void) {
     if (B.loop)
         broker_stop();
+    for (int i = 0; i < NCONN; i++)
+        buf_free(&clients[i].out);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -935,11 +938,19 @@ static void broker_reset(void) {
     loop_step(B.loop, 0);
     broker_set_alarm(&B, ALARM_MEMORY, 0);
     /* Page records in a batch the writer has not finished still hold their messages. */
-    for (int w = 0; w < 400 && message_bytes(); w++)
+    for (int w = 0; w < 400 && memacct_total(); w++)
         loop_step(B.loop, 5);
     assert(B.queues.count == 0);
     assert(B.conns == NULL && B.nconns == 0);
     assert(message_bytes() == 0);
+    /* With no connection, queue or user exchange left, nothing a client caused is held: every
+     * kind of accounted memory is back to zero (an imbalance would drift the alarm). */
+    for (int k = 0; k < MEM_NKINDS; k++)
+        if (memacct_get((enum memkind)k)) {
+            fprintf(stderr, "memacct: %s holds %llu bytes after the reset\n", memacct_name((enum memkind)k),
+                    (unsigned long long)memacct_get((enum memkind)k));
+            abort();
+        }
 }
 
 #define RESTART_EVERY 1000 /* inputs between fresh brokers (the store's files stay small) */
@@ -963,7 +974,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
      * need one or two, and each costs a socketpair and a handshake. */
     int used[NCONN] = {0};
     for (int i = 0; i < NCONN; i++) {
-        buf_init(&clients[i].out);
+        buf_consume(&clients[i].out, clients[i].out.len);
         clients[i].fd = -1;
     }
     unsigned ops = 0;
@@ -993,9 +1004,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             client_close(&clients[i]);
     step();
     broker_reset();
-    for (int i = 0; i < NCONN; i++) {
-        client_close(&clients[i]);
-        buf_free(&clients[i].out);
-    }
+    for (int i = 0; i < NCONN; i++)
+        client_close(&clients[i]); /* the out buffers are kept (and reused) for the next input */
     return 0;
 }

@@ -80,10 +80,12 @@ typedef struct scan {
     uint64_t pbytes;
     delayed_entry **d;
     size_t nd, capd;
+    uint64_t walked; /* entries looked at */
 } scan;
 
 /* Notes one queue copy: counts what it holds on the segment being compacted. */
 static void see(scan *sc, queue *q, const qmsg *qm) {
+    sc->walked++;
     if (qm->paged) {
         /* a paged copy holds its record's segment once, and once more if it is stored */
         if ((uint32_t)(qm->loc >> 32) != sc->seg)
@@ -240,7 +242,12 @@ void compact_run(broker *b) {
     if (!segid)
         return;
     scan sc = {.seg = segid};
+    uint64_t t0 = now_us();
     find_live(b, &sc);
+    uint64_t took = now_us() - t0;
+    if (took > 5000) /* the walk runs on the loop thread: say when it costs */
+        log_info("compaction: finding segment %08x's live records walked %llu queue entries in %llu ms", segid,
+                 (unsigned long long)sc.walked, (unsigned long long)(took / 1000));
     if (sc.counted != live || sc.immovable) {
         store_compact_blocked(s, segid, live, sc.counted, sc.immovable);
     } else {
