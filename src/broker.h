@@ -223,6 +223,8 @@ void deadletter(queue *q, message *m, const char *reason);
  * record is written only once the dead letter's own record is synced (deadletter_synced),
  * so that a crash may duplicate the message but never lose it. Takes qm's reference. */
 void deadletter_copy(queue *q, qmsg qm, const char *reason);
+/* The same wait for a copy whose new record (a retry's) is in the batch being built. */
+void deadletter_settle_later(queue *q, qmsg qm);
 /* Republishes the dead letters collected in this batch. */
 void deadletter_flush(broker *b);
 /* Store generation gen is synced (ok) or failed: settles the copies whose dead letters it

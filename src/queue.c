@@ -362,9 +362,14 @@ static void discard(queue *q, qmsg qm, const char *reason) {
 }
 
 void queue_reject(queue *q, qmsg qm) {
-    /* The retry's own record (delayed.c) is appended before this copy's settle record, so a
-     * crash between the two can duplicate the message but never lose it. */
+    /* The retry's own record (delayed.c) is synced before this copy's settle record is
+     * written, so a crash between the two can duplicate the message but never lose it. */
+    uint64_t appended = store_appended(q->b->store);
     if (q->nretry && !q->deleted && retry_schedule(q, qm.m)) {
+        if (qm.stored && !qm.paged && store_appended(q->b->store) != appended) {
+            deadletter_settle_later(q, qm);
+            return;
+        }
         gone(q, &qm);
         message_unref(qm.m);
         return;
