@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "memacct.h"
 #include "util.h"
 
 #define NCONN 3
@@ -64,15 +65,40 @@ static uint16_t get16(script *s) {
 }
 
 /* The dictionaries: names that make declares, binds, publishes and consumes meet. */
-static const char *const queues[] = {"q0", "q1", "q2", "dlq", "", "amq.rabbitmq.reply-to", "amq.q", "q3"};
+/* "\1..." entries stand for names the broker made up and told a client (learn_names). */
+static const char *const queues[] = {"q0", "q1", "q2", "dlq", "", "amq.rabbitmq.reply-to", "amq.q", "q3", "\1gen"};
 static const char *const exchanges[] = {"",   "amq.direct", "amq.fanout", "amq.topic", "amq.headers", "x0",
                                         "x1", "x2",         "x3",         "dlx",       "amq.match",   "nope"};
 static const char *const keys[] = {"q0",    "q1",    "q2", "dlq", "a.b", "a.*", "#",
                                    "*.b.#", "a.b.c", "1",  "2",   "10",  "",    "amq.rabbitmq.reply-to",
-                                   "q3",    "x"};
+                                   "q3",    "\1reply"};
 static const char *const xtypes[] = {
     "direct", "fanout", "topic", "headers", "x-consistent-hash", "x-delayed-message", "x-bogus", "direct"};
-static const char *const tags[] = {"", "c0", "c1", "c2"};
+static const char *const tags[] = {"", "c0", "c1", "c2", "\1ctag"};
+
+/* The last server-generated names seen in the broker's answers, by prefix: a direct reply-to
+ * address (in a delivered request's reply-to), a consumer tag, a queue name. Replies,
+ * cancels and declares can then name them as a real client would. */
+static struct learned {
+    const char *marker, *prefix;
+    char name[256];
+} learned[] = {{"\1reply", "amq.rabbitmq.reply-to.", ""}, {"\1ctag", "amq.ctag-", ""}, {"\1gen", "amq.gen-", ""}};
+
+/* Picks up server-generated names from answer bytes: each is a short string, so the byte
+ * before the prefix is its length. */
+static void learn_names(const uint8_t *p, size_t n) {
+    for (size_t k = 0; k < ARRAY_LEN(learned); k++) {
+        size_t plen = strlen(learned[k].prefix);
+        const uint8_t *at = p, *end = p + n;
+        while ((at = memmem(at, (size_t)(end - at), learned[k].prefix, plen)) != NULL) {
+            if (at > p && at[-1] >= plen && at + at[-1] <= end) {
+                memcpy(learned[k].name, at, at[-1]);
+                learned[k].name[at[-1]] = 0;
+            }
+            at += plen;
+        }
+    }
+}
 
 #define PICK(arr, b) (arr[(b) % ARRAY_LEN(arr)])
 
@@ -88,6 +114,9 @@ static void put_name(buf *o, script *s, const char *const *dict, size_t ndict) {
         return;
     }
     const char *name = dict[b % ndict];
+    for (size_t k = 0; name[0] == 1 && k < ARRAY_LEN(learned); k++)
+        if (!strcmp(name, learned[k].marker))
+            name = learned[k].name; /* "" until one is learned */
     buf_shortstr(o, name, strlen(name));
 }
 #define NAME(o, s, dict) put_name(o, s, dict, ARRAY_LEN(dict))
@@ -161,23 +190,13 @@ static void queue_args(buf *o, script *s) {
     buf t;
     buf_init(&t);
     uint16_t m = get16(s);
-    /* TEMPORARY (issue 8 item 14, being fixed): a dead-letter cycle through a queue that
-     * overflows (or expires at once) livelocks the loop once the message was rejected.
-     * Until the fix is on main, a queue with a dead-letter exchange gets no length limit
-     * and a TTL of at least 1 ms (which only fires when the fuzzer moves the clock). */
-    int no_dl_cycle = (m & 32) != 0;
-    if (no_dl_cycle)
-        m &= (uint16_t) ~(4 | 8);
     if (m & 1) {
         /* x-max-priority: every value the fuzzer likes, 255 included (issue 8 item 1). */
         uint8_t how = get8(s);
         put_int(&t, "x-max-priority", how, get8(s));
     }
-    if (m & 2) {
-        uint8_t how = get8(s);
-        int64_t ttl = number(s);
-        put_int(&t, "x-message-ttl", how, no_dl_cycle && ttl == 0 ? 1 : ttl);
-    }
+    if (m & 2)
+        put_num(&t, "x-message-ttl", s);
     if (m & 4)
         put_num(&t, "x-max-length", s);
     if (m & 8)
@@ -431,7 +450,7 @@ static void client_close(client *cl) {
     if (cl->fd >= 0)
         close(cl->fd);
     cl->fd = -1;
-    cl->out.len = 0;
+    buf_consume(&cl->out, cl->out.len);
 }
 
 /* FUZZ_CONN_DEBUG=1: print the methods the broker answers (to write and check seeds). */
@@ -467,6 +486,8 @@ static void drain(client *cl) {
     ssize_t n = read(cl->fd, tmp, sizeof tmp);
     if (n == 0)
         client_close(cl); /* the broker closed the connection */
+    if (n > 0)
+        learn_names(tmp, (size_t)n);
     if (debug && n > 0)
         debug_print(cl, tmp, (size_t)n);
 }
@@ -481,7 +502,7 @@ static void step(void) {
         for (int i = 0; i < NCONN; i++) {
             client *cl = &clients[i];
             if (cl->fd < 0) {
-                cl->out.len = 0;
+                buf_consume(&cl->out, cl->out.len);
                 continue;
             }
             while (cl->out.len) {
@@ -495,8 +516,11 @@ static void step(void) {
         loop_step(B.loop, 0);
         /* Confirms and tx.commit-ok wait for the store's writer thread: give it a moment,
          * so that what the fuzzer sees next does not depend on the scheduler. */
-        for (int w = 0; w < 20 && B.store_waiters; w++)
+        int w = 0;
+        for (; w < 20 && B.store_waiters; w++)
             loop_step(B.loop, 5);
+        if (debug && w == 20)
+            fprintf(stderr, "  store waiters still waiting after 100 ms\n");
         for (int i = 0; i < NCONN; i++)
             drain(&clients[i]);
         check_broker();
@@ -590,11 +614,11 @@ static void publish(client *cl, uint16_t ch, script *s) {
     buf_u8(o, get8(s) & 3); /* mandatory, immediate */
     frame_end(o, m);
     uint8_t sz = get8(s);
-    /* 0..199 bytes, then kilobytes, then bodies over the broker's first allocation and
-     * several frames long (up to 600 KB). */
+    /* 0..199 bytes, then kilobytes, then bodies up to 240 KB: past the broker's first
+     * allocation (128 KiB) and several frames long. */
     uint64_t body_len = sz < 200   ? sz
                         : sz < 250 ? (uint64_t)(sz - 199) * 1000
-                                   : (uint64_t)(sz - 249) * 100000;
+                                   : (uint64_t)(sz - 249) * 40000;
     m = frame_begin(o, FRAME_HEADER, ch);
     buf_u16(o, CLASS_BASIC);
     buf_u16(o, 0);
@@ -873,6 +897,8 @@ static void broker_stop(void);
 static void broker_stop_at_exit(void) {
     if (B.loop)
         broker_stop();
+    for (int i = 0; i < NCONN; i++)
+        buf_free(&clients[i].out);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -942,11 +968,19 @@ static void broker_reset(void) {
     loop_step(B.loop, 0);
     broker_set_alarm(&B, ALARM_MEMORY, 0);
     /* Page records in a batch the writer has not finished still hold their messages. */
-    for (int w = 0; w < 400 && message_bytes(); w++)
+    for (int w = 0; w < 400 && memacct_total(); w++)
         loop_step(B.loop, 5);
     assert(B.queues.count == 0);
     assert(B.conns == NULL && B.nconns == 0);
     assert(message_bytes() == 0);
+    /* With no connection, queue or user exchange left, nothing a client caused is held: every
+     * kind of accounted memory is back to zero (an imbalance would drift the alarm). */
+    for (int k = 0; k < MEM_NKINDS; k++)
+        if (memacct_get((enum memkind)k)) {
+            fprintf(stderr, "memacct: %s holds %llu bytes after the reset\n", memacct_name((enum memkind)k),
+                    (unsigned long long)memacct_get((enum memkind)k));
+            abort();
+        }
 }
 
 #define RESTART_EVERY 1000 /* inputs between fresh brokers (the store's files stay small) */
@@ -970,9 +1004,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
      * need one or two, and each costs a socketpair and a handshake. */
     int used[NCONN] = {0};
     for (int i = 0; i < NCONN; i++) {
-        buf_init(&clients[i].out);
+        buf_consume(&clients[i].out, clients[i].out.len);
         clients[i].fd = -1;
     }
+    for (size_t k = 0; k < ARRAY_LEN(learned); k++)
+        learned[k].name[0] = 0;
     unsigned ops = 0;
     while (s.n) {
         uint8_t op = get8(&s);
@@ -1000,9 +1036,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             client_close(&clients[i]);
     step();
     broker_reset();
-    for (int i = 0; i < NCONN; i++) {
-        client_close(&clients[i]);
-        buf_free(&clients[i].out);
-    }
+    for (int i = 0; i < NCONN; i++)
+        client_close(&clients[i]); /* the out buffers are kept (and reused) for the next input */
     return 0;
 }

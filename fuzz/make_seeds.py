@@ -14,14 +14,14 @@ Usage: python3 fuzz/make_seeds.py  (rewrites fuzz/corpus_conn/seed_*)
 import os
 import struct
 
-QUEUES = ["q0", "q1", "q2", "dlq", "", "amq.rabbitmq.reply-to", "amq.q", "q3"]
+QUEUES = ["q0", "q1", "q2", "dlq", "", "amq.rabbitmq.reply-to", "amq.q", "q3", "\1gen"]
 EXCHANGES = ["", "amq.direct", "amq.fanout", "amq.topic", "amq.headers", "x0",
              "x1", "x2", "x3", "dlx", "amq.match", "nope"]
 KEYS = ["q0", "q1", "q2", "dlq", "a.b", "a.*", "#", "*.b.#", "a.b.c", "1", "2",
-        "10", "", "amq.rabbitmq.reply-to", "q3", "x"]
+        "10", "", "amq.rabbitmq.reply-to", "q3", "\1reply"]
 XTYPES = ["direct", "fanout", "topic", "headers", "x-consistent-hash",
           "x-delayed-message", "x-bogus"]
-TAGS = ["", "c0", "c1", "c2"]
+TAGS = ["", "c0", "c1", "c2", "\1ctag"]  # "\1...": a name the broker generated (learned)
 OVERFLOW = ["drop-head", "reject-publish", "reject-publish-dlx"]
 QTYPES = ["classic", "quorum"]
 EXPIRATION = ["0", "1", "50", "1000", "60000", "-1", "x", ""]
@@ -254,7 +254,7 @@ def seeds():
                 .qbind("q0", "x1", "").publish("x0", "a.b").step().get("q0"))
     s["chash"] = (Script().open().xdeclare("x2", "x-consistent-hash").qdeclare("q0")
                   .qdeclare("q1").qbind("q0", "x2", "1").qbind("q1", "x2", "2")
-                  .publish("x2", "a.b").publish("x2", "a.b.c").publish("x2", "x").step()
+                  .publish("x2", "a.b").publish("x2", "a.b.c").publish("x2", "q3").step()
                   .get("q0").get("q1"))
     s["delayed"] = (Script().open().xdeclare("x3", "x-delayed-message", delayed_type="direct")
                     .qdeclare("q0").qbind("q0", "x3", "q0")
@@ -266,7 +266,7 @@ def seeds():
     s["reply_to"] = (Script().open().open(conn=1).qdeclare("q0")
                      .consume("amq.rabbitmq.reply-to", conn=1, flags=2)
                      .publish("", "q0", conn=1, reply_to="amq.rabbitmq.reply-to").step()
-                     .get("q0").step().publish("", "amq.rabbitmq.reply-to").step())
+                     .get("q0").step().publish("", "\1reply").step())
     s["overflow_dlx"] = (Script().open().confirm().xdeclare("dlx", "fanout").qdeclare("dlq")
                          .qbind("dlq", "dlx", "")
                          .qdeclare("q0", max_length=1, overflow="reject-publish-dlx", dlx="dlx")
@@ -283,7 +283,7 @@ def seeds():
                             .publish("", "q0", msgid=1).publish("", "q0", msgid=1).step()
                             .nack(1, requeue=0).step().later(20).step().close().step()
                             .ack(1, ch=2))
-    s["crossing_close"] = (Script().open().qdeclare("nope" if False else "q1", flags=1)
+    s["crossing_close"] = (Script().open().qdeclare("q1", flags=1)
                            .close().step().open().step())
     s["paging"] = Script(1).open().qdeclare("q0", flags=2)
     for _ in range(30):
@@ -299,7 +299,7 @@ def seeds():
     s["alarm"].step().later(1000).step().publish("", "q0").step().get("q0")
     s["headers_ae"] = (Script().open().xdeclare("x0", "direct", ae="amq.headers")
                        .qdeclare("q0").qbind("q0", "amq.headers", "", xmatch="any", h="a.b")
-                       .publish("x0", "zz" if False else "x", h="a.b").step().get("q0"))
+                       .publish("x0", "q3", h="a.b").step().get("q0"))
     s["abrupt"] = (Script().open().qdeclare("q0").consume("q0").publish("", "q0").step()
                    .drop(0).reconnect(0).open().get("q0").step())
     return s

@@ -336,6 +336,8 @@ static void rec_copy(void *ctx, void *qp, const rcopy *c) {
     /* Each delivery before the restart ended in a return (explicit, or the crash). */
     if (q->delivery_limit >= 0)
         qm.returns = qm.deliveries;
+    if (c->maybe_delivered && !qm.deliveries) /* after a crash: redelivered, not a return */
+        qm.deliveries = 1;
     queue_recover(q, qm);
 }
 

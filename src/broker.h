@@ -177,6 +177,10 @@ void queue_page_out(queue *q, size_t max);
 size_t queue_paged_count(const queue *q);
 /* Calls fn for every ready entry of q (compaction; fn may change where its record is). */
 void queue_each_ready(queue *q, void (*fn)(void *ctx, queue *q, qmsg *qm), void *ctx);
+/* Compaction read back the body of q's paged entry seq (its record at loc): returns 1 if the
+ * entry took m (it was still paged there: its segment count is given back and the pager may
+ * page it out again), 0 if it had moved on (m is the caller's). */
+int queue_paged_back(queue *q, uint64_t seq, uint64_t loc, message *m);
 
 /* A delivered message rejected (or nacked) without requeue: retried (x-retry-delays),
  * dead-lettered or dropped. */
@@ -219,6 +223,8 @@ void deadletter(queue *q, message *m, const char *reason);
  * record is written only once the dead letter's own record is synced (deadletter_synced),
  * so that a crash may duplicate the message but never lose it. Takes qm's reference. */
 void deadletter_copy(queue *q, qmsg qm, const char *reason);
+/* The same wait for a copy whose new record (a retry's) is in the batch being built. */
+void deadletter_settle_later(queue *q, qmsg qm);
 /* Republishes the dead letters collected in this batch. */
 void deadletter_flush(broker *b);
 /* Store generation gen is synced (ok) or failed: settles the copies whose dead letters it
@@ -574,6 +580,7 @@ struct broker {
     int nlisten;
     int stopping;
     uint64_t ticks;
+    uint8_t compact_reading; /* compact.c: paged bodies of the oldest segment are being read back */
 };
 
 int broker_init(broker *b, const config *cfg);

@@ -21,8 +21,8 @@
  * Crash safety, step by step:
  *  1. The loop thread finds S's live items (this file: every queue's ready entries, every
  *     channel's unacked deliveries, the delayed heap) and checks that they account for S's
- *     whole live count; if anything holds S that it cannot see (a paged-out body, an
- *     unreadable record, a holder it does not know), it does nothing.
+ *     whole live count; if anything holds S that it cannot see (an unreadable record, a
+ *     holder it does not know), it does nothing.
  *  2. It appends the MOVE records to the pending batch, in log order: a SETTLE or DELIVERED
  *     appended later always follows the MOVE in the log. The moved messages now count in
  *     the active segment, and S is held (not reclaimable) until that batch is synced.
@@ -35,13 +35,23 @@
  *  a copy whose PUBLISH is gone comes from its MOVE. A settled copy is never in a MOVE (it
  *  is not live when the MOVE is appended), and its SETTLE follows any MOVE that named it.
  *
- * Not moved (S then waits): copies paged out to S (their bodies are only on disk),
- * unreadable records, segments pinned by a deduplication window (until the window passes)
- * or by messages of queues missing from a damaged meta.log. */
+ * Paged-out copies (their bodies only on disk, in S) are first read back on the store's
+ * helper thread (read_back; the loop thread never reads the disk); a copy still paged where
+ * it was then takes its message, and the next step moves it like any other; the pager pages
+ * it out again once the MOVE is written, pointing at the new record.
+ *
+ * Not moved (S then waits): unreadable records, segments pinned by a deduplication window
+ * (until the window passes) or by messages of queues missing from a damaged meta.log, and
+ * any live count the walk cannot account for (a holder it does not know).
+ *
+ * Cost: each step walks every queue entry and unacknowledged delivery once (on the loop
+ * thread), so it runs only when the log is over the bound, at most once a second or per
+ * finished step. */
 #include "broker.h"
 
 #include <stdlib.h>
 
+#include "paging.h"
 #include "store.h"
 #include "util.h"
 
@@ -53,23 +63,44 @@ typedef struct found { /* a live queue copy of an in-memory message in the segme
     uint16_t deliveries;
 } found;
 
+typedef struct paged { /* a paged-out copy whose record is in the segment */
+    queue *q;
+    uint64_t seq, loc;
+    uint32_t size;
+} paged;
+
 typedef struct scan {
     uint32_t seg;
     uint64_t counted;   /* live counts of the segment accounted for */
-    uint64_t immovable; /* of which held by copies this cannot move (paged out, unreadable) */
+    uint64_t immovable; /* of which held by unreadable copies (never moved) */
     found *a;
     size_t n, cap;
+    paged *p; /* read back first (then moved as the others) */
+    size_t np, capp;
+    uint64_t pbytes;
     delayed_entry **d;
     size_t nd, capd;
+    uint64_t walked; /* entries looked at */
 } scan;
 
 /* Notes one queue copy: counts what it holds on the segment being compacted. */
 static void see(scan *sc, queue *q, const qmsg *qm) {
+    sc->walked++;
     if (qm->paged) {
         /* a paged copy holds its record's segment once, and once more if it is stored */
-        if ((uint32_t)(qm->loc >> 32) == sc->seg) {
-            sc->counted += 1u + qm->stored;
+        if ((uint32_t)(qm->loc >> 32) != sc->seg)
+            return;
+        sc->counted += 1u + qm->stored;
+        if (qm->paged == PAGED_UNREADABLE) {
             sc->immovable += 1u + qm->stored;
+        } else if (sc->pbytes < COMPACT_STEP) {
+            if (sc->np == sc->capp) {
+                sc->capp = sc->capp ? sc->capp * 2 : 64;
+                sc->p = xrealloc(sc->p, sc->capp * sizeof *sc->p);
+            }
+            uint32_t size = (uint32_t)MIN(pg_size_decode(qm->pg_size), UINT32_MAX);
+            sc->p[sc->np++] = (paged){q, qm->seq, qm->loc, size};
+            sc->pbytes += size;
         }
         return;
     }
@@ -146,20 +177,86 @@ static void find_live(broker *b, scan *sc) {
     delayed_each(b, see_delayed, sc);
 }
 
+typedef struct readback { /* paged copies being read back for compaction */
+    broker *b;
+    paged *p; /* each holds a reference to its queue */
+    size_t n;
+} readback;
+
+/* The bodies came back (loop thread): each copy still paged where it was takes its message
+ * (in memory now, it is moved by the next step); then compaction goes on. */
+static void read_back(void *ctx, page_req *reqs, size_t n) {
+    readback *rb = ctx;
+    broker *b = rb->b;
+    for (size_t i = 0; i < n; i++) {
+        paged *pc = reqs[i].tag;
+        message *m = reqs[i].m;
+        if (!m)
+            continue; /* unreadable (logged): the queue finds out when it reads it */
+        if (m->in_store)
+            m->pg_wait = 1; /* not paged again to this record: the move's batch clears it */
+        else
+            m->on_disk = 0; /* a PAGE record: paged again, it gets a new one at the head */
+        if (!queue_paged_back(pc->q, pc->seq, pc->loc, m))
+            message_unref(m);
+    }
+    for (size_t i = 0; i < rb->n; i++)
+        queue_unref(rb->p[i].q);
+    free(rb->p);
+    free(rb);
+    b->compact_reading = 0;
+    if (b->store) {
+        store_compact_wake(b->store);
+        compact_run(b);
+    }
+}
+
+/* Starts reading back the paged copies found in the segment (at most COMPACT_STEP bytes),
+ * on the store's helper thread. */
+static void start_read_back(broker *b, scan *sc) {
+    readback *rb = xmalloc(sizeof *rb);
+    rb->b = b;
+    rb->p = sc->p;
+    rb->n = sc->np;
+    sc->p = NULL;
+    page_req *reqs = xmalloc(rb->n * sizeof *reqs);
+    for (size_t i = 0; i < rb->n; i++) {
+        reqs[i] = (page_req){rb->p[i].loc, rb->p[i].size, NULL, &rb->p[i]};
+        rb->p[i].q->refs++;
+    }
+    if (store_page_read_async(b->store, reqs, rb->n, read_back, rb) < 0) {
+        for (size_t i = 0; i < rb->n; i++)
+            queue_unref(rb->p[i].q);
+        free(reqs);
+        free(rb->p);
+        free(rb);
+        return;
+    }
+    b->compact_reading = 1;
+}
+
 void compact_run(broker *b) {
     store *s = b->store;
     uint64_t live;
-    uint32_t segid = s ? store_compact_pick(s, &live) : 0;
+    uint32_t segid = s && !b->stopping ? store_compact_pick(s, &live) : 0;
     if (!segid)
         return;
     scan sc = {.seg = segid};
+    uint64_t t0 = now_us();
     find_live(b, &sc);
+    uint64_t took = now_us() - t0;
+    if (took > 5000) /* the walk runs on the loop thread: say when it costs */
+        log_info("compaction: finding segment %08x's live records walked %llu queue entries in %llu ms", segid,
+                 (unsigned long long)sc.walked, (unsigned long long)(took / 1000));
     if (sc.counted != live || sc.immovable) {
         store_compact_blocked(s, segid, live, sc.counted, sc.immovable);
     } else {
+        if (sc.np && !b->compact_reading)
+            start_read_back(b, &sc);
         /* Every copy of a message in the segment moves in one record: the message's segment
          * is shared by its copies. */
-        qsort(sc.a, sc.n, sizeof *sc.a, by_message);
+        if (sc.n)
+            qsort(sc.a, sc.n, sizeof *sc.a, by_message);
         uint32_t *qids = xmalloc((sc.n + 1) * sizeof *qids);
         uint64_t *seqs = xmalloc((sc.n + 1) * sizeof *seqs);
         uint16_t *dels = xmalloc((sc.n + 1) * sizeof *dels);
@@ -177,7 +274,8 @@ void compact_run(broker *b) {
         }
         for (size_t i = 0; i < sc.nd && bytes < COMPACT_STEP; i++, moved++)
             bytes += store_move_delayed(s, sc.d[i]);
-        store_compact_hold(s, segid, moved, bytes);
+        if (moved)
+            store_compact_hold(s, segid, moved, bytes);
         free(qids);
         free(seqs);
         free(dels);
@@ -185,4 +283,5 @@ void compact_run(broker *b) {
     }
     free(sc.a);
     free(sc.d);
+    free(sc.p);
 }

@@ -13,7 +13,7 @@
  * Across a crash dead-lettering is at-least-once: a stored copy's settle record waits until
  * the batch holding its dead letter's record is synced (deadletter_synced). Writing both in
  * one batch is not enough: a power cut may keep any subset of an unsynced batch's sectors,
- * the settle without the dead letter. */
+ * the settle without the dead letter. Retries (queue_reject) wait the same way. */
 #include "broker.h"
 
 #include <assert.h>
@@ -198,6 +198,27 @@ void deadletter_copy(queue *q, qmsg qm, const char *reason) {
     q->refs++;
 }
 
+/* Queues d (its source set) to be settled once the batch being built is synced. */
+static void wait_for_sync(broker *b, struct deadletter *d) {
+    d->gen = store_gen(b->store);
+    d->m = NULL;
+    d->next = NULL;
+    if (b->dl_wait_tail)
+        b->dl_wait_tail->next = d;
+    else
+        b->dl_wait = d;
+    b->dl_wait_tail = d;
+}
+
+void deadletter_settle_later(queue *q, qmsg qm) {
+    assert(qm.stored && !qm.paged);
+    struct deadletter *d = xcalloc(1, sizeof *d);
+    d->src = q;
+    d->src_qm = qm;
+    q->refs++;
+    wait_for_sync(q->b, d);
+}
+
 /* The source copy of a dead letter leaves the store: settled (ok), or left on disk. */
 static void settle_source(struct deadletter *d, int ok) {
     if (ok)
@@ -280,15 +301,7 @@ void deadletter_flush(broker *b) {
         }
         message_unref(m);
         if (d->src && store_appended(b->store) != appended) {
-            /* its record is in the batch being built: the source waits for that batch */
-            d->gen = store_gen(b->store);
-            d->m = NULL;
-            d->next = NULL;
-            if (b->dl_wait_tail)
-                b->dl_wait_tail->next = d;
-            else
-                b->dl_wait = d;
-            b->dl_wait_tail = d;
+            wait_for_sync(b, d); /* its record is in the batch being built: the source waits */
         } else if (d->src) {
             settle_source(d, 1); /* not stored anywhere (or dropped): nothing to wait for */
         } else {

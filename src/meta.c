@@ -131,9 +131,14 @@ int meta_load(meta *mt, const char *dir, const meta_sink *sink, void *ctx) {
     size_t len;
     int bad_tail = 0;
     loader ld = {mt, sink, ctx};
-    if (rec_read_file(metap, &data, &len) == 0) {
+    int err = rec_read_file(metap, &data, &len);
+    if (err == 0) {
         bad_tail = rec_scan(metap, data, len, 1, meta_apply, &ld, &mt->corrupt) < len;
         free(data);
+    } else if (err != -ENOENT) {
+        /* Unreadable is not empty: compacting now would delete every definition. */
+        log_error("store: cannot read %s: %s", metap, strerror(-err));
+        return err;
     }
     /* Compaction would make damage to meta.log permanent (and the queue's messages
      * reclaimable on the next start): a damaged meta.log is kept, renamed, for a person. */

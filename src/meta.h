@@ -39,7 +39,7 @@ typedef struct meta {
  * (another format, store files without VERSION, or a write failure). */
 int meta_check_version(const char *dir, char *err, size_t errlen);
 /* Reads meta.log (if any) into sink. Returns 1 if it is damaged (now or on an earlier start:
- * a meta.log.damaged-* copy exists), else 0. */
+ * a meta.log.damaged-* copy exists), else 0; -errno if it exists but cannot be read. */
 int meta_load(meta *mt, const char *dir, const meta_sink *sink, void *ctx);
 /* Rewrites meta.log with what emit(ctx, out, salt) writes (meta_put_*) and opens it for
  * appends. 0, or -errno. */

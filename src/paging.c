@@ -84,7 +84,7 @@ static message *page_decode(uint32_t segid, uint32_t off, const uint8_t *p, size
     m->priority = pv.priority;
     m->ttl = r.ttl;
     m->seg = segid;
-    m->in_store = rec_type(p) == R_PUBLISH || rec_type(p) == R_MOVE;
+    m->in_store = rec_is_publish(rec_type(p));
     m->doff = off;
     m->dlen = (uint32_t)n;
     m->on_disk = 1;

@@ -362,9 +362,14 @@ static void discard(queue *q, qmsg qm, const char *reason) {
 }
 
 void queue_reject(queue *q, qmsg qm) {
-    /* The retry's own record (delayed.c) is appended before this copy's settle record, so a
-     * crash between the two can duplicate the message but never lose it. */
+    /* The retry's own record (delayed.c) is synced before this copy's settle record is
+     * written, so a crash between the two can duplicate the message but never lose it. */
+    uint64_t appended = store_appended(q->b->store);
     if (q->nretry && !q->deleted && retry_schedule(q, qm.m)) {
+        if (qm.stored && !qm.paged && store_appended(q->b->store) != appended) {
+            deadletter_settle_later(q, qm);
+            return;
+        }
         gone(q, &qm);
         message_unref(qm.m);
         return;
@@ -740,4 +745,33 @@ void queue_each_ready(queue *q, void (*fn)(void *ctx, queue *q, qmsg *qm), void 
         for (size_t i = 0; i < lv->requeued.len; i++)
             fn(ctx, q, &lv->requeued.a[i]);
     }
+}
+
+int queue_paged_back(queue *q, uint64_t seq, uint64_t loc, message *m) {
+    if (q->deleted || !q->b->store)
+        return 0;
+    for (int l = 0; l < q->nlevels; l++) { /* each level's ring is in seq order */
+        struct qlevel *lv = &q->levels[l];
+        qring *r = &lv->ready;
+        size_t lo = 0, hi = r->len;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            qmsg *e = ring_at(r, mid);
+            if (e->seq < seq) {
+                lo = mid + 1;
+            } else if (e->seq > seq) {
+                hi = mid;
+            } else {
+                if (e->paged != PAGED_OUT || e->loc != loc)
+                    return 0;
+                store_page_release(q->b->store, loc);
+                e->m = m;
+                e->paged = PAGED_NO;
+                if (lv->pg_pos > r->base + mid) /* the pager looks at it again */
+                    lv->pg_pos = r->base + mid;
+                return 1;
+            }
+        }
+    }
+    return 0;
 }

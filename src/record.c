@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "crc32c.h"
 #include "storeio.h"
@@ -124,8 +125,22 @@ size_t rec_scan(const char *path, const uint8_t *p, size_t n, int last, rec_appl
     return good_end;
 }
 
-/* Reads a whole file into memory (one extra byte allocated, so an empty file is fine). */
+static int read_once(const char *path, uint8_t **data, size_t *len);
+
+/* Reads a whole file into memory (one extra byte allocated, so an empty file is fine). An
+ * error other than "no such file" is tried three times (EMFILE, a transient EIO) before it
+ * is returned: the callers refuse to start without the file rather than lose its records. */
 int rec_read_file(const char *path, uint8_t **data, size_t *len) {
+    int err = 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if ((err = read_once(path, data, len)) == 0 || err == -ENOENT)
+            break;
+        usleep(10000);
+    }
+    return err;
+}
+
+static int read_once(const char *path, uint8_t **data, size_t *len) {
     sio_file *f = sio_open(path, 0);
     if (!f)
         return -errno;
@@ -171,15 +186,21 @@ static int read_message(rd *r, slice *ex, slice *rk, slice *props, slice *body) 
 }
 
 size_t rec_publish_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t props_len, uint64_t body_len) {
-    return REC_HEADER + 8 + 8 + 2 + (size_t)n * 12 + message_size(exchange_len, rkey_len, props_len, body_len);
+    return REC_HEADER + 8 + 8 + (n > UINT16_MAX ? 4 : 2) + (size_t)n * 12 +
+           message_size(exchange_len, rkey_len, props_len, body_len);
 }
 
-/* The payload of a PUBLISH, MOVE or PAGE record, up to the end of the message. */
+/* The payload of a PUBLISH, MOVE or PAGE record, up to the end of the message: the queue
+ * count takes 32 bits in R_PUBLISH_WIDE (more than 65,535 queues), 16 otherwise. */
 static void put_publish_payload(buf *b, uint64_t published, int64_t ttl, const uint32_t *qids, const uint64_t *seqs,
                                 uint32_t n, slice ex, slice rk, slice props, slice body) {
+    int wide = n > UINT16_MAX;
     buf_u64(b, published); /* publish time, for TTLs across restarts */
     buf_u64(b, (uint64_t)ttl);
-    buf_u16(b, (uint16_t)n);
+    if (wide)
+        buf_u32(b, n);
+    else
+        buf_u16(b, (uint16_t)n);
     for (uint32_t i = 0; i < n; i++) {
         buf_u32(b, qids[i]);
         buf_u64(b, seqs[i]);
@@ -190,7 +211,7 @@ static void put_publish_payload(buf *b, uint64_t published, int64_t ttl, const u
 void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
                      const uint64_t *seqs, uint32_t n, slice ex, slice rk, slice props, slice body) {
     assert(type == R_PUBLISH || (type == R_PAGE && n == 0));
-    size_t at = rec_begin(b, type);
+    size_t at = rec_begin(b, n > UINT16_MAX ? R_PUBLISH_WIDE : type);
     put_publish_payload(b, published, ttl, qids, seqs, n, ex, rk, props, body);
     rec_end(b, at, salt);
 }
@@ -201,7 +222,7 @@ size_t rec_move_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t pr
 
 void rec_put_move(buf *b, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids, const uint64_t *seqs,
                   const uint16_t *deliveries, uint32_t n, slice ex, slice rk, slice props, slice body) {
-    assert(n > 0 && n <= UINT16_MAX);
+    assert(n > 0 && n <= UINT16_MAX); /* store_move splits a larger set of copies */
     size_t at = rec_begin(b, R_MOVE);
     put_publish_payload(b, published, ttl, qids, seqs, n, ex, rk, props, body);
     for (uint32_t i = 0; i < n; i++)
@@ -211,18 +232,18 @@ void rec_put_move(buf *b, uint64_t salt, uint64_t published, int64_t ttl, const 
 
 int rec_publish_read(const uint8_t *rec, size_t len, rec_publish *out) {
     uint8_t type = rec_type(rec);
-    if (type != R_PUBLISH && type != R_PAGE && type != R_MOVE)
+    if (!rec_is_publish(type) && type != R_PAGE)
         return -1;
     rd r = rd_make(rec + REC_HEADER, len - REC_HEADER);
     out->published = rd_u64(&r);
     out->ttl = (int64_t)rd_u64(&r);
-    out->nq = rd_u16(&r);
+    out->nq = type == R_PUBLISH_WIDE ? rd_u32(&r) : rd_u16(&r);
     out->qlist = r.p;
     out->dlist = NULL;
     rd_bytes(&r, (size_t)out->nq * 12);
     if (read_message(&r, &out->exchange, &out->rkey, &out->props, &out->body) < 0)
         return -1;
-    if (type == R_MOVE) {
+    if (rec_is_move(type)) {
         out->dlist = r.p;
         rd_bytes(&r, (size_t)out->nq * 2);
     }

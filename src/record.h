@@ -27,6 +27,7 @@ enum {
     R_DELAYED = 4,      /* a delayed message held by the broker */
     R_DELAYED_DONE = 5, /* that delayed message was routed or dropped */
     R_MOVE = 6,         /* compaction: a PUBLISH of the copies still live, then their delivery counts */
+    R_PUBLISH_WIDE = 7, /* R_PUBLISH to more than 65,535 queues (32-bit queue count) */
     R_HEADER = 9,       /* a file's header: its salt */
     R_PAGE = 40,        /* a body written only to free memory: recovery ignores it */
 };
@@ -41,6 +42,11 @@ void rec_end(buf *b, size_t at, uint64_t salt);
  * one (bad magic, length past n, or bad checksum). */
 size_t rec_check(const uint8_t *p, size_t n, uint64_t salt);
 static inline uint8_t rec_type(const uint8_t *rec) { return rec[12]; }
+static inline int rec_is_move(uint8_t type) { return type == R_MOVE; }
+/* A record naming queue copies of a message: PUBLISH (of either width) or MOVE. */
+static inline int rec_is_publish(uint8_t type) {
+    return type == R_PUBLISH || type == R_PUBLISH_WIDE || rec_is_move(type);
+}
 
 /* A new random salt (never 0). */
 uint64_t rec_new_salt(void);
@@ -59,11 +65,14 @@ size_t rec_scan(const char *path, const uint8_t *p, size_t n, int last, rec_appl
                 uint64_t *corrupt);
 
 /* Reads a whole file through the I/O layer: 0 (*data malloc'ed, *len) or -errno. */
-int rec_read_file(const char *path, uint8_t **data, size_t *len);
+int rec_read_file(const char *path, uint8_t **data, size_t *len); /* 0 or -errno (retried) */
 
 /* ---- message record payloads ---- */
 
-/* A PUBLISH (or PAGE, with no queues) record, decoded: slices point into the record. */
+/* A PUBLISH (or PAGE, with no queues) record, decoded: slices point into the record. Its
+ * payload: published u64, ttl u64, queue count (u16; u32 in R_PUBLISH_WIDE), then per queue
+ * qid u32 + seq u64, then exchange shortstr, routing key shortstr, properties longstr, body
+ * length u64 and the body. */
 typedef struct rec_publish {
     uint64_t published; /* wall ms */
     int64_t ttl;        /* the message's expiration in ms; -1 = none */
@@ -75,11 +84,12 @@ typedef struct rec_publish {
 
 /* The size of a PUBLISH record for n queues and a message of these sizes. */
 size_t rec_publish_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t props_len, uint64_t body_len);
-/* Appends a PUBLISH (or PAGE: n = 0) record. */
+/* Appends a PUBLISH (or PAGE: n = 0) record; a PUBLISH to more than 65,535 queues is
+ * written as R_PUBLISH_WIDE (records of up to 65,535 keep the original layout). */
 void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
                      const uint64_t *seqs, uint32_t n, slice exchange, slice rkey, slice props, slice body);
-/* Decodes a checked PUBLISH, MOVE or PAGE record; 0, or -1 if it is malformed or of another
- * type. */
+/* Decodes a checked PUBLISH (either width), MOVE or PAGE record; 0, or -1 if it is
+ * malformed or of another type. */
 int rec_publish_read(const uint8_t *rec, size_t len, rec_publish *out);
 /* The i-th (queue id, sequence) pair of a decoded PUBLISH record. */
 void rec_publish_queue(const rec_publish *p, uint32_t i, uint32_t *qid, uint64_t *seq);

@@ -160,7 +160,7 @@ static void apply_publish(recovery *rc, const uint8_t *rec, size_t len) {
     props_view pv;
     if (rec_publish_read(rec, len, &p) < 0 || props_parse(p.props, &pv) < 0)
         return;
-    int moved = rec_type(rec) == R_MOVE;
+    int moved = rec_is_move(rec_type(rec));
     rc->copies += p.nq;
     size_t off = (size_t)(rec - rc->base);
     /* Paging: beyond the memory budget, a copy is recovered paged out (its body stays in the
@@ -282,7 +282,7 @@ static void apply_record(void *arg, const uint8_t *rec, size_t len) {
     recovery *rc = arg;
     uint8_t type = rec_type(rec);
     rc->st->records++;
-    if (type == R_PUBLISH || type == R_MOVE) {
+    if (rec_is_publish(type)) {
         apply_publish(rc, rec, len);
         return;
     }
@@ -338,8 +338,25 @@ static void restore_delayed(recovery *rc, segset *ss) {
     free(rc->delayed);
 }
 
-void recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int meta_damaged,
-                      const recover_sink *sink, void *ctx, recover_stats *st) {
+/* Recovery gives up (a segment it cannot read): drops everything not yet handed over. */
+static void abandon(recovery *rc) {
+    for (uint32_t qid = 0; qid < rc->nqid; qid++) {
+        rvec *v = &rc->vecs[qid];
+        for (size_t i = 0; i < v->n; i++)
+            if (!v->a[i].gone && !v->a[i].paged)
+                message_unref(v->a[i].c.m);
+        free(v->a);
+    }
+    free(rc->vecs);
+    for (size_t i = 0; i < rc->ndelayed; i++) {
+        message_unref(rc->delayed[i].m);
+        free(rc->delayed[i].exchange);
+    }
+    free(rc->delayed);
+}
+
+int recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int meta_damaged,
+                     const recover_sink *sink, void *ctx, recover_stats *st) {
     recovery rc = {.sink = sink, .ctx = ctx, .memory_budget = memory_budget, .meta_damaged = meta_damaged, .st = st};
     sink->queues(ctx, add_queue, &rc);
     size_t nids;
@@ -350,7 +367,21 @@ void recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, in
         uint8_t *data;
         size_t len;
         int err = rec_read_file(path, &data, &len);
-        if (err < 0) {
+        if (err == -ENOENT) /* deleted (reclaimed) since it was listed */
+            continue;
+        if (err == -EIO || err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -ENOSPC || err == -EDQUOT ||
+            err == -EAGAIN || err == -EINTR) {
+            /* A read that failed but may succeed later (a disk error, out of descriptors):
+             * starting without the segment would lose its records for good (their copies
+             * settled by omission, their sequence numbers reused). Refuse to start. */
+            log_error("store: cannot read %s: %s; not starting without its records (move the file away to start "
+                      "without them)",
+                      path, strerror(-err));
+            free(ids);
+            abandon(&rc);
+            return err;
+        }
+        if (err < 0) { /* not a readable file at all (a directory, no permission): only its records are lost */
             log_error("store: cannot read %s: %s", path, strerror(-err));
             continue;
         }
@@ -395,6 +426,7 @@ void recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, in
             seg *sg = segset_find(ss, segid);
             if (sg)
                 sg->live += e->paged ? 2 : 1; /* a paged copy holds its segment once more */
+            e->c.maybe_delivered = segid <= st->redelivered_upto;
             sink->copy(ctx, v->info.q, &e->c); /* takes the reference of e->c.m */
             st->messages++;
         }
@@ -404,4 +436,5 @@ void recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, in
     }
     restore_delayed(&rc, ss);
     free(rc.vecs);
+    return 0;
 }

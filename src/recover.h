@@ -28,6 +28,7 @@ typedef struct rcopy {
     uint32_t reclen;    /* paged: its record's length */
     uint8_t priority;   /* paged: the message's priority */
     uint16_t deliveries; /* DELIVERED records seen for it (saturating) */
+    uint8_t maybe_delivered; /* its segment is up to recover_stats.redelivered_upto */
 } rcopy;
 
 /* What recovery needs to know about a durable queue the broker defined. */
@@ -54,6 +55,9 @@ typedef struct recover_sink {
 } recover_sink;
 
 typedef struct recover_stats {
+    /* in: copies in segments up to this id may have been delivered without a DELIVERED
+     * record on disk (an unclean shutdown): they are handed over with maybe_delivered */
+    uint32_t redelivered_upto;
     uint64_t records, corrupt, messages, delayed;
     uint64_t orphans;   /* copies of unknown queues kept on disk (meta.log damaged) */
     uint32_t max_qid;   /* the highest queue id in the log (never reused) */
@@ -63,8 +67,11 @@ typedef struct recover_stats {
 /* Replays the segments in segdir into sink, adding each to ss (which must be empty) with its
  * live count. meta_damaged: copies of queues not defined are pinned (kept on disk) rather
  * than dropped. Copies are recovered paged out while message memory is above
- * memory_budget. The torn tail of the last segment is cut. */
-void recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int meta_damaged,
+ * memory_budget. The torn tail of the last segment is cut. Returns 0, or -errno if a segment
+ * could not be read for a reason that may pass (EIO, EMFILE, …: then nothing is handed over
+ * and the caller refuses to start rather than run without its records); a segment that is
+ * not a readable file at all (EISDIR, EACCES) costs its own records only. */
+int recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int meta_damaged,
                       const recover_sink *sink, void *ctx, recover_stats *st);
 
 #endif

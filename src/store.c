@@ -7,6 +7,7 @@
  *   VERSION                    "ferry-store 1": anything else is refused, never rewritten
  *   meta.log                   durable exchanges, queues and bindings (compacted at start)
  *   segments/<16 hex>.seg      the message log, in segments of about segment-size bytes
+ *   clean-shutdown             written by a clean close, removed (durably) at open
  *
  * Message records: PUBLISH (one per message, naming every durable queue it went to, with
  * that queue's sequence number), SETTLE (a queue's copy is gone: acked, rejected, expired,
@@ -29,6 +30,7 @@
 #include "meta.h"
 #include "paging.h"
 #include "record.h"
+#include "storeio.h"
 #include "util.h"
 #include "writer.h"
 
@@ -52,6 +54,8 @@ struct store {
     size_t compact_nsegs;   /* segments when last looked */
     uint32_t blocked_seg;   /* the oldest segment, found not movable at this live count */
     uint64_t blocked_live;
+    int write_failed;     /* a batch failed in this run: its delivered records may be lost */
+    uint32_t redelivered_upto; /* copies in segments up to this id may have been delivered */
 };
 
 static void compact_synced(store *s, uint64_t gen, int err);
@@ -81,6 +85,11 @@ static void on_written(void *ctx, wbatch *w) {
             s->enospc_need = failed + (64u << 10);
             broker_set_alarm(s->b, ALARM_DISK, 1);
         }
+        /* The writer abandons a segment after a failure (writer.c, abandon_segment): new
+         * records go to a fresh one. */
+        if (segset_active(&s->log.segs)->bytes > 0)
+            segset_add(&s->log.segs, s->log.segs.next_id, rec_new_salt(), 0);
+        s->write_failed = 1;
     }
     paging_synced(w);
     int had_meta = w->meta.len > 0, meta_ok = w->meta_err == 0;
@@ -341,6 +350,8 @@ uint32_t store_compact_pick(store *s, uint64_t *live) {
     return sg->id;
 }
 
+void store_compact_wake(store *s) { s->compact_due = 1; }
+
 void store_compact_blocked(store *s, uint32_t segid, uint64_t live, uint64_t found, uint64_t immovable) {
     if (segid != s->blocked_seg)
         log_info("store: segment %08x cannot be compacted yet: of its %llu live records %llu are paged-out or "
@@ -452,6 +463,65 @@ int store_page_read_async(store *s, page_req *reqs, size_t n, void (*done)(void 
 
 /* ---- open and close ---- */
 
+/* ---- the clean-shutdown marker ----
+ *
+ * DELIVERED records are not synced before the delivery (an fsync per delivery would cost
+ * too much), so after a crash the log cannot say what was delivered. A clean close writes
+ * "clean-shutdown" once everything is synced; open removes it durably before anything is
+ * delivered. Without it, every copy in the segments that exist is handed over as possibly
+ * delivered (RabbitMQ's redelivered: "may have been delivered"). That bound (a segment id)
+ * is carried forward in the marker, so those copies keep the flag across later clean
+ * restarts; a run in which a batch failed (its DELIVERED records may be gone) raises it to
+ * every segment of the run. */
+
+#define MARKER "clean-shutdown"
+
+/* The bound a clean shutdown left: 1 and *upto, or 0 if the last shutdown was not clean
+ * (no marker, or one that cannot be read or is not whole). */
+static int marker_read(const char *dir, uint32_t *upto) {
+    char path[600], text[64];
+    snprintf(path, sizeof path, "%s/" MARKER, dir);
+    uint8_t *data;
+    size_t len;
+    if (rec_read_file(path, &data, &len) < 0)
+        return 0;
+    snprintf(text, sizeof text, "%.*s", (int)MIN(len, sizeof text - 1), (const char *)data);
+    free(data);
+    unsigned long v;
+    int n = 0;
+    if (sscanf(text, "ferry-clean %lu%n", &v, &n) != 1 || (size_t)n + 1 != len || text[n] != '\n' || v > UINT32_MAX)
+        return 0;
+    *upto = (uint32_t)v;
+    return 1;
+}
+
+/* Removes the marker durably (a crash from now on must not look clean). 0 or -errno. */
+static int marker_remove(const char *dir) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/" MARKER, dir);
+    int rc = sio_unlink(path);
+    if (rc == -ENOENT)
+        return 0;
+    return rc < 0 ? rc : sio_sync_dir(dir);
+}
+
+/* Writes the marker durably; a failure leaves the next start unclean (logged). */
+static void marker_write(const char *dir, uint32_t upto) {
+    char path[600], text[64];
+    snprintf(path, sizeof path, "%s/" MARKER, dir);
+    int n = snprintf(text, sizeof text, "ferry-clean %lu\n", (unsigned long)upto);
+    sio_file *f = sio_open(path, 1);
+    int rc = f ? sio_pwrite(f, text, (size_t)n, 0) : -errno;
+    if (!rc)
+        rc = sio_sync(f);
+    if (f)
+        sio_close(f);
+    if (!rc)
+        rc = sio_sync_dir(dir);
+    if (rc)
+        log_warn("store: cannot write %s: %s (the next start marks every message redelivered)", path, strerror(-rc));
+}
+
 int store_open(broker *b, const recover_sink *sink, const char *dir, char *err, size_t errlen) {
     uint64_t t0 = now_ms();
     crc32c(0, "", 0);
@@ -464,21 +534,49 @@ int store_open(broker *b, const recover_sink *sink, const char *dir, char *err, 
         free(s);
         return -1;
     }
-    if (mkdir(s->log.segdir, 0750) < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", s->log.segdir, strerror(errno));
+    int rc = sio_mkdir(s->log.segdir);
+    if (!rc) /* its name in the data directory is durable too */
+        rc = sio_sync_dir(dir);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", s->log.segdir, strerror(-rc));
+        free(s);
+        return -1;
+    }
+    int clean = marker_read(dir, &s->redelivered_upto);
+    if ((rc = marker_remove(dir)) < 0) {
+        snprintf(err, errlen, "cannot remove %s/" MARKER ": %s", dir, strerror(-rc));
         free(s);
         return -1;
     }
     int meta_damaged = meta_load(&s->meta, dir, &sink->defs, b);
-    int rc = meta_compact(&s->meta, emit_definitions, b);
+    if (meta_damaged < 0) {
+        snprintf(err, errlen, "cannot read %s/meta.log: %s", dir, strerror(-meta_damaged));
+        meta_close(&s->meta);
+        free(s);
+        return -1;
+    }
+    rc = meta_compact(&s->meta, emit_definitions, b);
     if (rc < 0) {
         snprintf(err, errlen, "cannot write %s/meta.log: %s", dir, strerror(-rc));
         meta_close(&s->meta);
         free(s);
         return -1;
     }
-    recover_stats st = {.corrupt = s->meta.corrupt};
-    recover_messages(&s->log.segs, s->log.segdir, b->cfg.memory_budget, meta_damaged, sink, b, &st);
+    recover_stats st = {.corrupt = s->meta.corrupt, .redelivered_upto = clean ? s->redelivered_upto : UINT32_MAX};
+    rc = recover_messages(&s->log.segs, s->log.segdir, b->cfg.memory_budget, meta_damaged, sink, b, &st);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot read the message log in %s: %s", s->log.segdir, strerror(-rc));
+        meta_close(&s->meta);
+        segset_free(&s->log.segs);
+        free(s);
+        return -1;
+    }
+    if (!clean) { /* everything there now may have been delivered, from now on too */
+        s->redelivered_upto = s->log.segs.next_id - 1;
+        if (st.messages)
+            log_warn("store: the last shutdown was not clean: the %llu recovered messages are marked redelivered",
+                     (unsigned long long)st.messages);
+    }
     if (st.delayed)
         log_info("store: recovered %llu delayed messages", (unsigned long long)st.delayed);
     if (st.orphans)
@@ -512,13 +610,16 @@ void store_close(store *s) {
     helpers_stop(&s->hp); /* reads in flight hand their messages back first */
     for (;;) {
         wbatch *w = writer_wait(&s->wr);
-        if (w)
+        if (w) {
+            s->write_failed |= w->err != 0;
             wbatch_free(w);
+        }
         if (wbatch_empty(s->log.pending))
             break;
         store_kick(s);
     }
     writer_stop(&s->wr);
+    marker_write(s->dir, s->write_failed ? segset_active(&s->log.segs)->id : s->redelivered_upto);
     paging_close(&s->pg);
     meta_close(&s->meta);
     wbatch_free(s->log.pending);

@@ -83,6 +83,8 @@ size_t store_move(store *s, message *m, uint64_t published, const uint32_t *qids
 size_t store_move_delayed(store *s, delayed_entry *e);
 void store_compact_hold(store *s, uint32_t seg, size_t moved, size_t bytes);
 void store_compact_blocked(store *s, uint32_t seg, uint64_t live, uint64_t found, uint64_t immovable);
+/* Looks at compaction again at the next store_compact_pick (a read it waited for is in). */
+void store_compact_wake(store *s);
 
 /* Paging (queues deeper than memory). store_page_out: 1 if m has a synced record the queue
  * copy can point to (*loc, *len; the copy then holds the segment until store_page_release);

@@ -199,12 +199,12 @@ int sio_init(void) {
         sector = (size_t)n;
     }
     if (keep_s && *keep_s) {
-        static const char *modes[] = {"none", "all", "sectors", "prefix"};
-        for (int i = 0; i < 4; i++)
+        static const char *modes[] = {"none", "all", "sectors", "prefix", "last"};
+        for (int i = 0; i < 5; i++)
             if (!strcmp(keep_s, modes[i]))
                 keep_mode = i;
         if (keep_mode < 0) {
-            log_error("FERRY_IO_KEEP: '%s' is not none, all, sectors or prefix", keep_s);
+            log_error("FERRY_IO_KEEP: '%s' is not none, all, sectors, prefix or last", keep_s);
             return -1;
         }
     }
@@ -254,13 +254,27 @@ static void apply_write(int fd, const pending *p, int mode, double q, size_t *bu
 }
 
 /* What is left of a file's unsynced writes when they are lost (power cut, failed sync):
- * nothing, all of them, an in-order prefix, or sectors at random. */
+ * nothing, all of them, sectors at random, an in-order prefix, or only the last sector (the
+ * newest bytes on disk, everything before them lost: what an in-order log must survive). */
 static void lose_pending(sio_file *f) {
-    int mode = keep_mode >= 0 ? keep_mode : (int)(rnd() % 4);
+    int mode = keep_mode >= 0 ? keep_mode : (int)(rnd() % 5);
     double q = rnd01();
     size_t total = 0;
-    for (pending *p = f->head; p; p = p->next)
+    uint64_t end = 0;
+    for (pending *p = f->head; p; p = p->next) {
         total += p->n;
+        end = MAX(end, p->off + p->n);
+    }
+    if (mode == 4) { /* the last sector: the parts of the writes that fall in it, in order */
+        uint64_t lo = end ? (end - 1) / sector * sector : 0;
+        for (pending *p = f->head; p; p = p->next) {
+            uint64_t a = MAX(lo, p->off), b = p->off + p->n;
+            if (a < b && pwrite(f->fd, p->data + (a - p->off), b - a, (off_t)a) < 0) {
+            }
+        }
+        drop_pending(f);
+        return;
+    }
     size_t budget = total ? (size_t)(rnd() % (total + 1)) : 0;
     for (pending *p = f->head; p; p = p->next)
         apply_write(f->fd, p, mode, q, &budget);

@@ -36,8 +36,9 @@
  *   Examples: FERRY_IO_FAULTS="op=fdatasync,nth=37,err=EIO";
  *             FERRY_IO_FAULTS="op=pwrite,p=0.01,err=ENOSPC,short;op=any,p=0.001,cut".
  *
- * FERRY_IO_KEEP=none|all|sectors|prefix fixes what lost unsynced writes keep (a power cut,
- * a failed fdatasync) instead of choosing at random each time: for tests that need one case.
+ * FERRY_IO_KEEP=none|all|sectors|prefix|last fixes what lost unsynced writes keep (a power
+ * cut, a failed fdatasync; last: only the file's last sector) instead of choosing at random
+ * each time: for tests that need one case.
  *
  * FERRY_IO_SEED=N seeds every random choice (faults, kept sectors); without it a seed is
  * drawn and logged at startup, so any run can be replayed (thread timing aside). */

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -61,10 +62,53 @@ void wbatch_reclaim(wbatch *w, segset *ss) { segset_reclaim(ss, &w->unlinks, &w-
 
 /* ---- the writer thread ---- */
 
+/* Deletes the segments reclaimed so far, oldest first. One that cannot be deleted stops the
+ * rest until a later batch deletes it: a segment must never outlive a later one, or the
+ * settle records there of the copies published in it are gone while they come back. */
+static void delete_segments(writer *wr, const wbatch *w) {
+    for (size_t i = 0; i < w->nunlinks; i++) {
+        if (wr->nunlinks == wr->capunlinks) {
+            wr->capunlinks = wr->capunlinks ? wr->capunlinks * 2 : 16;
+            wr->unlinks = xrealloc(wr->unlinks, wr->capunlinks * sizeof *wr->unlinks);
+        }
+        wr->unlinks[wr->nunlinks++] = w->unlinks[i];
+    }
+    size_t k = 0;
+    for (; k < wr->nunlinks; k++) {
+        if (wr->wfile && wr->unlinks[k] == wr->wseg)
+            continue;
+        char path[700];
+        seg_path(wr->segdir, wr->unlinks[k], path, sizeof path);
+        int err = sio_unlink(path);
+        if (err && err != -ENOENT) {
+            log_warn("store: cannot delete %s: %s (retried with the next batch)", path, strerror(-err));
+            break;
+        }
+    }
+    if (k) {
+        memmove(wr->unlinks, wr->unlinks + k, (wr->nunlinks - k) * sizeof *wr->unlinks);
+        wr->nunlinks -= k;
+    }
+}
+
+/* A write, truncate or sync of the open segment failed: what reached the disk is unknown
+ * (a failed fdatasync may have dropped any of the unsynced writes, and a later one that
+ * succeeds says nothing about them: PostgreSQL's fsyncgate). The segment is closed and never
+ * written again — later records go to a new segment (the loop thread rolls to one,
+ * on_written), and pieces already batched for it fail too — so that "this file was synced"
+ * keeps meaning "all of it is on disk", and its headers or earlier records can never have
+ * been lost under records confirmed later. Rolling costs a segment; stopping (PostgreSQL
+ * panics) would cost every publisher. */
+static void abandon_segment(writer *wr) {
+    if (wr->wseg > wr->broken)
+        wr->broken = wr->wseg;
+    sio_close(wr->wfile);
+    wr->wfile = NULL;
+}
+
 /* Writes one batch: its meta.log records appended and synced, every piece appended to its
  * segment, each file synced, new files made durable in the directory, then the segments no
- * longer needed deleted. A failed write is cut back so that the file ends on a whole
- * record. */
+ * longer needed deleted. A failed write abandons its segment (abandon_segment). */
 int writer_write(writer *wr, wbatch *w) {
     int dirty_dir = 0, err = 0;
     /* Definitions first, so that a PUBLISH in this batch never reaches the disk without the
@@ -73,19 +117,27 @@ int writer_write(writer *wr, wbatch *w) {
         err = w->meta_err = meta_append(wr->mt, &w->meta);
     for (size_t i = 0; i < w->npieces && !err; i++) {
         piece *p = &w->pieces[i];
+        if (p->seg <= wr->broken) {
+            err = -EIO; /* batched for a segment abandoned after a failure */
+            break;
+        }
         if (!wr->wfile || p->seg != wr->wseg) {
             if (wr->wfile) {
                 err = sio_sync(wr->wfile);
+                if (err) {
+                    abandon_segment(wr);
+                    break;
+                }
                 sio_close(wr->wfile);
                 wr->wfile = NULL;
-                if (err)
-                    break;
             }
             char path[700];
             seg_path(wr->segdir, p->seg, path, sizeof path);
             wr->wfile = sio_open(path, 1);
             if (!wr->wfile) {
                 err = -errno;
+                if (p->seg > wr->broken) /* it may exist now, or not: never used again */
+                    wr->broken = p->seg;
                 break;
             }
             int64_t size = sio_size(wr->wfile);
@@ -109,21 +161,16 @@ int writer_write(writer *wr, wbatch *w) {
         p->off = wr->woff; /* where its records are (paging), if it was written */
         if (err) {
             sio_truncate(wr->wfile, wr->woff);
+            abandon_segment(wr);
             break;
         }
         wr->woff += p->data.len;
     }
-    if (!err && wr->wfile)
-        err = sio_sync(wr->wfile);
-    if (!err && dirty_dir)
-        err = sio_sync_dir(wr->segdir);
-    for (size_t i = 0; i < w->nunlinks; i++) {
-        if (wr->wfile && w->unlinks[i] == wr->wseg)
-            continue;
-        char path[700];
-        seg_path(wr->segdir, w->unlinks[i], path, sizeof path);
-        sio_unlink(path);
-    }
+    if (!err && wr->wfile && (err = sio_sync(wr->wfile)) < 0)
+        abandon_segment(wr);
+    if (!err && dirty_dir && (err = sio_sync_dir(wr->segdir)) < 0 && wr->wfile)
+        abandon_segment(wr); /* its name may not survive a power cut: nothing more goes in it */
+    delete_segments(wr, w);
     return err;
 }
 
@@ -229,6 +276,9 @@ void writer_stop(writer *wr) {
     if (wr->wfile)
         sio_close(wr->wfile);
     wr->wfile = NULL;
+    free(wr->unlinks); /* not deleted: the next recovery finds them fully settled */
+    wr->unlinks = NULL;
+    wr->nunlinks = wr->capunlinks = 0;
     if (wr->loop)
         loop_del(wr->loop, wr->efd);
     close(wr->efd);

@@ -99,6 +99,9 @@ typedef struct writer {
     struct meta *mt; /* meta.log: writer-thread owned once the writer runs (batches' meta) */
     uint32_t wseg;
     uint64_t woff;
+    uint32_t broken;    /* writer-thread owned: segments up to this id are never written again */
+    uint32_t *unlinks;  /* writer-thread owned: segments still to delete, oldest first (a */
+    size_t nunlinks, capunlinks; /* failed unlink is retried before any later one) */
 } writer;
 
 /* Starts the writer thread; done(ctx, batch) is called on the loop thread for each batch

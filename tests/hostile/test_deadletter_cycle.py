@@ -85,3 +85,22 @@ def test_self_cycle_without_rejection_is_dropped(ferryd, connect):
     ch.basic_publish("dlx", "", b"via the exchange")
     assert still_serves(ferryd)
     assert ch.queue_declare("loop", passive=True).method.message_count == 0
+
+
+def test_cycle_leaves_exactly_the_deaths_rabbitmq_leaves(ferryd, connect):
+    """Checked against RabbitMQ 3.x: an observer bound to the dead-letter exchange sees the
+    rejected copy and one copy after a single pass through the x-max-length 0 queue; the
+    next pass would re-enter that queue with no rejection since, so it is dropped."""
+    ch = connect().channel()
+    declare_loop(ch)
+    ch.queue_declare("obs")
+    ch.queue_bind("obs", "dlx")
+    ch.queue_declare("work", arguments={"x-dead-letter-exchange": "dlx"})
+    ch.basic_publish("", "work", b"poison")
+    m, _, _ = ch.basic_get("work")
+    ch.basic_reject(m.delivery_tag, requeue=False)
+    assert still_serves(ferryd)
+    deaths = []
+    while (r := ch.basic_get("obs", auto_ack=True))[0]:
+        deaths.append([(d["queue"], d["reason"], d["count"]) for d in r[1].headers["x-death"]])
+    assert deaths == [[("work", "rejected", 1)], [("loop", "maxlen", 1), ("work", "rejected", 1)]]

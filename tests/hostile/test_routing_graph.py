@@ -105,3 +105,22 @@ def test_exchange_unbind_cascades_through_20000_auto_delete_exchanges(ferryd, co
     ch = connect().channel()
     ch.exchange_declare("adu-end", passive=True)  # not auto-delete: it stays
     assert still_serves(ferryd)
+
+
+def test_alternate_exchange_only_when_no_binding_matched(ferryd, connect):
+    """As RabbitMQ (rabbit_exchange:process_alternate, checked against RabbitMQ 3.x): a
+    binding to an exchange that routes nowhere still counts as a match, so the message does
+    not go to the alternate exchange; a key no binding matches does."""
+    ch = connect().channel()
+    ch.exchange_declare("ae", "fanout")
+    ch.queue_declare("ae-q")
+    ch.queue_bind("ae-q", "ae")
+    ch.exchange_declare("dead-end", "fanout")
+    ch.exchange_declare("with-ae", "direct", arguments={"alternate-exchange": "ae"})
+    ch.exchange_bind("dead-end", "with-ae", "k")
+    ch.basic_publish("with-ae", "k", b"matched-e2e")
+    ch.basic_publish("with-ae", "other", b"unmatched")
+    got = []
+    while (r := ch.basic_get("ae-q", auto_ack=True))[0]:
+        got.append(r[2])
+    assert got == [b"unmatched"]

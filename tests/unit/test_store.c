@@ -126,6 +126,41 @@ static void test_a_record_round_trips_and_checks_under_its_salt(void) {
     buf_free(&b);
 }
 
+/* A message fanned out to more durable queues than 16 bits count (defect: the count was
+ * written as a u16, so 65,536 queues wrote a record that read back as 0 queues). */
+static void test_a_publish_to_more_than_65535_queues_round_trips(void) {
+    uint32_t n = 70000;
+    uint32_t *qids = xmalloc(n * sizeof *qids);
+    uint64_t *seqs = xmalloc(n * sizeof *seqs);
+    for (uint32_t i = 0; i < n; i++)
+        qids[i] = i + 1, seqs[i] = 1000 + i;
+    buf b;
+    buf_init(&b);
+    rec_put_publish(&b, R_PUBLISH, 9, 1, -1, qids, seqs, n, S("fan"), S(""), PERSISTENT, S("wide"));
+    CHECK(b.len == rec_publish_size(n, 3, 0, 3, 4));
+    CHECK(rec_check(buf_head(&b), b.len, 9) == b.len);
+    rec_publish p;
+    CHECK(rec_publish_read(buf_head(&b), b.len, &p) == 0);
+    CHECK(p.nq == n && slice_eqs(p.body, "wide") && slice_eqs(p.exchange, "fan"));
+    uint32_t q = 0;
+    uint64_t sq = 0;
+    if (p.nq == n) {
+        rec_publish_queue(&p, n - 1, &q, &sq);
+        CHECK(q == n && sq == 1000 + n - 1);
+        rec_publish_queue(&p, 65536, &q, &sq);
+        CHECK(q == 65537 && sq == 1000 + 65536);
+    }
+    buf_free(&b);
+    /* Up to 65,535 queues the record keeps the original layout (type 1, 16-bit count). */
+    buf_init(&b);
+    rec_put_publish(&b, R_PUBLISH, 9, 1, -1, qids, seqs, 65535, S(""), S(""), PERSISTENT, S("x"));
+    CHECK(rec_type(buf_head(&b)) == R_PUBLISH && b.len == rec_publish_size(65535, 0, 0, 3, 1));
+    CHECK(rec_publish_read(buf_head(&b), b.len, &p) == 0 && p.nq == 65535);
+    buf_free(&b);
+    free(qids);
+    free(seqs);
+}
+
 static void test_every_damaged_record_is_refused(void) {
     buf b;
     buf_init(&b);
@@ -642,6 +677,34 @@ static void test_recovery_replays_a_hand_written_log_into_the_sink(void) {
     rm_dir(tmpdir);
 }
 
+static void test_recovery_reads_a_publish_to_70000_queues(void) {
+    fresh_dir();
+    uint32_t n = 70000;
+    uint32_t *qids = xmalloc(n * sizeof *qids);
+    uint64_t *seqs = xmalloc(n * sizeof *seqs);
+    for (uint32_t i = 0; i < n; i++)
+        qids[i] = i + 1, seqs[i] = 1;
+    buf b;
+    buf_init(&b);
+    rec_put_headers(&b, 4);
+    rec_put_publish(&b, R_PUBLISH, 4, wall_ms(), -1, qids, seqs, n, S("fan"), S(""), PERSISTENT, S("wide"));
+    seg_file(1, &b);
+    rec_log l = {.nq = 3};
+    l.q[0] = (rcq){.qid = 1};
+    l.q[1] = (rcq){.qid = 65536};
+    l.q[2] = (rcq){.qid = 70000};
+    segset ss = {0};
+    recover_stats st = {0};
+    recover_messages(&ss, segdir, UINT64_MAX, 0, &rec_sink, &l, &st);
+    CHECK(l.q[0].n == 1 && l.q[1].n == 1 && l.q[2].n == 1 && st.max_qid == 70000 && st.corrupt == 0);
+    CHECK(ss.n == 1 && ss.a[0].live == 3);
+    segset_free(&ss);
+    buf_free(&b);
+    free(qids);
+    free(seqs);
+    rm_dir(tmpdir);
+}
+
 static void test_recovery_cuts_a_torn_tail_of_the_last_segment(void) {
     fresh_dir();
     buf b;
@@ -832,6 +895,7 @@ int main(void) {
     sio_init();
     static const unit_test tests[] = {
         {"a_record_round_trips_and_checks_under_its_salt", test_a_record_round_trips_and_checks_under_its_salt},
+        {"a_publish_to_more_than_65535_queues_round_trips", test_a_publish_to_more_than_65535_queues_round_trips},
         {"every_damaged_record_is_refused", test_every_damaged_record_is_refused},
         {"a_file_salt_survives_one_damaged_header_copy", test_a_file_salt_survives_one_damaged_header_copy},
         {"scan_skips_a_corrupt_record_in_the_middle_and_stops_at_a_torn_tail",
@@ -850,6 +914,7 @@ int main(void) {
         {"meta_log_loads_in_order_compacts_and_appends", test_meta_log_loads_in_order_compacts_and_appends},
         {"a_damaged_meta_log_is_kept_and_reported", test_a_damaged_meta_log_is_kept_and_reported},
         {"recovery_replays_a_hand_written_log_into_the_sink", test_recovery_replays_a_hand_written_log_into_the_sink},
+        {"recovery_reads_a_publish_to_70000_queues", test_recovery_reads_a_publish_to_70000_queues},
         {"recovery_cuts_a_torn_tail_of_the_last_segment", test_recovery_cuts_a_torn_tail_of_the_last_segment},
         {"a_move_record_round_trips_with_its_delivery_counts", test_a_move_record_round_trips_with_its_delivery_counts},
         {"compaction_picks_the_oldest_segment_only_when_the_log_is_mostly_dead",

@@ -184,6 +184,66 @@ static void test_siphash24_reference_vectors_and_keyed_hash_is_consistent(void) 
     CHECK(hash_bytes("queue-a", 7) != hash_bytes("queue-b", 7));
 }
 
+/* The topic trie routes exactly as topic_match (the reference): random patterns and keys
+ * over a tiny vocabulary (so that wildcards, empty words and repeats meet often), checked
+ * binding by binding; then every binding is removed and the trie is empty again. */
+static size_t trie_hits;
+static binding *trie_hit[64];
+static void trie_collect(binding *bd) {
+    if (trie_hits < 64)
+        trie_hit[trie_hits] = bd;
+    trie_hits++;
+}
+
+static void random_words(char *out, size_t cap, int wild, unsigned *seed) {
+    static const char *vocab[] = {"a", "b", "", "*", "#"};
+    int n = rand_r(seed) % 5;
+    size_t len = 0;
+    out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const char *w = vocab[rand_r(seed) % (wild ? 5 : 3)];
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "." : "", w);
+    }
+}
+
+static void test_topic_trie_routes_as_topic_match(void) {
+    enum { NB = 40, NKEYS = 400 };
+    exchange x = {0};
+    binding bd[NB];
+    char pat[NB][64], key[64];
+    unsigned seed = 7;
+    memset(bd, 0, sizeof bd);
+    for (int i = 0; i < NB; i++) {
+        random_words(pat[i], sizeof pat[i], 1, &seed);
+        bd[i].key = pat[i];
+        bd[i].key_len = strlen(pat[i]);
+        topic_add(&x, &bd[i]);
+    }
+    int bad = 0;
+    for (int k = 0; k < NKEYS; k++) {
+        random_words(key, sizeof key, 0, &seed);
+        trie_hits = 0;
+        size_t n = topic_route(&x, key, strlen(key), trie_collect);
+        size_t want = 0;
+        for (int i = 0; i < NB; i++) {
+            int m = topic_match(pat[i], strlen(pat[i]), key, strlen(key));
+            want += (size_t)m;
+            int found = 0;
+            for (size_t j = 0; j < trie_hits && j < 64; j++)
+                found |= trie_hit[j] == &bd[i];
+            if (found != m && bad++ < 5)
+                fprintf(stderr, "  pattern '%s' key '%s': trie %d, topic_match %d\n", pat[i], key, found, m);
+        }
+        CHECK(n == want && n == trie_hits);
+    }
+    CHECK(bad == 0);
+    for (int i = 0; i < NB; i++)
+        topic_remove(&x, &bd[i]);
+    trie_hits = 0;
+    CHECK(topic_route(&x, "a", 1, trie_collect) == 0);
+    topic_free(&x);
+}
+
 static const unit_test tests[] = {
 #define T(f) {#f, f}
     T(test_frame_roundtrip_and_partial_input),
@@ -199,6 +259,7 @@ static const unit_test tests[] = {
     T(test_topic_patterns_match_as_rabbitmq_does),
     T(test_map_put_get_delete_and_grow),
     T(test_siphash24_reference_vectors_and_keyed_hash_is_consistent),
+    T(test_topic_trie_routes_as_topic_match),
 };
 
 int main(void) { return unit_run(tests, sizeof tests / sizeof tests[0]); }
