@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "memacct.h"
-#include "store.h"
+#include "persist.h"
 #include "storeio.h"
 #include "util.h"
 
@@ -28,14 +28,14 @@ queue *broker_queue(broker *b, slice name) { return map_get(&b->queues, (const c
 
 void broker_remove_exchange(broker *b, exchange *x) {
     map_del(&b->exchanges, x->name, x->name_len);
-    store_exchange(b->store, x, 0);
+    persist_exchange(b->store, x, 0);
     exchange_free(x);
 }
 
 void broker_remove_queue(broker *b, queue *q) {
     if (map_get(&b->queues, q->name, q->name_len) == q) {
         map_del(&b->queues, q->name, q->name_len);
-        store_queue(b->store, q, 0);
+        persist_queue(b->store, q, 0);
         queue_unref(q); /* the map's reference */
     }
 }
@@ -86,7 +86,7 @@ size_t broker_enqueue_routed(broker *b, message *m, int *rejected) {
     }
     /* One record for the body, naming every durable queue and the place it takes there. */
     if (ns) {
-        store_publish(b->store, m, b->scratch_qids, b->scratch_seqs, (int)ns);
+        persist_publish(b->store, m, b->scratch_qids, b->scratch_seqs, (int)ns);
         for (size_t i = 0; i < k; i++)
             if (b->route_out[i]->dedup_window > 0 && b->route_out[i]->qid)
                 dedup_stored(b->route_out[i], m->seg);
@@ -393,7 +393,7 @@ int broker_init(broker *b, const config *cfg) {
     add_builtin(b, "amq.headers", EX_HEADERS);
     add_builtin(b, "amq.match", EX_HEADERS);
     char err[600];
-    if (store_open(b, &broker_recovery, cfg->data_dir, err, sizeof err) < 0) {
+    if (persist_open(b, &broker_recovery, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
     }
@@ -430,7 +430,7 @@ void broker_shutdown(broker *b) {
     after_batch(b);
     deadletter_settle_all(b);
     /* Write what is pending; from here on, tearing down memory is not a deletion. */
-    store_close(b->store);
+    persist_close(b);
     size_t i = 0;
     map_entry *e;
     while (map_iter(&b->queues, &i, &e))

@@ -52,7 +52,7 @@
 #include <stdlib.h>
 
 #include "paging.h"
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 typedef struct found { /* a live queue copy of an in-memory message in the segment */
@@ -273,7 +273,7 @@ void compact_run(broker *b) {
             i = j;
         }
         for (size_t i = 0; i < sc.nd && bytes < COMPACT_STEP; i++, moved++)
-            bytes += store_move_delayed(s, sc.d[i]);
+            bytes += persist_move_delayed(s, sc.d[i]);
         if (moved)
             store_compact_hold(s, segid, moved, bytes);
         free(qids);
