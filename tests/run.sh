@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test suite and ends with one summary line: "N passed, N failed".
-#   1. C unit tests (wire codec, topic matching, map, the store layers), built with ASan + UBSan;
+#   1. C unit tests (wire codec, topic matching, map, the store layers), built with ASan + UBSan,
+#      and the layering check (the store layer includes no broker header: tests/unit/check_layers.py);
 #   2. a short libFuzzer smoke run of each fuzz target (wire decoders; whole connections);
 #   3. the integration tests (pytest, real clients, a real ferryd) against the sanitizer
 #      build of ferryd, which must also exit cleanly (no leak or UB report) on SIGTERM.
@@ -41,6 +42,9 @@ for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/tes
     cat build/test/$name-build.log; echo "$name failed to build"; add 0 1
   fi
 done
+
+# The store layer includes no broker header and names no broker type (README, Layout).
+if $PY tests/unit/check_layers.py; then add 1 0; else add 0 1; fi
 
 # Each libFuzzer target for a short while on its seed corpus (make fuzz runs them long).
 for t in wire conn; do
