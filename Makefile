@@ -64,18 +64,13 @@ bench: deps-bench
 
 # libFuzzer targets (ASan + UBSan; LeakSanitizer runs at the end of each): fuzz_wire, the
 # wire decoders; fuzz_conn, whole connections driven in process (fuzz/fuzz_conn.c).
-# `make fuzz` runs each for FUZZ_SECONDS (default 300) on its corpus.
-FUZZ_TARGETS = fuzz_wire fuzz_conn
+# `make fuzz` runs each for FUZZ_SECONDS (default 300), or for FUZZ_RUNS executions, with
+# FUZZ_JOBS workers (scripts/fuzz.sh).
 FUZZ_FLAGS   = -std=c11 -D_GNU_SOURCE -Isrc $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_OBJ     = $(patsubst %.c,build/fuzz/obj/%.o,$(WIRE_SRC) $(BROKER_SRC))
-fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
-	@for t in $(FUZZ_TARGETS); do \
-	  c=$${t#fuzz_}; mkdir -p build/fuzz/corpus_$$c; \
-	  echo "== $$t ($${FUZZ_SECONDS:-300} s)"; \
-	  build/fuzz/$$t -max_total_time=$${FUZZ_SECONDS:-300} -print_final_stats=1 \
-	    build/fuzz/corpus_$$c fuzz/corpus_$$c || exit 1; \
-	done
+fuzz: deps-test
+	@scripts/fuzz.sh
 build/fuzz/fuzz_wire: fuzz/fuzz_wire.c $(WIRE_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $^
