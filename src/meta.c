@@ -133,7 +133,10 @@ int meta_load(meta *mt, const char *dir, const meta_sink *sink, void *ctx) {
     loader ld = {mt, sink, ctx};
     int err = rec_read_file(metap, &data, &len);
     if (err == 0) {
-        bad_tail = rec_scan(metap, data, len, 1, meta_apply, &ld, &mt->corrupt) < len;
+        size_t good = rec_scan(metap, data, len, 1, meta_apply, &ld, &mt->corrupt);
+        bad_tail = good < len;
+        mt->old_salt = rec_read_salt(data, len);
+        mt->old_good = good;
         free(data);
     } else if (err != -ENOENT) {
         /* Unreadable is not empty: compacting now would delete every definition. */
@@ -160,6 +163,27 @@ int meta_load(meta *mt, const char *dir, const meta_sink *sink, void *ctx) {
     return damaged;
 }
 
+/* The rewrite failed before its rename: goes on appending to the meta.log that was loaded
+ * (its torn tail, if any, cut off first). 0, or -errno if there is none to go on with. */
+static int keep_old(meta *mt, const char *path, int why) {
+    if (!mt->old_salt)
+        return why;
+    sio_file *f = sio_open(path, 0);
+    int err = f ? sio_truncate(f, mt->old_good) : -errno;
+    if (!err)
+        err = sio_sync(f);
+    if (err) {
+        if (f)
+            sio_close(f);
+        return why;
+    }
+    mt->f = f;
+    mt->size = mt->old_good;
+    mt->salt = mt->old_salt;
+    log_warn("store: cannot rewrite %s (%s): appending to it as it is", path, strerror(-why));
+    return 0;
+}
+
 int meta_compact(meta *mt, void (*emit)(void *ctx, buf *out, uint64_t salt), void *ctx) {
     buf out;
     buf_init(&out);
@@ -179,8 +203,12 @@ int meta_compact(meta *mt, void (*emit)(void *ctx, buf *out, uint64_t salt), voi
         sio_close(f);
     if (!err)
         err = sio_rename(tmp, path);
-    if (!err)
-        err = sio_sync_dir(mt->dir);
+    if (err) { /* meta.log is as it was loaded */
+        sio_unlink(tmp);
+        buf_free(&out);
+        return keep_old(mt, path, err);
+    }
+    err = sio_sync_dir(mt->dir);
     if (!err) {
         mt->f = sio_open(path, 1);
         mt->size = out.len;

@@ -33,6 +33,8 @@ typedef struct meta {
     uint64_t salt;
     uint32_t next_qid; /* the id the next durable queue gets (never one seen before) */
     uint64_t corrupt;  /* corrupt records found when loading */
+    uint64_t old_salt; /* the meta.log found at load: its salt (0: none, or unreadable headers) */
+    uint64_t old_good; /* and the length of its readable records (a torn tail cut) */
 } meta;
 
 /* Checks (or, for an empty directory, writes) dir/VERSION: 0, or -1 with a message in err
@@ -42,7 +44,10 @@ int meta_check_version(const char *dir, char *err, size_t errlen);
  * a meta.log.damaged-* copy exists), else 0; -errno if it exists but cannot be read. */
 int meta_load(meta *mt, const char *dir, const meta_sink *sink, void *ctx);
 /* Rewrites meta.log with what emit(ctx, out, salt) writes (meta_put_*) and opens it for
- * appends. 0, or -errno. */
+ * appends. If the new file cannot be written (a full disk, say) the meta.log that was loaded
+ * is kept and appended to instead (logged): compaction only saves space, and a broker must
+ * start on a full disk. 0, or -errno (no meta.log to fall back on, or the rename was done
+ * and its directory could not be synced). */
 int meta_compact(meta *mt, void (*emit)(void *ctx, buf *out, uint64_t salt), void *ctx);
 /* Appends records (built with mt->salt) and fsyncs; on failure they are cut off again.
  * 0, or -errno (logged). */

@@ -184,3 +184,44 @@ def test_a_durable_queue_declared_on_a_full_disk_is_refused_or_kept_with_its_mes
     assert d.stop() == 0
     d = helpers.start(ferryd_factory, d.data_dir, *args)
     assert drain(d, "declared-when-full").ids == ids, "declare-ok and confirms were given, then lost"
+
+
+def test_ferryd_starts_on_a_full_disk_with_its_definitions_and_messages(small_disk, ferryd_factory):
+    """A restart on a completely full disk must not be refused: meta.log is rewritten
+    (compacted) at every start, and when that rewrite cannot be written the meta.log that was
+    read is kept and appended to. (Before: 'cannot write .../meta.log: No space left on
+    device', exit 1 — the broker could not come back until a person freed space.)"""
+    args = ("--disk-free-limit", "1")
+    d = helpers.start(ferryd_factory, str(small_disk / "data"), *args)
+    # Definitions worth several pages: the rewrite needs more than the one page that
+    # removing the clean-shutdown marker at start gives back.
+    names = [f"kept-{i}-" + "n" * 200 for i in range(60)]
+    conn = connect(d)
+    ch = conn.channel()
+    for name in names:
+        ch.queue_declare(name, durable=True)
+    conn.close()
+    declare_queue(d, "kept")
+    ids = [f"m{i}" for i in range(20)]
+    helpers.publish_all(d, "", "kept", ids, timeout=20)
+    assert d.stop() == 0
+    filler = str(small_disk / "filler")
+    fill_completely(filler)
+    assert free_bytes(str(small_disk)) < 4096
+    d = helpers.start(ferryd_factory, d.data_dir, *args)
+    log = helpers.log_since_start(d)
+    assert "cannot rewrite" in log and "appending to it as it is" in log, log[-2000:]
+    assert drain(d, "kept").ids == ids
+    # Space returns: a definition appended to the kept meta.log survives the next restart.
+    os.unlink(filler)
+    declare_queue(d, "later")
+    assert d.stop() == 0
+    d = helpers.start(ferryd_factory, d.data_dir, *args)
+    conn = connect(d)
+    ch = conn.channel()
+    assert ch.queue_declare("kept", passive=True).method.message_count == 0
+    assert ch.queue_declare("later", passive=True).method.message_count == 0
+    for name in names:
+        ch.queue_declare(name, passive=True)
+    conn.close()
+    assert not helpers.bad_record_lines(helpers.log_since_start(d))
