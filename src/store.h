@@ -1,6 +1,7 @@
 /* store.h — durable storage in records: definitions (meta.log) and the message log
  * (segments). The store knows records, never broker objects: it includes no broker header
- * (tests/check_layers.sh checks it), and the broker's side of it is persist.c.
+ * (tests/unit/check_layers.py checks it), and the broker's side of it is persist.c.
+ * Layering: base <- store (records) <- broker (persist.c, compact.c) <- protocol.
  *
  * Invariant 1 of DESIGN.md lives here: a persistent message on a durable queue is confirmed
  * only after its record is fsync'ed. Records are appended by the loop thread into a batch;
