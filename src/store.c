@@ -490,10 +490,14 @@ store *store_open(const store_config *cfg, const store_owner *owner, const recov
     s->gen_next = 1;
     s->wr.mt = &s->meta; /* from here on, only the writer thread appends to meta.log */
     rc = writer_start(&s->wr, cfg->loop, s->log.segdir, on_written, s);
-    if (rc == 0)
-        rc = helpers_start(&s->hp, cfg->loop);
+    if (rc == 0 && (rc = helpers_start(&s->hp, cfg->loop)) < 0)
+        writer_stop(&s->wr);
     if (rc < 0) {
         snprintf(err, errlen, "cannot start the store writer: %s", strerror(-rc));
+        wbatch_free(s->log.pending);
+        meta_close(&s->meta);
+        segset_free(&s->log.segs);
+        free(s);
         return NULL;
     }
     wbatch_reclaim(s->log.pending, &s->log.segs);
