@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "memacct.h"
+#include "tls.h"
 #include "persist.h"
 #include "storeio.h"
 #include "util.h"
@@ -226,6 +227,17 @@ static void on_signal(io_handler *h, uint32_t events) {
     broker *b = (broker *)((char *)h - offsetof(broker, sig_io));
     struct signalfd_siginfo si;
     if (read(b->sig_fd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGHUP) { /* reload the TLS certificate and key for new connections */
+            char err[1500];
+            if (!b->tls)
+                log_info("received SIGHUP: no TLS certificate to reload");
+            else if (tls_server_reload(b->tls, err, sizeof err) < 0)
+                log_error("received SIGHUP: TLS reload failed, the old certificate stays: %s", err);
+            else
+                log_info("received SIGHUP: TLS certificate and key reloaded (%s); new connections get them",
+                         b->cfg.tls_cert);
+            return;
+        }
         log_info("received signal %u, shutting down", si.ssi_signo);
         b->stopping = 1;
     }
@@ -377,6 +389,7 @@ int broker_init(broker *b, const config *cfg) {
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     b->sig_fd = -1;
     b->loop = loop_new();
@@ -392,18 +405,28 @@ int broker_init(broker *b, const config *cfg) {
     add_builtin(b, "amq.topic", EX_TOPIC);
     add_builtin(b, "amq.headers", EX_HEADERS);
     add_builtin(b, "amq.match", EX_HEADERS);
-    char err[600];
+    char err[1500];
     if (persist_open(b, &broker_recovery, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
     }
-    for (int i = 0; i < cfg->nbind; i++) {
-        if (listener_open(b, cfg->bind[i], cfg->port) < 0) {
-            log_error("cannot listen on %s port %d: %s", cfg->bind[i], cfg->port, strerror(errno));
+    if (cfg->tls_cert[0]) {
+        b->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, cfg->tls_ca, cfg->tls_verify, err, sizeof err);
+        if (!b->tls) {
+            log_error("TLS: %s", err);
             return -1;
         }
-        log_info("listening for AMQP 0-9-1 on %s%s%s:%d", strchr(cfg->bind[i], ':') ? "[" : "", cfg->bind[i],
-                 strchr(cfg->bind[i], ':') ? "]" : "", cfg->port);
+    }
+    for (int t = 0; t < (b->tls ? 2 : 1); t++) {
+        int port = t ? cfg->tls_port : cfg->port;
+        for (int i = 0; i < cfg->nbind; i++) {
+            if (listener_open(b, cfg->bind[i], port, t) < 0) {
+                log_error("cannot listen on %s %sport %d: %s", cfg->bind[i], t ? "tls-" : "", port, strerror(errno));
+                return -1;
+            }
+            log_info("listening for AMQP 0-9-1%s on %s%s%s:%d", t ? " over TLS (amqps)" : "",
+                     strchr(cfg->bind[i], ':') ? "[" : "", cfg->bind[i], strchr(cfg->bind[i], ':') ? "]" : "", port);
+        }
     }
     b->sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     b->sig_io.fn = on_signal;
@@ -449,6 +472,8 @@ void broker_shutdown(broker *b) {
     }
     if (b->sig_fd >= 0)
         close(b->sig_fd);
+    tls_server_free(b->tls);
+    b->tls = NULL;
     free(b->route_out);
     free(b->route_xs);
     free(b->scratch_qids);

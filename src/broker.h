@@ -508,6 +508,9 @@ struct conn {
     uint8_t in_backlog;  /* on b->backlog: its input budget ran out with frames left */
     conn *next_backlog;
     char *user;
+    struct tls_conn *tls;           /* TLS connections (tls.c); NULL for plain ones */
+    uint8_t tls_read_wants_write;   /* OpenSSL must write before it can read on */
+    uint8_t tls_flush_wants_read;   /* ... or read before it can write the output */
     conn *prev, *next;    /* all connections */
     conn *next_flush;     /* flush list */
     conn *next_dead;      /* freed after the batch */
@@ -533,7 +536,8 @@ void conn_destroy(conn *c); /* closes the socket and frees, after the batch */
 /* Gives each connection with frames left over after its budget one more budget (once per
  * loop batch); returns nonzero if some still have frames left. */
 int conn_backlog_run(broker *b);
-int listener_open(broker *b, const char *addr, int port);
+/* Listens on addr:port; with tls, connections start with a TLS handshake (b->tls). */
+int listener_open(broker *b, const char *addr, int port, int tls);
 /* A new connection on a connected non-blocking socket (accepted, or a socketpair end). */
 conn *conn_new(broker *b, int fd, int loopback, const char *peer);
 
@@ -577,6 +581,7 @@ struct broker {
     int sig_fd;
     int listen_fds[8];
     io_handler *listen_io[8]; /* the listeners (freed at shutdown) */
+    struct tls_server *tls;   /* TLS context (tls.c), NULL without --tls-cert */
     int nlisten;
     int stopping;
     uint64_t ticks;

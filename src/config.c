@@ -34,6 +34,7 @@ void config_defaults(config *c) {
      * memory besides). */
     uint64_t ram = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 1ULL << 30;
     c->memory_budget = MIN(ram / 10, 128ULL << 20);
+    c->tls_port = -1;
 }
 
 static int parse_int(const char *v, long long lo, long long hi, long long *out) {
@@ -71,7 +72,41 @@ static int set(config *c, const char *name, const char *val, char *err, int errl
     INT_OPT("disk-free-limit", disk_free_limit, 0, 1LL << 50)
     INT_OPT("memory-high-watermark", memory_high_watermark, 1 << 20, 1LL << 50)
     INT_OPT("memory-budget", memory_budget, 1 << 16, 1LL << 50)
+    INT_OPT("tls-port", tls_port, 0, 65535)
 #undef INT_OPT
+#define PATH_OPT(key, field)                                                                                          \
+    if (strcmp(name, key) == 0) {                                                                                      \
+        if (!*val || strlen(val) >= sizeof c->field) {                                                                 \
+            snprintf(err, (size_t)errlen, "invalid value for %s (expected a file name)", key);                         \
+            return -1;                                                                                                 \
+        }                                                                                                              \
+        snprintf(c->field, sizeof c->field, "%s", val);                                                                \
+        return 0;                                                                                                      \
+    }
+    PATH_OPT("tls-cert", tls_cert)
+    PATH_OPT("tls-key", tls_key)
+    PATH_OPT("tls-ca", tls_ca)
+#undef PATH_OPT
+    if (strcmp(name, "tls-verify") == 0) {
+        static const char *modes[] = {"none", "peer", "require"}; /* enum tls_verify's order */
+        for (int i = 0; i < 3; i++) {
+            if (strcmp(val, modes[i]) == 0) {
+                c->tls_verify = i;
+                return 0;
+            }
+        }
+        snprintf(err, (size_t)errlen, "invalid value '%s' for tls-verify (none, peer or require)", val);
+        return -1;
+    }
+    if (strcmp(name, "ssl-cert-login-from") == 0) { /* RabbitMQ's name and values */
+        if (strcmp(val, "distinguished_name") == 0 || strcmp(val, "common_name") == 0) {
+            c->cert_login_from_cn = val[0] == 'c';
+            return 0;
+        }
+        snprintf(err, (size_t)errlen,
+                 "invalid value '%s' for ssl-cert-login-from (distinguished_name or common_name)", val);
+        return -1;
+    }
     if (strcmp(name, "data-dir") == 0) {
         if (!*val || strlen(val) >= sizeof c->data_dir) {
             snprintf(err, (size_t)errlen, "invalid value for data-dir");
@@ -168,6 +203,14 @@ static const char usage[] =
     "  --memory-high-watermark N  block publishers above this many bytes of messages (default 40% of RAM)\n"
     "  --memory-budget N      above this many bytes of messages, bodies of deep queues live only on\n"
     "                         disk (read back ahead of consumers; default 10% of RAM, at most 128 MiB)\n"
+    "  --tls-port N           AMQP over TLS (amqps) port (default 5671 when --tls-cert is given)\n"
+    "  --tls-cert FILE        server certificate (PEM, may hold the chain); turns TLS on\n"
+    "  --tls-key FILE         its private key (PEM)\n"
+    "  --tls-ca FILE          CA certificates (PEM) that client certificates are verified against\n"
+    "  --tls-verify V         client certificates: none, peer (verified if sent) or require\n"
+    "                         (default none)\n"
+    "  --ssl-cert-login-from W  EXTERNAL login name: distinguished_name (default) or common_name\n"
+    "                         (SIGHUP reloads the certificate and key for new connections)\n"
     "  --help, --version\n";
 
 int config_parse_args(config *c, int argc, char **argv, char *err, int errlen) {
@@ -224,6 +267,28 @@ int config_parse_args(config *c, int argc, char **argv, char *err, int errlen) {
                 snprintf(err, (size_t)errlen, "%s", msg);
             return -1;
         }
+    }
+    /* TLS settings that only make sense together. */
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        snprintf(err, (size_t)errlen, "%s is set but %s is not (TLS needs both)", c->tls_cert[0] ? "tls-cert" : "tls-key",
+                 c->tls_cert[0] ? "tls-key" : "tls-cert");
+        return -1;
+    }
+    if (!c->tls_cert[0] && (c->tls_port >= 0 || c->tls_ca[0] || c->tls_verify)) {
+        snprintf(err, (size_t)errlen, "%s is set but tls-cert and tls-key are not",
+                 c->tls_port >= 0 ? "tls-port" : c->tls_ca[0] ? "tls-ca" : "tls-verify");
+        return -1;
+    }
+    if (c->tls_verify && !c->tls_ca[0]) {
+        snprintf(err, (size_t)errlen, "tls-verify %s needs tls-ca (the CA client certificates are verified against)",
+                 c->tls_verify == 1 ? "peer" : "require");
+        return -1;
+    }
+    if (c->tls_cert[0] && c->tls_port < 0)
+        c->tls_port = 5671;
+    if (c->tls_cert[0] && c->tls_port == c->port && c->port != 0) {
+        snprintf(err, (size_t)errlen, "tls-port %d is the same as port", c->tls_port);
+        return -1;
     }
     if (c->nbind == 0) {
         snprintf(c->bind[0], sizeof c->bind[0], "127.0.0.1");

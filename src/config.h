@@ -24,6 +24,11 @@ typedef struct config {
     uint64_t disk_free_limit;       /* below this much free disk, publishers are blocked */
     uint64_t memory_high_watermark; /* above this much message memory, publishers are blocked */
     uint64_t memory_budget;         /* above this much message memory, deep queues page bodies out */
+    /* TLS (amqps): on when tls_cert is set; tls_port -1 = unset (5671 with a certificate) */
+    int tls_port;
+    char tls_cert[512], tls_key[512], tls_ca[512];
+    int tls_verify;          /* enum tls_verify (tls.h): none, peer, require */
+    int cert_login_from_cn;  /* EXTERNAL: the user is the certificate's CN, not its whole DN */
 } config;
 
 void config_defaults(config *c);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "memacct.h"
+#include "tls.h"
 #include "util.h"
 
 #ifndef READ_CHUNK /* the fuzz target reads in smaller pieces (no 256 KiB mmap per connection) */
@@ -45,6 +46,7 @@
 static const uint8_t amqp_header[8] = {'A', 'M', 'Q', 'P', 0, 0, 9, 1};
 
 static void conn_io(io_handler *h, uint32_t events);
+static void tls_io(conn *c, uint32_t events);
 static void handle_input(conn *c);
 static void backlog_remove(conn *c);
 
@@ -115,6 +117,7 @@ typedef struct listener {
     io_handler io;
     broker *b;
     int fd;
+    int tls; /* connections start with a TLS handshake */
     loop_timer retry; /* re-enables accepting after running out of file descriptors */
     uint64_t warned_ms;
 } listener;
@@ -163,12 +166,17 @@ static void accept_ready(io_handler *h, uint32_t events) {
         char peer[64];
         format_peer(&ss, peer, sizeof peer);
         conn *c = conn_new(b, fd, is_loopback(&ss), peer);
+        if (c && l->tls && !(c->tls = tls_conn_new(b->tls, fd))) {
+            log_warn("connection %llu (%s): cannot start TLS", (unsigned long long)c->id, c->peer);
+            conn_destroy(c);
+            continue;
+        }
         if (c)
-            log_debug("accepted connection %llu from %s", (unsigned long long)c->id, c->peer);
+            log_debug("accepted %sconnection %llu from %s", l->tls ? "TLS " : "", (unsigned long long)c->id, c->peer);
     }
 }
 
-int listener_open(broker *b, const char *addr, int port) {
+int listener_open(broker *b, const char *addr, int port, int tls) {
     if (b->nlisten >= (int)ARRAY_LEN(b->listen_fds))
         return -1;
     struct sockaddr_storage ss;
@@ -213,6 +221,7 @@ int listener_open(broker *b, const char *addr, int port) {
     l->io.fn = accept_ready;
     l->b = b;
     l->fd = fd;
+    l->tls = tls;
     l->retry.fn = accept_resume;
     b->listen_fds[b->nlisten] = fd;
     b->listen_io[b->nlisten] = &l->io;
@@ -232,6 +241,8 @@ static void conn_account(conn *c) {
     else
         memacct_sub(MEM_CONN_BUFFERS, c->acct - held);
     c->acct = held;
+    if (c->tls) /* OpenSSL's heap, counted by tls.c: recounted whenever a TLS connection moves */
+        memacct_set(MEM_TLS, tls_heap_in_use());
 }
 
 void conn_want_flush(conn *c) {
@@ -254,10 +265,14 @@ static void update_events(conn *c) {
     uint32_t ev = 0;
     if (c->lingering)
         return; /* reads to the end, nothing else (start_linger) */
+    if (c->tls && !tls_established(c->tls))
+        return; /* the handshake asks for what it needs (tls_io) */
     if (input_allowed(c) && !c->in_backlog) /* a backlog is handled before reading more */
         ev |= EPOLLIN;
-    if (c->epollout)
+    if (c->epollout || c->tls_read_wants_write)
         ev |= EPOLLOUT;
+    if (c->tls_flush_wants_read)
+        ev |= EPOLLIN;
     loop_mod(c->b->loop, c->fd, ev, &c->io);
 }
 
@@ -290,6 +305,8 @@ static void start_linger(conn *c) {
     c->linger_since_ms = loop_now_ms(c->b->loop);
     buf_consume(&c->in, c->in.len);
     backlog_remove(c);
+    if (c->tls)
+        tls_close_notify(c->tls); /* then the raw socket is read to its end (linger_read) */
     shutdown(c->fd, SHUT_WR);
     loop_mod(c->b->loop, c->fd, EPOLLIN, &c->io);
 }
@@ -382,7 +399,22 @@ void conn_flush(conn *c) {
     if (c->state == CONN_DEAD)
         return;
     int was_blocked = c->out.len >= OUT_HIGH_WATER;
+    int was_waiting_read = c->tls_flush_wants_read;
     while (c->out.len) {
+        if (c->tls) { /* the same bytes stay at the buffer's front until OpenSSL has taken them */
+            long t = tls_write(c->tls, buf_head(&c->out), c->out.len);
+            c->tls_flush_wants_read = t == 0 && !tls_wants_write(c->tls);
+            if (t > 0) {
+                buf_consume(&c->out, (size_t)t);
+                c->last_send_ms = loop_now_ms(c->b->loop);
+                continue;
+            }
+            if (t == 0)
+                break;
+            log_debug("connection %llu: TLS write failed", (unsigned long long)c->id);
+            conn_destroy(c);
+            return;
+        }
         ssize_t n = write(c->fd, buf_head(&c->out), c->out.len);
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
@@ -397,9 +429,12 @@ void conn_flush(conn *c) {
         conn_destroy(c);
         return;
     }
-    int want_out = c->out.len > 0;
+    if (!c->out.len)
+        c->tls_flush_wants_read = 0;
+    int want_out = c->out.len > 0 && !c->tls_flush_wants_read;
     int pause = c->out.len > OUT_PAUSE_READ;
-    if (want_out != c->epollout || pause != c->read_paused || c->resume) {
+    if (want_out != c->epollout || pause != c->read_paused || c->resume ||
+        was_waiting_read != c->tls_flush_wants_read) {
         c->epollout = (uint8_t)want_out;
         c->read_paused = (uint8_t)pause;
         c->resume = 0;
@@ -477,6 +512,11 @@ void conn_destroy(conn *c) {
     loop_del(c->b->loop, c->fd);
     close(c->fd);
     c->fd = -1;
+    if (c->tls) {
+        tls_conn_free(c->tls);
+        c->tls = NULL;
+        memacct_set(MEM_TLS, tls_heap_in_use());
+    }
     broker *b = c->b;
     if (c->prev)
         c->prev->next = c->next;
@@ -576,7 +616,12 @@ static void send_start(conn *c) {
     table_put_longstr(o, "copyright", "Ferry contributors", 18);
     table_put_longstr(o, "information", "AMQP 0-9-1 broker; see README.md", 32);
     buf_patch_u32(o, tpos, (uint32_t)(o->len - tpos - 4));
-    buf_longstr(o, "PLAIN AMQPLAIN", 14);
+    /* EXTERNAL (RabbitMQ's rabbitmq_auth_mechanism_ssl) when the client showed a verified
+     * certificate. */
+    if (c->tls && tls_has_peer_cert(c->tls))
+        buf_longstr(o, "PLAIN AMQPLAIN EXTERNAL", 23);
+    else
+        buf_longstr(o, "PLAIN AMQPLAIN", 14);
     buf_longstr(o, "en_US", 5);
     frame_end(o, m);
     conn_want_flush(c);
@@ -604,6 +649,21 @@ static int check_login(conn *c, slice user, slice pass) {
     if (!slice_eqs(user, cfg->default_user) || !slice_eqs(pass, cfg->default_pass))
         return -1;
     /* RabbitMQ's loopback_users: the default user may only connect from loopback. */
+    if (cfg->loopback_users_only && !c->loopback)
+        return -2;
+    return 0;
+}
+
+/* EXTERNAL: the verified client certificate names the user (its distinguished name, or its
+ * CN with ssl-cert-login-from = common_name); no password. The user must exist: today the one
+ * user is the configured default user, still only from loopback (RabbitMQ's loopback_users
+ * applies to every mechanism). 0, or -1 (no such user) / -2 (loopback only). */
+static int external_login(conn *c, char *name, size_t n) {
+    const config *cfg = &c->b->cfg;
+    if (!c->tls || tls_peer_user(c->tls, cfg->cert_login_from_cn, name, n) < 0)
+        return -1;
+    if (strcmp(name, cfg->default_user) != 0)
+        return -1;
     if (cfg->loopback_users_only && !c->loopback)
         return -2;
     return 0;
@@ -643,6 +703,18 @@ static void on_start_ok(conn *c, rd *r) {
     }
     read_client_capabilities(c, props);
     slice user = {0}, pass = {0};
+    if (slice_eqs(mech, "EXTERNAL") && c->tls && tls_has_peer_cert(c->tls)) {
+        char name[1024] = "";
+        int rc = external_login(c, name, sizeof name);
+        if (rc < 0) {
+            auth_failed(c, "EXTERNAL", (slice){(const uint8_t *)name, strlen(name)}, rc);
+            return;
+        }
+        c->user = xstrndup(name, strlen(name));
+        send_tune(c);
+        c->state = CONN_TUNE_OK;
+        return;
+    }
     if (slice_eqs(mech, "PLAIN")) {
         /* authzid NUL authcid NUL password */
         const uint8_t *p = resp.p, *end = resp.p + resp.n;
@@ -954,6 +1026,10 @@ static void conn_io(io_handler *h, uint32_t events) {
     conn *c = (conn *)h;
     if (c->state == CONN_DEAD)
         return;
+    if (c->tls && !c->lingering) {
+        tls_io(c, events);
+        return;
+    }
     if (events & EPOLLOUT)
         conn_flush(c);
     if (c->state == CONN_DEAD)
@@ -975,6 +1051,54 @@ static void conn_io(io_handler *h, uint32_t events) {
         }
         if (n > 0) {
             buf_commit(&c->in, (size_t)n);
+            c->last_recv_ms = loop_now_ms(c->b->loop);
+            handle_input(c);
+        }
+    }
+}
+
+/* A TLS connection's socket events: the handshake first (driven by readiness: OpenSSL says
+ * whether it waits to read or to write), then the same work as conn_io with OpenSSL between
+ * the socket and the buffers. tls_read drains what OpenSSL has decrypted, so no plaintext
+ * waits where epoll cannot see it; a handshake that never finishes is closed by conn_tick
+ * after --handshake-timeout like any other. */
+static void tls_io(conn *c, uint32_t events) {
+    if (!tls_established(c->tls)) {
+        char err[256];
+        int r = tls_handshake(c->tls, err, sizeof err);
+        if (r < 0) {
+            log_warn("connection %llu (%s): TLS %s", (unsigned long long)c->id, c->peer, err);
+            conn_destroy(c);
+            return;
+        }
+        conn_account(c);
+        if (r == 0) {
+            loop_mod(c->b->loop, c->fd, tls_wants_write(c->tls) ? EPOLLOUT : EPOLLIN, &c->io);
+            return;
+        }
+        log_debug("connection %llu (%s): TLS established", (unsigned long long)c->id, c->peer);
+        update_events(c);
+        events |= EPOLLIN; /* read at once: the protocol header may have come with the handshake */
+    }
+    if ((events & EPOLLOUT) || (c->tls_flush_wants_read && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))))
+        conn_flush(c);
+    if (c->state == CONN_DEAD)
+        return;
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || (c->tls_read_wants_write && (events & EPOLLOUT))) {
+        if (!input_allowed(c) || c->in_backlog)
+            return;
+        long n = tls_read(c->tls, &c->in, READ_CHUNK);
+        if (n < 0) {
+            log_debug("connection %llu (%s) closed by peer", (unsigned long long)c->id, c->peer);
+            conn_destroy(c);
+            return;
+        }
+        int wants_write = n == 0 && tls_wants_write(c->tls);
+        if (wants_write != c->tls_read_wants_write) {
+            c->tls_read_wants_write = (uint8_t)wants_write;
+            update_events(c);
+        }
+        if (n > 0) {
             c->last_recv_ms = loop_now_ms(c->b->loop);
             handle_input(c);
         }
