@@ -9,20 +9,21 @@ need_apt=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 want() { for p in "$@"; do have_pkg "$p" || need_apt+=("$p"); done; }
 
-want make gcc libc6-dev
+# libssl-dev: OpenSSL for TLS (amqps) in ferryd and `ferry bench`.
+want make gcc libc6-dev libssl-dev
 if [ "$level" = test ]; then
   # python3-pytest drives the tests; the clients are the ones Ferry must serve unchanged;
   # rabbitmq-server is the reference for differential tests; clang + its runtime for
   # ASan/UBSan/libFuzzer.
   want python3 python3-pytest python3-pytest-timeout python3-pika python3-kombu python3-celery amqp-tools \
-       rabbitmq-server clang libclang-rt-14-dev procps
+       rabbitmq-server clang libclang-rt-14-dev procps openssl
   # Node.js may come with the machine (not from Debian's packages): then Debian's nodejs/npm
   # would conflict with it, so they are only installed where there is no node at all.
   command -v node >/dev/null 2>&1 || want nodejs
   command -v npm >/dev/null 2>&1 || want npm
 fi
 if [ "$level" = bench ]; then
-  want python3 gnuplot-nox rabbitmq-server procps
+  want python3 gnuplot-nox rabbitmq-server procps openssl
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

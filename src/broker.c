@@ -406,16 +406,16 @@ int broker_init(broker *b, const config *cfg) {
     add_builtin(b, "amq.headers", EX_HEADERS);
     add_builtin(b, "amq.match", EX_HEADERS);
     char err[1500];
-    if (persist_open(b, &broker_recovery, err, sizeof err) < 0) {
-        log_error("%s", err);
-        return -1;
-    }
-    if (cfg->tls_cert[0]) {
+    if (cfg->tls_cert[0]) { /* before recovery, so a bad certificate is reported at once */
         b->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, cfg->tls_ca, cfg->tls_verify, err, sizeof err);
         if (!b->tls) {
             log_error("TLS: %s", err);
             return -1;
         }
+    }
+    if (persist_open(b, &broker_recovery, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
     }
     for (int t = 0; t < (b->tls ? 2 : 1); t++) {
         int port = t ? cfg->tls_port : cfg->port;
