@@ -34,8 +34,11 @@ static inline int args_bad(const rd *r) { return r->err || rd_left(r) != 0; }
 int syntax_error(channel *ch, unsigned mid);
 /* Reads a field table argument and validates its encoding (r->err on a bad one). */
 slice read_table(rd *r);
-/* RabbitMQ's resource naming in error texts: "queue 'q' in vhost '/'" (static buffer). */
+/* RabbitMQ's resource naming in error texts: "queue 'q' in vhost '/'" (static buffer; the
+ * vhost is the one of the channel whose frame is being handled, rs_vhost). */
 const char *rs(const char *kind, slice name);
+extern const char *rs_vhost;
+static inline const char *ch_vhost(const channel *ch) { return ch->c->vh ? ch->c->vh->name : "/"; }
 /* "" in bind/consume/get/purge/delete means the channel's last declared queue. */
 slice last_queue_or(channel *ch, slice name);
 /* Another connection's exclusive queue: 405, returns -1 after closing the channel. */

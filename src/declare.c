@@ -14,10 +14,10 @@
 /* RabbitMQ's 405 for a queue another connection owns, or a different exclusive flag. */
 static void locked(channel *ch, queue *q, unsigned mid) {
     channel_close_error(ch, RESOURCE_LOCKED, mid,
-                        "cannot obtain exclusive access to locked queue '%s' in vhost '/'. It could be "
+                        "cannot obtain exclusive access to locked queue '%s' in vhost '%s'. It could be "
                         "originally declared on another connection or the exclusive property value does not "
                         "match that of the original declaration.",
-                        q->name);
+                        q->name, ch_vhost(ch));
 }
 
 static void check_exclusive_mismatch(channel *ch, queue *q) { locked(ch, q, QUEUE_DECLARE); }
@@ -92,7 +92,7 @@ void exchange_declare(channel *ch, rd *r) {
         channel_close_error(ch, ACCESS_REFUSED, EXCHANGE_DECLARE, "operation not permitted on the default exchange");
         return;
     }
-    exchange *x = broker_exchange(b, name);
+    exchange *x = broker_exchange(ch->c->vh, name);
     if (passive) {
         if (!x) {
             channel_close_error(ch, NOT_FOUND, EXCHANGE_DECLARE, "%s", rs("no exchange", name));
@@ -132,14 +132,14 @@ void exchange_declare(channel *ch, rd *r) {
                                     (const char *)name.p);
                 return;
             }
-            x = exchange_new(b, name, t, durable, auto_delete, internal, args);
+            x = exchange_new(ch->c->vh, name, t, durable, auto_delete, internal, args);
             if (subtype >= 0)
                 x->subtype = subtype;
-            map_put(&b->exchanges, x->name, x->name_len, x);
+            broker_add_exchange(x);
             int rc = store_exchange(b->store, x, 1);
             if (rc < 0) {
                 x->durable = 0; /* nothing to un-store */
-                broker_remove_exchange(b, x);
+                broker_remove_exchange(x);
                 channel_close_error(ch, RESOURCE_ERROR, EXCHANGE_DECLARE,
                                     "cannot store durable %s: the disk is full or failing", rs("exchange", name));
                 return;
@@ -166,7 +166,6 @@ void exchange_delete(channel *ch, rd *r) {
         return;
     }
     int if_unused = bits & 1, nowait = (bits >> 1) & 1;
-    broker *b = ch->c->b;
     if (name.n == 0) {
         channel_close_error(ch, ACCESS_REFUSED, EXCHANGE_DELETE, "operation not permitted on the default exchange");
         return;
@@ -176,14 +175,14 @@ void exchange_delete(channel *ch, rd *r) {
                             rs("exchange", name));
         return;
     }
-    exchange *x = broker_exchange(b, name);
+    exchange *x = broker_exchange(ch->c->vh, name);
     uint64_t mark = meta_mark(ch);
     if (x) {
         if (if_unused && x->nbindings) { /* only bindings where it is the source count */
             channel_close_error(ch, PRECONDITION_FAILED, EXCHANGE_DELETE, "%s in use", rs("exchange", name));
             return;
         }
-        broker_remove_exchange(b, x);
+        broker_remove_exchange(x);
     }
     answer_after(ch, mark, EXCHANGE_DELETE_OK, nowait, 0);
 }
@@ -205,7 +204,7 @@ void exchange_bind(channel *ch, rd *r, unsigned mid) {
         return;
     }
     if (mid == EXCHANGE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
-        exchange *d = broker_exchange(ch->c->b, dst), *s = broker_exchange(ch->c->b, src);
+        exchange *d = broker_exchange(ch->c->vh, dst), *s = broker_exchange(ch->c->vh, src);
         uint64_t mark = meta_mark(ch);
         if (d && s)
             change_binding(ch, mid, s, NULL, d, key, args);
@@ -263,7 +262,7 @@ void queue_declare(channel *ch, rd *r) {
                             (int)name.n, (const char *)name.p);
         return;
     }
-    queue *q = passive ? find_queue(ch, name, QUEUE_DECLARE) : broker_queue(b, name);
+    queue *q = passive ? find_queue(ch, name, QUEUE_DECLARE) : broker_queue(ch->c->vh, name);
     if (passive) {
         if (!q)
             return;
@@ -289,8 +288,8 @@ void queue_declare(channel *ch, rd *r) {
     } else {
         if (args_check_queue_declare(ch, name, durable, exclusive, auto_delete, args) < 0)
             return;
-        q = queue_new(b, name, durable, exclusive, auto_delete, ch->c, args);
-        map_put(&b->queues, q->name, q->name_len, q);
+        q = queue_new(ch->c->vh, name, durable, exclusive, auto_delete, ch->c, args);
+        broker_add_queue(q);
         int rc = store_queue(b->store, q, 1);
         if (rc < 0) {
             queue_delete(q);
@@ -335,8 +334,8 @@ void queue_bind(channel *ch, rd *r, unsigned mid) {
         return;
     }
     if (mid == QUEUE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
-        queue *q = broker_queue(ch->c->b, qname);
-        exchange *x = broker_exchange(ch->c->b, xname);
+        queue *q = broker_queue(ch->c->vh, qname);
+        exchange *x = broker_exchange(ch->c->vh, xname);
         if (q && check_exclusive(ch, q, mid) < 0)
             return;
         uint64_t mark = meta_mark(ch);
@@ -393,7 +392,7 @@ void queue_delete_m(channel *ch, rd *r) {
         return;
     }
     int if_unused = bits & 1, if_empty = (bits >> 1) & 1, nowait = (bits >> 2) & 1;
-    queue *q = broker_queue(ch->c->b, name);
+    queue *q = broker_queue(ch->c->vh, name);
     size_t n = 0;
     uint64_t mark = meta_mark(ch);
     if (q) {

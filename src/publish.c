@@ -201,7 +201,7 @@ static int publish_route(channel *ch, message *m, int mandatory) {
     if (m->exchange_len == 0 && slice_prefix((slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, REPLY_TO_PREFIX)) {
         routed = deliver_reply(b, m);
     } else {
-        exchange *x = broker_exchange(b, (slice){(const uint8_t *)msg_exchange(m), m->exchange_len});
+        exchange *x = broker_exchange(ch->c->vh, (slice){(const uint8_t *)msg_exchange(m), m->exchange_len});
         if (x) {
             exchange_route(x, m, pv.headers);
             routed = b->nroute > 0;

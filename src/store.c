@@ -139,35 +139,45 @@ static int binding_durable(const binding *bd) {
     return bd->src->durable && (bd->q ? bd->q->qid != 0 : bd->dstx->durable);
 }
 
+static slice vh_name(const vhost *vh) { return sl(vh->name, vh->name_len); }
+
 static void put_binding(buf *b, uint64_t salt, const binding *bd, int add) {
     slice dst = bd->q ? sl(bd->q->name, bd->q->name_len) : sl(bd->dstx->name, bd->dstx->name_len);
-    meta_put_binding(b, salt, add, sl(bd->src->name, bd->src->name_len), bd->q == NULL, dst, sl(bd->key, bd->key_len),
-                     sl(bd->args, bd->args_len));
+    meta_put_binding(b, salt, add, vh_name(bd->src->vh), sl(bd->src->name, bd->src->name_len), bd->q == NULL, dst,
+                     sl(bd->key, bd->key_len), sl(bd->args, bd->args_len));
 }
 
-/* Writes the broker's current durable definitions (meta.log compaction). */
+/* Writes the broker's current durable definitions (meta.log compaction): users, vhosts and
+ * permissions first (access_store.c), then each vhost's exchanges, queues and bindings. */
 static void emit_definitions(void *ctx, buf *out, uint64_t salt) {
     broker *b = ctx;
-    size_t i = 0;
-    map_entry *e;
-    while (map_iter(&b->exchanges, &i, &e)) {
-        exchange *x = e->val;
-        if (x->durable && !x->builtin)
-            meta_put_exchange(out, salt, sl(x->name, x->name_len), (uint8_t)x->type, exchange_flags(x),
-                              sl(x->args, x->args_len));
-    }
-    i = 0;
-    while (map_iter(&b->queues, &i, &e)) {
-        queue *q = e->val;
-        if (q->qid)
-            meta_put_queue(out, salt, q->qid, sl(q->name, q->name_len), q->auto_delete, sl(q->args, q->args_len));
-    }
-    i = 0;
-    while (map_iter(&b->exchanges, &i, &e)) {
-        exchange *x = e->val;
-        for (size_t k = 0; k < x->nbindings; k++)
-            if (binding_durable(x->bindings[k]))
-                put_binding(out, salt, x->bindings[k], 1);
+    access_emit(b, out, salt);
+    size_t j = 0;
+    map_entry *v;
+    while (map_iter(&b->vhosts, &j, &v)) {
+        vhost *vh = v->val;
+        size_t i = 0;
+        map_entry *e;
+        while (map_iter(&vh->exchanges, &i, &e)) {
+            exchange *x = e->val;
+            if (x->durable && !x->builtin)
+                meta_put_exchange(out, salt, vh_name(vh), sl(x->name, x->name_len), (uint8_t)x->type,
+                                  exchange_flags(x), sl(x->args, x->args_len));
+        }
+        i = 0;
+        while (map_iter(&vh->queues, &i, &e)) {
+            queue *q = e->val;
+            if (q->qid)
+                meta_put_queue(out, salt, q->qid, vh_name(vh), sl(q->name, q->name_len), q->auto_delete,
+                               sl(q->args, q->args_len));
+        }
+        i = 0;
+        while (map_iter(&vh->exchanges, &i, &e)) {
+            exchange *x = e->val;
+            for (size_t k = 0; k < x->nbindings; k++)
+                if (binding_durable(x->bindings[k]))
+                    put_binding(out, salt, x->bindings[k], 1);
+        }
     }
 }
 
@@ -184,16 +194,18 @@ static int meta_write(store *s, buf *b) {
 
 uint64_t store_meta_count(const store *s) { return s ? s->meta_count : 0; }
 
+uint64_t store_meta_salt(const store *s) { return s ? s->meta.salt : 0; }
+
 int store_exchange(store *s, exchange *x, int add) {
     if (!s || !x->durable || x->builtin)
         return 0;
     buf b;
     buf_init(&b);
     if (add)
-        meta_put_exchange(&b, s->meta.salt, sl(x->name, x->name_len), (uint8_t)x->type, exchange_flags(x),
-                          sl(x->args, x->args_len));
+        meta_put_exchange(&b, s->meta.salt, vh_name(x->vh), sl(x->name, x->name_len), (uint8_t)x->type,
+                          exchange_flags(x), sl(x->args, x->args_len));
     else
-        meta_put_exchange_del(&b, s->meta.salt, sl(x->name, x->name_len));
+        meta_put_exchange_del(&b, s->meta.salt, vh_name(x->vh), sl(x->name, x->name_len));
     return meta_write(s, &b);
 }
 
@@ -204,11 +216,20 @@ int store_queue(store *s, queue *q, int add) {
     buf_init(&b);
     if (add) {
         q->qid = meta_new_qid(&s->meta);
-        meta_put_queue(&b, s->meta.salt, q->qid, sl(q->name, q->name_len), q->auto_delete, sl(q->args, q->args_len));
+        meta_put_queue(&b, s->meta.salt, q->qid, vh_name(q->vh), sl(q->name, q->name_len), q->auto_delete,
+                       sl(q->args, q->args_len));
     } else {
         meta_put_queue_del(&b, s->meta.salt, q->qid);
     }
     return meta_write(s, &b);
+}
+
+int store_access(store *s, buf *records) {
+    if (!s || !records->len) {
+        buf_free(records);
+        return 0;
+    }
+    return meta_write(s, records);
 }
 
 int store_binding(store *s, binding *bd, int add) {
@@ -598,7 +619,7 @@ int store_open(broker *b, const recover_sink *sink, const char *dir, char *err, 
     b->store = s;
     wbatch_reclaim(s->log.pending, &s->log.segs);
     log_info("store: recovered %llu messages in %zu queues from %zu segments in %llu ms (%llu records, %llu corrupt)",
-             (unsigned long long)st.messages, b->queues.count, s->log.segs.n - 1, (unsigned long long)(now_ms() - t0),
+             (unsigned long long)st.messages, broker_queue_count(b), s->log.segs.n - 1, (unsigned long long)(now_ms() - t0),
              (unsigned long long)st.records, (unsigned long long)st.corrupt);
     return 0;
 }

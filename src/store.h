@@ -42,6 +42,10 @@ void store_close(store *s);
 int store_exchange(store *s, exchange *x, int add);
 int store_queue(store *s, queue *q, int add); /* assigns q->qid when added */
 int store_binding(store *s, binding *bd, int add);
+/* Appends M_ACCESS records (users, vhosts, permissions; built with store_meta_salt) to the
+ * pending batch, taking records; 0 if there is no store or nothing to write, else 1. */
+int store_access(store *s, buf *records);
+uint64_t store_meta_salt(const store *s);
 
 /* Messages. store_publish writes one record for a message and the durable queues it went to
  * (qids[i] at seqs[i]); the others note what happened to one queue's copy. */
