@@ -106,6 +106,10 @@ void exchange_declare(channel *ch, rd *r) {
                              (const char *)type.p);
             return;
         }
+        if (perm_check(ch, PERM_CONFIGURE, "exchange", name, EXCHANGE_DECLARE) < 0)
+            return;
+        if (!x && !slice_prefix(name, "amq.") && perm_check_new_exchange(ch, name, args) < 0)
+            return;
         if (t == EX_DELAYED && delayed_check_declare(ch, args, &subtype) < 0)
             return;
         if ((t == EX_CHASH || subtype == EX_CHASH) && chash_check_args(args, why, sizeof why) < 0) {
@@ -175,6 +179,8 @@ void exchange_delete(channel *ch, rd *r) {
                             rs("exchange", name));
         return;
     }
+    if (perm_check(ch, PERM_CONFIGURE, "exchange", name, EXCHANGE_DELETE) < 0)
+        return;
     exchange *x = broker_exchange(ch->c->vh, name);
     uint64_t mark = meta_mark(ch);
     if (x) {
@@ -199,10 +205,8 @@ void exchange_bind(channel *ch, rd *r, unsigned mid) {
         syntax_error(ch, mid);
         return;
     }
-    if (dst.n == 0 || src.n == 0) {
-        channel_close_error(ch, ACCESS_REFUSED, mid, "operation not permitted on the default exchange");
+    if (perm_check_bind(ch, "exchange", dst, src, key, mid) < 0) /* and the default exchange */
         return;
-    }
     if (mid == EXCHANGE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
         exchange *d = broker_exchange(ch->c->vh, dst), *s = broker_exchange(ch->c->vh, src);
         uint64_t mark = meta_mark(ch);
@@ -262,6 +266,8 @@ void queue_declare(channel *ch, rd *r) {
                             (int)name.n, (const char *)name.p);
         return;
     }
+    if (!passive && perm_check(ch, PERM_CONFIGURE, "queue", name, QUEUE_DECLARE) < 0)
+        return;
     queue *q = passive ? find_queue(ch, name, QUEUE_DECLARE) : broker_queue(ch->c->vh, name);
     if (passive) {
         if (!q)
@@ -286,6 +292,8 @@ void queue_declare(channel *ch, rd *r) {
             args_check_queue_equivalent(ch, name, (slice){q->args, q->args_len}, args) < 0)
             return;
     } else {
+        if (perm_check_new_queue(ch, name, args) < 0)
+            return;
         if (args_check_queue_declare(ch, name, durable, exclusive, auto_delete, args) < 0)
             return;
         q = queue_new(ch->c->vh, name, durable, exclusive, auto_delete, ch->c, args);
@@ -329,10 +337,8 @@ void queue_bind(channel *ch, rd *r, unsigned mid) {
         channel_close_error(ch, NOT_FOUND, mid, "no previously declared queue");
         return;
     }
-    if (xname.n == 0) {
-        channel_close_error(ch, ACCESS_REFUSED, mid, "operation not permitted on the default exchange");
+    if (perm_check_bind(ch, "queue", qname, xname, key, mid) < 0) /* and the default exchange */
         return;
-    }
     if (mid == QUEUE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
         queue *q = broker_queue(ch->c->vh, qname);
         exchange *x = broker_exchange(ch->c->vh, xname);
@@ -374,6 +380,8 @@ void queue_purge_m(channel *ch, rd *r) {
         syntax_error(ch, QUEUE_PURGE);
         return;
     }
+    if (name.n && perm_check(ch, PERM_READ, "queue", name, QUEUE_PURGE) < 0)
+        return;
     queue *q = find_queue(ch, name, QUEUE_PURGE);
     if (!q)
         return;
@@ -392,6 +400,8 @@ void queue_delete_m(channel *ch, rd *r) {
         return;
     }
     int if_unused = bits & 1, if_empty = (bits >> 1) & 1, nowait = (bits >> 2) & 1;
+    if (name.n && perm_check(ch, PERM_CONFIGURE, "queue", name, QUEUE_DELETE) < 0)
+        return;
     queue *q = broker_queue(ch->c->vh, name);
     size_t n = 0;
     uint64_t mark = meta_mark(ch);
