@@ -40,8 +40,8 @@ int perm_check_topic(channel *ch, const exchange *x, int which, slice rkey, unsi
     slice xname = {(const uint8_t *)x->name, x->name_len};
     if (access_topic_allows(ch->c->b->access, user_of(ch), vhost_of(ch), xname, which, rkey))
         return 0;
-    channel_close_error(ch, ACCESS_REFUSED, mid, "access to topic '%.*s' in exchange %s refused for user '%s'",
-                        (int)rkey.n, (const char *)rkey.p, rs("exchange", xname), ch->c->user);
+    channel_close_error(ch, ACCESS_REFUSED, mid, "access to topic '%.*s' in exchange '%s' in vhost '%s' refused for user '%s'",
+                        (int)rkey.n, (const char *)rkey.p, x->name, ch_vhost(ch), ch->c->user);
     return -1;
 }
 
