@@ -607,7 +607,7 @@ static int r_delayed(void *ctx, uint64_t sid, uint64_t due, slice x, void *q, me
     message_unref(m);
     return 1;
 }
-static const recover_sink rec_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding},
+static const recover_sink rec_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access},
                                       r_queues,
                                       r_dedup,
                                       r_copy,
