@@ -363,10 +363,20 @@ static int re_compile(perm_re *r, const char *src, char *err, size_t errlen) {
 
 /* RabbitMQ searches the whole name (re:run, unanchored); names may hold any byte. */
 static int perm_search(const regex_t *re, slice s) {
+    /* A NUL-terminated copy (regexec implementations and sanitizers read to the NUL), with
+     * REG_STARTEND so that a NUL inside a name does not end it early. */
+    char tmp[512];
+    char *p = s.n < sizeof tmp ? tmp : xmalloc(s.n + 1);
+    if (s.n)
+        memcpy(p, s.p, s.n);
+    p[s.n] = 0;
     regmatch_t m[1];
     m[0].rm_so = 0;
     m[0].rm_eo = (regoff_t)s.n;
-    return regexec(re, s.p ? (const char *)s.p : "", 1, m, REG_STARTEND) == 0;
+    int ok = regexec(re, p, 1, m, REG_STARTEND) == 0;
+    if (p != tmp)
+        free(p);
+    return ok;
 }
 
 static void expand(const char *src, slice user, slice vhost, buf *out) {
