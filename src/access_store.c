@@ -87,7 +87,10 @@ void access_store_all(broker *b) {
     buf out;
     buf_init(&out);
     access_emit(b, &out, store_meta_salt(b->store));
-    store_access(b->store, &out);
+    if (out.len)
+        store_meta_append(b->store, &out);
+    else
+        buf_free(&out);
 }
 
 /* A long string as a C string (regexes, tags): NULL if it holds a NUL. */

@@ -17,7 +17,7 @@
 
 #include "auth.h"
 #include "memacct.h"
-#include "store.h"
+#include "persist.h"
 #include "storeio.h"
 #include "util.h"
 
@@ -33,7 +33,7 @@ void broker_add_queue(queue *q) { map_put(&q->vh->queues, q->name, q->name_len, 
 
 void broker_remove_exchange(exchange *x) {
     map_del(&x->vh->exchanges, x->name, x->name_len);
-    store_exchange(x->b->store, x, 0);
+    persist_exchange(x->b->store, x, 0);
     exchange_free(x);
 }
 
@@ -41,7 +41,7 @@ void broker_remove_queue(queue *q) {
     vhost *vh = q->vh;
     if (map_get(&vh->queues, q->name, q->name_len) == q) {
         map_del(&vh->queues, q->name, q->name_len);
-        store_queue(q->b->store, q, 0);
+        persist_queue(q->b->store, q, 0);
         queue_unref(q); /* the map's reference */
     }
 }
@@ -103,7 +103,7 @@ size_t broker_enqueue_routed(broker *b, message *m, int *rejected) {
     }
     /* One record for the body, naming every durable queue and the place it takes there. */
     if (ns) {
-        store_publish(b->store, m, b->scratch_qids, b->scratch_seqs, (int)ns);
+        persist_publish(b->store, m, b->scratch_qids, b->scratch_seqs, (int)ns);
         for (size_t i = 0; i < k; i++)
             if (b->route_out[i]->dedup_window > 0 && b->route_out[i]->qid)
                 dedup_stored(b->route_out[i], m->seg);
@@ -417,7 +417,7 @@ int broker_init(broker *b, const config *cfg) {
     b->access->rabbit_hashes = cfg->rabbit_password_hashes;
     b->vh_default = vhost_get(b, slice_str("/"));
     char err[600];
-    if (store_open(b, &broker_recovery, cfg->data_dir, err, sizeof err) < 0) {
+    if (persist_open(b, &broker_recovery, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
     }
@@ -462,7 +462,7 @@ void broker_shutdown(broker *b) {
     after_batch(b);
     deadletter_settle_all(b);
     /* Write what is pending; from here on, tearing down memory is not a deletion. */
-    store_close(b->store);
+    persist_close(b);
     vhost_free_all(b);
     after_batch(b);
     delayed_free(b);

@@ -48,7 +48,7 @@ typedef struct qmsg {
     uint16_t deliveries; /* times delivered (for the redelivered flag) */
     uint16_t returns;    /* times given back unacknowledged (x-delivery-count, x-delivery-limit) */
     uint8_t stored;      /* this queue's copy has a publish record in the store */
-    uint8_t paged;       /* PAGED_*: the body lives only in the log (queue.c, store.c) */
+    uint8_t paged;       /* PAGED_*: the body lives only in the log (queue.c, persist.c) */
     uint16_t pg_size;    /* paged: an upper bound of its record's length (pg_size_encode) */
 } qmsg;
 enum { PAGED_NO, PAGED_OUT, PAGED_UNREADABLE };

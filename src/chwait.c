@@ -14,7 +14,7 @@
 #include <assert.h>
 #include <stdlib.h>
 
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 /* Joins the store's waiter list and pauses the connection's input. */

@@ -1,6 +1,11 @@
 /* compact.c — compaction of the message log: live records move out of the oldest segment so
  * that one long-unacknowledged message cannot pin every segment after it.
  *
+ * This file is broker-side, not part of the store: finding what is live means walking the
+ * broker's queues, channels and delayed heap, so it includes broker.h and drives the store
+ * through its record-level calls (store_compact_pick, store_move, store_compact_hold, ...;
+ * persist_move_delayed for delayed entries). The store layer itself knows no broker object.
+ *
  * Why the oldest, and only the oldest. Segments are deleted oldest first because a SETTLE
  * record must outlive the PUBLISH record it cancels: deleting a segment in the middle would
  * drop settles of copies published in older segments, and recovery would bring them back.
@@ -52,7 +57,7 @@
 #include <stdlib.h>
 
 #include "paging.h"
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 typedef struct found { /* a live queue copy of an in-memory message in the segment */
@@ -272,7 +277,7 @@ void compact_run(broker *b) {
             i = j;
         }
         for (size_t i = 0; i < sc.nd && bytes < COMPACT_STEP; i++, moved++)
-            bytes += store_move_delayed(s, sc.d[i]);
+            bytes += persist_move_delayed(s, sc.d[i]);
         if (moved)
             store_compact_hold(s, segid, moved, bytes);
         free(qids);

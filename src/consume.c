@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 /* ---- the unacked ring ---- */
@@ -126,7 +126,7 @@ void consumer_deliver(consumer *cs, qmsg qm) {
     channel *ch = cs->ch;
     assert(!ch->closing && cs->q && map_get(&ch->consumers, cs->tag, cs->tag_len) == cs);
     uint64_t tag = ++ch->next_tag;
-    store_delivered(ch->c->b->store, cs->q, &qm);
+    persist_delivered(ch->c->b->store, cs->q, &qm);
     buf scratch;
     buf_init(&scratch);
     write_deliver(ch, cs, tag, qm.deliveries > 0, qm.m, queue_delivery_props(cs->q, &qm, &scratch));
@@ -443,7 +443,7 @@ void get_from(channel *ch, queue *q, int no_ack) {
     slice props = queue_delivery_props(q, &qm, &scratch);
     wire_content(o, ch->id, props.p, props.n, msg_body(msg), msg->body_len, ch->c->frame_max);
     buf_free(&scratch);
-    store_delivered(ch->c->b->store, q, &qm);
+    persist_delivered(ch->c->b->store, q, &qm);
     qm.deliveries = count_up(qm.deliveries);
     if (no_ack) {
         queue_settle(q, qm);

@@ -19,7 +19,7 @@
 #include <assert.h>
 #include <stdlib.h>
 
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 struct deadletter {

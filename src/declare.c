@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 /* RabbitMQ's 405 for a queue another connection owns, or a different exclusive flag. */
@@ -45,7 +45,7 @@ static int change_binding(channel *ch, unsigned mid, exchange *src, queue *q, ex
     binding *bd = binding_find(src, q, dstx, key, args);
     if (mid == QUEUE_UNBIND || mid == EXCHANGE_UNBIND) {
         if (bd) {
-            store_binding(s, bd, 0);
+            persist_binding(s, bd, 0);
             binding_remove(bd);
         }
         return 0;
@@ -57,7 +57,7 @@ static int change_binding(channel *ch, unsigned mid, exchange *src, queue *q, ex
     if (bd)
         return 0;
     bd = binding_add(src, q, dstx, key, args);
-    int rc = store_binding(s, bd, 1);
+    int rc = persist_binding(s, bd, 1);
     if (rc < 0) {
         binding_remove(bd);
         channel_close_error(ch, RESOURCE_ERROR, mid, "cannot store a durable binding: the disk is full or failing");
@@ -140,7 +140,7 @@ void exchange_declare(channel *ch, rd *r) {
             if (subtype >= 0)
                 x->subtype = subtype;
             broker_add_exchange(x);
-            int rc = store_exchange(b->store, x, 1);
+            int rc = persist_exchange(b->store, x, 1);
             if (rc < 0) {
                 x->durable = 0; /* nothing to un-store */
                 broker_remove_exchange(x);
@@ -298,7 +298,7 @@ void queue_declare(channel *ch, rd *r) {
             return;
         q = queue_new(ch->c->vh, name, durable, exclusive, auto_delete, ch->c, args);
         broker_add_queue(q);
-        int rc = store_queue(b->store, q, 1);
+        int rc = persist_queue(b->store, q, 1);
         if (rc < 0) {
             queue_delete(q);
             channel_close_error(ch, RESOURCE_ERROR, QUEUE_DECLARE,

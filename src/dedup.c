@@ -11,7 +11,7 @@
 
 #include <stdlib.h>
 
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 struct dedup_rec {

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "auth.h"
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 typedef struct ctx {
@@ -317,7 +317,7 @@ static int load_exchanges(ctx *c, json_t *a) {
             x->subtype = sub;
         buf_free(&args);
         broker_add_exchange(x);
-        store_exchange(c->b->store, x, 1);
+        persist_exchange(c->b->store, x, 1);
     }
     return 0;
 }
@@ -357,7 +357,7 @@ static int load_queues(ctx *c, json_t *a) {
         queue *q = queue_new(v, name, durable, 0, bool_member(o, "auto_delete", 0), NULL, as);
         buf_free(&args);
         broker_add_queue(q);
-        store_queue(c->b->store, q, 1);
+        persist_queue(c->b->store, q, 1);
     }
     return 0;
 }
@@ -393,7 +393,7 @@ static int load_bindings(ctx *c, json_t *a) {
         slice as = {buf_head(&args), args.len};
         if (!binding_find(x, q, dx, key, as)) {
             binding *bd = binding_add(x, q, dx, key, as);
-            store_binding(c->b->store, bd, 1);
+            persist_binding(c->b->store, bd, 1);
         }
         buf_free(&args);
     }

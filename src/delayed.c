@@ -20,7 +20,7 @@
 
 #include <stdlib.h>
 
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 #define FIRE_BATCH 20000
@@ -104,7 +104,7 @@ static void fire_one(broker *b, delayed_entry e) {
         exchange_route(e.x, e.m, pv.headers);
         broker_enqueue_routed(b, e.m, &rejected);
     }
-    store_delayed_done(b->store, &e); /* after the routed copies' records, in the same batch */
+    persist_delayed_done(b->store, &e); /* after the routed copies' records, in the same batch */
     message_unref(e.m);
 }
 
@@ -197,7 +197,7 @@ int delayed_take(exchange *x, message *m, slice headers) {
     /* A persistent message for a durable exchange is held on disk too: its publisher's
      * confirm waits for the record like any other persistent publish. */
     if (x->b->store && m->persistent && x->durable)
-        store_delayed(x->b->store, &e);
+        persist_delayed(x->b->store, &e);
     add(x->b, e);
     return 1;
 }
@@ -206,7 +206,7 @@ void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms) {
     q->refs++;
     delayed_entry e = {wall_ms() + delay_ms, 0, message_ref(m), NULL, q, 0, 0};
     if (b->store && m->persistent && q->qid)
-        store_delayed(b->store, &e);
+        persist_delayed(b->store, &e);
     add(b, e);
 }
 

@@ -10,7 +10,7 @@
 #include <assert.h>
 #include <stdlib.h>
 
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 typedef struct bvec {

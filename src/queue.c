@@ -13,7 +13,7 @@
 #include <stdlib.h>
 
 #include "memacct.h"
-#include "store.h"
+#include "persist.h"
 #include "util.h"
 
 /* ---- ring of ready messages (blocks of QBLOCK entries) ---- */
@@ -171,9 +171,9 @@ static void gone(queue *q, qmsg *qm) {
         store_page_release(q->b->store, qm->loc);
     if (qm->stored) {
         if (q->deleted)
-            store_forget(q->b->store, qm);
+            persist_forget(q->b->store, qm);
         else
-            store_settle(q->b->store, q, qm);
+            persist_settle(q->b->store, q, qm);
     }
 }
 
@@ -320,7 +320,7 @@ static void page_in_now(queue *q, struct qlevel *lv) {
             v[n++] = e;
     }
     if (n)
-        store_page_read(q->b->store, v, n);
+        persist_page_read(q->b->store, v, n);
 }
 
 /* Takes the next message (peeked from lv), its body in memory. Returns 1 with it in out; 0

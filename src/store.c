@@ -1,7 +1,10 @@
-/* store.c — the store's facade: the one place where broker objects (exchanges, queues,
- * bindings, queue entries, delayed entries) become store records. The layers below know
- * records only (see store.h); recovery hands what it finds back through the broker's
- * recover_sink.
+/* store.c — the store's facade, in records only: opening and closing the data directory,
+ * the pending batch and the writer's results, message and definition records given their
+ * fields (slices, queue ids, sequence numbers, segment ids), compaction's bookkeeping and
+ * paging by location. It knows no broker object and includes no broker header: the broker
+ * turns its exchanges, queues, bindings and queue entries into these calls (persist.c), and
+ * hears back through store_owner (batch results, disk alarm, its definitions for meta.log
+ * compaction) and recover_sink (what recovery finds).
  *
  * Layout of the data directory:
  *   VERSION                    "ferry-store 1": anything else is refused, never rewritten
@@ -14,7 +17,7 @@
  * dropped, purged) and DELIVERED (so that recovery marks it redelivered). Segments are
  * deleted oldest first once every copy published in them is settled, so a drained queue
  * leaves about one segment behind. The broker confirms a batch's publishes only when it
- * comes back synced (broker_store_synced). */
+ * comes back synced (store_owner.synced). */
 #include "store.h"
 
 #include <assert.h>
@@ -24,7 +27,6 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
-#include "broker.h"
 #include "crc32c.h"
 #include "memacct.h"
 #include "meta.h"
@@ -35,7 +37,8 @@
 #include "writer.h"
 
 struct store {
-    broker *b;
+    store_owner owner;
+    uint64_t disk_free_limit;
     char dir[512];
     meta meta;
     mlog log; /* the segment set and the pending batch */
@@ -83,7 +86,7 @@ static void on_written(void *ctx, wbatch *w) {
              * there is room for what failed and more. */
             s->disk_alarm = 1;
             s->enospc_need = failed + (64u << 10);
-            broker_set_alarm(s->b, ALARM_DISK, 1);
+            s->owner.disk_alarm(s->owner.ctx, 1);
         }
         /* The writer abandons a segment after a failure (writer.c, abandon_segment): new
          * records go to a fresh one. */
@@ -97,8 +100,8 @@ static void on_written(void *ctx, wbatch *w) {
     s->inflight_bytes = 0;
     compact_synced(s, gen, err);
     if (had_meta) /* declares, binds, deletes waiting for this batch answer first */
-        broker_meta_synced(s->b, gen, meta_ok);
-    broker_store_synced(s->b, gen, err == 0);
+        s->owner.meta_synced(s->owner.ctx, gen, meta_ok);
+    s->owner.synced(s->owner.ctx, gen, err == 0);
     store_kick(s);
 }
 
@@ -131,115 +134,21 @@ uint64_t store_gen(const store *s) { return s->gen_next; }
 
 static slice sl(const void *p, size_t n) { return (slice){(const uint8_t *)p, n}; }
 
-static uint8_t exchange_flags(const exchange *x) {
-    return (uint8_t)(x->durable | x->auto_delete << 1 | x->internal << 2);
-}
+uint64_t store_meta_salt(const store *s) { return s->meta.salt; }
 
-static int binding_durable(const binding *bd) {
-    return bd->src->durable && (bd->q ? bd->q->qid != 0 : bd->dstx->durable);
-}
-
-static slice vh_name(const vhost *vh) { return sl(vh->name, vh->name_len); }
-
-static void put_binding(buf *b, uint64_t salt, const binding *bd, int add) {
-    slice dst = bd->q ? sl(bd->q->name, bd->q->name_len) : sl(bd->dstx->name, bd->dstx->name_len);
-    meta_put_binding(b, salt, add, vh_name(bd->src->vh), sl(bd->src->name, bd->src->name_len), bd->q == NULL, dst,
-                     sl(bd->key, bd->key_len), sl(bd->args, bd->args_len));
-}
-
-/* Writes the broker's current durable definitions (meta.log compaction): users, vhosts and
- * permissions first (access_store.c), then each vhost's exchanges, queues and bindings. */
-static void emit_definitions(void *ctx, buf *out, uint64_t salt) {
-    broker *b = ctx;
-    access_emit(b, out, salt);
-    size_t j = 0;
-    map_entry *v;
-    while (map_iter(&b->vhosts, &j, &v)) {
-        vhost *vh = v->val;
-        size_t i = 0;
-        map_entry *e;
-        while (map_iter(&vh->exchanges, &i, &e)) {
-            exchange *x = e->val;
-            if (x->durable && !x->builtin)
-                meta_put_exchange(out, salt, vh_name(vh), sl(x->name, x->name_len), (uint8_t)x->type,
-                                  exchange_flags(x), sl(x->args, x->args_len));
-        }
-        i = 0;
-        while (map_iter(&vh->queues, &i, &e)) {
-            queue *q = e->val;
-            if (q->qid)
-                meta_put_queue(out, salt, q->qid, vh_name(vh), sl(q->name, q->name_len), q->auto_delete,
-                               sl(q->args, q->args_len));
-        }
-        i = 0;
-        while (map_iter(&vh->exchanges, &i, &e)) {
-            exchange *x = e->val;
-            for (size_t k = 0; k < x->nbindings; k++)
-                if (binding_durable(x->bindings[k]))
-                    put_binding(out, salt, x->bindings[k], 1);
-        }
-    }
-}
+uint32_t store_new_qid(store *s) { return meta_new_qid(&s->meta); }
 
 /* Appends definition records to the pending batch: the writer thread writes them to
  * meta.log and syncs it before the batch's message records (a full disk raises the alarm
- * when the batch comes back, on_written). Returns 1: the caller's answer waits for
- * broker_meta_synced of store_gen(). */
-static int meta_write(store *s, buf *b) {
+ * when the batch comes back, on_written). The owner's answer waits for meta_synced of
+ * store_gen(). */
+void store_meta_append(store *s, buf *b) {
     buf_put(&s->log.pending->meta, buf_head(b), b->len);
     buf_free(b);
     s->meta_count++;
-    return 1;
 }
 
 uint64_t store_meta_count(const store *s) { return s ? s->meta_count : 0; }
-
-uint64_t store_meta_salt(const store *s) { return s ? s->meta.salt : 0; }
-
-int store_exchange(store *s, exchange *x, int add) {
-    if (!s || !x->durable || x->builtin)
-        return 0;
-    buf b;
-    buf_init(&b);
-    if (add)
-        meta_put_exchange(&b, s->meta.salt, vh_name(x->vh), sl(x->name, x->name_len), (uint8_t)x->type,
-                          exchange_flags(x), sl(x->args, x->args_len));
-    else
-        meta_put_exchange_del(&b, s->meta.salt, vh_name(x->vh), sl(x->name, x->name_len));
-    return meta_write(s, &b);
-}
-
-int store_queue(store *s, queue *q, int add) {
-    if (!s || (add && (!q->durable || q->exclusive)) || (!add && !q->qid))
-        return 0;
-    buf b;
-    buf_init(&b);
-    if (add) {
-        q->qid = meta_new_qid(&s->meta);
-        meta_put_queue(&b, s->meta.salt, q->qid, vh_name(q->vh), sl(q->name, q->name_len), q->auto_delete,
-                       sl(q->args, q->args_len));
-    } else {
-        meta_put_queue_del(&b, s->meta.salt, q->qid);
-    }
-    return meta_write(s, &b);
-}
-
-int store_access(store *s, buf *records) {
-    if (!s || !records->len) {
-        buf_free(records);
-        return 0;
-    }
-    return meta_write(s, records);
-}
-
-int store_binding(store *s, binding *bd, int add) {
-    if (!s || !binding_durable(bd))
-        return 0;
-    buf b;
-    buf_init(&b);
-    put_binding(&b, s->meta.salt, bd, add);
-    return meta_write(s, &b);
-}
 
 /* ---- messages ---- */
 
@@ -250,39 +159,33 @@ static slice msg_rk(const message *m) { return sl(msg_rkey(m), m->rkey_len); }
 static slice msg_pr(const message *m) { return sl(msg_props(m), m->props_len); }
 static slice msg_bd(const message *m) { return sl(msg_body(m), m->body_len); }
 
-/* Appends e's DELAYED record (e->sid set) to the active segment, which then holds it;
- * returns the record's size. */
-static size_t put_delayed(store *s, delayed_entry *e) {
-    message *m = e->m;
-    buf *b = mlog_append(&s->log, rec_delayed_size(m->exchange_len, m->rkey_len, m->props_len, m->body_len));
+/* Appends d's DELAYED record (d->sid set) to the active segment, which then holds it
+ * (*seg); returns the record's size. */
+static size_t put_delayed(store *s, const rec_delayed *d, uint32_t *segid) {
+    buf *b = mlog_append(&s->log, rec_delayed_size(d->exchange.n, d->rkey.n, d->props.n, d->body.n));
     seg *a = segset_active(&s->log.segs);
     size_t at = b->len;
-    rec_delayed d = {.sid = e->sid, .due = e->due, .to_queue = e->q != NULL, .qid = e->q ? e->q->qid : 0,
-                     .exchange = msg_ex(m), .rkey = msg_rk(m), .props = msg_pr(m), .body = msg_bd(m)};
-    if (!e->q)
-        d.target = sl(e->x->name, e->x->name_len);
-    rec_put_delayed(b, a->salt, &d);
-    e->seg = a->id;
+    rec_put_delayed(b, a->salt, d);
+    *segid = a->id;
     a->live++;
     a->copies++;
     return b->len - at;
 }
 
-void store_delayed(store *s, delayed_entry *e) {
-    e->sid = ++s->next_delay;
-    put_delayed(s, e);
+uint64_t store_delayed(store *s, rec_delayed *d, uint32_t *segid) {
+    d->sid = ++s->next_delay;
+    put_delayed(s, d, segid);
     s->appended++;
+    return d->sid;
 }
 
-void store_delayed_done(store *s, const delayed_entry *e) {
-    if (!s || !e->sid)
-        return;
+void store_delayed_done(store *s, uint64_t sid, uint32_t segid) {
     buf *b = mlog_append(&s->log, REC_DELAYED_DONE_SIZE);
-    rec_put_delayed_done(b, segset_active(&s->log.segs)->salt, e->sid);
-    mlog_release(&s->log, e->seg);
+    rec_put_delayed_done(b, segset_active(&s->log.segs)->salt, sid);
+    mlog_release(&s->log, segid);
 }
 
-void store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *seqs, int n) {
+uint32_t store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *seqs, int n) {
     assert(n > 0);
     s->appended++;
     buf *b = mlog_append(&s->log, rec_publish_size((uint32_t)n, m->exchange_len, m->rkey_len, m->props_len, m->body_len));
@@ -295,6 +198,7 @@ void store_publish(store *s, message *m, const uint32_t *qids, const uint64_t *s
     a->live += (uint64_t)n;
     a->copies += (uint64_t)n;
     paging_note(&s->log, m, at);
+    return m->seg;
 }
 
 static void copy_record(store *s, uint8_t type, uint32_t qid, uint64_t seq) {
@@ -316,25 +220,14 @@ void store_unpin(store *s, uint32_t segid) {
         wbatch_reclaim(s->log.pending, &s->log.segs);
 }
 
-void store_forget(store *s, const qmsg *qm) {
-    if (!s || !qm->stored)
-        return;
-    mlog_release(&s->log, qmsg_seg(qm));
+void store_release(store *s, uint32_t segid) { mlog_release(&s->log, segid); }
+
+void store_settle(store *s, uint32_t qid, uint64_t seq, uint32_t segid) {
+    copy_record(s, R_SETTLE, qid, seq);
+    store_release(s, segid);
 }
 
-void store_settle(store *s, const queue *q, const qmsg *qm) {
-    if (!s || !qm->stored)
-        return;
-    copy_record(s, R_SETTLE, q->qid, qm->seq);
-    store_forget(s, qm);
-}
-
-/* The first delivery is logged (so recovery sets redelivered); on queues with a delivery
- * limit every delivery is, so that x-delivery-count survives a restart. */
-void store_delivered(store *s, const queue *q, const qmsg *qm) {
-    if (s && qm->stored && (qm->deliveries == 0 || q->delivery_limit >= 0))
-        copy_record(s, R_DELIVERED, q->qid, qm->seq);
-}
+void store_delivered(store *s, uint32_t qid, uint64_t seq) { copy_record(s, R_DELIVERED, qid, seq); }
 
 int store_tick(store *s) {
     if (!s)
@@ -344,10 +237,10 @@ int store_tick(store *s) {
         uint64_t free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
         if (s->enospc_need && free_bytes >= s->enospc_need)
             s->enospc_need = 0;
-        int low = free_bytes < s->b->cfg.disk_free_limit || s->enospc_need;
+        int low = free_bytes < s->disk_free_limit || s->enospc_need;
         if (low != s->disk_alarm)
             log_warn("disk alarm %s: %llu bytes free, limit %llu", low ? "set" : "cleared",
-                     (unsigned long long)free_bytes, (unsigned long long)s->b->cfg.disk_free_limit);
+                     (unsigned long long)free_bytes, (unsigned long long)s->disk_free_limit);
         s->disk_alarm = low;
     }
     s->compact_due = 1;
@@ -408,11 +301,11 @@ size_t store_move(store *s, message *m, uint64_t published, const uint32_t *qids
     return bytes;
 }
 
-size_t store_move_delayed(store *s, delayed_entry *e) {
-    uint32_t from = e->seg;
-    size_t bytes = put_delayed(s, e);
+size_t store_move_delayed(store *s, const rec_delayed *d, uint32_t *segid) {
+    uint32_t from = *segid;
+    size_t bytes = put_delayed(s, d, segid);
     seg *old = segset_find(&s->log.segs, from);
-    assert(old && old->live > 0 && e->seg != from);
+    assert(old && old->live > 0 && *segid != from);
     old->live--;
     return bytes;
 }
@@ -460,22 +353,7 @@ void store_page_release(store *s, uint64_t loc) {
         paging_release(&s->log, loc);
 }
 
-void store_page_read(store *s, qmsg **qms, size_t n) {
-    page_req *v = xmalloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++)
-        v[i] = (page_req){qms[i]->loc, (uint32_t)MIN(pg_size_decode(qms[i]->pg_size), UINT32_MAX), NULL, qms[i]};
-    paging_read(&s->pg, &s->log, v, n);
-    for (size_t i = 0; i < n; i++) {
-        qmsg *qm = v[i].tag;
-        if (v[i].m) {
-            qm->m = v[i].m;
-            qm->paged = PAGED_NO;
-        } else {
-            qm->paged = PAGED_UNREADABLE;
-        }
-    }
-    free(v);
-}
+void store_page_read(store *s, page_req *reqs, size_t n) { paging_read(&s->pg, &s->log, reqs, n); }
 
 int store_page_read_async(store *s, page_req *reqs, size_t n, void (*done)(void *ctx, page_req *reqs, size_t n),
                           void *ctx) {
@@ -543,17 +421,19 @@ static void marker_write(const char *dir, uint32_t upto) {
         log_warn("store: cannot write %s: %s (the next start marks every message redelivered)", path, strerror(-rc));
 }
 
-int store_open(broker *b, const recover_sink *sink, const char *dir, char *err, size_t errlen) {
+store *store_open(const store_config *cfg, const store_owner *owner, const recover_sink *sink, const char *dir,
+                  store_recovered *info, char *err, size_t errlen) {
     uint64_t t0 = now_ms();
     crc32c(0, "", 0);
     store *s = xcalloc(1, sizeof *s);
-    s->b = b;
+    s->owner = *owner;
+    s->disk_free_limit = cfg->disk_free_limit;
     snprintf(s->dir, sizeof s->dir, "%s", dir);
     snprintf(s->log.segdir, sizeof s->log.segdir, "%s/segments", dir);
-    s->log.segment_size = b->cfg.segment_size;
+    s->log.segment_size = cfg->segment_size;
     if (meta_check_version(dir, err, errlen) < 0) {
         free(s);
-        return -1;
+        return NULL;
     }
     int rc = sio_mkdir(s->log.segdir);
     if (!rc) /* its name in the data directory is durable too */
@@ -561,36 +441,36 @@ int store_open(broker *b, const recover_sink *sink, const char *dir, char *err, 
     if (rc < 0) {
         snprintf(err, errlen, "cannot create %s: %s", s->log.segdir, strerror(-rc));
         free(s);
-        return -1;
+        return NULL;
     }
     int clean = marker_read(dir, &s->redelivered_upto);
     if ((rc = marker_remove(dir)) < 0) {
         snprintf(err, errlen, "cannot remove %s/" MARKER ": %s", dir, strerror(-rc));
         free(s);
-        return -1;
+        return NULL;
     }
-    int meta_damaged = meta_load(&s->meta, dir, &sink->defs, b);
+    int meta_damaged = meta_load(&s->meta, dir, &sink->defs, owner->ctx);
     if (meta_damaged < 0) {
         snprintf(err, errlen, "cannot read %s/meta.log: %s", dir, strerror(-meta_damaged));
         meta_close(&s->meta);
         free(s);
-        return -1;
+        return NULL;
     }
-    rc = meta_compact(&s->meta, emit_definitions, b);
+    rc = meta_compact(&s->meta, owner->emit_definitions, owner->ctx);
     if (rc < 0) {
         snprintf(err, errlen, "cannot write %s/meta.log: %s", dir, strerror(-rc));
         meta_close(&s->meta);
         free(s);
-        return -1;
+        return NULL;
     }
     recover_stats st = {.corrupt = s->meta.corrupt, .redelivered_upto = clean ? s->redelivered_upto : UINT32_MAX};
-    rc = recover_messages(&s->log.segs, s->log.segdir, b->cfg.memory_budget, meta_damaged, sink, b, &st);
+    rc = recover_messages(&s->log.segs, s->log.segdir, cfg->memory_budget, meta_damaged, sink, owner->ctx, &st);
     if (rc < 0) {
         snprintf(err, errlen, "cannot read the message log in %s: %s", s->log.segdir, strerror(-rc));
         meta_close(&s->meta);
         segset_free(&s->log.segs);
         free(s);
-        return -1;
+        return NULL;
     }
     if (!clean) { /* everything there now may have been delivered, from now on too */
         s->redelivered_upto = s->log.segs.next_id - 1;
@@ -609,19 +489,21 @@ int store_open(broker *b, const recover_sink *sink, const char *dir, char *err, 
     s->log.pending = wbatch_new();
     s->gen_next = 1;
     s->wr.mt = &s->meta; /* from here on, only the writer thread appends to meta.log */
-    rc = writer_start(&s->wr, b->loop, s->log.segdir, on_written, s);
-    if (rc == 0)
-        rc = helpers_start(&s->hp, b->loop);
+    rc = writer_start(&s->wr, cfg->loop, s->log.segdir, on_written, s);
+    if (rc == 0 && (rc = helpers_start(&s->hp, cfg->loop)) < 0)
+        writer_stop(&s->wr);
     if (rc < 0) {
         snprintf(err, errlen, "cannot start the store writer: %s", strerror(-rc));
-        return -1;
+        wbatch_free(s->log.pending);
+        meta_close(&s->meta);
+        segset_free(&s->log.segs);
+        free(s);
+        return NULL;
     }
-    b->store = s;
     wbatch_reclaim(s->log.pending, &s->log.segs);
-    log_info("store: recovered %llu messages in %zu queues from %zu segments in %llu ms (%llu records, %llu corrupt)",
-             (unsigned long long)st.messages, broker_queue_count(b), s->log.segs.n - 1, (unsigned long long)(now_ms() - t0),
-             (unsigned long long)st.records, (unsigned long long)st.corrupt);
-    return 0;
+    *info = (store_recovered){.messages = st.messages, .records = st.records, .corrupt = st.corrupt,
+                              .segments = s->log.segs.n - 1, .ms = now_ms() - t0};
+    return s;
 }
 
 /* Writes what is pending, waits for the writer, and stops it. */
@@ -645,6 +527,5 @@ void store_close(store *s) {
     meta_close(&s->meta);
     wbatch_free(s->log.pending);
     segset_free(&s->log.segs);
-    s->b->store = NULL;
     free(s);
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test suite and ends with one summary line: "N passed, N failed".
-#   1. C unit tests (wire codec, topic matching, map, the store layers), built with ASan + UBSan;
+#   1. C unit tests (wire codec, topic matching, map, the store layers), built with ASan + UBSan,
+#      and the layering check (the store layer includes no broker header: tests/unit/check_layers.py);
 #   2. a short libFuzzer smoke run of each fuzz target (wire decoders; whole connections);
 #   3. the integration tests (pytest, real clients, a real ferryd) against the sanitizer
 #      build of ferryd, which must also exit cleanly (no leak or UB report) on SIGTERM.
@@ -19,7 +20,7 @@ add() { passed=$((passed + $1)); failed=$((failed + $2)); }
 echo "== unit tests (ASan + UBSan)"
 # Each unit program: its test file and the sources it needs besides the wire codec.
 WIRE="src/wire.c src/buf.c src/util.c src/names.c src/map.c"
-STORE="src/record.c src/segment.c src/writer.c src/meta.c src/recover.c src/paging.c src/storeio.c src/crc32c.c src/message.c src/memacct.c src/loop.c"
+STORE="src/store.c src/record.c src/segment.c src/writer.c src/meta.c src/recover.c src/paging.c src/storeio.c src/crc32c.c src/message.c src/memacct.c src/loop.c"
 for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/test_chash.c src/chash.c src/memacct.c" \
     "unit_store:tests/unit/test_store.c $STORE"; do
   name=${spec%%:*}
@@ -41,6 +42,9 @@ for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/tes
     cat build/test/$name-build.log; echo "$name failed to build"; add 0 1
   fi
 done
+
+# The store layer includes no broker header and names no broker type (README, Layout).
+if $PY tests/unit/check_layers.py; then add 1 0; else add 0 1; fi
 
 # Each libFuzzer target for a short while on its seed corpus (make fuzz runs them long).
 for t in wire conn; do

@@ -1,9 +1,11 @@
 """Every byte a client can make ferryd hold counts toward --memory-high-watermark (issue 8
 item 11): memory that is not message bodies (a consistent-hash ring, a queue's priority
-levels) raises the alarm (connection.blocked) like messages do, and releasing it clears it."""
+levels, consumers' output buffers, records waiting for a slow disk) raises the alarm
+(connection.blocked) like messages do, and releasing it clears it. Each test fails when its
+kind is not counted."""
 import pytest
 import rawamqp as R
-from rawclient import CONNECTION_BLOCKED, CONNECTION_UNBLOCKED, declare, expect, open_conn, wait_method
+from rawclient import CONNECTION_BLOCKED, CONNECTION_UNBLOCKED, declare, expect, open_conn, purge, wait_method
 
 pytestmark = pytest.mark.ferry_only
 
@@ -47,5 +49,70 @@ def test_priority_levels_count_toward_the_watermark(ferryd_factory):
     admin.send(R.method_frame(1, R.QUEUE_DELETE, R.queue_delete_args("levels")))
     expect(admin, R.QUEUE_DELETE_OK)
     assert wait_method(c, CONNECTION_UNBLOCKED, 10) is not None, "the alarm stayed after the queue was deleted"
+    admin.close()
+    c.close()
+
+
+BASIC_CONSUME = (60, 20)
+BASIC_CONSUME_OK = (60, 21)
+EXCHANGE_DECLARE = (40, 10)
+
+
+def consume_args(queue, tag):
+    return (R.short(0) + R.shortstr(queue) + R.shortstr(tag) + R.bits(False, True, False, False) + R.table({}))
+
+
+def test_output_buffers_of_consumers_that_do_not_read_count_toward_the_watermark(ferryd_factory):
+    """A fanout message is stored once but copied into the output buffer of every consumer
+    it goes to: ten consumers that never read hold ten copies. 8 MiB of messages alone stay
+    under a 16 MiB watermark; beyond the ~3 MiB the kernel's socket buffers take per
+    connection, their buffered copies (up to the 4 MiB output cap, ten times) must raise the
+    alarm, and closing the non-readers must clear it."""
+    d = ferryd_factory("--memory-high-watermark", str(16 << 20))
+    pub = open_conn(d.host, d.port)
+    pub.send(R.method_frame(1, EXCHANGE_DECLARE, R.short(0) + R.shortstr("fan") + R.shortstr("fanout") +
+                            R.bits(False, False, False, False, False) + R.table({})))
+    expect(pub, EXCHANGE_DECLARE_OK)
+    readers = []
+    for i in range(10):
+        declare(pub, f"fan-{i}")
+        pub.send(R.method_frame(1, QUEUE_BIND, R.short(0) + R.shortstr(f"fan-{i}") + R.shortstr("fan") +
+                                R.shortstr("") + R.bits(False) + R.table({})))
+        expect(pub, QUEUE_BIND_OK)
+        c = open_conn(d.host, d.port)
+        c.send(R.method_frame(1, BASIC_CONSUME, consume_args(f"fan-{i}", f"c{i}")))  # no-ack: nothing held unacked
+        expect(c, BASIC_CONSUME_OK)
+        readers.append(c)  # from here on never read
+    body = b"b" * 65536
+    frames = b"".join(R.method_frame(1, R.BASIC_PUBLISH, R.basic_publish_args("fan", "")) +
+                      R.header_frame(1, len(body)) + R.body_frame(1, body) for _ in range(128))
+    pub.send(frames)
+    assert wait_method(pub, CONNECTION_BLOCKED, 15) is not None, (
+        "ten consumers' output buffers holding ~40 MiB did not raise a 16 MiB memory alarm")
+    for c in readers:
+        c.close()
+    assert wait_method(pub, CONNECTION_UNBLOCKED, 15) is not None, "the alarm stayed after the non-readers left"
+    pub.close()
+
+
+def test_a_pending_store_batch_on_a_slow_disk_counts_toward_the_watermark(ferryd_factory):
+    """Persistent publishes without confirms on a disk whose fdatasync takes 3 s: the records
+    waiting for the writer are a second copy of every message. 12 MiB of messages stay under
+    a 20 MiB watermark; with their 12 MiB of records waiting it must be raised, and once the
+    slow sync is done and they are consumed it must clear."""
+    d = ferryd_factory("--memory-high-watermark", str(20 << 20),
+                       env={"FERRY_IO_FAULTS": "op=fdatasync,p=1,delay=3000"})
+    c = open_conn(d.host, d.port)
+    declare(c, "slow", durable=True)
+    body = b"s" * 65536
+    frames = b"".join(R.method_frame(1, R.BASIC_PUBLISH, R.basic_publish_args("", "slow")) +
+                      R.header_frame(1, len(body), flags=1 << 12, props=R.octet(2)) + R.body_frame(1, body)
+                      for _ in range(192))
+    c.send(frames)
+    assert wait_method(c, CONNECTION_BLOCKED, 20) is not None, (
+        "12 MiB of records waiting for a slow fdatasync did not raise a 20 MiB memory alarm")
+    admin = open_conn(d.host, d.port)
+    purge(admin, "slow")
+    assert wait_method(c, CONNECTION_UNBLOCKED, 30) is not None, "the alarm stayed after the batch was written"
     admin.close()
     c.close()

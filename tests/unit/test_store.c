@@ -14,6 +14,7 @@
 #include "record.h"
 #include "recover.h"
 #include "segment.h"
+#include "store.h"
 #include "storeio.h"
 #include "unit.h"
 #include "util.h"
@@ -899,6 +900,134 @@ static void test_recovery_takes_moved_copies_in_order_once_the_old_segment_is_go
     rm_dir(tmpdir);
 }
 
+/* ---- the facade (store.h), driven by an owner that is not a broker ---- */
+
+typedef struct towner {
+    defs d; /* first: the definitions sink's ctx */
+    rec_log l;
+    uint32_t qid; /* the one durable queue it defines (0: none yet) */
+    int nsynced, nmeta, nalarm, nemit;
+    uint64_t synced_gen, meta_gen;
+    int synced_ok, meta_ok, meta_first;
+} towner;
+
+static void o_synced(void *ctx, uint64_t gen, int ok) {
+    towner *o = ctx;
+    o->nsynced++;
+    o->synced_gen = gen;
+    o->synced_ok = ok;
+}
+static void o_meta_synced(void *ctx, uint64_t gen, int ok) {
+    towner *o = ctx;
+    o->nmeta++;
+    o->meta_gen = gen;
+    o->meta_ok = ok;
+    o->meta_first = o->nsynced == 0;
+}
+static void o_disk_alarm(void *ctx, int on) {
+    (void)on;
+    ((towner *)ctx)->nalarm++;
+}
+static void o_emit(void *ctx, buf *out, uint64_t salt) {
+    towner *o = ctx;
+    o->nemit++;
+    if (o->qid)
+        meta_put_queue(out, salt, o->qid, S("/"), S("q"), 0, S(""));
+}
+static void t_queues(void *ctx, void (*add)(void *rc, const rqueue *info), void *rc) {
+    r_queues(&((towner *)ctx)->l, add, rc);
+}
+static void t_dedup(void *ctx, void *q, const message *m, uint64_t at, uint32_t seg) {
+    r_dedup(&((towner *)ctx)->l, q, m, at, seg);
+}
+static void t_copy(void *ctx, void *q, const rcopy *c) { r_copy(&((towner *)ctx)->l, q, c); }
+static void t_next_seq(void *ctx, void *q, uint64_t next) { r_next_seq(&((towner *)ctx)->l, q, next); }
+static int t_delayed(void *ctx, uint64_t sid, uint64_t due, slice x, void *q, message *m, uint32_t seg) {
+    return r_delayed(&((towner *)ctx)->l, sid, due, x, q, m, seg);
+}
+static const recover_sink towner_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access},
+                                         t_queues,
+                                         t_dedup,
+                                         t_copy,
+                                         t_next_seq,
+                                         t_delayed};
+
+static message *persistent_message(const char *body) {
+    size_t n = strlen(body);
+    message *m = message_new(S("ex"), S("key"), PERSISTENT, n);
+    memcpy(msg_body(m), body, n);
+    return m;
+}
+
+static void test_the_store_facade_takes_records_and_answers_its_owner(void) {
+    fresh_dir();
+    rmdir(segdir); /* an empty data directory */
+    loop *lp = loop_new();
+    store_config cfg = {.segment_size = 1 << 20, .memory_budget = UINT64_MAX, .disk_free_limit = 0, .loop = lp};
+    towner o = {0};
+    store_owner own = {&o, o_synced, o_meta_synced, o_disk_alarm, o_emit};
+    store_recovered info;
+    char err[600] = "";
+    store *s = store_open(&cfg, &own, &towner_sink, tmpdir, &info, err, sizeof err);
+    CHECK(s && !err[0] && info.messages == 0 && o.nemit == 1);
+    if (!s) {
+        loop_free(lp);
+        rm_dir(tmpdir);
+        return;
+    }
+
+    /* a durable queue, then two messages to it, one delivered, and a delayed message */
+    o.qid = store_new_qid(s);
+    buf b;
+    buf_init(&b);
+    meta_put_queue(&b, store_meta_salt(s), o.qid, S("/"), S("q"), 0, S(""));
+    uint64_t gen = store_gen(s);
+    store_meta_append(s, &b);
+    CHECK(store_meta_count(s) == 1);
+    message *m1 = persistent_message("one"), *m2 = persistent_message("two");
+    uint64_t seq1 = 1, seq2 = 2;
+    uint32_t seg1 = store_publish(s, m1, &o.qid, &seq1, 1);
+    store_publish(s, m2, &o.qid, &seq2, 1);
+    CHECK(seg1 == m1->seg && m1->in_store && store_appended(s) == 2);
+    store_delivered(s, o.qid, seq2);
+    rec_delayed dl = {.due = wall_ms() + 3600000, .to_queue = 1, .qid = o.qid, .exchange = S(""), .rkey = S("k"),
+                      .props = PERSISTENT, .body = S("d")};
+    uint32_t dseg = 0;
+    uint64_t sid = store_delayed(s, &dl, &dseg);
+    CHECK(sid == 1 && dl.sid == 1 && dseg == seg1 && store_appended(s) == 3);
+
+    /* the batch goes to the writer; the owner hears meta_synced, then synced, for its gen */
+    store_kick(s);
+    for (int i = 0; i < 500 && !o.nsynced; i++)
+        loop_step(lp, 10);
+    CHECK(o.nsynced == 1 && o.synced_gen == gen && o.synced_ok);
+    CHECK(o.nmeta == 1 && o.meta_gen == gen && o.meta_ok && o.meta_first && o.nalarm == 0);
+
+    /* the first copy is acked; close writes what is pending */
+    store_settle(s, o.qid, seq1, seg1);
+    store_close(s);
+    message_unref(m1);
+    message_unref(m2);
+
+    /* reopened: the queue's definition, the second copy (delivered) and the delayed message */
+    towner o2 = {.l = {.nq = 1}};
+    o2.l.q[0] = (rcq){.qid = o.qid, .pageable = 1};
+    o2.qid = o.qid;
+    s = store_open(&cfg, &(store_owner){&o2, o_synced, o_meta_synced, o_disk_alarm, o_emit}, &towner_sink, tmpdir,
+                   &info, err, sizeof err);
+    CHECK(s != NULL);
+    CHECK(o2.d.nq == 1 && o2.d.last_qid == o.qid && o2.nemit == 1);
+    CHECK(info.messages == 1 && o2.l.q[0].n == 1 && o2.l.q[0].seqs[0] == 2 && o2.l.q[0].deliveries[0] == 1);
+    CHECK(o2.l.q[0].next_seq == 3);
+    CHECK(o2.l.ndelayed == 1 && o2.l.delayed_sids[0] == sid);
+    if (s) {
+        CHECK(store_new_qid(s) == o.qid + 1);
+        store_close(s);
+    }
+    loop_free(lp);
+    rm_dir(tmpdir);
+}
+
 int main(void) {
     log_level = LOG_ERROR + 1; /* the damaged cases log on purpose */
     sio_init();
@@ -932,6 +1061,8 @@ int main(void) {
          test_recovery_keeps_one_copy_when_both_the_old_segment_and_its_moves_are_there},
         {"recovery_takes_moved_copies_in_order_once_the_old_segment_is_gone",
          test_recovery_takes_moved_copies_in_order_once_the_old_segment_is_gone},
+        {"the_store_facade_takes_records_and_answers_its_owner",
+         test_the_store_facade_takes_records_and_answers_its_owner},
     };
     return unit_run(tests, sizeof tests / sizeof tests[0]);
 }
