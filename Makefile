@@ -5,7 +5,7 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Werror
 BASE      = -std=c11 -D_GNU_SOURCE -Isrc $(WARN) -MMD -MP
-LDLIBS    = -lpthread -lssl -lcrypto
+LDLIBS    = -lpthread -lssl -lcrypto -ljansson
 SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # The wire codec is shared by the broker, the CLI (load generator) and the fuzz target.

@@ -162,8 +162,8 @@ static int check_type_support(channel *ch, slice qname, slice args, int quorum) 
             if (!a->types || !slice_eqs(k, a->name) || strchr(a->types, type))
                 continue;
             channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE,
-                                "invalid arg '%s' for queue '%.*s' in vhost '/' of queue type %s", a->name,
-                                (int)qname.n, (const char *)qname.p,
+                                "invalid arg '%s' for queue '%.*s' in vhost '%s' of queue type %s", a->name,
+                                (int)qname.n, (const char *)qname.p, ch_vhost(ch),
                                 quorum ? "rabbit_quorum_queue" : "rabbit_classic_queue");
             return -1;
         }
@@ -181,8 +181,8 @@ int args_check_queue_declare(channel *ch, slice name, int durable, int exclusive
         return 0;
     const char *prop = auto_delete ? "auto-delete" : exclusive ? "exclusive-owner" : !durable ? "non-durable" : NULL;
     if (prop) {
-        channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE, "invalid property '%s' for queue '%.*s' in vhost '/'",
-                            prop, (int)name.n, (const char *)name.p);
+        channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE, "invalid property '%s' for queue '%.*s' in vhost '%s'",
+                            prop, (int)name.n, (const char *)name.p, ch_vhost(ch));
         return -1;
     }
     return 0;
@@ -219,8 +219,8 @@ static int check_equivalent(channel *ch, unsigned mid, const char *kind, slice n
         describe(&a, ha, ra, sizeof ra);
     }
     channel_close_error(ch, PRECONDITION_FAILED, mid,
-                        "inequivalent arg '%s' for %s '%.*s' in vhost '/': received %s but current is %s", key, kind,
-                        (int)name.n, (const char *)name.p, rb, ra);
+                        "inequivalent arg '%s' for %s '%.*s' in vhost '%s': received %s but current is %s", key, kind,
+                        (int)name.n, (const char *)name.p, ch_vhost(ch), rb, ra);
     return -1;
 }
 
@@ -242,8 +242,9 @@ int check_flag(channel *ch, unsigned mid, const char *kind, slice name, const ch
     if (have == got)
         return 0;
     channel_close_error(ch, PRECONDITION_FAILED, mid,
-                        "inequivalent arg '%s' for %s '%.*s' in vhost '/': received '%s' but current is '%s'", arg,
-                        kind, (int)name.n, (const char *)name.p, got ? "true" : "false", have ? "true" : "false");
+                        "inequivalent arg '%s' for %s '%.*s' in vhost '%s': received '%s' but current is '%s'", arg,
+                        kind, (int)name.n, (const char *)name.p, ch_vhost(ch), got ? "true" : "false",
+                        have ? "true" : "false");
     return -1;
 }
 

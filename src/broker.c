@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "memacct.h"
 #include "tls.h"
 #include "persist.h"
@@ -23,21 +24,37 @@
 
 #define TICK_MS 250 /* heartbeats go out every half interval, so at least 2 ticks per second */
 
-exchange *broker_exchange(broker *b, slice name) { return map_get(&b->exchanges, (const char *)name.p, name.n); }
+exchange *broker_exchange(vhost *vh, slice name) { return map_get(&vh->exchanges, (const char *)name.p, name.n); }
 
-queue *broker_queue(broker *b, slice name) { return map_get(&b->queues, (const char *)name.p, name.n); }
+queue *broker_queue(vhost *vh, slice name) { return map_get(&vh->queues, (const char *)name.p, name.n); }
 
-void broker_remove_exchange(broker *b, exchange *x) {
-    map_del(&b->exchanges, x->name, x->name_len);
-    persist_exchange(b->store, x, 0);
+void broker_add_exchange(exchange *x) { map_put(&x->vh->exchanges, x->name, x->name_len, x); }
+
+void broker_add_queue(queue *q) { map_put(&q->vh->queues, q->name, q->name_len, q); }
+
+void broker_remove_exchange(exchange *x) {
+    map_del(&x->vh->exchanges, x->name, x->name_len);
+    persist_exchange(x->b->store, x, 0);
     exchange_free(x);
 }
 
-void broker_remove_queue(broker *b, queue *q) {
-    if (map_get(&b->queues, q->name, q->name_len) == q) {
-        map_del(&b->queues, q->name, q->name_len);
-        persist_queue(b->store, q, 0);
+void broker_remove_queue(queue *q) {
+    vhost *vh = q->vh;
+    if (map_get(&vh->queues, q->name, q->name_len) == q) {
+        map_del(&vh->queues, q->name, q->name_len);
+        persist_queue(q->b->store, q, 0);
         queue_unref(q); /* the map's reference */
+    }
+}
+
+void broker_each_queue(broker *b, void (*fn)(void *ctx, queue *q), void *ctx) {
+    size_t i = 0, k;
+    map_entry *e, *f;
+    while (map_iter(&b->vhosts, &i, &e)) {
+        vhost *vh = e->val;
+        k = 0;
+        while (map_iter(&vh->queues, &k, &f))
+            fn(ctx, f->val);
     }
 }
 
@@ -143,20 +160,14 @@ void broker_set_alarm(broker *b, int which, int on) {
         conn_set_blocked(c, b->alarms != 0);
 }
 
-static void add_builtin(broker *b, const char *name, int type) {
-    exchange *x = exchange_new(b, slice_str(name), type, 1, 0, 0, (slice){NULL, 0});
-    x->builtin = 1;
-    map_put(&b->exchanges, x->name, x->name_len, x);
-}
-
 /* Message memory is over --memory-budget: deep queues move bodies far from their head to
  * the log (queue_page_out), a bounded amount per loop batch, until it is under again. */
-static void page_out(broker *b) {
-    size_t i = 0;
-    map_entry *e;
-    while (message_bytes() > b->cfg.memory_budget && map_iter(&b->queues, &i, &e))
-        queue_page_out(e->val, 16384);
+static void page_out_one(void *ctx, queue *q) {
+    broker *b = ctx;
+    if (message_bytes() > b->cfg.memory_budget)
+        queue_page_out(q, 16384);
 }
+static void page_out(broker *b) { broker_each_queue(b, page_out_one, b); }
 
 static int after_batch(void *ud) {
     broker *b = ud;
@@ -247,55 +258,67 @@ static void on_signal(io_handler *h, uint32_t events) {
  * objects and is the one writer of its name maps ---- */
 
 /* A durable exchange from meta.log (an unknown type, or a name already taken, is skipped). */
-static void rec_exchange(void *ctx, slice name, uint8_t type, uint8_t flags, slice args) {
+static void rec_exchange(void *ctx, slice vhname, slice name, uint8_t type, uint8_t flags, slice args) {
     broker *b = ctx;
-    if (type > EX_DELAYED || broker_exchange(b, name))
+    vhost *vh = vhost_get(b, vhname);
+    if (type > EX_DELAYED || broker_exchange(vh, name))
         return;
-    exchange *x = exchange_new(b, name, type, flags & 1, (flags >> 1) & 1, (flags >> 2) & 1, args);
+    exchange *x = exchange_new(vh, name, type, flags & 1, (flags >> 1) & 1, (flags >> 2) & 1, args);
     fval dt;
     int sub;
     if (type == EX_DELAYED && table_get(args, "x-delayed-type", &dt) && fval_is_str(&dt) &&
         exchange_type_parse(dt.s, &sub) == 0 && sub != EX_DELAYED)
         x->subtype = sub; /* as exchange.declare set it */
-    map_put(&b->exchanges, x->name, x->name_len, x);
+    broker_add_exchange(x);
 }
 
-static void rec_exchange_delete(void *ctx, slice name) {
+static void rec_exchange_delete(void *ctx, slice vhname, slice name) {
     broker *b = ctx;
-    exchange *x = broker_exchange(b, name);
+    vhost *vh = vhost_find(b, vhname);
+    exchange *x = vh ? broker_exchange(vh, name) : NULL;
     if (x && !x->builtin)
-        broker_remove_exchange(b, x);
+        broker_remove_exchange(x);
 }
 
 /* A durable queue from meta.log; a later definition of the same name replaces the earlier. */
-static void rec_queue(void *ctx, uint32_t qid, slice name, uint8_t flags, slice args) {
+static void rec_queue(void *ctx, uint32_t qid, slice vhname, slice name, uint8_t flags, slice args) {
     broker *b = ctx;
-    queue *old = broker_queue(b, name);
+    vhost *vh = vhost_get(b, vhname);
+    queue *old = broker_queue(vh, name);
     if (old)
         queue_delete(old);
-    queue *q = queue_new(b, name, 1, 0, flags & 1, NULL, args);
+    queue *q = queue_new(vh, name, 1, 0, flags & 1, NULL, args);
     q->qid = qid;
-    map_put(&b->queues, q->name, q->name_len, q);
+    broker_add_queue(q);
+}
+
+struct qid_find {
+    uint32_t qid;
+    queue *q;
+};
+static void find_qid(void *ctx, queue *q) {
+    struct qid_find *f = ctx;
+    if (q->qid == f->qid)
+        f->q = q;
 }
 
 static void rec_queue_delete(void *ctx, uint32_t qid) {
     broker *b = ctx;
-    size_t i = 0;
-    map_entry *e;
-    while (map_iter(&b->queues, &i, &e)) {
-        queue *q = e->val;
-        if (q->qid == qid) {
-            queue_delete(q);
-            break;
-        }
-    }
+    struct qid_find f = {qid, NULL};
+    broker_each_queue(b, find_qid, &f);
+    if (f.q)
+        queue_delete(f.q);
 }
 
-static void rec_binding(void *ctx, int add, slice src, int to_exchange, slice dst, slice key, slice args) {
+static void rec_binding(void *ctx, int add, slice vhname, slice src, int to_exchange, slice dst, slice key,
+                        slice args) {
     broker *b = ctx;
-    exchange *x = broker_exchange(b, src);
-    queue *q = to_exchange ? NULL : broker_queue(b, dst);
-    exchange *dx = to_exchange ? broker_exchange(b, dst) : NULL;
+    vhost *vh = vhost_find(b, vhname);
+    if (!vh)
+        return;
+    exchange *x = broker_exchange(vh, src);
+    queue *q = to_exchange ? NULL : broker_queue(vh, dst);
+    exchange *dx = to_exchange ? broker_exchange(vh, dst) : NULL;
     if (!x || (!q && !dx))
         return;
     binding *bd = binding_find(x, q, dx, key, args);
@@ -305,15 +328,19 @@ static void rec_binding(void *ctx, int add, slice src, int to_exchange, slice ds
         binding_remove(bd);
 }
 
+struct rec_add {
+    void (*add)(void *rc, const rqueue *info);
+    void *rc;
+};
+static void rec_queue_add(void *ctx, queue *q) {
+    struct rec_add *ra = ctx;
+    if (q->qid)
+        ra->add(ra->rc, &(rqueue){q->qid, q, q->dedup_window, q->max_bytes < 0});
+}
+
 static void rec_queues(void *ctx, void (*add)(void *rc, const rqueue *info), void *rc) {
-    broker *b = ctx;
-    size_t i = 0;
-    map_entry *e;
-    while (map_iter(&b->queues, &i, &e)) {
-        queue *q = e->val;
-        if (q->qid)
-            add(rc, &(rqueue){q->qid, q, q->dedup_window, q->max_bytes < 0});
-    }
+    struct rec_add ra = {add, rc};
+    broker_each_queue(ctx, rec_queue_add, &ra);
 }
 
 static void rec_dedup(void *ctx, void *q, const message *m, uint64_t at, uint32_t seg) {
@@ -361,7 +388,8 @@ static void rec_next_seq(void *ctx, void *qp, uint64_t next) {
 
 static int rec_delayed(void *ctx, uint64_t sid, uint64_t due, slice xname, void *qp, message *m, uint32_t seg) {
     broker *b = ctx;
-    exchange *x = xname.p ? broker_exchange(b, xname) : NULL;
+    /* Delayed records name their exchange without its vhost: they go back to "/" (see README). */
+    exchange *x = xname.p ? broker_exchange(b->vh_default, xname) : NULL;
     queue *q = xname.p ? NULL : qp;
     if (!x && !q)
         return 0;
@@ -372,7 +400,7 @@ static int rec_delayed(void *ctx, uint64_t sid, uint64_t due, slice xname, void 
 }
 
 static const recover_sink broker_recovery = {
-    .defs = {rec_exchange, rec_exchange_delete, rec_queue, rec_queue_delete, rec_binding},
+    .defs = {rec_exchange, rec_exchange_delete, rec_queue, rec_queue_delete, rec_binding, access_recover},
     .queues = rec_queues,
     .dedup = rec_dedup,
     .copy = rec_copy,
@@ -395,16 +423,12 @@ int broker_init(broker *b, const config *cfg) {
     b->loop = loop_new();
     if (!b->loop)
         return -1;
-    map_init(&b->exchanges);
-    map_init(&b->queues);
+    map_init(&b->vhosts);
     map_init(&b->reply_to);
-    /* The default exchange and the amq.* exchanges exist in every vhost (spec 3.1.3). */
-    add_builtin(b, "", EX_DIRECT);
-    add_builtin(b, "amq.direct", EX_DIRECT);
-    add_builtin(b, "amq.fanout", EX_FANOUT);
-    add_builtin(b, "amq.topic", EX_TOPIC);
-    add_builtin(b, "amq.headers", EX_HEADERS);
-    add_builtin(b, "amq.match", EX_HEADERS);
+    b->access = xcalloc(1, sizeof *b->access);
+    access_init(b->access);
+    b->access->rabbit_hashes = cfg->rabbit_password_hashes;
+    b->vh_default = vhost_get(b, slice_str("/"));
     char err[1500];
     if (cfg->tls_cert[0]) { /* before recovery, so a bad certificate is reported at once */
         b->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, cfg->tls_ca, cfg->tls_verify, err, sizeof err);
@@ -415,6 +439,14 @@ int broker_init(broker *b, const config *cfg) {
     }
     if (persist_open(b, &broker_recovery, err, sizeof err) < 0) {
         log_error("%s", err);
+        return -1;
+    }
+    if (access_setup(b, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (access_start(b->access, b->loop) != 0) {
+        log_error("cannot start the password-check thread");
         return -1;
     }
     for (int t = 0; t < (b->tls ? 2 : 1); t++) {
@@ -454,18 +486,16 @@ void broker_shutdown(broker *b) {
     deadletter_settle_all(b);
     /* Write what is pending; from here on, tearing down memory is not a deletion. */
     persist_close(b);
-    size_t i = 0;
-    map_entry *e;
-    while (map_iter(&b->queues, &i, &e))
-        queue_delete(e->val);
+    vhost_free_all(b);
     after_batch(b);
     delayed_free(b);
-    i = 0;
-    while (map_iter(&b->exchanges, &i, &e))
-        exchange_free(e->val);
-    map_free(&b->exchanges);
-    map_free(&b->queues);
+    vhost_free_exchanges(b);
     map_free(&b->reply_to);
+    if (b->access) {
+        access_free(b->access);
+        free(b->access);
+        b->access = NULL;
+    }
     for (int k = 0; k < b->nlisten; k++) {
         close(b->listen_fds[k]);
         free(b->listen_io[k]);

@@ -28,6 +28,7 @@ typedef struct queue queue;
 typedef struct exchange exchange;
 typedef struct consumer consumer;
 typedef struct binding binding;
+typedef struct vhost vhost;
 
 /* message.c: the message struct and its reference counting are in message.h (the store
  * keeps messages too). */
@@ -87,6 +88,7 @@ struct queue {
     char *name;
     size_t name_len;
     broker *b;
+    vhost *vh;     /* the virtual host it lives in (its name map) */
     uint32_t refs; /* the broker's map holds one; each unacked delivery holds one */
     uint32_t qid;  /* store id of a durable queue (0: not stored) */
     uint8_t deleted, durable, exclusive, auto_delete, had_consumer, dirty;
@@ -131,7 +133,7 @@ struct queue {
     struct dedup *dedup;      /* its message-ids, created on first use */
 };
 
-queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args);
+queue *queue_new(vhost *vh, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args);
 void queue_unref(queue *q);
 enum { OVERFLOW_DROP_HEAD, OVERFLOW_REJECT_PUBLISH, OVERFLOW_REJECT_PUBLISH_DLX };
 static inline size_t queue_ready_count(const queue *q) { return q->nready; }
@@ -256,6 +258,7 @@ struct exchange {
     char *name;
     size_t name_len;
     broker *b;
+    vhost *vh;
     int type;
     uint8_t durable, auto_delete, internal, builtin;
     uint8_t *args;
@@ -276,7 +279,7 @@ struct exchange {
 
 int exchange_type_parse(slice s, int *type);
 const char *exchange_type_name(int type);
-exchange *exchange_new(broker *b, slice name, int type, int durable, int auto_delete, int internal,
+exchange *exchange_new(vhost *vh, slice name, int type, int durable, int auto_delete, int internal,
                        slice args);
 void exchange_free(exchange *x);
 binding *binding_find(exchange *src, queue *q, exchange *dstx, slice key, slice args);
@@ -508,6 +511,9 @@ struct conn {
     uint8_t in_backlog;  /* on b->backlog: its input budget ran out with frames left */
     conn *next_backlog;
     char *user;
+    struct user *u;       /* the logged-in user (auth.h); NULL before login */
+    vhost *vh;            /* the virtual host opened (connection.open); NULL before */
+    struct authwait *auth; /* a password check in flight, or a refusal waiting out its delay */
     struct tls_conn *tls;           /* TLS connections (tls.c); NULL for plain ones */
     uint8_t tls_read_wants_write;   /* OpenSSL must write before it can read on */
     uint8_t tls_flush_wants_read;   /* ... or read before it can write the output */
@@ -541,6 +547,50 @@ int listener_open(broker *b, const char *addr, int port, int tls);
 /* A new connection on a connected non-blocking socket (accepted, or a socketpair end). */
 conn *conn_new(broker *b, int fd, int loopback, const char *peer);
 
+/* ---------------- vhost.c ---------------- */
+
+/* A virtual host: its own exchanges and queues (names are per vhost), its limits, and the
+ * connections open on it. RabbitMQ's vhost-limits: -1 = no limit. */
+struct vhost {
+    char *name;
+    size_t name_len;
+    broker *b;
+    map exchanges;
+    map queues;
+    int64_t max_connections, max_queues;
+    uint32_t nconns;
+};
+/* The vhost of this name, or NULL. */
+vhost *vhost_find(broker *b, slice name);
+/* The vhost of this name, created (with the default and amq.* exchanges) if missing. */
+vhost *vhost_get(broker *b, slice name);
+/* Shutdown: deletes every queue of every vhost (vhost_free_all), then, after the batch,
+ * frees the exchanges and the vhosts (vhost_free_exchanges). */
+void vhost_free_all(broker *b);
+void vhost_free_exchanges(broker *b);
+size_t broker_queue_count(broker *b);
+/* Calls fn for every queue of every vhost (safe against deleting that queue). */
+void broker_each_queue(broker *b, void (*fn)(void *ctx, queue *q), void *ctx);
+
+/* ---------------- access_store.c ---------------- */
+
+/* Writes every user, vhost (with its limits) and permission as M_ACCESS records (meta.log
+ * compaction, and after definitions are loaded at start). */
+void access_emit(broker *b, buf *out, uint64_t salt);
+/* Appends the whole access database to meta.log through the store (after a change at start). */
+void access_store_all(broker *b);
+/* meta_sink.access: one record back into the database (recovery). */
+void access_recover(void *ctx, slice payload);
+/* After recovery: the definitions file, or the default user on a new data directory. 0, or -1
+ * with a message in err. */
+int access_setup(broker *b, char *err, size_t errlen);
+
+/* ---------------- definitions.c ---------------- */
+
+/* Loads a RabbitMQ definitions file (rabbitmqctl export_definitions): 0, or -1 with a message
+ * in err (ferryd then refuses to start). */
+int definitions_load(broker *b, const char *path, char *err, size_t errlen);
+
 /* ---------------- broker.c ---------------- */
 
 struct store;
@@ -554,8 +604,9 @@ struct broker {
     uint32_t *scratch_qids;
     uint64_t *scratch_seqs;
     size_t scratch_cap;
-    map exchanges;
-    map queues;
+    map vhosts;    /* name -> vhost */
+    vhost *vh_default; /* "/" */
+    struct access_db *access; /* users, permissions (auth.h) */
     map reply_to; /* direct reply-to key -> channel */
     conn *conns;
     size_t nconns;
@@ -591,10 +642,13 @@ struct broker {
 int broker_init(broker *b, const config *cfg);
 void broker_run(broker *b);
 void broker_shutdown(broker *b);
-exchange *broker_exchange(broker *b, slice name);
-queue *broker_queue(broker *b, slice name);
-void broker_remove_exchange(broker *b, exchange *x);
-void broker_remove_queue(broker *b, queue *q);
+exchange *broker_exchange(vhost *vh, slice name);
+queue *broker_queue(vhost *vh, slice name);
+void broker_remove_exchange(exchange *x);
+void broker_remove_queue(queue *q);
+/* Adds a new exchange / queue to its vhost's map. */
+void broker_add_exchange(exchange *x);
+void broker_add_queue(queue *q);
 void broker_route_add(broker *b, queue *q);
 /* Puts a routed message (b->route_out) into the queues that accept it, writing one store
  * record for the durable ones if it is persistent. Returns how many took it; *rejected is

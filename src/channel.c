@@ -85,9 +85,11 @@ void channel_close_error(channel *ch, int code, unsigned class_method, const cha
 /* ---- lookups shared by the method files ---- */
 
 /* RabbitMQ's resource naming in error texts: "queue 'q' in vhost '/'". */
+const char *rs_vhost = "/";
+
 const char *rs(const char *kind, slice name) {
-    static char text[320];
-    snprintf(text, sizeof text, "%s '%.*s' in vhost '/'", kind, (int)name.n, (const char *)name.p);
+    static char text[600];
+    snprintf(text, sizeof text, "%s '%.*s' in vhost '%s'", kind, (int)name.n, (const char *)name.p, rs_vhost);
     return text;
 }
 
@@ -103,10 +105,10 @@ slice last_queue_or(channel *ch, slice name) {
 int check_exclusive(channel *ch, queue *q, unsigned mid) {
     if (q->exclusive && q->owner != ch->c) {
         channel_close_error(ch, RESOURCE_LOCKED, mid,
-                            "cannot obtain exclusive access to locked queue '%s' in vhost '/'. It could be "
+                            "cannot obtain exclusive access to locked queue '%s' in vhost '%s'. It could be "
                             "originally declared on another connection or the exclusive property value does not "
                             "match that of the original declaration.",
-                            q->name);
+                            q->name, ch_vhost(ch));
         return -1;
     }
     return 0;
@@ -118,7 +120,7 @@ queue *find_queue(channel *ch, slice name, unsigned mid) {
         channel_close_error(ch, NOT_FOUND, mid, "no previously declared queue");
         return NULL;
     }
-    queue *q = broker_queue(ch->c->b, name);
+    queue *q = broker_queue(ch->c->vh, name);
     if (!q) {
         channel_close_error(ch, NOT_FOUND, mid, "%s", rs("no queue", name));
         return NULL;
@@ -130,7 +132,7 @@ queue *find_queue(channel *ch, slice name, unsigned mid) {
 
 /* The exchange a method names, or NULL after closing the channel (404). */
 exchange *find_exchange(channel *ch, slice name, unsigned mid) {
-    exchange *x = broker_exchange(ch->c->b, name);
+    exchange *x = broker_exchange(ch->c->vh, name);
     if (!x)
         channel_close_error(ch, NOT_FOUND, mid, "%s", rs("no exchange", name));
     return x;
@@ -248,6 +250,7 @@ static void channel_method(channel *ch, const frame *f) {
 
 /* One frame for this channel: a method, or the content header / body of a publish. */
 void channel_frame(channel *ch, const frame *f) {
+    rs_vhost = ch_vhost(ch); /* RabbitMQ names resources with their vhost in error texts */
     switch (f->type) {
     case FRAME_METHOD: channel_method(ch, f); return;
     case FRAME_HEADER:

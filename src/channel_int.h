@@ -11,6 +11,7 @@
 #ifndef FERRY_CHANNEL_INT_H
 #define FERRY_CHANNEL_INT_H
 
+#include "auth.h"
 #include "broker.h"
 
 #define REPLY_TO "amq.rabbitmq.reply-to"
@@ -34,8 +35,11 @@ static inline int args_bad(const rd *r) { return r->err || rd_left(r) != 0; }
 int syntax_error(channel *ch, unsigned mid);
 /* Reads a field table argument and validates its encoding (r->err on a bad one). */
 slice read_table(rd *r);
-/* RabbitMQ's resource naming in error texts: "queue 'q' in vhost '/'" (static buffer). */
+/* RabbitMQ's resource naming in error texts: "queue 'q' in vhost '/'" (static buffer; the
+ * vhost is the one of the channel whose frame is being handled, rs_vhost). */
 const char *rs(const char *kind, slice name);
+extern const char *rs_vhost;
+static inline const char *ch_vhost(const channel *ch) { return ch->c->vh ? ch->c->vh->name : "/"; }
 /* "" in bind/consume/get/purge/delete means the channel's last declared queue. */
 slice last_queue_or(channel *ch, slice name);
 /* Another connection's exclusive queue: 405, returns -1 after closing the channel. */
@@ -43,6 +47,15 @@ int check_exclusive(channel *ch, queue *q, unsigned mid);
 /* Looks a queue / exchange up; not found (or locked): closes the channel, NULL. */
 queue *find_queue(channel *ch, slice name, unsigned mid);
 exchange *find_exchange(channel *ch, slice name, unsigned mid);
+
+/* ---- perm.c: permission checks; each returns 0, or -1 after closing the channel (403) ---- */
+
+/* which: PERM_CONFIGURE, PERM_WRITE, PERM_READ (auth.h); kind "exchange" or "queue". */
+int perm_check(channel *ch, int which, const char *kind, slice name, unsigned mid);
+int perm_check_topic(channel *ch, const exchange *x, int which, slice rkey, unsigned mid);
+int perm_check_bind(channel *ch, const char *dst_kind, slice dst, slice src, slice key, unsigned mid);
+int perm_check_new_queue(channel *ch, slice name, slice args);
+int perm_check_new_exchange(channel *ch, slice name, slice args);
 
 /* ---- declare.c ---- */
 

@@ -86,25 +86,24 @@ void chwait_get(channel *ch, queue *q, int no_ack) {
 /* The sync failed: undo the change as the loop-thread write used to. */
 static void undo(channel *ch) {
     struct chwait *w = &ch->wait;
-    broker *b = ch->c->b;
     if (w->kind == CW_QUEUE_DECLARE) {
         if (!w->q->deleted)
             queue_delete(w->q);
         channel_close_error(ch, RESOURCE_ERROR, QUEUE_DECLARE, "cannot store durable %s: the disk is full or failing",
                             rs("queue", w->a));
     } else if (w->kind == CW_EXCHANGE_DECLARE) {
-        exchange *x = broker_exchange(b, w->a);
+        exchange *x = broker_exchange(ch->c->vh, w->a);
         if (x && !x->builtin) {
             x->durable = 0; /* nothing to un-store */
-            broker_remove_exchange(b, x);
+            broker_remove_exchange(x);
         }
         channel_close_error(ch, RESOURCE_ERROR, EXCHANGE_DECLARE, "cannot store durable %s: the disk is full or failing",
                             rs("exchange", w->a));
     } else if (w->kind == CW_BIND) {
         /* a: the source exchange; b: the destination queue (QUEUE_BIND) or exchange */
-        exchange *src = broker_exchange(b, w->a);
-        queue *q = w->mid == QUEUE_BIND ? broker_queue(b, w->b) : NULL;
-        exchange *dstx = w->mid == QUEUE_BIND ? NULL : broker_exchange(b, w->b);
+        exchange *src = broker_exchange(ch->c->vh, w->a);
+        queue *q = w->mid == QUEUE_BIND ? broker_queue(ch->c->vh, w->b) : NULL;
+        exchange *dstx = w->mid == QUEUE_BIND ? NULL : broker_exchange(ch->c->vh, w->b);
         if (q && q->deleted)
             q = NULL;
         binding *bd = src && (q || dstx) ? binding_find(src, q, dstx, w->key, w->args) : NULL;
@@ -122,6 +121,7 @@ void channel_meta_synced(channel *ch, uint64_t gen, int ok) {
     if (w->kind == CW_NONE || w->kind == CW_GET || w->gen > gen)
         return;
     if (!ok) {
+        rs_vhost = ch_vhost(ch);
         undo(ch); /* channel_close_error releases the wait */
         if (ch->wait.kind != CW_NONE)
             unpark(ch);

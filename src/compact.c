@@ -161,11 +161,10 @@ static uint64_t publish_time(const found *f, size_t n) {
 
 /* Finds everything live in segment seg: ready entries of every queue, unacknowledged
  * deliveries of every channel, delayed messages. */
+static void find_live_queue(void *ctx, queue *q) { queue_each_ready(q, see_ready, ctx); }
+
 static void find_live(broker *b, scan *sc) {
-    size_t i = 0;
-    map_entry *e;
-    while (map_iter(&b->queues, &i, &e))
-        queue_each_ready(e->val, see_ready, sc);
+    broker_each_queue(b, find_live_queue, sc);
     for (conn *c = b->conns; c; c = c->next) {
         for (uint32_t k = 0; k < c->nchans; k++) {
             channel *ch = c->chans[k];

@@ -24,6 +24,7 @@ void config_defaults(config *c) {
     snprintf(c->default_user, sizeof c->default_user, "guest");
     snprintf(c->default_pass, sizeof c->default_pass, "guest");
     c->loopback_users_only = 1;
+    snprintf(c->loopback_users, sizeof c->loopback_users, "guest");
     c->segment_size = 64u << 20;
     c->disk_free_limit = 50u * 1000 * 1000; /* RabbitMQ's default disk_free_limit */
     /* RabbitMQ's default vm_memory_high_watermark: 40% of the machine's memory */
@@ -123,6 +124,35 @@ static int set(config *c, const char *name, const char *val, char *err, int errl
         snprintf(c->bind[c->nbind++], sizeof c->bind[0], "%s", val);
         return 0;
     }
+    if (strcmp(name, "definitions") == 0) {
+        if (!*val || strlen(val) >= sizeof c->definitions) {
+            snprintf(err, (size_t)errlen, "invalid value for definitions (a file name)");
+            return -1;
+        }
+        snprintf(c->definitions, sizeof c->definitions, "%s", val);
+        return 0;
+    }
+    if (strcmp(name, "loopback-users") == 0) {
+        if (strlen(val) >= sizeof c->loopback_users) {
+            snprintf(err, (size_t)errlen, "invalid value for loopback-users (too long)");
+            return -1;
+        }
+        snprintf(c->loopback_users, sizeof c->loopback_users, "%s", strcmp(val, "none") == 0 ? "" : val);
+        return 0;
+    }
+    if (strcmp(name, "password-hashing") == 0) {
+        if (strcmp(val, "pbkdf2") == 0 || strcmp(val, "ferry_password_hashing_pbkdf2_sha256") == 0) {
+            c->rabbit_password_hashes = 0;
+            return 0;
+        }
+        if (strcmp(val, "rabbit_password_hashing_sha256") == 0 || strcmp(val, "sha256") == 0) {
+            c->rabbit_password_hashes = 1;
+            return 0;
+        }
+        snprintf(err, (size_t)errlen,
+                 "invalid value '%s' for password-hashing (pbkdf2 or rabbit_password_hashing_sha256)", val);
+        return -1;
+    }
     if (strcmp(name, "log-level") == 0) {
         static const char *levels[] = {"debug", "info", "warning", "error"};
         for (int i = 0; i < 4; i++) {
@@ -203,6 +233,9 @@ static const char usage[] =
     "  --memory-high-watermark N  block publishers above this many bytes of messages (default 40% of RAM)\n"
     "  --memory-budget N      above this many bytes of messages, bodies of deep queues live only on\n"
     "                         disk (read back ahead of consumers; default 10% of RAM, at most 128 MiB)\n"
+    "  --definitions FILE     load users, vhosts, permissions and topology from a RabbitMQ definitions file\n"
+    "  --loopback-users LIST  users that may connect only from loopback, comma-separated (default guest; none)\n"
+    "  --password-hashing H   new password hashes: pbkdf2 (default) or rabbit_password_hashing_sha256\n"
     "  --tls-port N           AMQP over TLS (amqps) port (default 5671 when --tls-cert is given)\n"
     "  --tls-cert FILE        server certificate (PEM, may hold the chain); turns TLS on\n"
     "  --tls-key FILE         its private key (PEM)\n"

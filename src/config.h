@@ -19,7 +19,11 @@ typedef struct config {
     int log_level;
     char default_user[64];
     char default_pass[64];
-    int loopback_users_only; /* guest only from loopback, as RabbitMQ's loopback_users */
+    int loopback_users_only; /* (unused: see loopback_users) */
+    char loopback_users[512]; /* users that may connect only from loopback, comma-separated
+                               * (RabbitMQ's loopback_users; default "guest"; "" = none) */
+    char definitions[512];    /* a RabbitMQ definitions file loaded at start ("" = none) */
+    int rabbit_password_hashes; /* new password hashes RabbitMQ-style (sha256), not PBKDF2 */
     uint64_t segment_size;          /* message log segments roll over at about this size */
     uint64_t disk_free_limit;       /* below this much free disk, publishers are blocked */
     uint64_t memory_high_watermark; /* above this much message memory, publishers are blocked */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "memacct.h"
+#include "auth.h"
 #include "tls.h"
 #include "util.h"
 
@@ -258,7 +259,7 @@ int conn_can_deliver(const conn *c) { return c->state == CONN_OPENED && c->out.l
 /* Input is read unless the output backs up, a resource alarm blocks this publisher, or a
  * tx.commit waits for the store. */
 static int input_allowed(const conn *c) {
-    return !c->read_paused && !(c->blocked && c->has_published) && !c->store_wait;
+    return !c->read_paused && !(c->blocked && c->has_published) && !c->store_wait && !c->auth;
 }
 
 static void update_events(conn *c) {
@@ -484,6 +485,8 @@ static void release_channels(conn *c) {
         if (c->chans[i]) {
             channel_free(c->chans[i]);
             c->chans[i] = NULL;
+            if (c->u)
+                c->u->nchannels--;
         }
     }
     c->open_channels = 0;
@@ -491,15 +494,18 @@ static void release_channels(conn *c) {
 
 /* Exclusive queues belong to their connection and go with it. */
 static void delete_exclusive_queues(conn *c) {
-    broker *b = c->b;
+    if (!c->vh)
+        return;
     size_t i = 0;
     map_entry *e;
-    while (map_iter(&b->queues, &i, &e)) {
+    while (map_iter(&c->vh->queues, &i, &e)) {
         queue *q = e->val;
         if (q->exclusive && q->owner == c)
             queue_delete(q);
     }
 }
+
+static void auth_abandon(conn *c);
 
 void conn_destroy(conn *c) {
     if (c->state == CONN_DEAD)
@@ -509,6 +515,12 @@ void conn_destroy(conn *c) {
     backlog_remove(c);
     release_channels(c);
     delete_exclusive_queues(c);
+    auth_abandon(c);
+    if (c->vh) {
+        c->vh->nconns--;
+        if (c->u)
+            c->u->nconns--;
+    }
     loop_del(c->b->loop, c->fd);
     close(c->fd);
     c->fd = -1;
@@ -644,28 +656,22 @@ static void send_empty_method(conn *c, uint16_t ch, unsigned mid) {
 
 /* ---- handshake ---- */
 
-static int check_login(conn *c, slice user, slice pass) {
-    const config *cfg = &c->b->cfg;
-    if (!slice_eqs(user, cfg->default_user) || !slice_eqs(pass, cfg->default_pass))
-        return -1;
-    /* RabbitMQ's loopback_users: the default user may only connect from loopback. */
-    if (cfg->loopback_users_only && !c->loopback)
-        return -2;
-    return 0;
-}
-
-/* EXTERNAL: the verified client certificate names the user (its distinguished name, or its
- * CN with ssl-cert-login-from = common_name); no password. The user must exist: today the one
- * user is the configured default user, still only from loopback (RabbitMQ's loopback_users
- * applies to every mechanism). 0, or -1 (no such user) / -2 (loopback only). */
-static int external_login(conn *c, char *name, size_t n) {
-    const config *cfg = &c->b->cfg;
-    if (!c->tls || tls_peer_user(c->tls, cfg->cert_login_from_cn, name, n) < 0)
-        return -1;
-    if (strcmp(name, cfg->default_user) != 0)
-        return -1;
-    if (cfg->loopback_users_only && !c->loopback)
-        return -2;
+/* RabbitMQ's loopback_users: these users may connect only from a loopback address. */
+static int loopback_only(const config *cfg, slice user) {
+    const char *p = cfg->loopback_users;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        while (n && p[0] == ' ')
+            p++, n--;
+        while (n && p[n - 1] == ' ')
+            n--;
+        if (n == user.n && n && memcmp(p, user.p, n) == 0)
+            return 1;
+        if (!e)
+            break;
+        p = e + 1;
+    }
     return 0;
 }
 
@@ -681,15 +687,171 @@ static void read_client_capabilities(conn *c, slice props) {
         c->cap_blocked = (uint8_t)f.i;
 }
 
-static void auth_failed(conn *c, const char *mech, slice user, int why) {
-    log_warn("connection %llu (%s): login refused for user '%.*s' (%s)", (unsigned long long)c->id, c->peer,
-             (int)user.n, user.p ? (const char *)user.p : "", why == -2 ? "default user only from loopback" : "bad credentials");
+/* A refused login, once its delay has passed: the same answer whatever was wrong. */
+static void auth_failed(conn *c, const char *mech) {
     if (c->cap_auth_failure_close)
         close_in_handshake(c, ACCESS_REFUSED,
                            "Login was refused using authentication mechanism %s. For details see the broker logfile.",
                            mech);
     else /* clients without authentication_failure_close expect the socket to close (spec) */
         conn_drop(c, "login refused");
+}
+
+/* ---- login: the password check (on the helper thread unless the password checked out
+ * before), then tune; or, for any failure, a growing delay per peer and one answer ---- */
+
+struct authwait {
+    auth_check ac;     /* first member: the helper job hands this back */
+    conn *c;           /* NULL once the connection is gone (the check then frees itself) */
+    loop_timer delay;  /* a refusal waiting out its delay */
+    char mech[12];
+    char *user;
+    size_t user_len;
+    uint8_t refused_loopback;
+};
+
+/* The peer's address without its port: failures are counted per address. */
+static void peer_addr(const conn *c, char *out, size_t n) {
+    snprintf(out, n, "%s", c->peer);
+    char *colon = strrchr(out, ':');
+    if (colon && (out[0] != '[' || colon[-1] == ']'))
+        *colon = 0;
+}
+
+static void authwait_free(struct authwait *aw) {
+    auth_check_clear(&aw->ac);
+    free(aw->user);
+    free(aw);
+}
+
+static void login_ok(conn *c, user *u) {
+    c->user = xstrndup(u->name, u->name_len);
+    c->u = u;
+    send_tune(c);
+    c->state = CONN_TUNE_OK;
+}
+
+static void refusal_due(loop_timer *t) {
+    struct authwait *aw = (struct authwait *)((char *)t - offsetof(struct authwait, delay));
+    conn *c = aw->c;
+    c->auth = NULL;
+    char mech[12];
+    memcpy(mech, aw->mech, sizeof mech);
+    authwait_free(aw);
+    auth_failed(c, mech);
+    conn_update_input(c);
+    conn_want_flush(c);
+}
+
+/* Refuses the login after this peer's delay: logged with the peer, never saying which part
+ * of the credentials was wrong. */
+static void refuse(conn *c, struct authwait *aw) {
+    char addr[64];
+    peer_addr(c, addr, sizeof addr);
+    uint64_t now = loop_now_ms(c->b->loop);
+    uint64_t delay = access_login_failed(c->b->access, addr, now);
+    log_warn("connection %llu (%s): login refused for user '%.*s': %s (answered in %llu ms)",
+             (unsigned long long)c->id, c->peer, (int)aw->user_len, aw->user ? aw->user : "",
+             aw->refused_loopback ? "this user may connect only from loopback" : "invalid credentials",
+             (unsigned long long)delay);
+    c->auth = aw;
+    aw->delay.fn = refusal_due;
+    loop_timer_arm(c->b->loop, &aw->delay, now + delay);
+}
+
+static void check_done(auth_check *ac) {
+    struct authwait *aw = (struct authwait *)ac;
+    conn *c = aw->c;
+    if (!c) { /* the connection went while its password was checked */
+        authwait_free(aw);
+        return;
+    }
+    user *u = auth_user(c->b->access, (slice){(const uint8_t *)aw->user, aw->user_len});
+    if (ac->ok && u) {
+        auth_remember(c->b->access, u, (slice){ac->pw, ac->pw_len});
+        if (loopback_only(&c->b->cfg, (slice){(const uint8_t *)u->name, u->name_len}) && !c->loopback) {
+            aw->refused_loopback = 1;
+            refuse(c, aw);
+            return;
+        }
+        char addr[64];
+        peer_addr(c, addr, sizeof addr);
+        access_login_ok(c->b->access, addr);
+        c->auth = NULL;
+        authwait_free(aw);
+        login_ok(c, u);
+        conn_update_input(c);
+        return;
+    }
+    refuse(c, aw);
+}
+
+static void login(conn *c, const char *mech, slice name, slice pass) {
+    access_db *db = c->b->access;
+    user *u = name.n ? auth_user(db, name) : NULL;
+    struct authwait *aw = xcalloc(1, sizeof *aw);
+    aw->c = c;
+    snprintf(aw->mech, sizeof aw->mech, "%s", mech);
+    aw->user = xstrndup(name.p ? (const char *)name.p : "", name.n);
+    aw->user_len = name.n;
+    if (u && auth_fast_matches(db, u, pass)) { /* checked out before: one SHA-256 */
+        if (loopback_only(&c->b->cfg, name) && !c->loopback) {
+            aw->refused_loopback = 1;
+            refuse(c, aw);
+            return;
+        }
+        authwait_free(aw);
+        char addr[64];
+        peer_addr(c, addr, sizeof addr);
+        access_login_ok(db, addr);
+        login_ok(c, u);
+        return;
+    }
+    c->auth = aw;
+    aw->ac.done = check_done;
+    auth_check_start(db, &aw->ac, u, pass); /* done may run now (no helper thread) */
+}
+
+/* EXTERNAL (RabbitMQ's rabbitmq_auth_mechanism_ssl): the verified client certificate names
+ * the user — its subject's distinguished name, or its CN with ssl-cert-login-from =
+ * common_name — and no password is checked. The user must exist; loopback-only users stay
+ * loopback-only; a refusal waits out the peer's delay like any other. */
+static void login_external(conn *c) {
+    access_db *db = c->b->access;
+    char name[1024] = "";
+    user *u = NULL;
+    if (tls_peer_user(c->tls, c->b->cfg.cert_login_from_cn, name, sizeof name) == 0)
+        u = auth_user(db, (slice){(const uint8_t *)name, strlen(name)});
+    struct authwait *aw = xcalloc(1, sizeof *aw);
+    aw->c = c;
+    snprintf(aw->mech, sizeof aw->mech, "EXTERNAL");
+    aw->user = xstrndup(name, strlen(name));
+    aw->user_len = strlen(name);
+    if (!u || (loopback_only(&c->b->cfg, (slice){(const uint8_t *)name, strlen(name)}) && !c->loopback)) {
+        aw->refused_loopback = u != NULL;
+        refuse(c, aw);
+        return;
+    }
+    authwait_free(aw);
+    char addr[64];
+    peer_addr(c, addr, sizeof addr);
+    access_login_ok(db, addr);
+    login_ok(c, u);
+}
+
+/* The connection goes: a check in flight frees itself when it is done; a refusal waiting
+ * out its delay is dropped. */
+static void auth_abandon(conn *c) {
+    struct authwait *aw = c->auth;
+    if (!aw)
+        return;
+    c->auth = NULL;
+    if (aw->delay.fn) {
+        loop_timer_cancel(c->b->loop, &aw->delay);
+        authwait_free(aw);
+    } else {
+        aw->c = NULL;
+    }
 }
 
 static void on_start_ok(conn *c, rd *r) {
@@ -704,15 +866,7 @@ static void on_start_ok(conn *c, rd *r) {
     read_client_capabilities(c, props);
     slice user = {0}, pass = {0};
     if (slice_eqs(mech, "EXTERNAL") && c->tls && tls_has_peer_cert(c->tls)) {
-        char name[1024] = "";
-        int rc = external_login(c, name, sizeof name);
-        if (rc < 0) {
-            auth_failed(c, "EXTERNAL", (slice){(const uint8_t *)name, strlen(name)}, rc);
-            return;
-        }
-        c->user = xstrndup(name, strlen(name));
-        send_tune(c);
-        c->state = CONN_TUNE_OK;
+        login_external(c);
         return;
     }
     if (slice_eqs(mech, "PLAIN")) {
@@ -730,7 +884,7 @@ static void on_start_ok(conn *c, rd *r) {
         /* A field table without its length prefix: LOGIN and PASSWORD. */
         fval v;
         if (table_validate(resp) < 0) {
-            auth_failed(c, "AMQPLAIN", user, -1);
+            login(c, "AMQPLAIN", (slice){0}, (slice){0}); /* refused, after the same delay */
             return;
         }
         if (table_get(resp, "LOGIN", &v) && fval_is_str(&v))
@@ -741,14 +895,7 @@ static void on_start_ok(conn *c, rd *r) {
         conn_drop(c, "unsupported authentication mechanism");
         return;
     }
-    int rc = check_login(c, user, pass);
-    if (rc < 0) {
-        auth_failed(c, slice_eqs(mech, "PLAIN") ? "PLAIN" : "AMQPLAIN", user, rc);
-        return;
-    }
-    c->user = xstrndup((const char *)user.p, user.n);
-    send_tune(c);
-    c->state = CONN_TUNE_OK;
+    login(c, slice_eqs(mech, "PLAIN") ? "PLAIN" : "AMQPLAIN", user, pass);
 }
 
 static void on_tune_ok(conn *c, rd *r) {
@@ -782,16 +929,37 @@ static void on_tune_ok(conn *c, rd *r) {
 }
 
 static void on_open(conn *c, rd *r) {
-    slice vhost = rd_shortstr(r);
+    slice vname = rd_shortstr(r);
     rd_shortstr(r);
     rd_u8(r);
     if (r->err) {
         conn_close_error(c, SYNTAX_ERROR, CONNECTION_OPEN, "malformed connection.open");
         return;
     }
-    if (!slice_eqs(vhost, "/")) {
-        conn_close_error(c, NOT_ALLOWED, CONNECTION_OPEN, "vhost %.*s not found", (int)vhost.n,
-                         (const char *)vhost.p);
+    /* RabbitMQ's order (rabbit_reader): the vhost's connection limit (or that it does not
+     * exist), the user's connection limit, then the user's access to the vhost. */
+    vhost *vh = vhost_find(c->b, vname);
+    user *u = c->u;
+    if (!vh) {
+        conn_close_error(c, NOT_ALLOWED, CONNECTION_OPEN, "vhost %.*s not found", (int)vname.n,
+                         (const char *)vname.p);
+        return;
+    }
+    if (vh->max_connections >= 0 && vh->nconns >= (uint64_t)vh->max_connections) {
+        conn_close_error(c, NOT_ALLOWED, CONNECTION_OPEN,
+                         "access to vhost '%s' refused for user '%s': connection limit (%lld) is reached", vh->name,
+                         c->user, (long long)vh->max_connections);
+        return;
+    }
+    if (u->max_connections >= 0 && u->nconns >= (uint64_t)u->max_connections) {
+        conn_close_error(c, NOT_ALLOWED, CONNECTION_OPEN,
+                         "connection refused for user '%s': user connection limit (%lld) is reached", c->user,
+                         (long long)u->max_connections);
+        return;
+    }
+    if (!access_perm(c->b->access, (slice){(const uint8_t *)u->name, u->name_len}, vname)) {
+        conn_close_error(c, NOT_ALLOWED, CONNECTION_OPEN, "access to vhost '%s' refused for user '%s'", vh->name,
+                         c->user);
         return;
     }
     uint32_t max = c->b->cfg.max_connections;
@@ -802,6 +970,9 @@ static void on_open(conn *c, rd *r) {
     }
     c->counted_open = 1;
     c->b->nopened++;
+    c->vh = vh;
+    vh->nconns++;
+    u->nconns++;
     size_t m = method_begin(&c->out, 0, CONNECTION_OPEN_OK);
     buf_shortstr(&c->out, "", 0);
     frame_end(&c->out, m);
@@ -885,6 +1056,15 @@ static void open_channel(conn *c, uint16_t id) {
                          c->open_channels, c->channel_max);
         return;
     }
+    user *u = c->u;
+    if (u && u->max_channels >= 0 && u->nchannels >= (uint64_t)u->max_channels) {
+        conn_close_error(c, NOT_ALLOWED, 0,
+                         "number of channels opened for user '%s' has reached the maximum allowed user limit of (%lld)",
+                         c->user, (long long)u->max_channels);
+        return;
+    }
+    if (u)
+        u->nchannels++;
     if (id >= c->nchans) {
         uint32_t n = c->nchans ? c->nchans : 4;
         while (n <= id)
@@ -907,6 +1087,8 @@ void conn_forget_channel(conn *c, uint16_t id) {
         return;
     c->chans[id] = NULL;
     c->open_channels--;
+    if (c->u)
+        c->u->nchannels--;
     channel_free(ch);
 }
 

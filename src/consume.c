@@ -355,6 +355,8 @@ void basic_consume(channel *ch, rd *r) {
         return;
     }
     qname = last_queue_or(ch, qname);
+    if (qname.n && perm_check(ch, PERM_READ, "queue", qname, BASIC_CONSUME) < 0)
+        return;
     queue *q = find_queue(ch, qname, BASIC_CONSUME);
     if (!q)
         return;
@@ -404,6 +406,8 @@ void basic_get(channel *ch, rd *r) {
         syntax_error(ch, BASIC_GET);
         return;
     }
+    if (qname.n && perm_check(ch, PERM_READ, "queue", qname, BASIC_GET) < 0)
+        return;
     queue *q = find_queue(ch, qname, BASIC_GET);
     if (!q)
         return;

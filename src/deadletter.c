@@ -26,6 +26,7 @@ struct deadletter {
     struct deadletter *next;
     message *m; /* the republished copy: new exchange, routing key and headers */
     uint8_t rejected;
+    vhost *vh;   /* where the dead-letter exchange is looked up: the queue's vhost */
     queue *src;  /* deadletter_copy: the source queue (a reference) and its copy, to settle */
     qmsg src_qm; /* once the dead letter's record is synced */
     uint64_t gen;
@@ -170,6 +171,7 @@ static struct deadletter *make_deadletter(queue *q, message *m, const char *reas
     struct deadletter *d = xcalloc(1, sizeof *d);
     d->m = n;
     d->rejected = strcmp(reason, "rejected") == 0;
+    d->vh = q->vh;
     broker *b = q->b;
     /* FIFO, so that dead letters from one queue keep their order */
     d->next = NULL;
@@ -282,7 +284,7 @@ void deadletter_flush(broker *b) {
             b->dl_tail = NULL;
         message *m = d->m;
         uint64_t appended = store_appended(b->store);
-        exchange *x = broker_exchange(b, (slice){(const uint8_t *)msg_exchange(m), m->exchange_len});
+        exchange *x = broker_exchange(d->vh, (slice){(const uint8_t *)msg_exchange(m), m->exchange_len});
         if (x) {
             props_view pv;
             props_parse((slice){msg_props(m), m->props_len}, &pv);
@@ -311,7 +313,7 @@ void deadletter_flush(broker *b) {
 }
 
 /* The queue named in the most recent x-death entry of m (the first one), if it exists. */
-static queue *death_queue(broker *b, const message *m) {
+static queue *death_queue(vhost *vh, const message *m) {
     props_view pv;
     fval xd, e, qn;
     if (props_parse((slice){msg_props(m), m->props_len}, &pv) < 0 || !pv.headers.n ||
@@ -320,7 +322,7 @@ static queue *death_queue(broker *b, const message *m) {
     rd r = rd_make(xd.s.p, xd.s.n);
     if (array_next(&r, &e) != 1 || e.type != 'F' || !table_get(e.s, "queue", &qn) || !fval_is_str(&qn))
         return NULL;
-    queue *q = broker_queue(b, qn.s);
+    queue *q = broker_queue(vh, qn.s);
     return q && !q->deleted ? q : NULL;
 }
 
@@ -330,7 +332,7 @@ size_t deadletter_redrive(queue *dlq, size_t max) {
     size_t nkeep = 0;
     qmsg qm;
     while (moved < max && scan-- > 0 && queue_pop_now(dlq, &qm) > 0) {
-        queue *to = death_queue(dlq->b, qm.m);
+        queue *to = death_queue(dlq->vh, qm.m);
         if (!to || to == dlq) {
             keep = xrealloc(keep, (nkeep + 1) * sizeof *keep);
             keep[nkeep++] = qm;

@@ -14,10 +14,10 @@
 /* RabbitMQ's 405 for a queue another connection owns, or a different exclusive flag. */
 static void locked(channel *ch, queue *q, unsigned mid) {
     channel_close_error(ch, RESOURCE_LOCKED, mid,
-                        "cannot obtain exclusive access to locked queue '%s' in vhost '/'. It could be "
+                        "cannot obtain exclusive access to locked queue '%s' in vhost '%s'. It could be "
                         "originally declared on another connection or the exclusive property value does not "
                         "match that of the original declaration.",
-                        q->name);
+                        q->name, ch_vhost(ch));
 }
 
 static void check_exclusive_mismatch(channel *ch, queue *q) { locked(ch, q, QUEUE_DECLARE); }
@@ -92,7 +92,7 @@ void exchange_declare(channel *ch, rd *r) {
         channel_close_error(ch, ACCESS_REFUSED, EXCHANGE_DECLARE, "operation not permitted on the default exchange");
         return;
     }
-    exchange *x = broker_exchange(b, name);
+    exchange *x = broker_exchange(ch->c->vh, name);
     if (passive) {
         if (!x) {
             channel_close_error(ch, NOT_FOUND, EXCHANGE_DECLARE, "%s", rs("no exchange", name));
@@ -106,6 +106,10 @@ void exchange_declare(channel *ch, rd *r) {
                              (const char *)type.p);
             return;
         }
+        if (perm_check(ch, PERM_CONFIGURE, "exchange", name, EXCHANGE_DECLARE) < 0)
+            return;
+        if (!x && !slice_prefix(name, "amq.") && perm_check_new_exchange(ch, name, args) < 0)
+            return;
         if (t == EX_DELAYED && delayed_check_declare(ch, args, &subtype) < 0)
             return;
         if ((t == EX_CHASH || subtype == EX_CHASH) && chash_check_args(args, why, sizeof why) < 0) {
@@ -132,14 +136,14 @@ void exchange_declare(channel *ch, rd *r) {
                                     (const char *)name.p);
                 return;
             }
-            x = exchange_new(b, name, t, durable, auto_delete, internal, args);
+            x = exchange_new(ch->c->vh, name, t, durable, auto_delete, internal, args);
             if (subtype >= 0)
                 x->subtype = subtype;
-            map_put(&b->exchanges, x->name, x->name_len, x);
+            broker_add_exchange(x);
             int rc = persist_exchange(b->store, x, 1);
             if (rc < 0) {
                 x->durable = 0; /* nothing to un-store */
-                broker_remove_exchange(b, x);
+                broker_remove_exchange(x);
                 channel_close_error(ch, RESOURCE_ERROR, EXCHANGE_DECLARE,
                                     "cannot store durable %s: the disk is full or failing", rs("exchange", name));
                 return;
@@ -166,7 +170,6 @@ void exchange_delete(channel *ch, rd *r) {
         return;
     }
     int if_unused = bits & 1, nowait = (bits >> 1) & 1;
-    broker *b = ch->c->b;
     if (name.n == 0) {
         channel_close_error(ch, ACCESS_REFUSED, EXCHANGE_DELETE, "operation not permitted on the default exchange");
         return;
@@ -176,14 +179,16 @@ void exchange_delete(channel *ch, rd *r) {
                             rs("exchange", name));
         return;
     }
-    exchange *x = broker_exchange(b, name);
+    if (perm_check(ch, PERM_CONFIGURE, "exchange", name, EXCHANGE_DELETE) < 0)
+        return;
+    exchange *x = broker_exchange(ch->c->vh, name);
     uint64_t mark = meta_mark(ch);
     if (x) {
         if (if_unused && x->nbindings) { /* only bindings where it is the source count */
             channel_close_error(ch, PRECONDITION_FAILED, EXCHANGE_DELETE, "%s in use", rs("exchange", name));
             return;
         }
-        broker_remove_exchange(b, x);
+        broker_remove_exchange(x);
     }
     answer_after(ch, mark, EXCHANGE_DELETE_OK, nowait, 0);
 }
@@ -200,12 +205,10 @@ void exchange_bind(channel *ch, rd *r, unsigned mid) {
         syntax_error(ch, mid);
         return;
     }
-    if (dst.n == 0 || src.n == 0) {
-        channel_close_error(ch, ACCESS_REFUSED, mid, "operation not permitted on the default exchange");
+    if (perm_check_bind(ch, "exchange", dst, src, key, mid) < 0) /* and the default exchange */
         return;
-    }
     if (mid == EXCHANGE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
-        exchange *d = broker_exchange(ch->c->b, dst), *s = broker_exchange(ch->c->b, src);
+        exchange *d = broker_exchange(ch->c->vh, dst), *s = broker_exchange(ch->c->vh, src);
         uint64_t mark = meta_mark(ch);
         if (d && s)
             change_binding(ch, mid, s, NULL, d, key, args);
@@ -263,7 +266,9 @@ void queue_declare(channel *ch, rd *r) {
                             (int)name.n, (const char *)name.p);
         return;
     }
-    queue *q = passive ? find_queue(ch, name, QUEUE_DECLARE) : broker_queue(b, name);
+    if (!passive && perm_check(ch, PERM_CONFIGURE, "queue", name, QUEUE_DECLARE) < 0)
+        return;
+    queue *q = passive ? find_queue(ch, name, QUEUE_DECLARE) : broker_queue(ch->c->vh, name);
     if (passive) {
         if (!q)
             return;
@@ -287,10 +292,12 @@ void queue_declare(channel *ch, rd *r) {
             args_check_queue_equivalent(ch, name, (slice){q->args, q->args_len}, args) < 0)
             return;
     } else {
+        if (perm_check_new_queue(ch, name, args) < 0)
+            return;
         if (args_check_queue_declare(ch, name, durable, exclusive, auto_delete, args) < 0)
             return;
-        q = queue_new(b, name, durable, exclusive, auto_delete, ch->c, args);
-        map_put(&b->queues, q->name, q->name_len, q);
+        q = queue_new(ch->c->vh, name, durable, exclusive, auto_delete, ch->c, args);
+        broker_add_queue(q);
         int rc = persist_queue(b->store, q, 1);
         if (rc < 0) {
             queue_delete(q);
@@ -330,13 +337,11 @@ void queue_bind(channel *ch, rd *r, unsigned mid) {
         channel_close_error(ch, NOT_FOUND, mid, "no previously declared queue");
         return;
     }
-    if (xname.n == 0) {
-        channel_close_error(ch, ACCESS_REFUSED, mid, "operation not permitted on the default exchange");
+    if (perm_check_bind(ch, "queue", qname, xname, key, mid) < 0) /* and the default exchange */
         return;
-    }
     if (mid == QUEUE_UNBIND) { /* RabbitMQ: unbinding what is not there is fine */
-        queue *q = broker_queue(ch->c->b, qname);
-        exchange *x = broker_exchange(ch->c->b, xname);
+        queue *q = broker_queue(ch->c->vh, qname);
+        exchange *x = broker_exchange(ch->c->vh, xname);
         if (q && check_exclusive(ch, q, mid) < 0)
             return;
         uint64_t mark = meta_mark(ch);
@@ -375,6 +380,8 @@ void queue_purge_m(channel *ch, rd *r) {
         syntax_error(ch, QUEUE_PURGE);
         return;
     }
+    if (name.n && perm_check(ch, PERM_READ, "queue", name, QUEUE_PURGE) < 0)
+        return;
     queue *q = find_queue(ch, name, QUEUE_PURGE);
     if (!q)
         return;
@@ -393,7 +400,9 @@ void queue_delete_m(channel *ch, rd *r) {
         return;
     }
     int if_unused = bits & 1, if_empty = (bits >> 1) & 1, nowait = (bits >> 2) & 1;
-    queue *q = broker_queue(ch->c->b, name);
+    if (name.n && perm_check(ch, PERM_CONFIGURE, "queue", name, QUEUE_DELETE) < 0)
+        return;
+    queue *q = broker_queue(ch->c->vh, name);
     size_t n = 0;
     uint64_t mark = meta_mark(ch);
     if (q) {

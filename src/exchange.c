@@ -78,11 +78,12 @@ const char *exchange_type_name(int type) {
     return names[type];
 }
 
-exchange *exchange_new(broker *b, slice name, int type, int durable, int auto_delete, int internal, slice args) {
+exchange *exchange_new(vhost *vh, slice name, int type, int durable, int auto_delete, int internal, slice args) {
     exchange *x = xcalloc(1, sizeof *x);
     x->name = xstrndup((const char *)name.p, name.n);
     x->name_len = name.n;
-    x->b = b;
+    x->b = vh->b;
+    x->vh = vh;
     x->type = type;
     x->durable = (uint8_t)durable;
     x->auto_delete = (uint8_t)auto_delete;
@@ -248,7 +249,7 @@ void binding_remove(binding *bd) {
         b->autodel = x->autodel_next;
         x->autodel_pending = 0;
         assert(x->auto_delete && x->nbindings == 0);
-        broker_remove_exchange(b, x);
+        broker_remove_exchange(x);
     }
     b->autodel_draining = 0;
 }
@@ -323,7 +324,7 @@ static size_t route_one(exchange *x, message *m, slice headers) {
     switch (x->subtype) {
     case EX_DIRECT: {
         if (x->name_len == 0) { /* the default exchange: every queue by its name */
-            queue *q = broker_queue(b, (slice){(const uint8_t *)msg_rkey(m), m->rkey_len});
+            queue *q = broker_queue(x->vh, (slice){(const uint8_t *)msg_rkey(m), m->rkey_len});
             if (q) {
                 route_to_queue(b, q);
                 n++;
@@ -381,7 +382,7 @@ void exchange_route(exchange *x, message *m, slice headers) {
         fval ae;
         if (route_one(cur, m, headers) == 0 && cur->args_len &&
             table_get((slice){cur->args, cur->args_len}, "alternate-exchange", &ae) && fval_is_str(&ae)) {
-            exchange *alt = broker_exchange(b, ae.s);
+            exchange *alt = broker_exchange(cur->vh, ae.s);
             if (alt)
                 route_push(b, alt);
         }

@@ -10,6 +10,7 @@
 
 #include "broker.h"
 #include "storeio.h"
+#include "tls.h"
 #include "util.h"
 
 /* Creates the data directory if needed and locks it, so two brokers never share one. */
@@ -40,6 +41,7 @@ static int claim_data_dir(const char *dir, int *lock_fd) {
 }
 
 int main(int argc, char **argv) {
+    tls_count_heap(); /* before anything uses OpenSSL: its heap is counted as MEM_TLS */
     config cfg;
     char err[512];
     config_defaults(&cfg);

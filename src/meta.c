@@ -55,6 +55,18 @@ int meta_check_version(const char *dir, char *err, size_t errlen) {
     return 0;
 }
 
+/* The optional vhost after a definition's fields: none means "/" (records from before vhosts). */
+static slice read_vhost(rd *r) {
+    if (!r->err && rd_left(r) > 0)
+        return rd_shortstr(r);
+    return (slice){(const uint8_t *)"/", 1};
+}
+
+static void put_vhost(buf *b, slice vhost) {
+    if (vhost.n && !(vhost.n == 1 && vhost.p[0] == '/'))
+        buf_shortstr(b, (const char *)vhost.p, vhost.n);
+}
+
 typedef struct loader {
     meta *mt;
     const meta_sink *sink;
@@ -71,14 +83,16 @@ static void meta_apply(void *arg, const uint8_t *p, size_t n) {
         slice name = rd_shortstr(&r);
         uint8_t type = rd_u8(&r), flags = rd_u8(&r);
         slice args = rd_longstr(&r);
+        slice vh = read_vhost(&r);
         if (!r.err)
-            k->exchange(ld->ctx, name, type, flags, args);
+            k->exchange(ld->ctx, vh, name, type, flags, args);
         return;
     }
     case M_EXCHANGE_DEL: {
         slice name = rd_shortstr(&r);
+        slice vh = read_vhost(&r);
         if (!r.err)
-            k->exchange_delete(ld->ctx, name);
+            k->exchange_delete(ld->ctx, vh, name);
         return;
     }
     case M_QUEUE: {
@@ -86,9 +100,10 @@ static void meta_apply(void *arg, const uint8_t *p, size_t n) {
         slice name = rd_shortstr(&r);
         uint8_t flags = rd_u8(&r);
         slice args = rd_longstr(&r);
+        slice vh = read_vhost(&r);
         if (r.err || qid == 0)
             return;
-        k->queue(ld->ctx, qid, name, flags, args);
+        k->queue(ld->ctx, qid, vh, name, flags, args);
         meta_saw_qid(ld->mt, qid);
         return;
     }
@@ -103,10 +118,15 @@ static void meta_apply(void *arg, const uint8_t *p, size_t n) {
         slice src = rd_shortstr(&r);
         uint8_t kind = rd_u8(&r);
         slice dst = rd_shortstr(&r), key = rd_shortstr(&r), args = rd_longstr(&r);
+        slice vh = read_vhost(&r);
         if (!r.err && kind <= 1)
-            k->binding(ld->ctx, rec_type(p) == M_BIND, src, kind == 1, dst, key, args);
+            k->binding(ld->ctx, rec_type(p) == M_BIND, vh, src, kind == 1, dst, key, args);
         return;
     }
+    case M_ACCESS:
+        if (k->access)
+            k->access(ld->ctx, (slice){p + REC_HEADER, n - REC_HEADER});
+        return;
     }
 }
 
@@ -241,27 +261,36 @@ void meta_close(meta *mt) {
     mt->f = NULL;
 }
 
-void meta_put_exchange(buf *b, uint64_t salt, slice name, uint8_t type, uint8_t flags, slice args) {
+void meta_put_exchange(buf *b, uint64_t salt, slice vhost, slice name, uint8_t type, uint8_t flags, slice args) {
     size_t at = rec_begin(b, M_EXCHANGE);
     buf_shortstr(b, (const char *)name.p, name.n);
     buf_u8(b, type);
     buf_u8(b, flags);
     buf_longstr(b, args.p, args.n);
+    put_vhost(b, vhost);
     rec_end(b, at, salt);
 }
 
-void meta_put_exchange_del(buf *b, uint64_t salt, slice name) {
+void meta_put_exchange_del(buf *b, uint64_t salt, slice vhost, slice name) {
     size_t at = rec_begin(b, M_EXCHANGE_DEL);
     buf_shortstr(b, (const char *)name.p, name.n);
+    put_vhost(b, vhost);
     rec_end(b, at, salt);
 }
 
-void meta_put_queue(buf *b, uint64_t salt, uint32_t qid, slice name, uint8_t flags, slice args) {
+void meta_put_queue(buf *b, uint64_t salt, uint32_t qid, slice vhost, slice name, uint8_t flags, slice args) {
     size_t at = rec_begin(b, M_QUEUE);
     buf_u32(b, qid);
     buf_shortstr(b, (const char *)name.p, name.n);
     buf_u8(b, flags);
     buf_longstr(b, args.p, args.n);
+    put_vhost(b, vhost);
+    rec_end(b, at, salt);
+}
+
+void meta_put_access(buf *b, uint64_t salt, slice payload) {
+    size_t at = rec_begin(b, M_ACCESS);
+    buf_put(b, payload.p, payload.n);
     rec_end(b, at, salt);
 }
 
@@ -271,12 +300,14 @@ void meta_put_queue_del(buf *b, uint64_t salt, uint32_t qid) {
     rec_end(b, at, salt);
 }
 
-void meta_put_binding(buf *b, uint64_t salt, int add, slice src, int to_exchange, slice dst, slice key, slice args) {
+void meta_put_binding(buf *b, uint64_t salt, int add, slice vhost, slice src, int to_exchange, slice dst, slice key,
+                      slice args) {
     size_t at = rec_begin(b, add ? M_BIND : M_UNBIND);
     buf_shortstr(b, (const char *)src.p, src.n);
     buf_u8(b, to_exchange ? 1 : 0);
     buf_shortstr(b, (const char *)dst.p, dst.n);
     buf_shortstr(b, (const char *)key.p, key.n);
     buf_longstr(b, args.p, args.n);
+    put_vhost(b, vhost);
     rec_end(b, at, salt);
 }

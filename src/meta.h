@@ -17,13 +17,16 @@
 #include "storeio.h"
 
 /* Where loaded definitions go (the broker implements it), in log order. flags: exchange
- * durable | auto_delete << 1 | internal << 2; queue auto_delete. */
+ * durable | auto_delete << 1 | internal << 2; queue auto_delete. vhost: the virtual host the
+ * definition belongs to ("/" for records written before vhosts, which carry none). access:
+ * an M_ACCESS record's bytes (users, vhosts, permissions), which only their owner reads. */
 typedef struct meta_sink {
-    void (*exchange)(void *ctx, slice name, uint8_t type, uint8_t flags, slice args);
-    void (*exchange_delete)(void *ctx, slice name);
-    void (*queue)(void *ctx, uint32_t qid, slice name, uint8_t flags, slice args);
+    void (*exchange)(void *ctx, slice vhost, slice name, uint8_t type, uint8_t flags, slice args);
+    void (*exchange_delete)(void *ctx, slice vhost, slice name);
+    void (*queue)(void *ctx, uint32_t qid, slice vhost, slice name, uint8_t flags, slice args);
     void (*queue_delete)(void *ctx, uint32_t qid);
-    void (*binding)(void *ctx, int add, slice src, int to_exchange, slice dst, slice key, slice args);
+    void (*binding)(void *ctx, int add, slice vhost, slice src, int to_exchange, slice dst, slice key, slice args);
+    void (*access)(void *ctx, slice payload);
 } meta_sink;
 
 typedef struct meta {
@@ -61,11 +64,14 @@ static inline void meta_saw_qid(meta *mt, uint32_t qid) {
 }
 void meta_close(meta *mt);
 
-/* Definition records. */
-void meta_put_exchange(buf *b, uint64_t salt, slice name, uint8_t type, uint8_t flags, slice args);
-void meta_put_exchange_del(buf *b, uint64_t salt, slice name);
-void meta_put_queue(buf *b, uint64_t salt, uint32_t qid, slice name, uint8_t flags, slice args);
+/* Definition records. The vhost is appended after the fields (omitted for "/", so that
+ * records of the default vhost keep their old bytes). */
+void meta_put_exchange(buf *b, uint64_t salt, slice vhost, slice name, uint8_t type, uint8_t flags, slice args);
+void meta_put_exchange_del(buf *b, uint64_t salt, slice vhost, slice name);
+void meta_put_queue(buf *b, uint64_t salt, uint32_t qid, slice vhost, slice name, uint8_t flags, slice args);
 void meta_put_queue_del(buf *b, uint64_t salt, uint32_t qid);
-void meta_put_binding(buf *b, uint64_t salt, int add, slice src, int to_exchange, slice dst, slice key, slice args);
+void meta_put_binding(buf *b, uint64_t salt, int add, slice vhost, slice src, int to_exchange, slice dst, slice key,
+                      slice args);
+void meta_put_access(buf *b, uint64_t salt, slice payload);
 
 #endif

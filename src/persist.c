@@ -23,35 +23,45 @@ static int binding_durable(const binding *bd) {
     return bd->src->durable && (bd->q ? bd->q->qid != 0 : bd->dstx->durable);
 }
 
+static slice vh_name(const vhost *vh) { return sl(vh->name, vh->name_len); }
+
 static void put_binding(buf *b, uint64_t salt, const binding *bd, int add) {
     slice dst = bd->q ? sl(bd->q->name, bd->q->name_len) : sl(bd->dstx->name, bd->dstx->name_len);
-    meta_put_binding(b, salt, add, sl(bd->src->name, bd->src->name_len), bd->q == NULL, dst, sl(bd->key, bd->key_len),
-                     sl(bd->args, bd->args_len));
+    meta_put_binding(b, salt, add, vh_name(bd->src->vh), sl(bd->src->name, bd->src->name_len), bd->q == NULL, dst,
+                     sl(bd->key, bd->key_len), sl(bd->args, bd->args_len));
 }
 
-/* Writes the broker's current durable definitions (meta.log compaction). */
+/* Writes the broker's current durable definitions (meta.log compaction): users, vhosts and
+ * permissions first (access_store.c), then each vhost's exchanges, queues and bindings. */
 static void emit_definitions(void *ctx, buf *out, uint64_t salt) {
     broker *b = ctx;
-    size_t i = 0;
-    map_entry *e;
-    while (map_iter(&b->exchanges, &i, &e)) {
-        exchange *x = e->val;
-        if (x->durable && !x->builtin)
-            meta_put_exchange(out, salt, sl(x->name, x->name_len), (uint8_t)x->type, exchange_flags(x),
-                              sl(x->args, x->args_len));
-    }
-    i = 0;
-    while (map_iter(&b->queues, &i, &e)) {
-        queue *q = e->val;
-        if (q->qid)
-            meta_put_queue(out, salt, q->qid, sl(q->name, q->name_len), q->auto_delete, sl(q->args, q->args_len));
-    }
-    i = 0;
-    while (map_iter(&b->exchanges, &i, &e)) {
-        exchange *x = e->val;
-        for (size_t k = 0; k < x->nbindings; k++)
-            if (binding_durable(x->bindings[k]))
-                put_binding(out, salt, x->bindings[k], 1);
+    access_emit(b, out, salt);
+    size_t j = 0;
+    map_entry *v;
+    while (map_iter(&b->vhosts, &j, &v)) {
+        vhost *vh = v->val;
+        size_t i = 0;
+        map_entry *e;
+        while (map_iter(&vh->exchanges, &i, &e)) {
+            exchange *x = e->val;
+            if (x->durable && !x->builtin)
+                meta_put_exchange(out, salt, vh_name(vh), sl(x->name, x->name_len), (uint8_t)x->type,
+                                  exchange_flags(x), sl(x->args, x->args_len));
+        }
+        i = 0;
+        while (map_iter(&vh->queues, &i, &e)) {
+            queue *q = e->val;
+            if (q->qid)
+                meta_put_queue(out, salt, q->qid, vh_name(vh), sl(q->name, q->name_len), q->auto_delete,
+                               sl(q->args, q->args_len));
+        }
+        i = 0;
+        while (map_iter(&vh->exchanges, &i, &e)) {
+            exchange *x = e->val;
+            for (size_t k = 0; k < x->nbindings; k++)
+                if (binding_durable(x->bindings[k]))
+                    put_binding(out, salt, x->bindings[k], 1);
+        }
     }
 }
 
@@ -68,10 +78,10 @@ int persist_exchange(store *s, exchange *x, int add) {
     buf b;
     buf_init(&b);
     if (add)
-        meta_put_exchange(&b, store_meta_salt(s), sl(x->name, x->name_len), (uint8_t)x->type, exchange_flags(x),
-                          sl(x->args, x->args_len));
+        meta_put_exchange(&b, store_meta_salt(s), vh_name(x->vh), sl(x->name, x->name_len), (uint8_t)x->type,
+                          exchange_flags(x), sl(x->args, x->args_len));
     else
-        meta_put_exchange_del(&b, store_meta_salt(s), sl(x->name, x->name_len));
+        meta_put_exchange_del(&b, store_meta_salt(s), vh_name(x->vh), sl(x->name, x->name_len));
     return meta_write(s, &b);
 }
 
@@ -82,7 +92,7 @@ int persist_queue(store *s, queue *q, int add) {
     buf_init(&b);
     if (add) {
         q->qid = store_new_qid(s);
-        meta_put_queue(&b, store_meta_salt(s), q->qid, sl(q->name, q->name_len), q->auto_delete,
+        meta_put_queue(&b, store_meta_salt(s), q->qid, vh_name(q->vh), sl(q->name, q->name_len), q->auto_delete,
                        sl(q->args, q->args_len));
     } else {
         meta_put_queue_del(&b, store_meta_salt(s), q->qid);
@@ -189,7 +199,7 @@ int persist_open(broker *b, const recover_sink *sink, char *err, size_t errlen) 
         return -1;
     b->store = s;
     log_info("store: recovered %llu messages in %zu queues from %zu segments in %llu ms (%llu records, %llu corrupt)",
-             (unsigned long long)r.messages, b->queues.count, r.segments, (unsigned long long)r.ms,
+             (unsigned long long)r.messages, broker_queue_count(b), r.segments, (unsigned long long)r.ms,
              (unsigned long long)r.records, (unsigned long long)r.corrupt);
     return 0;
 }

@@ -156,6 +156,9 @@ void basic_publish(channel *ch, rd *r) {
         return;
     }
     exchange *x = NULL;
+    /* RabbitMQ: write permission first, then the lookup (404), internal, topic permission */
+    if (perm_check(ch, PERM_WRITE, "exchange", xname, BASIC_PUBLISH) < 0)
+        return;
     if (xname.n) {
         x = find_exchange(ch, xname, BASIC_PUBLISH);
         if (!x)
@@ -164,6 +167,8 @@ void basic_publish(channel *ch, rd *r) {
             channel_close_error(ch, ACCESS_REFUSED, BASIC_PUBLISH, "cannot publish to internal %s", rs("exchange", xname));
             return;
         }
+        if (perm_check_topic(ch, x, PERM_WRITE, rkey, BASIC_PUBLISH) < 0)
+            return;
     }
     conn *c = ch->c;
     c->has_published = 1;
@@ -201,7 +206,7 @@ static int publish_route(channel *ch, message *m, int mandatory) {
     if (m->exchange_len == 0 && slice_prefix((slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, REPLY_TO_PREFIX)) {
         routed = deliver_reply(b, m);
     } else {
-        exchange *x = broker_exchange(b, (slice){(const uint8_t *)msg_exchange(m), m->exchange_len});
+        exchange *x = broker_exchange(ch->c->vh, (slice){(const uint8_t *)msg_exchange(m), m->exchange_len});
         if (x) {
             exchange_route(x, m, pv.headers);
             routed = b->nroute > 0;

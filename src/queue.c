@@ -121,11 +121,12 @@ static int64_t int_arg(slice args, const char *key, int64_t dflt) {
     return table_get(args, key, &v) && fval_is_int(&v) ? v.i : dflt;
 }
 
-queue *queue_new(broker *b, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args) {
+queue *queue_new(vhost *vh, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args) {
     queue *q = xcalloc(1, sizeof *q);
     q->name = xstrndup((const char *)name.p, name.n);
     q->name_len = name.n;
-    q->b = b;
+    q->b = vh->b;
+    q->vh = vh;
     q->refs = 1;
     q->durable = (uint8_t)durable;
     q->exclusive = (uint8_t)exclusive;
@@ -680,7 +681,7 @@ size_t queue_delete(queue *q) {
     while (q->nbindings)
         binding_remove(q->bindings[q->nbindings - 1]);
     drop_all_ready(q);
-    broker_remove_queue(q->b, q);
+    broker_remove_queue(q);
     queue_unref(q);
     return n;
 }

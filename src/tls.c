@@ -76,6 +76,11 @@ static void *heap_realloc(void *p, size_t n, const char *file, int line) {
     return q;
 }
 
+void tls_count_heap(void) {
+    if (!heap_counted)
+        heap_counted = CRYPTO_set_mem_functions(heap_malloc, heap_realloc, heap_free) == 1;
+}
+
 size_t tls_heap_in_use(void) {
     size_t now = atomic_load_explicit(&heap_now, memory_order_relaxed);
     return heap_counted && now > heap_base ? now - heap_base : 0;
@@ -153,8 +158,7 @@ fail:
 }
 
 tls_server *tls_server_new(const char *cert, const char *key, const char *ca, int verify, char *err, size_t n) {
-    if (!heap_counted) /* only possible before OpenSSL's first allocation */
-        heap_counted = CRYPTO_set_mem_functions(heap_malloc, heap_realloc, heap_free) == 1;
+    tls_count_heap(); /* in case main did not (it fails harmlessly after OpenSSL's first allocation) */
     OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
     tls_server *s = xcalloc(1, sizeof *s);
     s->cert = xstrndup(cert, strlen(cert));

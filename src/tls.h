@@ -29,6 +29,9 @@ tls_server *tls_server_new(const char *cert, const char *key, const char *ca, in
 /* Reads the files again and swaps the context in; on failure the old one stays, -1 + err. */
 int tls_server_reload(tls_server *s, char *err, size_t n);
 void tls_server_free(tls_server *s);
+/* Routes OpenSSL's allocations through counting wrappers. Only possible before OpenSSL's
+ * first allocation (password hashing uses it too): main calls it first thing. */
+void tls_count_heap(void);
 /* Bytes of OpenSSL heap held beyond what the contexts took when the server started: the
  * per-connection state (SSL objects, their buffers) that clients make ferryd hold. */
 size_t tls_heap_in_use(void);

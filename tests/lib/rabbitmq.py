@@ -20,7 +20,7 @@ def available():
 
 
 class RabbitMQ:
-    def __init__(self, plugins=(), base=None, port=None):
+    def __init__(self, plugins=(), base=None, port=None, extra_conf=""):
         self.base = base or tempfile.mkdtemp(prefix="rabbit-")
         self.port = port or free_port()
         self.dist_port = free_port()
@@ -28,6 +28,7 @@ class RabbitMQ:
         self.url = f"amqp://guest:guest@{self.host}:{self.port}/"
         self.node = f"ferrytest{os.getpid()}x{self.port}@localhost"
         self.plugins = list(plugins)
+        self.extra_conf = extra_conf
         self.proc = None
 
     def _env(self):
@@ -39,7 +40,7 @@ class RabbitMQ:
             f.write(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
                     "loopback_users.guest = true\n"
                     "log.console = false\n"
-                    "log.file.level = warning\n")
+                    "log.file.level = warning\n" + self.extra_conf)
         with open(os.path.join(self.base, "enabled_plugins"), "w") as f:
             f.write("[" + ",".join(self.plugins) + "].\n")
         env.update({
@@ -66,6 +67,14 @@ class RabbitMQ:
                                      start_new_session=True)
         wait_port(self.host, self.port, timeout, self.proc)
         return self
+
+    def ctl(self, *args, timeout=60):
+        """Runs rabbitmqctl against this node; returns its stdout."""
+        r = subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.node] + list(args), env=self._env(),
+                              capture_output=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {args}: {r.stdout.decode()} {r.stderr.decode()}")
+        return r.stdout.decode()
 
     def pid(self):
         """The beam process's pid (for RSS measurements)."""

@@ -2,8 +2,9 @@
 --tls-verify peer/require, a client that shows a certificate signed by --tls-ca is offered
 EXTERNAL in connection.start and logs in as the user its certificate names — the subject's
 full distinguished name in RabbitMQ's format ("CN=client,O=Test") by default, or its CN with
-ssl-cert-login-from = common_name — with no password. The user must exist; until ferryd has
-a user store (issue 10, branch access) the one user is the default user, guest."""
+ssl-cert-login-from = common_name — with no password. The user must exist in ferryd's user
+store (a definitions file, or the default user guest) and is then held to its permissions."""
+import json
 import ssl
 import time
 
@@ -109,3 +110,34 @@ def test_a_certificate_from_another_ca_is_refused(ferryd_factory, certs, tmp_pat
         c.channel()
     assert round_trip(pika_tls_params(certs, d.tls_port, cert=certs.guest_cert,
                                       credentials=pika.credentials.ExternalCredentials())) == b"ping"
+
+
+def test_external_by_distinguished_name_logs_in_a_user_from_the_definitions(ferryd_factory, certs, tmp_path):
+    """A user named by the whole DN, with no password at all, declared in a definitions file:
+    the certificate logs in; its permissions apply; the same name cannot log in by password."""
+    dn = "CN=client,O=Test"
+    defs = {"users": [{"name": dn, "password_hash": "", "hashing_algorithm": "rabbit_password_hashing_sha256",
+                       "tags": []}],
+            "vhosts": [{"name": "/"}],
+            "permissions": [{"user": dn, "vhost": "/", "configure": "^tls-", "write": "^(tls-|amq\\.default$)",
+                             "read": "^tls-"}]}
+    f = tmp_path / "defs.json"
+    f.write_text(json.dumps(defs))
+    d = start(ferryd_factory, certs, "require", "--definitions", str(f))
+    params = pika_tls_params(certs, d.tls_port, cert=certs.dn_cert, credentials=pika.credentials.ExternalCredentials())
+    conn = pika.BlockingConnection(params)
+    try:
+        ch = conn.channel()
+        ch.queue_declare("tls-ext")
+        ch.basic_publish("", "tls-ext", b"by certificate")
+        assert ch.basic_get("tls-ext", auto_ack=True)[2] == b"by certificate"
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+            ch.queue_declare("other")  # no configure permission outside ^tls-
+        assert e.value.reply_code == 403
+    finally:
+        if conn.is_open:
+            conn.close()
+    # no password makes it in as that user; guest is not created with a definitions file
+    for creds in (pika.PlainCredentials(dn, ""), pika.PlainCredentials("guest", "guest")):
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(pika_tls_params(certs, d.tls_port, cert=certs.dn_cert, credentials=creds))

@@ -442,39 +442,45 @@ static void test_helper_jobs_run_in_order_and_hand_back_each_result_once(void) {
 /* ---- meta.log ---- */
 
 typedef struct defs {
-    int nx, nxdel, nq, nqdel, nbind, nunbind;
+    int nx, nxdel, nq, nqdel, nbind, nunbind, naccess;
     uint32_t last_qid;
-    char last_bind_dst[32];
+    char last_bind_dst[32], last_vhost[32], last_access[32];
 } defs;
 
-static void d_exchange(void *ctx, slice name, uint8_t type, uint8_t flags, slice args) {
+static void d_exchange(void *ctx, slice vh, slice name, uint8_t type, uint8_t flags, slice args) {
     (void)name, (void)type, (void)flags, (void)args;
     ((defs *)ctx)->nx++;
+    snprintf(((defs *)ctx)->last_vhost, 32, "%.*s", (int)vh.n, (const char *)vh.p);
 }
-static void d_exchange_delete(void *ctx, slice name) {
-    (void)name;
+static void d_exchange_delete(void *ctx, slice vh, slice name) {
+    (void)name, (void)vh;
     ((defs *)ctx)->nxdel++;
 }
-static void d_queue(void *ctx, uint32_t qid, slice name, uint8_t flags, slice args) {
+static void d_queue(void *ctx, uint32_t qid, slice vh, slice name, uint8_t flags, slice args) {
     (void)name, (void)flags, (void)args;
     ((defs *)ctx)->nq++;
     ((defs *)ctx)->last_qid = qid;
+    snprintf(((defs *)ctx)->last_vhost, 32, "%.*s", (int)vh.n, (const char *)vh.p);
+}
+static void d_access(void *ctx, slice payload) {
+    ((defs *)ctx)->naccess++;
+    snprintf(((defs *)ctx)->last_access, 32, "%.*s", (int)payload.n, (const char *)payload.p);
 }
 static void d_queue_delete(void *ctx, uint32_t qid) {
     (void)qid;
     ((defs *)ctx)->nqdel++;
 }
-static void d_binding(void *ctx, int add, slice src, int to_exchange, slice dst, slice key, slice args) {
-    (void)src, (void)to_exchange, (void)key, (void)args;
+static void d_binding(void *ctx, int add, slice vh, slice src, int to_exchange, slice dst, slice key, slice args) {
+    (void)src, (void)to_exchange, (void)key, (void)args, (void)vh;
     defs *d = ctx;
     add ? d->nbind++ : d->nunbind++;
     snprintf(d->last_bind_dst, sizeof d->last_bind_dst, "%.*s", (int)dst.n, (const char *)dst.p);
 }
-static const meta_sink defs_sink = {d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding};
+static const meta_sink defs_sink = {d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access};
 
 static void emit_one_queue(void *ctx, buf *out, uint64_t salt) {
     (void)ctx;
-    meta_put_queue(out, salt, 12, S("kept"), 0, S(""));
+    meta_put_queue(out, salt, 12, S("/"), S("kept"), 0, S(""));
 }
 
 static void test_meta_log_loads_in_order_compacts_and_appends(void) {
@@ -490,31 +496,34 @@ static void test_meta_log_loads_in_order_compacts_and_appends(void) {
     buf b;
     buf_init(&b);
     rec_put_headers(&b, 8);
-    meta_put_exchange(&b, 8, S("x"), 1, 1, S(""));
-    meta_put_queue(&b, 8, 5, S("q"), 0, S(""));
-    meta_put_binding(&b, 8, 1, S("x"), 0, S("q"), S("k"), S(""));
-    meta_put_binding(&b, 8, 0, S("x"), 0, S("q"), S("k"), S(""));
+    meta_put_exchange(&b, 8, S("/"), S("x"), 1, 1, S(""));
+    meta_put_queue(&b, 8, 5, S("/"), S("q"), 0, S(""));
+    meta_put_binding(&b, 8, 1, S("/"), S("x"), 0, S("q"), S("k"), S(""));
+    meta_put_binding(&b, 8, 0, S("/"), S("x"), 0, S("q"), S("k"), S(""));
     meta_put_queue_del(&b, 8, 5);
-    meta_put_exchange_del(&b, 8, S("x"));
-    meta_put_queue(&b, 8, 0, S("no id"), 0, S("")); /* qid 0 is never a stored queue */
+    meta_put_exchange_del(&b, 8, S("/"), S("x"));
+    meta_put_queue(&b, 8, 0, S("/"), S("no id"), 0, S("")); /* qid 0 is never a stored queue */
+    meta_put_exchange(&b, 8, S("team-a"), S("x"), 1, 1, S("")); /* another vhost: carried */
+    meta_put_access(&b, 8, S("user-record"));
     char path[600];
     snprintf(path, sizeof path, "%s/meta.log", tmpdir);
     write_file(path, buf_head(&b), b.len);
     meta mt = {0};
     defs d = {0};
     CHECK(meta_load(&mt, tmpdir, &defs_sink, &d) == 0);
-    CHECK(d.nx == 1 && d.nq == 1 && d.nbind == 1 && d.nunbind == 1 && d.nqdel == 1 && d.nxdel == 1);
+    CHECK(d.nx == 2 && d.nq == 1 && d.nbind == 1 && d.nunbind == 1 && d.nqdel == 1 && d.nxdel == 1);
+    CHECK(strcmp(d.last_vhost, "team-a") == 0 && d.naccess == 1 && strcmp(d.last_access, "user-record") == 0);
     CHECK(strcmp(d.last_bind_dst, "q") == 0 && mt.next_qid == 6);
     CHECK(meta_compact(&mt, emit_one_queue, NULL) == 0);
     buf_free(&b);
     buf_init(&b);
-    meta_put_queue(&b, mt.salt, meta_new_qid(&mt), S("new"), 0, S(""));
+    meta_put_queue(&b, mt.salt, meta_new_qid(&mt), S("/"), S("new"), 0, S(""));
     CHECK(meta_append(&mt, &b) == 0);
     meta_close(&mt);
     meta mt2 = {0};
     d = (defs){0};
     CHECK(meta_load(&mt2, tmpdir, &defs_sink, &d) == 0);
-    CHECK(d.nq == 2 && d.nx == 0 && d.last_qid == 6 && mt2.next_qid == 13);
+    CHECK(d.nq == 2 && d.nx == 0 && d.last_qid == 6 && mt2.next_qid == 13 && strcmp(d.last_vhost, "/") == 0);
     buf_free(&b);
     rm_dir(tmpdir);
 }
@@ -524,9 +533,9 @@ static void test_a_damaged_meta_log_is_kept_and_reported(void) {
     buf b;
     buf_init(&b);
     rec_put_headers(&b, 8);
-    meta_put_queue(&b, 8, 1, S("a"), 0, S(""));
-    meta_put_queue(&b, 8, 2, S("b"), 0, S(""));
-    meta_put_queue(&b, 8, 3, S("c"), 0, S(""));
+    meta_put_queue(&b, 8, 1, S("/"), S("a"), 0, S(""));
+    meta_put_queue(&b, 8, 2, S("/"), S("b"), 0, S(""));
+    meta_put_queue(&b, 8, 3, S("/"), S("c"), 0, S(""));
     ((uint8_t *)buf_head(&b))[2 * REC_FILE_HEADER + 20] ^= 1; /* queue a */
     char path[600];
     snprintf(path, sizeof path, "%s/meta.log", tmpdir);
@@ -599,7 +608,7 @@ static int r_delayed(void *ctx, uint64_t sid, uint64_t due, slice x, void *q, me
     message_unref(m);
     return 1;
 }
-static const recover_sink rec_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding},
+static const recover_sink rec_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access},
                                       r_queues,
                                       r_dedup,
                                       r_copy,
@@ -923,7 +932,7 @@ static void o_emit(void *ctx, buf *out, uint64_t salt) {
     towner *o = ctx;
     o->nemit++;
     if (o->qid)
-        meta_put_queue(out, salt, o->qid, S("q"), 0, S(""));
+        meta_put_queue(out, salt, o->qid, S("/"), S("q"), 0, S(""));
 }
 static void t_queues(void *ctx, void (*add)(void *rc, const rqueue *info), void *rc) {
     r_queues(&((towner *)ctx)->l, add, rc);
@@ -936,7 +945,7 @@ static void t_next_seq(void *ctx, void *q, uint64_t next) { r_next_seq(&((towner
 static int t_delayed(void *ctx, uint64_t sid, uint64_t due, slice x, void *q, message *m, uint32_t seg) {
     return r_delayed(&((towner *)ctx)->l, sid, due, x, q, m, seg);
 }
-static const recover_sink towner_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding},
+static const recover_sink towner_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access},
                                          t_queues,
                                          t_dedup,
                                          t_copy,
@@ -971,7 +980,7 @@ static void test_the_store_facade_takes_records_and_answers_its_owner(void) {
     o.qid = store_new_qid(s);
     buf b;
     buf_init(&b);
-    meta_put_queue(&b, store_meta_salt(s), o.qid, S("q"), 0, S(""));
+    meta_put_queue(&b, store_meta_salt(s), o.qid, S("/"), S("q"), 0, S(""));
     uint64_t gen = store_gen(s);
     store_meta_append(s, &b);
     CHECK(store_meta_count(s) == 1);
