@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "util.h"
@@ -27,7 +28,10 @@ static const char usage_text[] =
     "A load generator for any AMQP 0-9-1 broker (Ferry, RabbitMQ, LavinMQ...). One thread and\n"
     "one connection per producer and per consumer; pipelined publishing, batched acks.\n"
     "\n"
-    "  --uri URI            amqp://user:pass@host:port/vhost (default amqp://guest:guest@127.0.0.1:5672/)\n"
+    "  --uri URI            amqp://user:pass@host:port/vhost (default amqp://guest:guest@127.0.0.1:5672/);\n"
+    "                       amqps://... for TLS (default port 5671)\n"
+    "  --cacert FILE        amqps: verify the broker's certificate (and host name) against this CA\n"
+    "                       (PEM); without it the certificate is not verified\n"
     "  --producers N        publishing connections (default 1; 0 with --drain)\n"
     "  --consumers N        consuming connections (default 1, or one per queue with --fanout)\n"
     "  --size BYTES         message body size (default 16); the first 16 bytes carry the send\n"
@@ -165,7 +169,8 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
         }
         static const char *const valued[] = {
             "--uri",     "--producers", "--consumers", "--size", "--queues",   "--queue-prefix", "--fanout",
-            "--confirm", "--prefetch",  "--ack-every", "--rate", "--duration", "--count",        "--timeout"};
+            "--confirm", "--prefetch",  "--ack-every", "--rate", "--duration", "--count",        "--timeout",
+            "--cacert"};
         int known = 0;
         for (size_t k = 0; k < ARRAY_LEN(valued); k++)
             if (strcmp(flag, valued[k]) == 0)
@@ -181,6 +186,10 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
         int rc = 0;
         if (!strcmp(flag, "--uri")) {
             cfg->uri_text = val;
+        } else if (!strcmp(flag, "--cacert")) {
+            if (access(val, R_OK) != 0)
+                return usage_error("--cacert: cannot read %s", val);
+            client_tls_cacert(val);
         } else if (!strcmp(flag, "--queue-prefix")) {
             if (strlen(val) > 200)
                 return usage_error("--queue-prefix is too long");

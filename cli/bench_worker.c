@@ -69,6 +69,8 @@ static void worker_fail(worker *w, const char *what, const char *why) {
 
 /* Waits for the socket (and at most timeout_ns) without busy-looping; 1 if it is readable. */
 static int wait_socket(client *c, uint64_t timeout_ns) {
+    if (client_pending(c))
+        return 1; /* decrypted already: the socket would not say so */
     struct pollfd pfd = {c->fd, (short)(POLLIN | (c->out.len ? POLLOUT : 0)), 0};
     struct timespec ts = {(time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u)};
     if (ppoll(&pfd, 1, &ts, NULL) <= 0)

@@ -11,11 +11,16 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "util.h"
 
@@ -72,14 +77,13 @@ int uri_parse(const char *s, amqp_uri *u, char *err, size_t n) {
     strcpy(u->port, "5672");
     strcpy(u->vhost, "/");
     if (strncmp(s, "amqps://", 8) == 0) {
-        snprintf(err, n, "amqps:// (TLS) is not supported; use amqp://");
+        u->tls = 1;
+        strcpy(u->port, "5671");
+    } else if (strncmp(s, "amqp://", 7) != 0) {
+        snprintf(err, n, "expected amqp://user:pass@host:port/vhost (or amqps://), got '%s'", s);
         return -1;
     }
-    if (strncmp(s, "amqp://", 7) != 0) {
-        snprintf(err, n, "expected amqp://user:pass@host:port/vhost, got '%s'", s);
-        return -1;
-    }
-    const char *p = s + 7;
+    const char *p = s + (u->tls ? 8 : 7);
     const char *end = p + strcspn(p, "/?");
     const char *at = memchr(p, '@', (size_t)(end - p));
     if (at) {
@@ -135,6 +139,87 @@ int uri_parse(const char *s, amqp_uri *u, char *err, size_t n) {
     return 0;
 }
 
+/* ---- TLS (amqps) ---- */
+
+static const char *tls_cacert;
+static SSL_CTX *tls_ctx;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+
+void client_tls_cacert(const char *cacert) { tls_cacert = cacert; }
+
+/* One context for every connection (SSL_CTX is shared safely between threads). */
+static void tls_ctx_init(void) {
+    tls_ctx = SSL_CTX_new(TLS_client_method());
+    if (!tls_ctx)
+        return;
+    SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (tls_cacert) {
+        if (SSL_CTX_load_verify_locations(tls_ctx, tls_cacert, NULL) != 1) {
+            SSL_CTX_free(tls_ctx);
+            tls_ctx = NULL;
+            return;
+        }
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+    }
+}
+
+static int tls_fail(client *c, const char *what) {
+    char r[256] = "";
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, r, sizeof r);
+    ERR_clear_error();
+    return fail(c, "%s%s%s", what, *r ? ": " : "", r);
+}
+
+/* The TLS handshake over the connected socket, made non-blocking for good (every wait is a
+ * poll with a deadline). */
+static int tls_start(client *c, const amqp_uri *u) {
+    pthread_once(&tls_once, tls_ctx_init);
+    if (!tls_ctx)
+        return fail(c, "cannot set up TLS%s%s", tls_cacert ? " with CA file " : "", tls_cacert ? tls_cacert : "");
+    client_set_nonblocking(c);
+    ERR_clear_error();
+    c->ssl = SSL_new(tls_ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
+        return tls_fail(c, "cannot create a TLS connection");
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, u->host, ip) == 1 || inet_pton(AF_INET6, u->host, ip) == 1;
+    if (!is_ip)
+        SSL_set_tlsext_host_name(c->ssl, u->host);
+    if (tls_cacert) { /* the certificate must name the host we asked for */
+        if (is_ip)
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), u->host);
+        else
+            SSL_set1_host(c->ssl, u->host);
+    }
+    uint64_t deadline = now_ms() + RPC_TIMEOUT_MS;
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_connect(c->ssl);
+        if (r == 1)
+            return 0;
+        int e = SSL_get_error(c->ssl, r);
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+            long v = SSL_get_verify_result(c->ssl);
+            if (v != X509_V_OK)
+                return fail(c, "TLS handshake with %s:%s failed: certificate not verified: %s", u->host, u->port,
+                            X509_verify_cert_error_string(v));
+            return tls_fail(c, "TLS handshake failed (not a TLS port?)");
+        }
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            return fail(c, "timed out in the TLS handshake with %s:%s", u->host, u->port);
+        struct pollfd pfd = {c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, 0};
+        poll(&pfd, 1, (int)(deadline - now));
+    }
+}
+
+int client_pending(const client *c) { return c->ssl && SSL_pending(c->ssl) > 0; }
+
 /* ---- socket I/O ---- */
 
 void client_set_nonblocking(client *c) {
@@ -142,7 +227,46 @@ void client_set_nonblocking(client *c) {
     fcntl(c->fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+static int tls_write_some(client *c) {
+    while (c->out.len > 0) {
+        ERR_clear_error();
+        int w = SSL_write(c->ssl, buf_head(&c->out), (int)MIN(c->out.len, (size_t)1 << 30));
+        if (w > 0) {
+            buf_consume(&c->out, (size_t)w);
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, w);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+            return 0; /* retried later with the same bytes at the front */
+        return tls_fail(c, "write to broker failed (TLS)");
+    }
+    return 0;
+}
+
+static long tls_read_some(client *c, uint8_t *p, size_t room) {
+    size_t got = 0;
+    while (got < room) {
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, p + got, (int)MIN(room - got, (size_t)1 << 30));
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            break;
+        if (got)
+            break; /* the error again at the next read */
+        ERR_clear_error();
+        return fail(c, "broker closed the connection%s", e == SSL_ERROR_ZERO_RETURN ? "" : " (TLS error)");
+    }
+    buf_commit(&c->in, got);
+    return (long)got;
+}
+
 int client_write_some(client *c) {
+    if (c->ssl)
+        return tls_write_some(c);
     while (c->out.len > 0) {
         ssize_t w = send(c->fd, buf_head(&c->out), c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w > 0) {
@@ -165,6 +289,8 @@ long client_read_some(client *c, size_t room) {
     }
     buf_compact(&c->in);
     uint8_t *p = buf_reserve(&c->in, room);
+    if (c->ssl)
+        return tls_read_some(c, p, room);
     for (;;) {
         ssize_t r = recv(c->fd, p, room, MSG_DONTWAIT);
         if (r > 0) {
@@ -382,7 +508,7 @@ int client_open(client *c, const amqp_uri *u, const char *name) {
     buf_init(&c->in);
     buf_init(&c->out);
     c->frame_max = DEFAULT_FRAME_MAX;
-    if (tcp_connect(c, u) < 0)
+    if (tcp_connect(c, u) < 0 || (u->tls && tls_start(c, u) < 0))
         return -1;
     buf_put(&c->out, "AMQP\0\0\x09\x01", 8);
     rd r;
@@ -477,8 +603,10 @@ int client_open(client *c, const amqp_uri *u, const char *name) {
 
 void client_close(client *c, int timeout_ms) {
     if (c->fd >= 0) {
-        int fl = fcntl(c->fd, F_GETFL);
-        fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK);
+        if (!c->ssl) { /* (a TLS socket stays non-blocking: every wait below polls) */
+            int fl = fcntl(c->fd, F_GETFL);
+            fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK);
+        }
         size_t m = method_begin(&c->out, 0, CONNECTION_CLOSE);
         buf_u16(&c->out, REPLY_SUCCESS);
         buf_shortstr(&c->out, "bye", 3);
@@ -497,9 +625,15 @@ void client_close(client *c, int timeout_ms) {
                     break;
             }
         }
+        if (c->ssl) {
+            SSL_shutdown(c->ssl); /* close_notify, one try */
+            ERR_clear_error();
+        }
         close(c->fd);
         c->fd = -1;
     }
+    SSL_free(c->ssl);
+    c->ssl = NULL;
     buf_free(&c->in);
     buf_free(&c->out);
 }

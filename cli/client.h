@@ -15,17 +15,19 @@
 #include "buf.h"
 #include "wire.h"
 
-/* amqp://user:pass@host:port/vhost, percent-decoded. */
+/* amqp://user:pass@host:port/vhost (or amqps://, TLS), percent-decoded. */
 typedef struct amqp_uri {
     char host[256];
     char port[8];
     char user[256];
     char pass[256];
     char vhost[256];
+    int tls; /* amqps:// (default port 5671) */
 } amqp_uri;
 
 typedef struct client {
     int fd;
+    struct ssl_st *ssl; /* amqps: OpenSSL over fd (non-blocking from the handshake on) */
     buf in;      /* bytes read, not yet parsed */
     buf out;     /* bytes encoded, not yet written */
     size_t skip; /* bytes of `in` held by the last frame handed out; dropped on the next read */
@@ -38,7 +40,10 @@ typedef struct client {
 /* Parses an AMQP URI. Returns 0, or -1 with a reason in err. */
 int uri_parse(const char *s, amqp_uri *u, char *err, size_t n);
 
-/* Connects, authenticates (PLAIN), opens the vhost and channel 1. 0 or -1 (c->err says why). */
+/* amqps: verify the broker's certificate against this CA file (PEM) and its name against the
+ * URI's host; without it (NULL) the certificate is not verified. Call before client_open. */
+void client_tls_cacert(const char *cacert);
+/* Connects (amqps: and does the TLS handshake), authenticates (PLAIN), opens the vhost and channel 1. 0 or -1 (c->err says why). */
 int client_open(client *c, const amqp_uri *u, const char *name);
 /* Sends connection.close and waits (bounded) for close-ok, so the broker has processed every
  * frame sent before it; then frees everything. Safe on a failed or half-open client. */
@@ -47,8 +52,12 @@ void client_set_nonblocking(client *c);
 
 /* Writes out as far as the socket takes it without blocking: 0, or -1 on a dead socket. */
 int client_write_some(client *c);
-/* Reads once, without blocking, into `in`: bytes read, 0 if none were ready, -1 on EOF/error. */
+/* Reads once, without blocking, into `in`: bytes read, 0 if none were ready, -1 on EOF/error.
+ * (amqps: up to `room` bytes of decrypted records; see client_pending.) */
 long client_read_some(client *c, size_t room);
+/* Bytes OpenSSL decrypted but client_read_some has not taken yet: polling the socket would
+ * not see them, so read again before waiting. */
+int client_pending(const client *c);
 /* Parses the frame at in[*pos]: 1 (and advances *pos), 0 if incomplete, -1 on a framing error. */
 int client_parse(client *c, size_t *pos, frame *f);
 
