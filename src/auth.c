@@ -420,6 +420,7 @@ static void key2(buf *k, slice a, slice b) {
 
 int access_set_perm(access_db *db, slice user, slice vhost, const char *conf, const char *write, const char *read,
                     char *err, size_t errlen) {
+    db->gen++;
     uperm *p = xcalloc(1, sizeof *p);
     const char *src[3] = {conf, write, read};
     int i = 0;
@@ -447,6 +448,7 @@ int access_set_perm(access_db *db, slice user, slice vhost, const char *conf, co
 
 int access_set_topic_perm(access_db *db, slice user, slice vhost, slice exchange, const char *write,
                           const char *read, char *err, size_t errlen) {
+    db->gen++;
     tperm *p = xcalloc(1, sizeof *p);
     if (re_compile(&p->p[0], write, err, errlen) < 0) {
         free(p->p[0].src);

@@ -74,6 +74,7 @@ typedef struct access_db {
     helpers hp;           /* the thread PBKDF2 checks run on */
     int hp_started;
     uint8_t fast_key[32]; /* random per process: keys the remembered digests */
+    uint64_t gen;         /* bumped by every change of permissions: caches of checks compare it */
 } access_db;
 
 void access_init(access_db *db);

@@ -404,6 +404,8 @@ struct channel {
     uint8_t expect;    /* content frames expected next: 0 none, FRAME_HEADER, FRAME_BODY */
     uint8_t mandatory; /* of the publish being assembled */
     message *pending;  /* the publish being assembled; its body_len is the room so far */
+    uint8_t *pub_allowed; /* perm.c: the exchange last allowed for publishing (length byte, name) */
+    uint64_t pub_allowed_gen; /* the access_db generation it was checked at */
     uint64_t pending_got; /* body bytes of it received so far (<= pending->body_len) */
     uint64_t pending_size; /* the body size its content header declared */
     slice args;        /* the current method's argument bytes (for error texts) */

@@ -60,6 +60,7 @@ void channel_free(channel *ch) {
     free(ch->cwait);
     free(ch->unacked.a);
     free(ch->txops);
+    free(ch->pub_allowed);
     free(ch);
 }
 

@@ -52,6 +52,7 @@ exchange *find_exchange(channel *ch, slice name, unsigned mid);
 
 /* which: PERM_CONFIGURE, PERM_WRITE, PERM_READ (auth.h); kind "exchange" or "queue". */
 int perm_check(channel *ch, int which, const char *kind, slice name, unsigned mid);
+int perm_check_publish(channel *ch, slice xname);
 int perm_check_topic(channel *ch, const exchange *x, int which, slice rkey, unsigned mid);
 int perm_check_bind(channel *ch, const char *dst_kind, slice dst, slice src, slice key, unsigned mid);
 int perm_check_new_queue(channel *ch, slice name, slice args);

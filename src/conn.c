@@ -1167,8 +1167,10 @@ static void handle_input(conn *c) {
     unsigned frames = 0;
     size_t bytes = 0;
     while (c->in.len && c->state != CONN_DEAD && input_allowed(c)) {
+        /* The clock is read every 4 frames (a publish is 3): reading it per frame was 10% of
+         * the broker's time publishing 16-byte messages. */
         if (frames >= INPUT_BUDGET_FRAMES || bytes >= INPUT_BUDGET_BYTES ||
-            (frames && now_us() - started >= INPUT_BUDGET_US)) {
+            (frames && (frames & 3) == 0 && now_us() - started >= INPUT_BUDGET_US)) {
             backlog_add(c);
             break;
         }

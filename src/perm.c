@@ -18,7 +18,11 @@
  * A refusal closes the channel with 403 ACCESS_REFUSED and RabbitMQ's text. */
 #include "channel_int.h"
 
+#include <assert.h>
+#include <string.h>
+
 #include "auth.h"
+#include "util.h"
 
 static slice user_of(const channel *ch) { return (slice){(const uint8_t *)ch->c->u->name, ch->c->u->name_len}; }
 static slice vhost_of(const channel *ch) { return (slice){(const uint8_t *)ch->c->vh->name, ch->c->vh->name_len}; }
@@ -43,6 +47,27 @@ int perm_check_topic(channel *ch, const exchange *x, int which, slice rkey, unsi
     channel_close_error(ch, ACCESS_REFUSED, mid, "access to topic '%.*s' in exchange '%s' in vhost '%s' refused for user '%s'",
                         (int)rkey.n, (const char *)rkey.p, x->name, ch_vhost(ch), ch->c->user);
     return -1;
+}
+
+/* basic.publish: write on the exchange. The exchange last allowed is remembered per channel
+ * (RabbitMQ's channel keeps a permission cache too), so a stream of publishes to one
+ * exchange costs one regex search, not one each (it was 7% of a 16-byte publish's cost). */
+int perm_check_publish(channel *ch, slice xname) {
+    if (!ch->c->u || !ch->c->vh)
+        return 0;
+    assert(xname.n <= 255); /* a shortstr */
+    const access_db *db = ch->c->b->access;
+    const uint8_t *a = ch->pub_allowed;
+    if (a && ch->pub_allowed_gen == db->gen && a[0] == xname.n && memcmp(a + 1, xname.p, xname.n) == 0)
+        return 0;
+    if (perm_check(ch, PERM_WRITE, "exchange", xname, BASIC_PUBLISH) < 0)
+        return -1;
+    if (!ch->pub_allowed)
+        ch->pub_allowed = xmalloc(256);
+    ch->pub_allowed[0] = (uint8_t)xname.n;
+    memcpy(ch->pub_allowed + 1, xname.p, xname.n);
+    ch->pub_allowed_gen = db->gen;
+    return 0;
 }
 
 /* The bind checks (both bind and unbind, queue and exchange destinations), up to and

@@ -157,7 +157,7 @@ void basic_publish(channel *ch, rd *r) {
     }
     exchange *x = NULL;
     /* RabbitMQ: write permission first, then the lookup (404), internal, topic permission */
-    if (perm_check(ch, PERM_WRITE, "exchange", xname, BASIC_PUBLISH) < 0)
+    if (perm_check_publish(ch, xname) < 0)
         return;
     if (xname.n) {
         x = find_exchange(ch, xname, BASIC_PUBLISH);

@@ -168,3 +168,31 @@ def test_failed_logins_slow_down_and_do_not_block_other_clients(tmp_path, ferryd
     assert delays[0] >= 0.09 and delays[-1] >= 1.5 and delays[-1] > 4 * delays[0], delays
     # ... while another client's round trips go on (the loop never sleeps on it)
     assert worst < 0.5, worst
+
+
+def test_the_publish_permission_remembered_per_channel_never_lets_another_exchange_through(tmp_path, ferryd_factory):
+    """perm.c remembers the exchange a channel was last allowed to publish to: a publish to
+    another exchange on the same channel must still be checked (403), and so must a return
+    to the allowed one afterwards on a new channel."""
+    f = tmp_path / "defs.json"
+    f.write_text(json.dumps(defs(
+        perms=[{"user": "app", "vhost": "/", "configure": ".*", "write": "^(ok-x|q)$", "read": ".*"}],
+        exchanges=[{"name": n, "vhost": "/", "type": "fanout", "durable": True, "auto_delete": False,
+                    "internal": False, "arguments": {}} for n in ("ok-x", "no-x")])))
+    d = ferryd_factory("--definitions", str(f))
+    conn = pika.BlockingConnection(pika.URLParameters(f"amqp://app:app-pw@127.0.0.1:{d.port}/"))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for _ in range(3):
+        ch.basic_publish("ok-x", "", b"allowed")  # checked once, then remembered
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.basic_publish("no-x", "", b"refused")
+    assert e.value.reply_code == 403
+    assert "access to exchange 'no-x' in vhost '/' refused for user 'app'" in e.value.reply_text
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("ok-x", "", b"allowed again")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.basic_publish("", "q", b"default exchange")  # amq.default is not in the write regex
+    assert e.value.reply_code == 403
+    conn.close()
