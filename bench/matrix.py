@@ -14,10 +14,16 @@ Rows (issue 5):
   8  10,000 idle connections with a channel each: broker RSS
   9  highest sustainable rate: fixed-rate sweep (1P/1C, 256 B) up to where p99 passes 10 ms
      or the consumer falls behind
+ 10  row 1 over TLS (amqps; the broker's certificate verified by ferry bench --cacert)
+ 11  row 3 over TLS
+Both brokers get the same certificate, made with openssl at the start of the run
+(tests/lib/certs.py). Rows 1, 3, 10 and 11 run BENCH_REPEAT times (default 3) and report the
+median with the spread (min–max); the others run once.
 
 BENCH_QUICK=1 runs every row briefly (about two minutes in all) for development; it writes
 bench/results/tmp/latest-quick.{md,png} and leaves the committed latest.{md,png} alone.
-BENCH_BROKERS=ferry or =rabbitmq runs one side only. A broker that is missing or will not
+BENCH_BROKERS=ferry or =rabbitmq runs one side only. BENCH_ROWS=1,3,10,11 runs only those rows
+(written to bench/results/tmp/latest-rows.md, leaving latest.md alone). A broker that is missing or will not
 start gets "n/a" in its column instead of failing the run; so does a row that fails.
 """
 import datetime
@@ -36,15 +42,23 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 from ferryd import Ferryd  # noqa: E402
 import rabbitmq  # noqa: E402
+from certs import Certs  # noqa: E402
 
 FERRY = os.path.join(ROOT, "build", "ferry")
 FERRYD = os.path.join(ROOT, "build", "ferryd")
 RESULTS = os.path.join(ROOT, "bench", "results")
 RAW = os.path.join(RESULTS, "tmp")
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-# A quick run is for development: it never overwrites the committed full-run results.
-OUT_MD = os.path.join(RAW if QUICK else RESULTS, "latest-quick.md" if QUICK else "latest.md")
-OUT_PNG = os.path.join(RAW if QUICK else RESULTS, "latest-quick.png" if QUICK else "latest.png")
+ONLY_ROWS = {int(x) for x in os.environ.get("BENCH_ROWS", "").split(",") if x.strip()}
+REPEAT = int(os.environ.get("BENCH_REPEAT", "1" if QUICK else "3"))
+REPEAT_ROWS = {1, 3, 10, 11}   # plain vs TLS: medians of REPEAT runs, with their spread
+# A quick or partial run is for development: it never overwrites the committed full-run results.
+PARTIAL = QUICK or bool(ONLY_ROWS)
+OUT_MD = os.path.join(RAW if PARTIAL else RESULTS,
+                      "latest-quick.md" if QUICK else "latest-rows.md" if ONLY_ROWS else "latest.md")
+OUT_PNG = os.path.join(RAW if PARTIAL else RESULTS,
+                       "latest-quick.png" if QUICK else "latest-rows.png" if ONLY_ROWS else "latest.png")
+CERTS = None  # made in main(): the TLS rows' CA and server certificate, shared by both brokers
 
 # Durations and sizes: full run ~10-15 minutes for both brokers, quick ~1-2 minutes.
 D_THROUGHPUT = 2 if QUICK else 10     # rows 1-5, seconds
@@ -124,8 +138,13 @@ class FerryBroker:
             self.why = "build/ferryd not built"
             return False
         try:
-            self.d = Ferryd(data_dir=tempfile.mkdtemp(prefix="ferry-bench-"), binary=FERRYD)
+            from ferryd import free_port, wait_port
+            self.tls_port = free_port()
+            self.d = Ferryd(data_dir=tempfile.mkdtemp(prefix="ferry-bench-"), binary=FERRYD,
+                            args=["--tls-port", str(self.tls_port), "--tls-cert", CERTS.server_cert,
+                                  "--tls-key", CERTS.server_key])
             self.d.start(timeout=15)
+            wait_port(self.d.host, self.tls_port, 15, self.d.proc)
         except Exception as e:  # noqa: BLE001
             self.why = f"ferryd did not start: {e}"
             self.d = None
@@ -142,6 +161,10 @@ class FerryBroker:
     @property
     def url(self):
         return self.d.url
+
+    @property
+    def tls_url(self):
+        return f"amqps://guest:guest@localhost:{self.tls_port}/"
 
     @property
     def host_port(self):
@@ -174,7 +197,8 @@ class RabbitBroker:
             self.why = "rabbitmq-server not installed"
             return False
         try:
-            self.r = rabbitmq.RabbitMQ().start(timeout=120)
+            self.r = rabbitmq.RabbitMQ(tls={"cacert": CERTS.ca, "cert": CERTS.server_cert,
+                                            "key": CERTS.server_key}).start(timeout=120)
             deadline = time.time() + 30
             while self.r.pid() is None and time.time() < deadline:
                 time.sleep(0.2)
@@ -198,6 +222,10 @@ class RabbitBroker:
         return self.r.url
 
     @property
+    def tls_url(self):
+        return self.r.tls_url.replace("127.0.0.1", "localhost")
+
+    @property
     def host_port(self):
         return self.r.host, self.r.port
 
@@ -216,10 +244,12 @@ class RowFailed(Exception):
     pass
 
 
-def bench(broker, tag, *args, timeout=600):
-    """Runs `ferry bench --json` against the broker; returns the parsed result (raises
-    RowFailed on a failed run). The raw output is kept under bench/results/tmp/."""
-    cmd = [FERRY, "bench", "--uri", broker.url, "--json", "--quiet", "--queue-prefix", f"bench-{tag}-", *args]
+def bench(broker, tag, *args, timeout=600, tls=False):
+    """Runs `ferry bench --json` against the broker (over TLS: its amqps port, the certificate
+    verified); returns the parsed result (raises RowFailed on a failed run). The raw output is
+    kept under bench/results/tmp/."""
+    uri = ["--uri", broker.tls_url, "--cacert", CERTS.ca] if tls else ["--uri", broker.url]
+    cmd = [FERRY, "bench", *uri, "--json", "--quiet", "--queue-prefix", f"bench-{tag}-", *args]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -243,9 +273,13 @@ def lat(res, key, p):
 # ---------------------------------------------------------------- rows
 # Each row function returns {metric: value}; metrics are listed in METRICS below.
 
-def row1(b):
-    r = bench(b, "row1", "--size", "16", "--duration", str(D_THROUGHPUT))
-    return {"consume": r["consume_rate"], "publish": r["publish_rate"], "p99": lat(r, "latency_ms", "p99"), "_cpu": cpu(r)}
+def tls_note(r):
+    return {"_note": f"TLS version {r.get('tls')}"} if r.get("tls") else {}
+
+
+def row1(b, tls=False):
+    r = bench(b, "row10" if tls else "row1", "--size", "16", "--duration", str(D_THROUGHPUT), tls=tls)
+    return {**tls_note(r), "consume": r["consume_rate"], "publish": r["publish_rate"], "p99": lat(r, "latency_ms", "p99"), "_cpu": cpu(r)}
 
 
 def row2(b):
@@ -253,11 +287,19 @@ def row2(b):
     return {"consume": r["consume_rate"], "publish": r["publish_rate"], "p99": lat(r, "latency_ms", "p99"), "_cpu": cpu(r)}
 
 
-def row3(b):
-    r = bench(b, "row3", "--size", "1024", "--persistent", "--confirm", "1000", "--ack-every", "100",
-              "--prefetch", "1000", "--duration", str(D_THROUGHPUT))
-    return {"consume": r["consume_rate"], "confirmed": r["confirmed"] / max(r["publish_s"], 1e-9),
+def row3(b, tls=False):
+    r = bench(b, "row11" if tls else "row3", "--size", "1024", "--persistent", "--confirm", "1000", "--ack-every",
+              "100", "--prefetch", "1000", "--duration", str(D_THROUGHPUT), tls=tls)
+    return {**tls_note(r), "consume": r["consume_rate"], "confirmed": r["confirmed"] / max(r["publish_s"], 1e-9),
             "confirm_p99": lat(r, "confirm_latency_ms", "p99"), "_cpu": cpu(r)}
+
+
+def row10(b):
+    return row1(b, tls=True)
+
+
+def row11(b):
+    return row3(b, tls=True)
 
 
 def row4(b):
@@ -417,10 +459,36 @@ ROWS = [
      [("rss_conns", "RSS MiB", False), ("per_conn", "KiB/connection", False)]),
     (9, "highest sustainable rate, 1P/1C, 256 B (p99 <= 10 ms)", row9,
      [("sustainable", "msg/s", True), ("p99_at", "p99 ms at that rate", False)]),
+    (10, "row 1 over TLS (amqps): 1P/1C, 16 B, transient, auto-ack", row10,
+     [("consume", "consume msg/s", True), ("publish", "publish msg/s", True), ("p99", "latency p99 ms", False)]),
+    (11, "row 3 over TLS (amqps): persistent, confirms (1000), ack every 100, 1 KiB", row11,
+     [("consume", "consume msg/s", True), ("confirmed", "confirmed msg/s", True),
+      ("confirm_p99", "confirm p99 ms", False)]),
 ]
 # Rows 7 and 8 leave the most behind in a broker (RabbitMQ keeps memory it grew), so they
-# run last; the table is in row order regardless.
-ORDER = [1, 2, 3, 4, 5, 6, 9, 8, 7]
+# run last; the table is in row order regardless. Each TLS row runs next to its plain row.
+ORDER = [1, 10, 3, 11, 2, 4, 5, 6, 9, 8, 7]
+
+
+def run_repeated(fn, broker):
+    """REPEAT runs of a row: the median of each metric, and the spread as _spread."""
+    runs = []
+    for i in range(REPEAT):
+        if i:
+            wait_quiet(broker.pid(), QUIET_MAX)
+        runs.append(fn(broker))
+    out = dict(runs[len(runs) // 2])
+    spread = {}
+    for k, v in runs[0].items():
+        if k.startswith("_") or not isinstance(v, (int, float)):
+            continue
+        vals = sorted(r[k] for r in runs if r.get(k) is not None)
+        if vals:
+            out[k] = vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+            spread[k] = (vals[0], vals[-1], len(vals))
+    out["_spread"] = spread
+    out["_cpu"] = max(r.get("_cpu") or 0 for r in runs)
+    return out
 
 
 def run_broker(broker):
@@ -433,6 +501,9 @@ def run_broker(broker):
     try:
         for n in ORDER:
             _, title, fn, _ = ROWS[n - 1]
+            if ONLY_ROWS and n not in ONLY_ROWS:
+                results[n] = {"_error": "not run (BENCH_ROWS)"}
+                continue
             if not broker.alive():
                 log(f"{broker.name} is down; restarting it for row {n}")
                 if not broker.restart():
@@ -443,7 +514,7 @@ def run_broker(broker):
                 log(f"{broker.name}: waited {waited:.0f}s for the broker to go idle before row {n}")
             t = time.time()
             try:
-                results[n] = fn(broker)
+                results[n] = run_repeated(fn, broker) if n in REPEAT_ROWS and REPEAT > 1 else fn(broker)
             except RowFailed as e:
                 results[n] = {"_error": str(e)}
             except Exception as e:  # noqa: BLE001 - one broken row must not lose the others
@@ -531,6 +602,7 @@ def write_markdown(res, started, elapsed):
             elif d.get("_note"):
                 notes.append(f"- row {n}, {name}: {d['_note']}")
     lines += ["", "Lower is better for latency and memory; the ratio is always ferry ÷ rabbitmq.", ""]
+    lines += tls_section(res)
     if notes:
         lines += ["## Notes", ""] + notes + [""]
     cpu_rows = []
@@ -550,13 +622,47 @@ def write_markdown(res, started, elapsed):
         fh.write("\n".join(lines))
 
 
+def spread_text(d, key):
+    sp = (d.get("_spread") or {}).get(key)
+    if not sp:
+        return ""
+    lo, hi, n = sp
+    return f" ({fmt(lo, key)}–{fmt(hi, key)}, {n} runs)"
+
+
+def tls_section(res):
+    """Rows 1 and 3 beside their TLS twins (10, 11): medians, spreads and the TLS cost."""
+    lines = ["## TLS (amqps) beside plain", "",
+             f"Rows 1 and 3 over plain AMQP and over TLS (rows 10 and 11), each the median of {REPEAT} runs with "
+             "the spread (min–max) in brackets. Both brokers serve the same RSA-2048 certificate made with "
+             "openssl for the run; `ferry bench` verifies it (`--cacert`; the negotiated TLS version is in the notes). "
+             "The machine's 2 cores are shared with other work, so single runs swing; compare within a column.",
+             "", "| row | metric | broker | plain | TLS | TLS ÷ plain |", "|---|---|---|---:|---:|---:|"]
+    for plain, tls, key, label in ((1, 10, "consume", "consume msg/s"), (3, 11, "confirmed", "confirmed msg/s"),
+                                   (3, 11, "consume", "consume msg/s")):
+        for name in ("ferry", "rabbitmq"):
+            p, t = res[name].get(plain, {}), res[name].get(tls, {})
+            pv, tv = p.get(key), t.get(key)
+            ratio = f"{tv / pv:.2f}" if pv and tv is not None else "n/a"
+            lines.append(f"| {plain} | {label} | {name} | {fmt(pv, key)}{spread_text(p, key)} | "
+                         f"{fmt(tv, key)}{spread_text(t, key)} | {ratio} |")
+    f10, r10 = res["ferry"].get(10, {}).get("consume"), res["rabbitmq"].get(10, {}).get("consume")
+    f11, r11 = res["ferry"].get(11, {}).get("confirmed"), res["rabbitmq"].get(11, {}).get("confirmed")
+    lines.append("")
+    if f10 and r10 and f11 and r11:
+        lines.append(f"Over TLS, ferry ÷ RabbitMQ: row 1 {f10 / r10:.0f}×, row 3 {f11 / r11:.0f}×.")
+        lines.append("")
+    return lines
+
+
 def write_chart(res):
     """Three panels: throughput, latency, memory; ferry and rabbitmq bars per metric."""
     panels = [
         ("throughput (msg/s, higher is better)", [
             (1, "consume", "1: 16 B"), (2, "consume", "2: 1 KiB"), (3, "consume", "3: persistent"),
             (4, "consume", "4: 4P/4C"), (5, "consume", "5: fanout 8"), (7, "drain", "7: drain"),
-            (9, "sustainable", "9: sustainable")]),
+            (9, "sustainable", "9: sustainable"), (10, "consume", "10: 1 over TLS"),
+            (11, "consume", "11: 3 over TLS")]),
         ("latency (ms, lower is better)", [
             (6, "p50", "6: p50"), (6, "p99", "6: p99"), (6, "p999", "6: p99.9"), (3, "confirm_p99", "3: confirm p99"),
             (9, "p99_at", "9: p99 at max")]),
@@ -605,6 +711,8 @@ def main():
     if not os.access(FERRY, os.X_OK):
         log("build/ferry is missing: run `make build/ferry`")
         return 1
+    global CERTS
+    CERTS = Certs(tempfile.mkdtemp(prefix="ferry-bench-certs-"))
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.time()
     which = os.environ.get("BENCH_BROKERS", "ferry,rabbitmq").split(",")
@@ -614,6 +722,7 @@ def main():
             res[broker.name] = run_broker(broker)
         else:
             res[broker.name] = {n: {"_error": "not run (BENCH_BROKERS)"} for n, *_ in ROWS}
+    shutil.rmtree(CERTS.dir, ignore_errors=True)
     with open(os.path.join(RAW, "results.json"), "w") as fh:
         json.dump(res, fh, indent=1)
     write_markdown(res, started, time.time() - t0)

@@ -388,11 +388,18 @@ static void json_string(const char *s) {
     putchar('"');
 }
 
+static char tls_version[32]; /* amqps: the protocol version the control connection negotiated */
+
 static void report(const bench_cfg *cfg, const totals *t, int ok, const char *error) {
     const char *ack = cfg->ack_every ? "manual ack" : "auto-ack";
     if (cfg->json) {
         printf("{\n  \"uri\": ");
         json_string(cfg->uri_text);
+        printf(", \"tls\": ");
+        if (tls_version[0])
+            json_string(tls_version);
+        else
+            printf("null");
         printf(",\n  \"producers\": %d, \"consumers\": %d, \"size\": %llu, \"queues\": %d, \"fanout\": %d,\n",
                cfg->producers, cfg->consumers, (unsigned long long)cfg->size, cfg->queues, cfg->fanout);
         printf(
@@ -504,6 +511,8 @@ int bench_main(int argc, char **argv) {
         client_close(&ctl, 1000);
         return EXIT_RUN_FAILED;
     }
+    if (client_tls_version(&ctl))
+        snprintf(tls_version, sizeof tls_version, "%s", client_tls_version(&ctl));
     uint64_t depth = 0;
     if (setup_topology(&ctl, &cfg, &depth) < 0) {
         client_close(&ctl, 1000);

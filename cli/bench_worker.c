@@ -26,6 +26,9 @@
 #define READ_ROOM (256 * 1024)          /* bytes asked for per read */
 #define IDLE_ACK_MS 10                  /* ack a partial batch after this long without deliveries */
 #define DRAIN_CONFIRMS_NS 2000000000ull /* duration runs: wait this long for last confirms */
+/* Duration runs: a broker that takes no byte of the rest for this long after the deadline
+ * (it stopped reading: flow control, a backlog it cannot work off) is given up on. */
+#define FLUSH_GIVE_UP_NS 10000000000ull
 /* --rate releases messages in steps at least this far apart: at high rates a wakeup per
  * message would cost the generator a core in syscalls (and the broker, on a small machine,
  * the CPU it needs). 100 us steps are invisible at the millisecond scale latency is judged on. */
@@ -182,6 +185,8 @@ void *producer_main(void *arg) {
     const uint64_t seq_base = (STAMP_MAGIC << 56) | ((uint64_t)w->index << 40);
     uint64_t sent = 0, acked = 0, nacked = 0;
     uint64_t finished_at = 0, last_progress = t0, blocked_since = 0, turns = 0, last_release = 0;
+    uint64_t last_written = t0;
+    int gave_up = 0;
     int readable = 1;
     for (;;) {
         uint64_t now = now_ns();
@@ -235,6 +240,17 @@ void *producer_main(void *arg) {
         if (c.out.len && client_write_some(&c) < 0) {
             worker_fail(w, "", c.err);
             goto out;
+        }
+        if (c.out.len < before)
+            last_written = now;
+        if (finished_at && cfg->duration > 0 && c.out.len && now - MAX(last_written, finished_at) > FLUSH_GIVE_UP_NS) {
+            /* The messages still in our buffer never reached the broker: not published. */
+            uint64_t unsent = (c.out.len + tlen - 1) / tlen;
+            sent -= MIN(unsent, sent);
+            if (cfg->confirm)
+                w->unconfirmed = cf.next - cf.lowest;
+            gave_up = 1;
+            break;
         }
 
         /* Confirms, flow control and errors: read when the last wait said so, and now and
@@ -318,7 +334,12 @@ void *producer_main(void *arg) {
     /* Publishing ends when the broker has taken every message, not when the last one went
      * into our socket buffer (megabytes on loopback): at the last confirm, or else at the
      * close-ok, which the broker sends only after handling every frame before the close. */
-    if (cfg->confirm && cf.lowest == cf.next) {
+    if (gave_up) { /* no close handshake through a socket the broker does not read */
+        w->end_ns = MAX(last_written, finished_at);
+        buf_consume(&c.out, c.out.len);
+        close(c.fd);
+        c.fd = -1;
+    } else if (cfg->confirm && cf.lowest == cf.next) {
         w->end_ns = last_progress;
     } else {
         client_close(&c, 30000);

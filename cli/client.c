@@ -220,6 +220,8 @@ static int tls_start(client *c, const amqp_uri *u) {
 
 int client_pending(const client *c) { return c->ssl && SSL_pending(c->ssl) > 0; }
 
+const char *client_tls_version(const client *c) { return c->ssl ? SSL_get_version(c->ssl) : NULL; }
+
 /* ---- socket I/O ---- */
 
 void client_set_nonblocking(client *c) {

@@ -58,6 +58,8 @@ long client_read_some(client *c, size_t room);
 /* Bytes OpenSSL decrypted but client_read_some has not taken yet: polling the socket would
  * not see them, so read again before waiting. */
 int client_pending(const client *c);
+/* amqps: the negotiated protocol ("TLSv1.3"); NULL for a plain connection. */
+const char *client_tls_version(const client *c);
 /* Parses the frame at in[*pos]: 1 (and advances *pos), 0 if incomplete, -1 on a framing error. */
 int client_parse(client *c, size_t *pos, frame *f);
 

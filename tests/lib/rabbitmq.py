@@ -20,9 +20,14 @@ def available():
 
 
 class RabbitMQ:
-    def __init__(self, plugins=(), base=None, port=None, extra_conf=""):
+    def __init__(self, plugins=(), base=None, port=None, extra_conf="", tls=None):
+        """tls: {"cacert": ..., "cert": ..., "key": ...} adds an amqps listener (.tls_port,
+        .tls_url) with that certificate; client certificates are not asked for."""
         self.base = base or tempfile.mkdtemp(prefix="rabbit-")
         self.port = port or free_port()
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
+        self.tls_url = f"amqps://guest:guest@127.0.0.1:{self.tls_port}/" if tls else None
         self.dist_port = free_port()
         self.host = "127.0.0.1"
         self.url = f"amqp://guest:guest@{self.host}:{self.port}/"
@@ -41,6 +46,13 @@ class RabbitMQ:
                     "loopback_users.guest = true\n"
                     "log.console = false\n"
                     "log.file.level = warning\n" + self.extra_conf)
+            if self.tls:
+                f.write(f"\nlisteners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                        f"ssl_options.cacertfile = {self.tls['cacert']}\n"
+                        f"ssl_options.certfile = {self.tls['cert']}\n"
+                        f"ssl_options.keyfile = {self.tls['key']}\n"
+                        "ssl_options.verify = verify_none\n"
+                        "ssl_options.fail_if_no_peer_cert = false\n")
         with open(os.path.join(self.base, "enabled_plugins"), "w") as f:
             f.write("[" + ",".join(self.plugins) + "].\n")
         env.update({
@@ -66,6 +78,8 @@ class RabbitMQ:
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         wait_port(self.host, self.port, timeout, self.proc)
+        if self.tls_port:
+            wait_port(self.host, self.tls_port, timeout, self.proc)
         return self
 
     def ctl(self, *args, timeout=60):
