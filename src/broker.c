@@ -386,10 +386,11 @@ static void rec_next_seq(void *ctx, void *qp, uint64_t next) {
     q->next_seq = MAX(q->next_seq, next);
 }
 
-static int rec_delayed(void *ctx, uint64_t sid, uint64_t due, slice xname, void *qp, message *m, uint32_t seg) {
+static int rec_delayed(void *ctx, uint64_t sid, uint64_t due, slice vhname, slice xname, void *qp, message *m,
+                       uint32_t seg) {
     broker *b = ctx;
-    /* Delayed records name their exchange without its vhost: they go back to "/" (see README). */
-    exchange *x = xname.p ? broker_exchange(b->vh_default, xname) : NULL;
+    vhost *vh = vhname.n ? vhost_find(b, vhname) : b->vh_default;
+    exchange *x = xname.p && vh ? broker_exchange(vh, xname) : NULL;
     queue *q = xname.p ? NULL : qp;
     if (!x && !q)
         return 0;

@@ -140,8 +140,10 @@ static rec_delayed delayed_record(const delayed_entry *e) {
     rec_delayed d = {.sid = e->sid, .due = e->due, .to_queue = e->q != NULL, .qid = e->q ? e->q->qid : 0,
                      .exchange = sl(msg_exchange(m), m->exchange_len), .rkey = sl(msg_rkey(m), m->rkey_len),
                      .props = sl(msg_props(m), m->props_len), .body = sl(msg_body(m), m->body_len)};
-    if (!e->q)
+    if (!e->q) {
         d.target = sl(e->x->name, e->x->name_len);
+        d.vhost = sl(e->x->vh->name, e->x->vh->name_len);
+    }
     return d;
 }
 

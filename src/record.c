@@ -281,17 +281,21 @@ int rec_copy_read(const uint8_t *rec, size_t len, uint32_t *qid, uint64_t *seq) 
 }
 
 size_t rec_delayed_size(size_t exchange_len, size_t rkey_len, size_t props_len, uint64_t body_len) {
-    return REC_HEADER + 8 + 8 + 1 + 256 + message_size(exchange_len, rkey_len, props_len, body_len);
+    return REC_HEADER + 8 + 8 + 1 + 256 + 256 + message_size(exchange_len, rkey_len, props_len, body_len);
 }
 
 void rec_put_delayed(buf *b, uint64_t salt, const rec_delayed *d) {
     size_t at = rec_begin(b, R_DELAYED);
     buf_u64(b, d->sid);
     buf_u64(b, d->due);
-    if (d->to_queue) {
+    if (d->to_queue) { /* 1: a queue by id (ids are unique across vhosts) */
         buf_u8(b, 1);
         buf_u32(b, d->qid);
-    } else {
+    } else if (d->vhost.n && !(d->vhost.n == 1 && d->vhost.p[0] == '/')) { /* 2: vhost, exchange */
+        buf_u8(b, 2);
+        buf_shortstr(b, (const char *)d->vhost.p, d->vhost.n);
+        buf_shortstr(b, (const char *)d->target.p, d->target.n);
+    } else { /* 0: an exchange of "/" */
         buf_u8(b, 0);
         buf_shortstr(b, (const char *)d->target.p, d->target.n);
     }
@@ -303,12 +307,17 @@ int rec_delayed_read(const uint8_t *rec, size_t len, rec_delayed *out) {
     rd r = rd_make(rec + REC_HEADER, len - REC_HEADER);
     out->sid = rd_u64(&r);
     out->due = rd_u64(&r);
-    out->to_queue = rd_u8(&r) == 1;
+    uint8_t kind = rd_u8(&r);
+    out->to_queue = kind == 1;
     out->qid = 0;
-    out->target = (slice){0};
-    if (out->to_queue)
+    out->target = out->vhost = (slice){0};
+    if (kind > 2)
+        return -1;
+    if (kind == 1)
         out->qid = rd_u32(&r);
-    else
+    else if (kind == 2)
+        out->vhost = rd_shortstr(&r);
+    if (kind != 1)
         out->target = rd_shortstr(&r);
     return read_message(&r, &out->exchange, &out->rkey, &out->props, &out->body);
 }

@@ -114,7 +114,8 @@ typedef struct rec_delayed {
     uint64_t sid, due;
     int to_queue;
     uint32_t qid;
-    slice target;
+    slice target; /* the exchange (when not to_queue) */
+    slice vhost;  /* its virtual host; empty for "/" (such records keep their old bytes) */
     slice exchange, rkey, props, body;
 } rec_delayed;
 

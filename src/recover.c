@@ -32,6 +32,7 @@ typedef struct rdelayed { /* delayed entries, in sid order */
     uint64_t sid, due;
     uint32_t qid, seg;
     char *exchange; /* or NULL for a queue target */
+    char *vhost;    /* the exchange's vhost, NULL for "/" */
     message *m;     /* NULL once done */
 } rdelayed;
 
@@ -263,9 +264,11 @@ static void apply_delayed(recovery *rc, const uint8_t *rec, size_t len) {
         memcpy(msg_body(m), r.body.p, r.body.n);
     m->persistent = 1;
     m->priority = pv.priority;
-    rdelayed d = {sid, r.due, r.qid, rc->segid, NULL, m};
+    rdelayed d = {sid, r.due, r.qid, rc->segid, NULL, NULL, m};
     if (!r.to_queue)
         d.exchange = xstrndup((const char *)r.target.p, r.target.n);
+    if (r.vhost.n)
+        d.vhost = xstrndup((const char *)r.vhost.p, r.vhost.n);
     if (rc->ndelayed == rc->capdelayed) {
         rc->capdelayed = rc->capdelayed ? rc->capdelayed * 2 : 64;
         rc->delayed = xrealloc(rc->delayed, rc->capdelayed * sizeof *rc->delayed);
@@ -323,8 +326,9 @@ static void restore_delayed(recovery *rc, segset *ss) {
         if (d->m) {
             rvec *v = d->exchange ? NULL : known(rc, d->qid);
             slice xname = d->exchange ? slice_str(d->exchange) : (slice){0};
+            slice vhost = d->vhost ? slice_str(d->vhost) : (slice){0};
             if ((d->exchange || v) &&
-                rc->sink->delayed(rc->ctx, d->sid, d->due, xname, v ? v->info.q : NULL, d->m, d->seg)) {
+                rc->sink->delayed(rc->ctx, d->sid, d->due, vhost, xname, v ? v->info.q : NULL, d->m, d->seg)) {
                 seg *sg = segset_find(ss, d->seg);
                 if (sg)
                     sg->live++;
@@ -334,6 +338,7 @@ static void restore_delayed(recovery *rc, segset *ss) {
             }
         }
         free(d->exchange);
+        free(d->vhost);
     }
     free(rc->delayed);
 }
@@ -351,6 +356,7 @@ static void abandon(recovery *rc) {
     for (size_t i = 0; i < rc->ndelayed; i++) {
         message_unref(rc->delayed[i].m);
         free(rc->delayed[i].exchange);
+        free(rc->delayed[i].vhost);
     }
     free(rc->delayed);
 }

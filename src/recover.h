@@ -49,9 +49,11 @@ typedef struct recover_sink {
     /* q's copies, in increasing seq; then q's next sequence number. */
     void (*copy)(void *ctx, void *q, const rcopy *c);
     void (*next_seq)(void *ctx, void *q, uint64_t next);
-    /* A delayed message still pending, for exchange `exchange` (a name) or queue q (when
-     * exchange.p is NULL): returns 1 if the target exists and the sink took m's reference. */
-    int (*delayed)(void *ctx, uint64_t sid, uint64_t due, slice exchange, void *q, message *m, uint32_t seg);
+    /* A delayed message still pending, for exchange `exchange` (a name) of virtual host
+     * `vhost` (empty: "/"), or queue q (when exchange.p is NULL): returns 1 if the target
+     * exists and the sink took m's reference. */
+    int (*delayed)(void *ctx, uint64_t sid, uint64_t due, slice vhost, slice exchange, void *q, message *m,
+                   uint32_t seg);
 } recover_sink;
 
 typedef struct recover_stats {

@@ -16,6 +16,7 @@ for FERRY_RANDOM_OPS_SECONDS (default 30); `make soak` (FERRY_SOAK=1) for 300 s.
 import os
 import random
 import select
+import subprocess
 import socket
 import struct
 import time
@@ -467,6 +468,16 @@ def one_op(rng, cl, log):
 
 
 @pytest.mark.timeout(DURATION + 240)
+def thread_stacks(d):
+    """Every thread's stack of a stalled ferryd (gdb, if the machine has it), for the report."""
+    try:
+        p = subprocess.run(["gdb", "-p", str(d.proc.pid), "-batch", "-ex", "thread apply all bt 30"],
+                           capture_output=True, text=True, timeout=60)
+        return "--- ferryd's threads:\n" + p.stdout[-12000:]
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"(no stacks: {e!r})"
+
+
 def test_random_valid_operations_never_crash_stall_or_leak(ferryd_factory, tmp_path):
     seed = int(os.environ.get("FERRY_RANDOM_SEED", random.randrange(1 << 32)))
     print(f"\nrandom-ops seed {seed} ({DURATION:.0f} s; FERRY_RANDOM_SEED={seed} replays the choices)")
@@ -519,7 +530,8 @@ def test_random_valid_operations_never_crash_stall_or_leak(ferryd_factory, tmp_p
                 try:
                     slowest = max(slowest, round_trip(d))
                 except Exception as e:
-                    raise AssertionError(f"a fresh connection's round trip failed: {e!r} {where}") from e
+                    raise AssertionError(f"a fresh connection's round trip failed: {e!r} {where}\n"
+                                         f"{thread_stacks(d)}\n{d.log_text()[-3000:]}") from e
                 checks += 1
                 next_check = time.monotonic() + CHECK_EVERY
     finally:

@@ -91,3 +91,58 @@ def test_a_message_waiting_for_its_retry_survives_kill9_with_its_retry_count(fer
     assert body == b"job", "the message waiting for its retry was lost across kill -9"
     assert props.headers["x-retry-count"] == 1
     assert _depth(d, "work") == 0, "the message came back twice"
+
+
+def test_a_delayed_message_of_another_vhost_falls_due_in_its_own_vhost_after_kill9(ferryd_factory, tmp_path):
+    """Vhosts are isolated across a restart too: a pending delayed message published in
+    vhost 'tenant' to its exchange 'later' comes back to that exchange, not to the exchange
+    of the same name in '/'. (Before: DELAYED records did not name the vhost, and recovery
+    sent it to '/'s 'later', where it reached the wrong tenant's queue.)"""
+    import base64
+    import hashlib
+    import json
+    salt = b"salt"
+    pw_hash = base64.b64encode(salt + hashlib.sha256(salt + b"pw").digest()).decode()
+    defs = {"users": [{"name": "app", "password_hash": pw_hash,
+                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}],
+            "vhosts": [{"name": "/"}, {"name": "tenant"}],
+            "permissions": [{"user": "app", "vhost": v, "configure": ".*", "write": ".*", "read": ".*"}
+                            for v in ("/", "tenant")]}
+    f = tmp_path / "defs.json"
+    f.write_text(json.dumps(defs))
+    data = str(tmp_path / "data")
+    d = helpers.start(ferryd_factory, data, "--definitions", str(f))
+
+    def open_vhost(vhost):
+        return pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", d.port, vhost, pika.PlainCredentials("app", "pw")))
+
+    for vhost in ("/", "tenant"):
+        conn = open_vhost(vhost)
+        ch = conn.channel()
+        ch.exchange_declare("later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"})
+        ch.queue_declare("due", durable=True)
+        ch.queue_bind("due", "later", "k")
+        conn.close()
+    conn = open_vhost("tenant")
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.basic_publish("later", "k", b"tenant's", pika.BasicProperties(delivery_mode=2, headers={"x-delay": 1500}))
+    published = time.monotonic()
+    conn.close()
+    d.kill9()
+    d = helpers.start(ferryd_factory, data)  # users and vhosts come back from meta.log
+
+    def depth(vhost):
+        conn = open_vhost(vhost)
+        try:
+            return conn.channel().queue_declare("due", passive=True).method.message_count
+        finally:
+            conn.close()
+
+    deadline = published + 10
+    while time.monotonic() < deadline and depth("tenant") + depth("/") == 0:
+        time.sleep(0.1)
+    assert depth("/") == 0, "the tenant's delayed message fell due in '/' after the restart"
+    assert depth("tenant") == 1, "the confirmed delayed message was lost across kill -9"
+    assert time.monotonic() - published >= 1.4, "it fell due early"

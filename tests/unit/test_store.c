@@ -124,6 +124,22 @@ static void test_a_record_round_trips_and_checks_under_its_salt(void) {
     CHECK(rec_check(buf_head(&b), b.len, 6) == b.len && rec_delayed_read(buf_head(&b), b.len, &r) == 0);
     CHECK(r.sid == 3 && r.due == 1000 && !r.to_queue && slice_eqs(r.target, "dx") && slice_eqs(r.body, "B"));
     CHECK(b.len <= rec_delayed_size(1, 1, 0, 1));
+    CHECK(r.vhost.n == 0); /* "/": the record keeps the bytes it had before vhosts */
+    size_t slash_len = b.len;
+    buf_free(&b);
+
+    /* An exchange of another vhost names its vhost; "/" written explicitly is the old form. */
+    buf_init(&b);
+    d.vhost = S("/");
+    rec_put_delayed(&b, 6, &d);
+    CHECK(b.len == slash_len);
+    buf_free(&b);
+    buf_init(&b);
+    d.vhost = S("tenant-a");
+    rec_put_delayed(&b, 6, &d);
+    CHECK(rec_check(buf_head(&b), b.len, 6) == b.len && rec_delayed_read(buf_head(&b), b.len, &r) == 0);
+    CHECK(!r.to_queue && slice_eqs(r.vhost, "tenant-a") && slice_eqs(r.target, "dx") && slice_eqs(r.body, "B"));
+    CHECK(b.len <= rec_delayed_size(1, 1, 0, 1));
     buf_free(&b);
 }
 
@@ -599,8 +615,8 @@ static void r_next_seq(void *ctx, void *q, uint64_t next) {
     (void)ctx;
     ((rcq *)q)->next_seq = next;
 }
-static int r_delayed(void *ctx, uint64_t sid, uint64_t due, slice x, void *q, message *m, uint32_t seg) {
-    (void)due, (void)x, (void)q, (void)seg;
+static int r_delayed(void *ctx, uint64_t sid, uint64_t due, slice vh, slice x, void *q, message *m, uint32_t seg) {
+    (void)due, (void)vh, (void)x, (void)q, (void)seg;
     rec_log *l = ctx;
     if (l->ndelayed < 8)
         l->delayed_sids[l->ndelayed] = sid;
@@ -942,8 +958,8 @@ static void t_dedup(void *ctx, void *q, const message *m, uint64_t at, uint32_t 
 }
 static void t_copy(void *ctx, void *q, const rcopy *c) { r_copy(&((towner *)ctx)->l, q, c); }
 static void t_next_seq(void *ctx, void *q, uint64_t next) { r_next_seq(&((towner *)ctx)->l, q, next); }
-static int t_delayed(void *ctx, uint64_t sid, uint64_t due, slice x, void *q, message *m, uint32_t seg) {
-    return r_delayed(&((towner *)ctx)->l, sid, due, x, q, m, seg);
+static int t_delayed(void *ctx, uint64_t sid, uint64_t due, slice vh, slice x, void *q, message *m, uint32_t seg) {
+    return r_delayed(&((towner *)ctx)->l, sid, due, vh, x, q, m, seg);
 }
 static const recover_sink towner_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access},
                                          t_queues,
