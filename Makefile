@@ -88,7 +88,9 @@ format:
 clean:
 	rm -rf build
 
--include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d)
+# (fuzz_conn.o is not in FUZZ_OBJ: without its own .d it kept a stale layout of broker.h's
+# structs after they changed, and the fuzz smoke run reported bogus crashes)
+-include $(OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(ASAN_OBJ:.o=.d) $(FUZZ_OBJ:.o=.d) build/fuzz/obj/fuzz/fuzz_conn.d
 
 # Durable storage (issue 3): the long crash and power-cut runs, and the store benchmarks.
 .PHONY: soak bench-store
