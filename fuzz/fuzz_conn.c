@@ -524,7 +524,9 @@ static void step(void) {
         for (int i = 0; i < NCONN; i++)
             drain(&clients[i]);
         check_broker();
-        if (!pending && !B.backlog) /* backlog: input left over after a connection's budget */
+        /* backlog: input left over after a connection's budget; dl_head: dead letters over
+         * the per-turn budget */
+        if (!pending && !B.backlog && !B.dl_head)
             break;
     }
 }
@@ -963,6 +965,8 @@ static void broker_reset(void) {
             break;
         broker_remove_exchange(x);
     }
+    while (B.dl_head) /* dead letters still to route (none of their queues is left) */
+        loop_step(B.loop, 0);
     /* Delayed messages and retries (up to 2^31 ms away) fall due and find nothing. */
     fake_clock_ms += (uint64_t)1 << 33;
     loop_step(B.loop, 0);

@@ -22,7 +22,8 @@
 #include "storeio.h"
 #include "util.h"
 
-#define TICK_MS 250 /* heartbeats go out every half interval, so at least 2 ticks per second */
+#define TICK_MS 250
+#define DEADLETTER_BUDGET 512 /* dead letters routed per loop turn */ /* heartbeats go out every half interval, so at least 2 ticks per second */
 
 exchange *broker_exchange(vhost *vh, slice name) { return map_get(&vh->exchanges, (const char *)name.p, name.n); }
 
@@ -180,10 +181,13 @@ static int after_batch(void *ud) {
     if (memacct_total() > b->cfg.memory_high_watermark)
         broker_set_alarm(b, ALARM_MEMORY, 1);
     /* Flushing can wake consumers (a drained socket) and dispatching can produce output:
-     * repeat until nothing is pending, so that no work waits for an unrelated event. */
-    while (b->dl_head || b->dirty || b->confirms || b->flush) {
+     * repeat until nothing is pending, so that no work waits for an unrelated event. Dead
+     * letters get a budget per turn (they can make more dead letters); the rest keep the
+     * loop from waiting, as the input backlog does. */
+    size_t dl_budget = DEADLETTER_BUDGET;
+    while ((b->dl_head && dl_budget) || b->dirty || b->confirms || b->flush) {
         store_kick(b->store); /* records of this batch start their fsync at once */
-        deadletter_flush(b);
+        dl_budget -= deadletter_flush(b, dl_budget);
         while (b->dirty) {
             queue *q = b->dirty;
             b->dirty = q->next_dirty;
@@ -214,7 +218,7 @@ static int after_batch(void *ud) {
     }
     if (b->stopping)
         loop_stop(b->loop);
-    return b->backlog != NULL;
+    return b->backlog != NULL || b->dl_head != NULL;
 }
 
 static void tick(loop_timer *t) {
@@ -484,11 +488,13 @@ void broker_shutdown(broker *b) {
     while (b->conns)
         conn_destroy(b->conns);
     after_batch(b);
+    deadletter_drop_pending(b);
     deadletter_settle_all(b);
     /* Write what is pending; from here on, tearing down memory is not a deletion. */
     persist_close(b);
     vhost_free_all(b);
     after_batch(b);
+    deadletter_drop_pending(b);
     delayed_free(b);
     vhost_free_exchanges(b);
     map_free(&b->reply_to);

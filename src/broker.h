@@ -227,8 +227,14 @@ void deadletter(queue *q, message *m, const char *reason);
 void deadletter_copy(queue *q, qmsg qm, const char *reason);
 /* The same wait for a copy whose new record (a retry's) is in the batch being built. */
 void deadletter_settle_later(queue *q, qmsg qm);
-/* Republishes the dead letters collected in this batch. */
-void deadletter_flush(broker *b);
+/* Republishes at most max of the dead letters collected so far (oldest first; dead letters
+ * they make in turn join the end of the list); returns how many. The rest wait for the next
+ * loop turn: a dead-letter cycle that fans out (queues dead-lettering to a fanout exchange
+ * bound to all of them makes a factorial number of copies) must not hold the loop. */
+size_t deadletter_flush(broker *b, size_t max);
+/* Shutdown: drops the dead letters not yet routed; a stored source copy is left on disk (it
+ * comes back after the restart), as a crash would leave it. */
+void deadletter_drop_pending(broker *b);
 /* Store generation gen is synced (ok) or failed: settles the copies whose dead letters it
  * held (a failed one stays unsettled on disk: it comes back after a restart). */
 void deadletter_synced(broker *b, uint64_t gen, int ok);

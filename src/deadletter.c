@@ -276,8 +276,10 @@ static int is_cycle(const message *m, const queue *q) {
     return 0;
 }
 
-void deadletter_flush(broker *b) {
-    while (b->dl_head) {
+size_t deadletter_flush(broker *b, size_t max) {
+    size_t done = 0;
+    while (b->dl_head && done < max) {
+        done++;
         struct deadletter *d = b->dl_head;
         b->dl_head = d->next;
         if (!b->dl_head)
@@ -310,6 +312,24 @@ void deadletter_flush(broker *b) {
             free(d);
         }
     }
+    return done;
+}
+
+void deadletter_drop_pending(broker *b) {
+    size_t n = 0;
+    while (b->dl_head) {
+        struct deadletter *d = b->dl_head;
+        b->dl_head = d->next;
+        message_unref(d->m);
+        if (d->src)
+            settle_source(d, 0);
+        else
+            free(d);
+        n++;
+    }
+    b->dl_tail = NULL;
+    if (n)
+        log_warn("shutdown: %zu dead letters not yet routed are dropped (their stored sources stay on disk)", n);
 }
 
 /* The queue named in the most recent x-death entry of m (the first one), if it exists. */

@@ -104,3 +104,23 @@ def test_cycle_leaves_exactly_the_deaths_rabbitmq_leaves(ferryd, connect):
     while (r := ch.basic_get("obs", auto_ack=True))[0]:
         deaths.append([(d["queue"], d["reason"], d["count"]) for d in r[1].headers["x-death"]])
     assert deaths == [[("work", "rejected", 1)], [("loop", "maxlen", 1), ("work", "rejected", 1)]]
+
+
+def test_a_fanning_out_dead_letter_storm_does_not_hold_the_loop(ferryd, connect):
+    """Nine queues with x-max-length 0, each bound to amq.fanout and dead-lettering to it: one
+    publish makes every ordering of distinct queues a path (RabbitMQ's cycle rule drops a copy
+    only when it would re-enter a queue it died in), about e x 9! = 986,000 dead letters. They
+    are legitimate work, but the loop routed them all in one turn: a fresh connection waited
+    for minutes and SIGTERM went unanswered (found by test_random_ops). Routed at most a
+    budget per turn, everyone else is served meanwhile and SIGTERM stops the broker (the
+    fixture checks a clean exit at teardown)."""
+    ch = connect().channel()
+    for i in range(9):
+        ch.queue_declare(f"storm{i}", arguments={"x-max-length": 0, "x-dead-letter-exchange": "amq.fanout"})
+        ch.queue_bind(f"storm{i}", "amq.fanout")
+    ch.basic_publish("amq.fanout", "", b"x")
+    time.sleep(0.2)  # the storm is under way
+    t0 = time.monotonic()
+    assert still_serves(ferryd, timeout=10), "a fresh connection was not served during a dead-letter storm"
+    took = time.monotonic() - t0
+    assert took < 5, f"a fresh connection took {took:.1f} s during a dead-letter storm"

@@ -470,12 +470,19 @@ def one_op(rng, cl, log):
 @pytest.mark.timeout(DURATION + 240)
 def thread_stacks(d):
     """Every thread's stack of a stalled ferryd (gdb, if the machine has it), for the report."""
+    out = []
     try:
         p = subprocess.run(["gdb", "-p", str(d.proc.pid), "-batch", "-ex", "thread apply all bt 30"],
                            capture_output=True, text=True, timeout=60)
-        return "--- ferryd's threads:\n" + p.stdout[-12000:]
+        out.append("--- ferryd's threads:\n" + p.stdout[-12000:])
+        for _ in range(4):  # a spinning loop thread shows where it spins over several samples
+            time.sleep(0.3)
+            p = subprocess.run(["gdb", "-p", str(d.proc.pid), "-batch", "-ex", "thread 1", "-ex", "bt full 4"],
+                               capture_output=True, text=True, timeout=60)
+            out.append("--- the loop thread again:\n" + p.stdout[-5000:])
     except (OSError, subprocess.TimeoutExpired) as e:
-        return f"(no stacks: {e!r})"
+        out.append(f"(no stacks: {e!r})")
+    return "\n".join(out)
 
 
 def test_random_valid_operations_never_crash_stall_or_leak(ferryd_factory, tmp_path):
