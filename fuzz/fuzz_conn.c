@@ -34,6 +34,7 @@
 
 #include "broker.h"
 #include "memacct.h"
+#include "store.h"
 #include "util.h"
 
 #define NCONN 3
@@ -519,8 +520,21 @@ static void step(void) {
         int w = 0;
         for (; w < 20 && B.store_waiters; w++)
             loop_step(B.loop, 5);
+        /* A channel waiting for a generation while the store writes nothing and has nothing
+         * to write waits forever: a confirm or an -ok that never comes. */
+        for (channel *ch = B.store_waiters; w == 20 && ch; ch = ch->next_waiter)
+            if (store_idle(B.store) && (ch->ncwait || ch->tx_wait_gen || (ch->wait.kind && ch->wait.kind != CW_GET))) {
+                fprintf(stderr, "channel %u waits for store generation %llu that will never be written\n", ch->id,
+                        (unsigned long long)(ch->ncwait ? ch->cwait[0].gen : ch->tx_wait_gen ? ch->tx_wait_gen
+                                                                                              : ch->wait.gen));
+                abort();
+            }
         if (debug && w == 20)
-            fprintf(stderr, "  store waiters still waiting after 100 ms\n");
+            for (channel *ch = B.store_waiters; ch; ch = ch->next_waiter)
+                fprintf(stderr, "  store waiter still waiting after 100 ms: ch %u confirms %u (first gen %llu) tx gen %llu "
+                        "wait kind %u gen %llu; store gen %llu\n", ch->id, ch->ncwait,
+                        ch->ncwait ? (unsigned long long)ch->cwait[0].gen : 0ull, (unsigned long long)ch->tx_wait_gen,
+                        ch->wait.kind, (unsigned long long)ch->wait.gen, (unsigned long long)store_gen(B.store));
         for (int i = 0; i < NCONN; i++)
             drain(&clients[i]);
         check_broker();

@@ -56,11 +56,15 @@ static void join_waiters(channel *ch) {
 static void send_nack_upto(channel *ch, uint64_t seq);
 
 /* Confirms that must wait for the store, in publish order: each entry covers the publishes
- * up to seq and is due when generation gen is synced. */
-static void wait_for_store(channel *ch, int nack) {
+ * up to seq and is due when generation gen is synced. A publish with a record (stored)
+ * waits for the batch being built, which holds it; one without waits only for the publishes
+ * before it: for the last entry's generation. (Waiting for the batch being built would wait
+ * forever if nothing else is written: an empty batch is never synced.) */
+static void wait_for_store(channel *ch, int nack, int stored) {
     broker *b = ch->c->b;
-    uint64_t gen = b->store ? store_gen(b->store) : 0;
     struct cwait *last = ch->ncwait ? &ch->cwait[ch->ncwait - 1] : NULL;
+    assert(stored || last);
+    uint64_t gen = stored && b->store ? store_gen(b->store) : last ? last->gen : 0;
     if (last && last->gen >= gen && !last->nack && !nack) {
         last->seq = ch->pub_seq;
     } else {
@@ -219,7 +223,7 @@ static int publish_route(channel *ch, message *m, int mandatory) {
     if (ch->confirm) {
         ch->pub_seq++;
         if (stored || ch->ncwait)
-            wait_for_store(ch, rejected); /* confirmed once its record is synced */
+            wait_for_store(ch, rejected, stored); /* confirmed once its record is synced */
         else if (rejected)
             send_nack(ch, ch->pub_seq); /* a full queue with x-overflow reject-publish */
         else

@@ -130,6 +130,8 @@ void store_kick(store *s) {
 
 uint64_t store_gen(const store *s) { return s->gen_next; }
 
+int store_idle(const store *s) { return writer_idle(&s->wr) && wbatch_empty(s->log.pending); }
+
 /* ---- definitions ---- */
 
 static slice sl(const void *p, size_t n) { return (slice){(const uint8_t *)p, n}; }

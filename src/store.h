@@ -99,6 +99,9 @@ void store_unpin(store *s, uint32_t seg);
 
 /* The generation (group-commit batch) that records appended now belong to. */
 uint64_t store_gen(const store *s);
+/* Nothing is being written and nothing waits to be: no generation will be synced until
+ * something is appended (whoever waits for one now waits for nothing). */
+int store_idle(const store *s);
 /* Starts writing the records appended so far, if the writer is idle (after each batch). */
 void store_kick(store *s);
 /* Once a second: disk space, segment reclamation. Returns 1 while the disk alarm is on. */
