@@ -4,6 +4,7 @@
 #   FUZZ_SECONDS=300   run each target this long (per worker), or
 #   FUZZ_RUNS=N        run each target until N executions in all (split over the workers)
 #   FUZZ_JOBS=1        parallel workers per target, sharing the corpus directory
+#   FUZZ_MAX_LEN=N     longest input (libFuzzer's -max_len; default: libFuzzer's own)
 #   FUZZ_TARGETS="fuzz_wire fuzz_conn"
 #
 # Each worker is its own libFuzzer process (ASan + UBSan; LeakSanitizer at exit) logging to
@@ -28,7 +29,7 @@ for t in $targets; do
   start=$(date +%s)
   pids=()
   for j in $(seq 1 "$jobs"); do
-    (cd build/fuzz && exec ./$t $limit -print_final_stats=1 -artifact_prefix=./ \
+    (cd build/fuzz && exec ./$t $limit ${FUZZ_MAX_LEN:+-max_len=$FUZZ_MAX_LEN} -print_final_stats=1 -artifact_prefix=./ \
         corpus_$c ../../fuzz/corpus_$c > $t-$j.log 2>&1) &
     pids+=($!)
   done
