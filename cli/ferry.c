@@ -1,7 +1,7 @@
 /* ferry.c — the `ferry` command line: dispatches to one subcommand per file.
  *
  * Only `bench` exists so far; publish, consume, queues, dead letters and the outbox relay
- * will join it here (see DESIGN.md, "the parts"). */
+ * will join it here. */
 #include <stdio.h>
 #include <string.h>
 

@@ -5,7 +5,7 @@
  * a consumer (or basic.get) has not acknowledged sit in the channel's `unacked` ring in
  * delivery-tag order, each holding a reference on its queue; settling marks an entry done
  * and settled entries are trimmed from the front. Closing the channel requeues what is
- * left, in order (DESIGN invariant 2). */
+ * left, in order (ARCHITECTURE.md, invariant 2). */
 #include "channel_int.h"
 
 #include <assert.h>

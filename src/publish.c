@@ -4,7 +4,7 @@
  * body frames fill it; a complete message is routed (publish_route) or, in a transaction,
  * buffered until tx.commit. In confirm mode each publish gets a sequence number; a publish
  * that wrote a store record is confirmed only once the store has synced it (the cwait list,
- * DESIGN invariant 1), the others at the end of the batch; a queue that refuses it
+ * ARCHITECTURE.md, invariant 1), the others at the end of the batch; a queue that refuses it
  * (x-overflow reject-publish) makes it a nack. tx.commit-ok waits for the store the same
  * way. */
 #include "channel_int.h"

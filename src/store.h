@@ -3,7 +3,7 @@
  * (tests/unit/check_layers.py checks it), and the broker's side of it is persist.c.
  * Layering: base <- store (records) <- broker (persist.c, compact.c) <- protocol.
  *
- * Invariant 1 of DESIGN.md lives here: a persistent message on a durable queue is confirmed
+ * Invariant 1 of ARCHITECTURE.md lives here: a persistent message on a durable queue is confirmed
  * only after its record is fsync'ed. Records are appended by the loop thread into a batch;
  * one writer thread writes and fsyncs a whole batch at a time (group commit) and hands the
  * result back through an eventfd; the owner (the broker) then confirms everything in that
