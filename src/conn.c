@@ -731,6 +731,14 @@ static void login_ok(conn *c, user *u) {
     c->state = CONN_TUNE_OK;
 }
 
+/* A login went through: the peer's failure count is forgotten, and tune follows. */
+static void login_accepted(conn *c, user *u) {
+    char addr[64];
+    peer_addr(c, addr, sizeof addr);
+    access_login_ok(c->b->access, addr);
+    login_ok(c, u);
+}
+
 static void refusal_due(loop_timer *t) {
     struct authwait *aw = (struct authwait *)((char *)t - offsetof(struct authwait, delay));
     conn *c = aw->c;
@@ -774,12 +782,9 @@ static void check_done(auth_check *ac) {
             refuse(c, aw);
             return;
         }
-        char addr[64];
-        peer_addr(c, addr, sizeof addr);
-        access_login_ok(c->b->access, addr);
         c->auth = NULL;
         authwait_free(aw);
-        login_ok(c, u);
+        login_accepted(c, u);
         conn_update_input(c);
         return;
     }
@@ -801,10 +806,7 @@ static void login(conn *c, const char *mech, slice name, slice pass) {
             return;
         }
         authwait_free(aw);
-        char addr[64];
-        peer_addr(c, addr, sizeof addr);
-        access_login_ok(db, addr);
-        login_ok(c, u);
+        login_accepted(c, u);
         return;
     }
     c->auth = aw;
@@ -833,10 +835,7 @@ static void login_external(conn *c) {
         return;
     }
     authwait_free(aw);
-    char addr[64];
-    peer_addr(c, addr, sizeof addr);
-    access_login_ok(db, addr);
-    login_ok(c, u);
+    login_accepted(c, u);
 }
 
 /* The connection goes: a check in flight frees itself when it is done; a refusal waiting
