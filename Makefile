@@ -24,8 +24,10 @@ all: build/ferryd build/ferry
 build/ferryd: $(OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# The CLI's management commands: libcurl (HTTP API), rabbitmq-c (`ferry consume`).
+CLI_LIBS   = -lcurl -lrabbitmq
 build/ferry: $(CLI_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lm
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(CLI_LIBS) -lm
 
 build/obj/%.o: %.c
 	@mkdir -p $(dir $@)

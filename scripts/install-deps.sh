@@ -12,12 +12,17 @@ want() { for p in "$@"; do have_pkg "$p" || need_apt+=("$p"); done; }
 # libssl-dev: OpenSSL for TLS (amqps) in ferryd and `ferry bench`, and its PBKDF2, SHA-2 and
 # CSPRNG for password hashes; libjansson-dev: the JSON parser of definitions files.
 want make gcc libc6-dev libssl-dev libjansson-dev
+# libcurl4-openssl-dev: the HTTP client of the `ferry` management commands (queues, dlq, top...);
+# librabbitmq-dev: rabbitmq-c, the AMQP client of `ferry consume`.
+want libcurl4-openssl-dev librabbitmq-dev
 if [ "$level" = test ]; then
   # python3-pytest drives the tests; the clients are the ones Ferry must serve unchanged;
   # rabbitmq-server is the reference for differential tests; clang + its runtime for
   # ASan/UBSan/libFuzzer.
   want python3 python3-pytest python3-pytest-timeout python3-pika python3-kombu python3-celery amqp-tools \
        rabbitmq-server clang libclang-rt-14-dev procps openssl
+  # chromium: the real browser the dashboard test (tests/dashboard) drives headless.
+  want chromium
   # Node.js may come with the machine (not from Debian's packages): then Debian's nodejs/npm
   # would conflict with it, so they are only installed where there is no node at all.
   command -v node >/dev/null 2>&1 || want nodejs
@@ -42,5 +47,10 @@ if [ "$level" = test ]; then
   # node amqplib for the JavaScript client tests, pinned by tests/node/package-lock.json.
   if [ -f tests/node/package.json ] && [ ! -d tests/node/node_modules/amqplib ]; then
     (cd tests/node && npm ci --no-audit --no-fund --silent)
+  fi
+  # playwright-core drives Debian's chromium (installed above) in the dashboard test,
+  # pinned by tests/dashboard/package-lock.json; it downloads no browser of its own.
+  if [ -f tests/dashboard/package.json ] && [ ! -d tests/dashboard/node_modules/playwright-core ]; then
+    (cd tests/dashboard && npm ci --no-audit --no-fund --silent)
   fi
 fi
