@@ -93,10 +93,10 @@ int mgmt_definitions_main(int argc, char **argv) {
                          file ? file : "stdin", je.text, je.line, je.column);
     }
     if (!json_is_object(d)) {
+        const char *what = json_is_array(d) ? "list" : "value";
         json_decref(d);
         mgmt_free(&m);
-        return mgmt_fail(&m, MG_FAILED, "%s: definitions are a JSON object, not a %s", file ? file : "stdin",
-                         json_is_array(d) ? "list" : "value");
+        return mgmt_fail(&m, MG_FAILED, "%s: definitions are a JSON object, not a %s", file ? file : "stdin", what);
     }
     rc = mgmt_call(&m, "POST", path, d, NULL, NULL);
     summary(d, sum, sizeof sum);
