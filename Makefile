@@ -43,8 +43,10 @@ all: build/ferryd build/ferry
 build/ferryd: $(OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(BROKER_LIBS)
 
+# The CLI's management commands: libcurl (HTTP API), rabbitmq-c (`ferry consume`).
+CLI_LIBS   = -lcurl -lrabbitmq
 build/ferry: $(CLI_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lm
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(CLI_LIBS) -lm
 
 build/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -125,3 +127,9 @@ bench-store: all
 .PHONY: load
 load: all
 	/usr/bin/python3 tests/load/loadtest.py $(LOAD_ARGS)
+
+# Issue 12: every application-side test (tests/app) against ferryd, a single RabbitMQ and the
+# 3-node RabbitMQ cluster with quorum queues; `make test` runs the cluster's short subset.
+.PHONY: test-app-cluster
+test-app-cluster: all asan
+	cd tests && FERRY_APP_CLUSTER=all FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest app -q -p no:cacheprovider
