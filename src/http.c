@@ -442,7 +442,7 @@ static enum MHD_Result api(struct MHD_Connection *c, const char *url, int method
         free(user);
         free(pass);
         mgmt_req_clear(&r);
-        return send_error(c, 401, "not_authorized", "Not_Authorized");
+        return send_buf(c, 401, "application/json", (char *)"", 0, 0, NULL); /* RabbitMQ: no body */
     }
     snprintf(r.user, sizeof r.user, "%s", user);
     MHD_free(user);

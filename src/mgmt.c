@@ -225,7 +225,7 @@ static int login(mctx *x) {
         auth_remember(db, u, pass);
     }
     if (loopback_only(&x->b->cfg, name) && !r->loopback) {
-        mgmt_error(r, 401, "not_authorized", "%s", "User can only log in via localhost");
+        mgmt_error(r, 401, "not_authorised", "%s", "User can only log in via localhost");
         return -1;
     }
     x->u = u;
@@ -233,7 +233,7 @@ static int login(mctx *x) {
     x->monitoring = x->admin || has_tag(u, "monitoring");
     x->policymaker = x->admin || has_tag(u, "policymaker");
     if (!x->monitoring && !x->policymaker && !has_tag(u, "management")) {
-        mgmt_error(r, 401, "not_authorized", "%s", "Not management user");
+        mgmt_error(r, 401, "not_authorised", "%s", "Not management user");
         return -1;
     }
     r->is_admin = x->admin;

@@ -108,12 +108,12 @@ json_t *queue_json(mctx *x, queue *q, int detail) {
     json_object_set_new(o, "idle_since", mj_time(q->cnt.last_activity_ms ? q->cnt.last_activity_ms : wall_ms()));
     uint64_t mem = sizeof *q + q->name_len + q->args_len + q->nlevels * sizeof *q->levels + ready * sizeof(qmsg);
     json_object_set_new(o, "memory", json_integer((json_int_t)mem));
-    json_object_set_new(o, "message_bytes", json_integer((json_int_t)q->ready_bytes));
+    json_object_set_new(o, "message_bytes", json_integer((json_int_t)(q->ready_bytes + q->cnt.unacked_bytes)));
     json_object_set_new(o, "message_bytes_paged_out", json_integer(0));
     json_object_set_new(o, "message_bytes_persistent", json_integer(0));
-    json_object_set_new(o, "message_bytes_ram", json_integer((json_int_t)q->ready_bytes));
+    json_object_set_new(o, "message_bytes_ram", json_integer((json_int_t)(q->ready_bytes + q->cnt.unacked_bytes)));
     json_object_set_new(o, "message_bytes_ready", json_integer((json_int_t)q->ready_bytes));
-    json_object_set_new(o, "message_bytes_unacknowledged", json_integer(0));
+    json_object_set_new(o, "message_bytes_unacknowledged", json_integer((json_int_t)q->cnt.unacked_bytes));
     json_t *ms = json_object();
     const qcounters *c = &q->cnt;
     mj_stat(ms, "ack", c->ack, qstats_rate(q, R_ACK));
@@ -272,10 +272,42 @@ static json_t *bd_json(binding *bd) {
                         bd->args_len);
 }
 
+static const char *jstr(json_t *o, const char *k) {
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
+
 static int cmp_json_name(const void *a, const void *b) {
     json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
-    int c = strcmp(json_string_value(json_object_get(x, "vhost")), json_string_value(json_object_get(y, "vhost")));
-    return c ? c : strcmp(json_string_value(json_object_get(x, "name")), json_string_value(json_object_get(y, "name")));
+    int c = strcmp(jstr(x, "vhost"), jstr(y, "vhost"));
+    return c ? c : strcmp(jstr(x, "name"), jstr(y, "name"));
+}
+
+/* RabbitMQ lists bindings in its table's order: source, routing key, destination kind
+ * ("exchange" before "queue"), destination name. */
+static int cmp_binding(const void *a, const void *b) {
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    static const char *keys[] = {"source", "routing_key", "destination_type", "destination"};
+    for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
+        int c = strcmp(jstr(x, keys[i]), jstr(y, keys[i]));
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
+/* Sorts a[from..] in place. */
+static void sort_bindings(json_t *a, size_t from) {
+    size_t n = json_array_size(a);
+    if (n <= from + 1)
+        return;
+    json_t **v = xmalloc((n - from) * sizeof *v);
+    for (size_t i = from; i < n; i++)
+        v[i - from] = json_incref(json_array_get(a, i));
+    qsort(v, n - from, sizeof *v, cmp_binding);
+    for (size_t i = from; i < n; i++)
+        json_array_set_new(a, i, v[i - from]);
+    free(v);
 }
 
 static json_t *sorted(json_t *a) {
@@ -333,12 +365,14 @@ static void vhost_bindings(vhost *vh, json_t *a) {
         json_array_append(a, v[i]);
     free(v);
     json_decref(qs);
+    size_t from = json_array_size(a);
     k = 0;
     while (map_iter(&vh->exchanges, &k, &f)) {
         exchange *ex = f->val;
         for (size_t i = 0; i < ex->nbindings; i++)
             json_array_append_new(a, bd_json(ex->bindings[i]));
     }
+    sort_bindings(a, from);
 }
 
 /* ---- connections, channels ---- */
@@ -627,7 +661,9 @@ static json_t *node_json(mctx *x) {
                                        "queue_index_read_count", "queue_index_write_count", "proc_used"};
     for (size_t i = 0; i < ARRAY_LEN(zero_stats); i++)
         mj_stat(o, zero_stats[i], 0, 0.0);
-    json_object_update(o, churn(b));
+    json_t *ch = churn(b);
+    json_object_update(o, ch);
+    json_decref(ch);
     json_object_set_new(o, "applications", json_array());
     json_object_set_new(o, "auth_mechanisms",
                         json_pack("[{s:s,s:s,s:b},{s:s,s:s,s:b},{s:s,s:s,s:b}]", "name", "PLAIN", "description",
@@ -686,11 +722,34 @@ static json_t *vhost_json(mctx *x, vhost *vh) {
     json_object_set_new(o, "default_queue_type", json_string("undefined"));
     json_object_set_new(o, "description", json_string(strcmp(vh->name, "/") == 0 ? "Default virtual host" : ""));
     json_t *ms = json_object();
+    /* a vhost's message counts: its queues' and exchanges' counters summed */
+    qcounters c = {0};
+    uint64_t pub = 0;
+    size_t k = 0;
+    map_entry *f;
+    while (map_iter(&vh->queues, &k, &f)) {
+        const qcounters *qc = &((queue *)f->val)->cnt;
+        c.ack += qc->ack, c.deliver += qc->deliver, c.deliver_no_ack += qc->deliver_no_ack, c.get += qc->get;
+        c.get_no_ack += qc->get_no_ack, c.get_empty += qc->get_empty, c.redeliver += qc->redeliver;
+    }
+    k = 0;
+    while (map_iter(&vh->exchanges, &k, &f))
+        pub += ((exchange *)f->val)->publish_in;
+    mj_stat(ms, "ack", c.ack, 0.0);
     mj_stat(ms, "confirm", 0, 0.0);
+    mj_stat(ms, "deliver", c.deliver, 0.0);
+    mj_stat(ms, "deliver_get", c.deliver + c.deliver_no_ack + c.get + c.get_no_ack, 0.0);
+    mj_stat(ms, "deliver_no_ack", c.deliver_no_ack, 0.0);
     mj_stat(ms, "drop_unroutable", 0, 0.0);
-    mj_stat(ms, "publish", 0, 0.0);
+    mj_stat(ms, "get", c.get, 0.0);
+    mj_stat(ms, "get_empty", c.get_empty, 0.0);
+    mj_stat(ms, "get_no_ack", c.get_no_ack, 0.0);
+    mj_stat(ms, "publish", pub, 0.0);
+    mj_stat(ms, "redeliver", c.redeliver, 0.0);
     mj_stat(ms, "return_unroutable", 0, 0.0);
     json_object_set_new(o, "message_stats", ms);
+    mj_stat(o, "recv_oct", 0, 0.0);
+    mj_stat(o, "send_oct", 0, 0.0);
     mj_stat(o, "messages", ready + unacked, 0.0);
     mj_stat(o, "messages_ready", ready, 0.0);
     mj_stat(o, "messages_unacknowledged", unacked, 0.0);
@@ -761,7 +820,7 @@ static void list_perms(mctx *x, const char *user_only, const char *vhost_only) {
 static int need_admin(mctx *x) {
     if (x->admin)
         return 0;
-    mgmt_error(x->r, 401, "not_authorized", "%s", "Not administrator user");
+    mgmt_error(x->r, 401, "not_authorised", "%s", "Not administrator user");
     return -1;
 }
 
@@ -771,8 +830,13 @@ static void put_vhost(mctx *x) {
     const char *name = x->r->seg[1];
     int existed = vhost_find(x->b, slice_str(name)) != NULL;
     vhost_get(x->b, slice_str(name));
-    if (!existed)
+    if (!existed) { /* RabbitMQ gives the user who creates a vhost full permissions on it */
+        char err[256];
+        access_set_perm(x->b->access, (slice){(const uint8_t *)x->u->name, x->u->name_len}, slice_str(name), ".*",
+                        ".*", ".*", err, sizeof err);
+        x->b->access->gen++;
         access_store_all(x->b);
+    }
     x->r->status = existed ? 204 : 201;
 }
 
@@ -978,24 +1042,24 @@ static void get_definitions(mctx *x, vhost *only) {
         size_t k = 0;
         while (map_iter(&vh->queues, &k, &f)) {
             queue *q = f->val;
-            if (!q->durable || q->exclusive)
+            if (q->exclusive) /* RabbitMQ exports transient queues too, not exclusive ones */
                 continue;
             json_array_append_new(qs, json_pack("{s:s,s:s,s:b,s:b,s:o}", "name", q->name, "vhost", vh->name,
-                                                "durable", 1, "auto_delete", q->auto_delete, "arguments",
+                                                "durable", q->durable, "auto_delete", q->auto_delete, "arguments",
                                                 mj_table(sl((const char *)q->args, q->args_len))));
         }
         k = 0;
         while (map_iter(&vh->exchanges, &k, &f)) {
             exchange *ex = f->val;
-            if (ex->builtin || !ex->durable)
+            if (ex->builtin)
                 continue;
             json_array_append_new(xs, json_pack("{s:s,s:s,s:s,s:b,s:b,s:b,s:o}", "name", ex->name, "vhost", vh->name,
-                                                "type", exchange_type_name(ex->type), "durable", 1, "auto_delete",
+                                                "type", exchange_type_name(ex->type), "durable", ex->durable, "auto_delete",
                                                 ex->auto_delete, "internal", ex->internal, "arguments",
                                                 mj_table(sl((const char *)ex->args, ex->args_len))));
             for (size_t j = 0; j < ex->nbindings; j++) {
                 binding *bd = ex->bindings[j];
-                if (bd->q ? !bd->q->durable : !bd->dstx->durable)
+                if (bd->q && bd->q->exclusive)
                     continue;
                 json_t *bj = bd_json(bd);
                 json_object_del(bj, "properties_key");
@@ -1072,8 +1136,6 @@ static void health(mctx *x) {
         r->json = json_pack("{s:s}", "status", "ok");
     } else if (strcmp(what, "node-is-quorum-critical") == 0 || strcmp(what, "node-is-mirror-sync-critical") == 0) {
         r->json = json_pack("{s:s,s:s}", "status", "ok", "reason", "single node cluster");
-        if (what[8] == 'm')
-            json_object_del(r->json, "reason");
     } else if (strcmp(what, "port-listener") == 0 && r->nseg == 4) {
         int port = atoi(r->seg[3]);
         const config *c = &x->b->cfg;
@@ -1172,6 +1234,8 @@ int api_route(mctx *x) {
             return 1;
         }
         queue *q = broker_queue(vh, slice_str(r->seg[2]));
+        if (!q && n == 4 && is(r, 3, "get") && m == HM_POST) /* RabbitMQ answers with basic.get's 404 */
+            return amqp_op(x, 1);
         if (n == 3) {
             if (m == HM_GET) {
                 if (!q)
@@ -1194,6 +1258,7 @@ int api_route(mctx *x) {
                                                   NULL, 0));
             for (size_t i = 0; i < q->nbindings; i++)
                 json_array_append_new(a, bd_json(q->bindings[i]));
+            sort_bindings(a, 1);
             r->json = a;
             return 1;
         }
@@ -1253,6 +1318,7 @@ int api_route(mctx *x) {
                 for (size_t i = 0; i < ex->ninbound; i++)
                     json_array_append_new(a, bd_json(ex->inbound[i]));
             }
+            sort_bindings(a, 0);
             r->json = a;
             return 1;
         }
@@ -1448,7 +1514,7 @@ int api_route(mctx *x) {
     }
     if (strcmp(s0, "users") == 0) {
         if (!x->admin) {
-            mgmt_error(r, 401, "not_authorized", "%s", "Not administrator user");
+            mgmt_error(r, 401, "not_authorised", "%s", "Not administrator user");
             return 1;
         }
         if (n == 1) {
