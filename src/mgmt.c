@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "mgmt_int.h"
+#include "mgmt_snap.h"
 #include "util.h"
 
 #define TICK_MS 1000
@@ -187,6 +188,7 @@ void mgmt_req_clear(mgmt_req *r) {
     free(r->persist_alerts);
     free(r->check_hash);
     free(r->location);
+    qsnaps_free(r->snap);
     memset(r, 0, sizeof *r);
 }
 
@@ -331,6 +333,8 @@ static void tick(loop_timer *t) {
     alerts_tick(m);
     loop_timer_arm(m->b->loop, &m->tick, now + TICK_MS);
 }
+
+const char *mgmt_node(broker *b) { return b->mgmt ? b->mgmt->node : "ferry"; }
 
 int mgmt_start(broker *b) {
     mgmt *m = xcalloc(1, sizeof *m);

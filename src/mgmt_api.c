@@ -16,9 +16,10 @@
 
 #include "memacct.h"
 #include "mgmt_int.h"
+#include "mgmt_snap.h"
 #include "util.h"
 
-#define SLICE_QUEUES 500 /* queues turned into JSON per loop turn */
+#define SLICE_QUEUES 1000 /* queues copied into a snapshot per loop turn */
 
 static slice sl(const char *s, size_t n) { return (slice){(const uint8_t *)s, n}; }
 
@@ -165,13 +166,74 @@ json_t *queue_json(mctx *x, queue *q, int detail) {
     return o;
 }
 
-/* A list of queues, built SLICE_QUEUES a turn: the first turn takes a reference on each
- * queue to list, later turns turn them into JSON and drop the reference. */
+/* A list of queues, copied SLICE_QUEUES a turn into a flat snapshot (mgmt_snap.h) that the
+ * HTTP thread turns into JSON: the first turn takes a reference on each queue to list, later
+ * turns copy them and drop the reference. */
+void qsnap_take(qsnaps *s, queue *q) {
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 64;
+        s->a = xrealloc(s->a, s->cap * sizeof *s->a);
+    }
+    qsnap *o = &s->a[s->n++];
+    memset(o, 0, sizeof *o);
+    consumer *excl = NULL;
+    for (size_t i = 0; i < q->nconsumers; i++)
+        if (q->consumers[i]->exclusive)
+            excl = q->consumers[i];
+    consumer *sac = q->sac ? q->sac_active : NULL;
+    char owner[200] = "", host[64] = "";
+    int port = 0;
+    if (q->exclusive && q->owner) {
+        conn_name(q->owner, owner, sizeof owner);
+        peer_split(q->owner, host, sizeof host, &port);
+    }
+    size_t vl = strlen(q->vh->name), el = excl ? excl->tag_len : 0, sl = sac ? sac->tag_len : 0;
+    size_t ol = strlen(owner), hl = strlen(host);
+    char *p = xmalloc(q->name_len + 1 + vl + 1 + q->args_len + el + 1 + sl + 1 + ol + 1 + hl + 1);
+    o->name = p;
+    memcpy(p, q->name, q->name_len + 1);
+    p += q->name_len + 1;
+    o->vhost = p;
+    memcpy(p, q->vh->name, vl + 1);
+    p += vl + 1;
+    o->args = (uint8_t *)p;
+    o->args_len = q->args_len;
+    if (q->args_len)
+        memcpy(p, q->args, q->args_len);
+    p += q->args_len;
+    if (excl) {
+        o->excl_tag = p;
+        memcpy(p, excl->tag, el);
+        p[el] = 0;
+        p += el + 1;
+    }
+    if (sac) {
+        o->sac_tag = p;
+        memcpy(p, sac->tag, sl);
+        p[sl] = 0;
+        p += sl + 1;
+    }
+    if (ol) {
+        o->owner_name = p;
+        memcpy(p, owner, ol + 1);
+        p += ol + 1;
+        o->owner_host = p;
+        memcpy(p, host, hl + 1);
+        o->owner_port = port;
+    }
+    o->durable = q->durable, o->auto_delete = q->auto_delete, o->exclusive = q->exclusive, o->quorum = q->quorum;
+    o->ready = q->nready, o->unacked = q->unacked, o->ready_bytes = q->ready_bytes;
+    o->unacked_bytes = q->cnt.unacked_bytes, o->consumers = q->nconsumers, o->next_seq = q->next_seq;
+    o->memory = sizeof *q + q->name_len + q->args_len + q->nlevels * sizeof *q->levels + q->nready * sizeof(qmsg);
+    o->idle_since = q->cnt.last_activity_ms ? q->cnt.last_activity_ms : wall_ms();
+    o->cnt = q->cnt;
+    for (int k = 0; k < R_N; k++)
+        o->rate[k] = qstats_rate(q, k);
+}
+
 typedef struct qlist {
     queue **qs;
     size_t n, at;
-    user *u;
-    int admin, monitoring, policymaker;
 } qlist;
 
 static int cmp_queue(const void *a, const void *b) {
@@ -181,8 +243,8 @@ static int cmp_queue(const void *a, const void *b) {
 }
 
 static void qlist_cont(broker *b, mgmt_req *r) {
+    (void)b;
     qlist *l = r->cont;
-    mctx x = {b, b->mgmt, r, l->u, l->admin, l->monitoring, l->policymaker};
     if (r->status == -1) { /* shutting down */
         for (; l->at < l->n; l->at++)
             queue_unref(l->qs[l->at]);
@@ -190,19 +252,23 @@ static void qlist_cont(broker *b, mgmt_req *r) {
     for (size_t k = 0; l->at < l->n && k < SLICE_QUEUES; k++, l->at++) {
         queue *q = l->qs[l->at];
         if (!q->deleted)
-            json_array_append_new(r->json, queue_json(&x, q, 0));
+            qsnap_take(r->snap, q);
         queue_unref(q);
     }
     if (l->at < l->n) {
         r->cont_fn = qlist_cont;
         return;
     }
+    r->snap->taken_ms = now_ms();
     free(l->qs);
     free(l);
     r->cont = NULL;
 }
 
 static void list_queues(mctx *x, vhost *only) {
+    x->r->qlist = 1;
+    if (!x->r->want_snap) /* the HTTP thread's snapshot is less than a second old */
+        return;
     qlist *l = xcalloc(1, sizeof *l);
     size_t cap = 0;
     size_t i = 0, k;
@@ -224,9 +290,7 @@ static void list_queues(mctx *x, vhost *only) {
     }
     if (l->n)
         qsort(l->qs, l->n, sizeof *l->qs, cmp_queue);
-    l->u = x->u;
-    l->admin = x->admin, l->monitoring = x->monitoring, l->policymaker = x->policymaker;
-    x->r->json = json_array();
+    x->r->snap = xcalloc(1, sizeof *x->r->snap);
     x->r->cont = l;
     qlist_cont(x->b, x->r);
 }
