@@ -9,9 +9,9 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-FERRY="$ROOT/build/ferry"
+FERRY="${FERRY_CLI:-$ROOT/build/ferry}"
 FERRYD_BIN="${FERRYD:-$ROOT/build/ferryd}"
-BIN="$ROOT/build/examples/orders"
+BIN="${ORDERS_BIN:-$ROOT/build/examples/orders}"
 WORK=${ORDERS_WORK:-$(mktemp -d /tmp/ferry-orders-XXXXXX)}
 export ORDERS_OUT="$WORK/out"
 mkdir -p "$ORDERS_OUT"
@@ -26,10 +26,10 @@ stop_all() {
 }
 trap stop_all EXIT
 
-# Wait until "$@" succeeds (up to 30 s).
+# Wait until the shell condition $1 holds (evaluated afresh each time, up to 30 s).
 await() {
-  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "run.sh: timed out waiting for: $*" >&2
+  for _ in $(seq 300); do eval "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "run.sh: timed out waiting for: $1" >&2
   return 1
 }
 lines() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
@@ -46,7 +46,7 @@ else
   PIDS+=($!)
   URI="amqp://guest:guest@127.0.0.1:$PORT/"
   OWN_FERRYD=1
-  await bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT"
+  await "exec 3<>/dev/tcp/127.0.0.1/$PORT"
   echo "ferryd on 127.0.0.1:$PORT (data and logs in $WORK)"
 fi
 export FERRY_URL=$URI
@@ -65,8 +65,8 @@ PIDS+=($!)
 "$FERRY" worker --queue payments --retry 1s,2s --dead-letter-queue payments.dead -- "$HERE/payment.sh" \
   > "$WORK/payment.log" 2>&1 &
 PIDS+=($!)
-await depth payments          # the payment worker declared its queue (and payments.dead)
-await depth inventory.dead    # the inventory worker is up
+await 'depth payments'          # the payment worker declared its queue (and payments.dead)
+await 'depth inventory.dead'    # the inventory worker is up
 echo "email, analytics (ferry worker), inventory (libferry worker + idempotent consumer), payments (ferry worker, retries 1s,2s, dead letters to payments.dead)"
 
 say "4. the outbox relay"
@@ -79,12 +79,12 @@ say "5. four orders"
 "$BIN/order_service" "$DB" place bob gadget 1 4000000000009995   # payment fails once, then retried
 "$BIN/order_service" "$DB" place cy widget 1 4000000000000002    # card declined: dead letter
 "$BIN/order_service" "$DB" place dee gadget 5 4242424242424242   # only 3 gadgets: inventory dead-letters
-await test "$(lines "$ORDERS_OUT/emails.log")" -ge 4
+await '[ "$(lines "$ORDERS_OUT/emails.log")" -ge 4 ]'
 
 say "6. the relay crashes after publishing order 5's events, before marking them sent"
 kill -TERM "$RELAY"; wait "$RELAY" || true
 "$BIN/order_service" "$DB" place eve widget 3 4242424242424242
-FERRY_OUTBOX_FAULT=kill-after-confirm "$FERRY" outbox relay --db "sqlite:$DB" 2>> "$WORK/relay.log" || true
+( FERRY_OUTBOX_FAULT=kill-after-confirm "$FERRY" outbox relay --db "sqlite:$DB" 2>> "$WORK/relay.log" ) 2>/dev/null || true
 echo "relay killed; order 5's rows are still pending:"
 "$BIN/order_service" "$DB" show | sed -n '1p;$p'
 "$FERRY" outbox relay --db "sqlite:$DB" 2>> "$WORK/relay.log" &
@@ -93,11 +93,12 @@ PIDS+=($RELAY)
 echo "relay restarted: it publishes order 5's events a second time"
 
 say "7. waiting for every effect"
-await test "$(grep -c 'already processed' "$WORK/inventory.log")" -ge 1
-await test "$(grep -c ': paid' "$ORDERS_OUT/payments.log")" -ge 4
-await test "$(depth payments.dead)" -eq 1
-await test "$(depth inventory.dead)" -eq 1
-await test "$(lines "$ORDERS_OUT/analytics.jsonl")" -ge 5
+await '[ "$(grep -c "already processed" "$WORK/inventory.log")" -ge 1 ]'
+await '[ "$(grep -c ": paid" "$ORDERS_OUT/payments.log")" -ge 4 ]'
+await '[ "$(grep -c "already paid" "$ORDERS_OUT/payments.log")" -ge 1 ]'
+await '[ "$(depth payments.dead)" -eq 1 ]'
+await '[ "$(depth inventory.dead)" -eq 1 ]'
+await '[ "$(lines "$ORDERS_OUT/analytics.jsonl")" -ge 5 ]'
 sleep 0.5
 
 say "summary"
@@ -108,7 +109,7 @@ echo "inventory:"; sed 's/^/  /' "$WORK/inventory.log"
 echo "emails:";    sed 's/^/  /' "$ORDERS_OUT/emails.log"
 echo "payments:";  sed 's/^/  /' "$ORDERS_OUT/payments.log"
 echo "dead letters: payments.dead=$(depth payments.dead) inventory.dead=$(depth inventory.dead)"
-echo "analytics events: $(lines "$ORDERS_OUT/analytics.jsonl")"
+echo "analytics events: $(lines "$ORDERS_OUT/analytics.jsonl") (at-least-once: order 5's event is there twice)"
 
 # The checks the example exists to show.
 fail=0
@@ -120,6 +121,8 @@ check "order 5's event reached inventory twice, reserved once (idempotent consum
   "[ \$(grep -c 'order 5 reserved' '$WORK/inventory.log') -eq 1 ] && [ \$(grep -c 'order 5: event .* already processed' '$WORK/inventory.log') -ge 1 ]"
 check "bob's payment failed once and was paid on the retry" \
   "grep -q 'order 2 attempt 1: provider timed out' '$ORDERS_OUT/payments.log' && grep -q 'order 2 attempt 2: paid' '$ORDERS_OUT/payments.log'"
+check "order 5's payment request arrived twice, charged once" \
+  "[ \$(grep -c 'order 5 attempt .*: paid' '$ORDERS_OUT/payments.log') -eq 1 ] && grep -q 'order 5: message .* already paid' '$ORDERS_OUT/payments.log'"
 check "cy's declined card went to payments.dead, never paid" \
   "[ \"\$(depth payments.dead)\" -eq 1 ] && ! grep -q 'order 3 .*paid' '$ORDERS_OUT/payments.log'"
 check "dee's order for 5 gadgets (3 in stock) was dead-lettered by inventory" \

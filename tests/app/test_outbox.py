@@ -103,7 +103,8 @@ def test_relay_killed_between_publish_and_mark_publishes_again_and_effect_is_onc
 
     # 1. The relay dies (SIGKILL, from the FERRY_OUTBOX_FAULT test hook) after the broker
     #    confirmed the batch and before the rows are marked sent.
-    r1 = Relay(app_db.url, app_broker.url, env={"FERRY_OUTBOX_FAULT": "kill-after-confirm"},
+    # (--lease 1s: on SQLite the dead relay's lease must expire before the next one publishes)
+    r1 = Relay(app_db.url, app_broker.url, "--lease", "1s", env={"FERRY_OUTBOX_FAULT": "kill-after-confirm"},
                log_path=str(tmp_path / "relay1.log"))
     assert r1.wait(30) == -9, r1.text()
     assert "kill-after-confirm" in r1.text()
@@ -111,7 +112,7 @@ def test_relay_killed_between_publish_and_mark_publishes_again_and_effect_is_onc
     wait_depth(app_broker, q_plain, len(rows))
 
     # 2. A new relay finds the rows pending and publishes them again (at-least-once).
-    r2 = Relay(app_db.url, app_broker.url, "--poll", "50ms", log_path=str(tmp_path / "relay2.log"))
+    r2 = Relay(app_db.url, app_broker.url, "--poll", "50ms", "--lease", "1s", log_path=str(tmp_path / "relay2.log"))
     wait_depth(app_broker, q_plain, 2 * len(rows))
     r2.stop()
     assert app_db.pending() == 0
