@@ -363,11 +363,10 @@ tzone *tz_load(const char *name, char *err, size_t errlen) {
     const char *dir = getenv("TZDIR");
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir && dir[0] ? dir : "/usr/share/zoneinfo", name);
-    uint8_t *data;
-    size_t len;
-    int rc = read_file(path, &data, &len);
-    if (rc < 0) {
-        snprintf(err, errlen, "unknown time zone (%s)", strerror(-rc));
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (read_file(path, &data, &len) < 0) {
+        snprintf(err, errlen, "unknown time zone");
         return NULL;
     }
     tzone *z = len > (1u << 20) ? NULL : tz_parse(data, len, err, errlen);
