@@ -337,7 +337,8 @@ static void strip_headers(slice props, buf *out) {
     slice k;
     fval v;
     while (table_next(&r, &k, &v) == 1) {
-        if (!slice_eqs(k, "x-ferry-cron") && !slice_eqs(k, "x-ferry-timezone") && !slice_eqs(k, "x-delay"))
+        if (!slice_eqs(k, "x-ferry-cron") && !slice_eqs(k, "x-ferry-timezone") && !slice_eqs(k, "x-delay") &&
+            !slice_eqs(k, "x-ferry-scheduled-at")) /* each copy gets its own */
             buf_put(&h, start, (size_t)(r.p - start));
         start = r.p;
     }
@@ -523,6 +524,11 @@ void cron_recover(void *ctx, slice payload) {
         memcpy(msg_body(s->tmpl), body.p, body.n);
     s->tmpl->persistent = persistent;
     s->tmpl->priority = pv.priority;
+    if (pv.flags & PROP_EXPIRATION) { /* checked when it was published: digits */
+        s->tmpl->ttl = 0;
+        for (size_t i = 0; i < pv.expiration.n && pv.expiration.p[i] >= '0' && pv.expiration.p[i] <= '9'; i++)
+            s->tmpl->ttl = s->tmpl->ttl * 10 + (pv.expiration.p[i] - '0');
+    }
     s->last = last;
     s->fired = was_fired;
     s->marked = was_fired ? last : -1;

@@ -47,7 +47,7 @@ done
 if $PY tests/unit/check_layers.py; then add 1 0; else add 0 1; fi
 
 # Each libFuzzer target for a short while on its seed corpus (make fuzz runs them long).
-for t in wire conn; do
+for t in wire conn cron; do
   echo "== fuzz smoke: fuzz_$t (libFuzzer, ${FUZZ_SMOKE_SECONDS:-20} s)"
   if make -s build/fuzz/fuzz_$t > build/test/fuzz_$t-build.log 2>&1; then
     mkdir -p build/fuzz/corpus_$t

@@ -27,7 +27,7 @@ def test_six_field_schedule_every_2s_fires_once_per_tick(conn, ch, name):
     ch.confirm_delivery()
     t0 = time.time()
     schedule(ch, x, "beat", EVERY_2S, body=b"payload", content_type="text/plain",
-             headers={"team": "ops", "x-delay": 5000})
+             headers={"team": "ops", "x-delay": 5000, "x-ferry-scheduled-at": 7})
     got = drain(ch, q, 7.2)
     ticks = [g[0] for g in got]
     assert len(ticks) >= 3, ticks
@@ -126,15 +126,17 @@ def test_republishing_the_same_message_id_replaces_the_schedule(conn, ch, name):
     ch.confirm_delivery()
     schedule(ch, x, "job", "* * * * * *", body=b"old")
     time.sleep(2.2)
+    sent = time.time()
     schedule(ch, x, "job", EVERY_2S, body=b"new")
-    replaced = time.time()
+    confirmed = time.time()  # the replacement took effect between sent and confirmed
     time.sleep(4.5)
     schedule(ch, x, "job", "")
     got = drain(ch, q, 0.5)
     old = [g for g in got if g[3] == b"old"]
     new = [g for g in got if g[3] == b"new"]
-    assert len(old) >= 1 and all(g[0] <= replaced for g in old)
-    assert len(new) >= 2 and all(g[0] > replaced and g[0] % 2 == 0 for g in new)
+    assert len(old) >= 1 and all(g[0] <= confirmed for g in old)
+    # a replacement starts afresh: its first tick is the first one after it was made
+    assert len(new) >= 2 and all(g[0] > int(sent) and g[0] % 2 == 0 for g in new)
     assert_consecutive([g[0] for g in new])
 
 
@@ -171,7 +173,7 @@ def test_schedule_and_its_removal_survive_restart(ferryd_factory, name):
     ch = c.channel()
     x, q = topology(ch, name)
     ch.confirm_delivery()
-    schedule(ch, x, "kept", "* * * * * *", body=b"kept")
+    schedule(ch, x, "kept", "* * * * * *", body=b"kept", expiration="60000", content_type="text/plain", priority=3)
     schedule(ch, x, "gone", "* * * * * *", body=b"gone")
     schedule(ch, x, "gone", "")
     c.close()
@@ -182,6 +184,7 @@ def test_schedule_and_its_removal_survive_restart(ferryd_factory, name):
     drain(ch, q, 0.3)
     got = drain(ch, q, 2.5)
     assert {g[3] for g in got} == {b"kept"}
+    assert all(g[2].expiration == "60000" and g[2].content_type == "text/plain" and g[2].priority == 3 for g in got)
     c.close()
     d.stop_and_check()
 
