@@ -131,6 +131,9 @@ struct queue {
     size_t nretry;
     int64_t dedup_window;     /* x-deduplication-window in ms; 0 = none */
     struct dedup *dedup;      /* its message-ids, created on first use */
+    /* issue 13: streams (stream.c) */
+    uint8_t is_stream;        /* x-queue-type stream: an append-only log, not a FIFO */
+    struct stream *st;        /* its log and named offsets (NULL without a store) */
 };
 
 queue *queue_new(vhost *vh, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args);
@@ -197,6 +200,41 @@ slice queue_delivery_props(const queue *q, const qmsg *qm, buf *scratch);
 int qtype_is_quorum(slice args);
 /* Sets up a new queue's type-dependent state from its arguments. */
 void qtype_init(queue *q, slice args);
+
+/* ---------------- stream.c ---------------- */
+
+/* Does a queue with these arguments have x-queue-type stream? */
+int stream_is(slice args);
+/* RabbitMQ's x-max-age syntax (a positive integer and one of Y M D h m s): ms, or -1. */
+int64_t stream_parse_age(slice s);
+/* Opens a durable stream queue's log (fresh: just declared, no files yet). */
+void stream_attach(queue *q, int fresh);
+/* After recovery: every stream queue's log opened; directories of deleted streams removed. */
+void stream_recover_all(broker *b);
+/* queue.delete: the stream's files go with the next batch. */
+void stream_destroy(queue *q);
+/* Appends a routed message to the stream (confirmed once its batch is synced). */
+void stream_publish(queue *q, message *m);
+/* Consumers with credit get records; called as queue_dispatch for a stream. */
+void stream_dispatch(queue *q);
+/* The store synced a batch: consumers at the end of streams that grew are woken. */
+void stream_synced(broker *b);
+/* Once a second: named offsets saved, retention by age. */
+void stream_tick(broker *b);
+/* Shutdown (before the store closes): named offsets saved, logs closed. */
+void stream_shutdown(broker *b);
+/* An unacked delivery of a stream ended (SETTLE_* mode, channel_int.h). */
+void stream_settled(queue *q, consumer *cs, uint64_t offset, int mode);
+void stream_consumer_gone(consumer *cs);
+/* The management API's view: bytes, first and last offsets; -1 without a log. */
+typedef struct stream_info {
+    uint64_t bytes, first, last, committed;
+    size_t segments;
+} stream_info;
+int stream_stats(const queue *q, stream_info *out);
+/* Each named consumer: its stored offset, lag (committed - offset), and whether in use. */
+void stream_each_name(const queue *q, void (*fn)(void *ctx, const char *name, uint64_t offset, uint64_t lag, int active),
+                      void *ctx);
 
 /* ---------------- retry.c ---------------- */
 
@@ -380,6 +418,7 @@ struct consumer {
     uint8_t *args;
     size_t args_len;
     uint64_t since; /* registration order on its queue (single active consumer) */
+    struct scursor *sc; /* a stream consumer's cursor (stream.c) */
 };
 
 typedef struct unacked {
@@ -645,6 +684,7 @@ struct broker {
     int stopping;
     uint64_t ticks;
     uint8_t compact_reading; /* compact.c: paged bodies of the oldest segment are being read back */
+    struct stream *streams;  /* stream queues with a log (stream.c) */
 };
 
 int broker_init(broker *b, const config *cfg);

@@ -144,8 +144,21 @@ void consumer_deliver(consumer *cs, qmsg qm) {
     ring_push(&ch->unacked, u);
 }
 
+void consume_push_unacked(consumer *cs, uint64_t tag, uint64_t offset) {
+    channel *ch = cs->ch;
+    qmsg qm = {0};
+    qm.seq = offset;
+    unacked u = {tag, cs->q, cs, qm, 0, 0};
+    cs->q->refs++;
+    cs->q->unacked++;
+    cs->unacked++;
+    ch->nunacked++;
+    ring_push(&ch->unacked, u);
+}
+
 /* Frees a consumer already removed from its queue and channel. */
 static void consumer_free(consumer *cs) {
+    stream_consumer_gone(cs);
     free(cs->tag);
     free(cs->args);
     free(cs);
@@ -194,6 +207,11 @@ static void settle(channel *ch, unacked *u, int mode) {
     q->unacked--;
     if (u->c)
         u->c->unacked--;
+    if (q->is_stream) {
+        stream_settled(q, u->c, u->qm.seq, mode); /* a stream removes nothing */
+        queue_unref(q);
+        return;
+    }
     if (mode == SETTLE_REQUEUE)
         queue_requeue(q, u->qm);
     else if (mode == SETTLE_REJECT)
@@ -366,6 +384,10 @@ void basic_consume(channel *ch, rd *r) {
             return;
         }
     }
+    if (q->is_stream) {
+        stream_consume(ch, q, tag, no_ack, exclusive, nowait, args);
+        return;
+    }
     consumer *cs = consumer_new(ch, tag, q, no_ack, exclusive, args);
     if (!nowait)
         send_consume_ok(ch, cs);
@@ -415,6 +437,11 @@ void basic_get(channel *ch, rd *r) {
 }
 
 void get_from(channel *ch, queue *q, int no_ack) {
+    if (q->is_stream) { /* RabbitMQ's refusal, a connection error */
+        conn_close_error(ch->c, NOT_IMPLEMENTED, BASIC_GET, "basic.get not supported by stream queues %s",
+                         rs("queue", (slice){(const uint8_t *)q->name, q->name_len}));
+        return;
+    }
     queue_touch(q);
     qmsg qm;
     int rc = queue_pop(q, &qm);
