@@ -60,8 +60,8 @@ static const struct queue_arg {
     {"x-queue-version", ARG_NONE, 0, "c", 0, 0},
     {"x-quorum-initial-group-size", ARG_NONE, 0, "q", 0, 0},
     {"x-dead-letter-strategy", ARG_NONE, 0, "q", 0, 0},
-    {"x-max-age", ARG_MAXAGE, 0, "s", 0, 0},
-    {"x-stream-max-segment-size-bytes", ARG_INT, 0, "s", 0, 0},
+    {"x-max-age", ARG_MAXAGE, 1, "s", 0, 0},
+    {"x-stream-max-segment-size-bytes", ARG_INT, 1, "s", 0, 0},
     {"x-stream-filter-size-bytes", ARG_NONE, 0, "s", 0, 0}, /* RabbitMQ 3.13's Bloom filter size */
     {"x-initial-cluster-size", ARG_NONE, 0, "s", 0, 0},
     {"x-retry-delays", ARG_DELAYS, 0, NULL, 0, 0},

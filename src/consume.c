@@ -241,7 +241,7 @@ static int ackable(const unacked *u) { return !u->done && !u->tx; }
  * with tag 0 means all. As RabbitMQ's collect_acks, the tag itself must be waiting for an
  * ack, else it is unknown: -1, nothing changed. In a transaction (tx) the entries are only
  * marked, for tx.commit to settle; they count as acked from now on. */
-static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx) {
+static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx, int recovering) {
     uring *r = &ch->unacked;
     size_t end = r->len;
     if (!(multiple && tag == 0)) {
@@ -252,7 +252,7 @@ static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx)
     }
     for (size_t i = multiple ? 0 : end - 1; i < end; i++) {
         unacked *u = ring_at(r, i);
-        if (!ackable(u))
+        if (!ackable(u) || (recovering && u->q->is_stream))
             continue;
         if (tx) {
             u->tx = (uint8_t)(1 + mode);
@@ -378,15 +378,15 @@ void basic_consume(channel *ch, rd *r) {
     queue *q = find_queue(ch, qname, BASIC_CONSUME);
     if (!q)
         return;
+    if (q->is_stream) { /* RabbitMQ: exclusive consume does not apply to streams */
+        stream_consume(ch, q, tag, no_ack, exclusive, nowait, args);
+        return;
+    }
     for (size_t i = 0; i < q->nconsumers; i++) {
         if (q->consumers[i]->exclusive || exclusive) {
             channel_close_error(ch, ACCESS_REFUSED, BASIC_CONSUME, "%s in exclusive use", rs("queue", qname));
             return;
         }
-    }
-    if (q->is_stream) {
-        stream_consume(ch, q, tag, no_ack, exclusive, nowait, args);
-        return;
     }
     consumer *cs = consumer_new(ch, tag, q, no_ack, exclusive, args);
     if (!nowait)
@@ -493,7 +493,7 @@ void basic_settle(channel *ch, rd *r, unsigned mid) {
     int multiple = mid != BASIC_REJECT && (bits & 1);
     int requeue = mid == BASIC_ACK ? 0 : mid == BASIC_REJECT ? (bits & 1) : ((bits >> 1) & 1);
     int mode = mid == BASIC_ACK ? SETTLE_ACK : requeue ? SETTLE_REQUEUE : SETTLE_REJECT;
-    if (apply_tags(ch, tag, multiple, mode, ch->tx) < 0)
+    if (apply_tags(ch, tag, multiple, mode, ch->tx, 0) < 0)
         channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
 }
 
@@ -509,7 +509,7 @@ void basic_recover(channel *ch, rd *r, unsigned mid) {
         conn_close_error(ch->c, NOT_IMPLEMENTED, mid, "requeue=false");
         return;
     }
-    apply_tags(ch, 0, 1, SETTLE_REQUEUE, 0); /* not what the open transaction acked */
+    apply_tags(ch, 0, 1, SETTLE_REQUEUE, 0, 1); /* not what the open transaction acked; stream deliveries stay */
     if (mid == BASIC_RECOVER)
         send_empty(ch, BASIC_RECOVER_OK);
 }

@@ -12,10 +12,16 @@
  *     or an array of strings) and x-stream-match-unfiltered on consume; Ferry filters each
  *     message exactly (RabbitMQ filters chunks with a Bloom filter, so its clients also
  *     filter on their side: programs written that way work on both);
- *   - basic.get and queue.purge are refused (540, RabbitMQ's texts).
+ *   - basic.get and queue.purge are refused (540, RabbitMQ's texts); basic.nack and
+ *     basic.reject give the consumer its credit back and redeliver nothing (RabbitMQ 4.x;
+ *     3.10 closes the connection with 540); an exclusive consumer does not exclude others
+ *     (RabbitMQ 3.10 does not either); basic.recover leaves stream deliveries as they are
+ *     (RabbitMQ 3.10 fails with 541).
  * Beyond RabbitMQ: x-ferry-offset-name names a consumer whose position the broker keeps:
  * the offset after the highest one up to which everything delivered is acknowledged (or was
- * filtered out), saved at least once a second and at shutdown. A consumer with that name and
+ * filtered out; a nacked or rejected event is not acknowledged: the position stays at it for
+ * the rest of that consumer's life, so the next attach replays it), saved at least once a
+ * second and at shutdown. A consumer with that name and
  * no x-stream-offset resumes there; a new name starts at next; a name already in use by a
  * consumer of the stream is refused (406).
  *
@@ -67,6 +73,7 @@ typedef struct scursor {
     size_t nfilters;
     named *nm;            /* index into st->names is unstable: looked up by pointer math */
     size_t nm_at;         /* its index in st->names, if nm */
+    uint64_t floor;       /* the lowest nacked or rejected offset (UINT64_MAX: none) */
     uint64_t *toff;       /* delivered offsets not yet acked, in order (named tracking) */
     uint8_t *tdone;
     size_t thead, tlen, tcap;
@@ -205,7 +212,7 @@ void stream_tick(broker *b) {
     for (struct stream *st = b->streams; st; st = st->next) {
         save_names(b, st);
         if (b->store && st->log)
-            slog_retention(st->log, store_stream_batch(b->store, 0), now);
+            slog_retention(st->log, store_stream_batch(b->store, 0), now, 0);
     }
 }
 
@@ -265,7 +272,7 @@ static void track_update(scursor *sc) {
         sc->thead = (sc->thead + 1) % sc->tcap;
         sc->tlen--;
     }
-    uint64_t pos = sc->tlen ? sc->toff[sc->thead] : sc->next;
+    uint64_t pos = MIN(sc->tlen ? sc->toff[sc->thead] : sc->next, sc->floor);
     if (pos != nm->offset) {
         nm->offset = pos;
         nm->dirty = 1;
@@ -296,11 +303,12 @@ static void track_push(scursor *sc, uint64_t offset) {
     sc->tlen++;
 }
 
-/* An unacked delivery of q ended (mode SETTLE_*): acks and rejects count for the named
- * position; a requeue (channel closed, basic.recover) does not, and puts nothing back: a
- * stream removes nothing. */
+/* An unacked delivery of q ended by the client (mode SETTLE_*): it gives credit back, and
+ * nothing is put back (a stream removes nothing). An ack moves the named position; a nack or
+ * reject holds it at that offset (floor). Deliveries of a consumer already gone (channel
+ * closed) come here with cs NULL. */
 void stream_settled(queue *q, consumer *cs, uint64_t offset, int mode) {
-    if (cs && cs->sc && mode != SETTLE_REQUEUE) {
+    if (cs && cs->sc) {
         scursor *sc = cs->sc;
         for (size_t i = 0; i < sc->tlen; i++) {
             size_t at = (sc->thead + i) % sc->tcap;
@@ -309,6 +317,8 @@ void stream_settled(queue *q, consumer *cs, uint64_t offset, int mode) {
                 break;
             }
         }
+        if (mode != SETTLE_ACK && offset < sc->floor)
+            sc->floor = offset;
         track_update(sc);
     }
     if (!q->deleted && q->nconsumers)
@@ -497,10 +507,6 @@ void stream_consume(channel *ch, queue *q, slice tag, int no_ack, int exclusive,
                             "automatic acknowledgement not supported by stream %s", rs("queue", qn));
         return;
     }
-    if (ch->prefetch_global) {
-        conn_close_error(ch->c, NOT_IMPLEMENTED, BASIC_CONSUME, "%s does not support global qos", rs("queue", qn));
-        return;
-    }
     struct stream *st = q->st;
     fval off, nv, fv;
     int has_off = table_get(args, "x-stream-offset", &off);
@@ -548,6 +554,7 @@ void stream_consume(channel *ch, queue *q, slice tag, int no_ack, int exclusive,
     sc->st = st;
     sc->next = from;
     sc->min_ts = min_ts;
+    sc->floor = UINT64_MAX;
     if (nm) {
         nm->cs = cs;
         sc->nm = nm;

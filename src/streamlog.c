@@ -683,7 +683,7 @@ uint64_t slog_append(slog *l, struct swrite **pending, slice exchange, slice rke
     g->bytes += SREC_HEADER + len;
     l->bytes += SREC_HEADER + len;
     if (roll && l->nsegs > 1)
-        slog_retention(l, pending, wall_ms());
+        slog_retention(l, pending, wall_ms(), 1);
     return offset;
 }
 
@@ -699,11 +699,11 @@ void slog_each_name(slog *l, void (*fn)(void *ctx, slice name, uint64_t offset),
         fn(ctx, (slice){(const uint8_t *)l->names[i].name, l->names[i].n}, l->names[i].offset);
 }
 
-size_t slog_retention(slog *l, struct swrite **pending, uint64_t now) {
+size_t slog_retention(slog *l, struct swrite **pending, uint64_t now, int by_bytes) {
     size_t dropped = 0;
     while (l->nsegs > 1) {
         sseg *g = &l->segs[0];
-        int drop = (l->lim.max_bytes >= 0 && l->bytes > (uint64_t)l->lim.max_bytes) ||
+        int drop = (by_bytes && l->lim.max_bytes >= 0 && l->bytes > (uint64_t)l->lim.max_bytes) ||
                    (l->lim.max_age_ms >= 0 && g->last_ts + (uint64_t)l->lim.max_age_ms < now);
         if (!drop || g->committed != g->bytes) /* never a segment with writes in flight */
             break;

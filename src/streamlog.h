@@ -76,8 +76,10 @@ void slog_put_name(slog *l, struct swrite **pending, slice name, uint64_t offset
 void slog_each_name(slog *l, void (*fn)(void *ctx, slice name, uint64_t offset), void *ctx);
 
 /* Drops the oldest segments the limits allow (never the active one); deletions go with
- * the pending batch. Returns how many were dropped. */
-size_t slog_retention(slog *l, struct swrite **pending, uint64_t now_wall_ms);
+ * the pending batch. Returns how many were dropped. As RabbitMQ (osiris), the size limit is
+ * applied when a segment rolls over (by_bytes; slog_append does it); age is also looked at
+ * once a second. */
+size_t slog_retention(slog *l, struct swrite **pending, uint64_t now_wall_ms, int by_bytes);
 
 /* Offsets: the first still stored, the next to be assigned, and the next not yet committed
  * (everything below it is synced and readable). first == end: empty. */
