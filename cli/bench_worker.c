@@ -385,7 +385,7 @@ void *consumer_main(void *arg) {
         goto out;
     }
     for (int i = 0; i < w->nq; i++)
-        if (client_consume(&c, w->qs[i], no_ack) < 0) {
+        if ((cfg->stream ? client_consume_stream(&c, w->qs[i], "first") : client_consume(&c, w->qs[i], no_ack)) < 0) {
             worker_fail(w, w->qs[i], c.err);
             goto out;
         }

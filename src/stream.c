@@ -65,6 +65,8 @@ typedef struct scursor {
     struct stream *st;
     uint64_t next;   /* the next offset to look at */
     uint64_t min_ts; /* a timestamp start: records older than this are skipped; 0 none */
+    uint64_t ts_until; /* ... among those stored when it attached (later ones all go, as
+                        * RabbitMQ attaches a start past the end at next) */
     slog_batch *b;
     size_t bi;
     uint8_t reading;
@@ -369,7 +371,7 @@ static void cursor_feed(scursor *sc) {
             if (r->offset < sc->next)
                 continue;
             sc->next = r->offset + 1;
-            if (sc->min_ts && r->ts < sc->min_ts)
+            if (sc->min_ts && r->ts < sc->min_ts && r->offset < sc->ts_until)
                 continue;
             sc->min_ts = 0;
             if (!filter_pass(sc, r))
@@ -554,6 +556,7 @@ void stream_consume(channel *ch, queue *q, slice tag, int no_ack, int exclusive,
     sc->st = st;
     sc->next = from;
     sc->min_ts = min_ts;
+    sc->ts_until = st ? slog_end(st->log) : 0;
     sc->floor = UINT64_MAX;
     if (nm) {
         nm->cs = cs;
