@@ -678,6 +678,24 @@ int client_queue_bind(client *c, const char *queue, const char *exchange, const 
     return rpc(c, QUEUE_BIND_OK, NULL);
 }
 
+int client_queue_bind_batch(client *c, const char *exchange, const char *const *queues, const char *const *keys,
+                            size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        size_t m = method_begin(&c->out, 1, QUEUE_BIND);
+        buf_u16(&c->out, 0);
+        buf_shortstr(&c->out, queues[i], strlen(queues[i]));
+        buf_shortstr(&c->out, exchange, strlen(exchange));
+        buf_shortstr(&c->out, keys[i], strlen(keys[i]));
+        buf_u8(&c->out, 0);
+        buf_u32(&c->out, 0);
+        frame_end(&c->out, m);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (rpc(c, QUEUE_BIND_OK, NULL) < 0)
+            return -1;
+    return 0;
+}
+
 int client_exchange_declare(client *c, const char *name, const char *type, int durable) {
     size_t m = method_begin(&c->out, 1, EXCHANGE_DECLARE);
     buf_u16(&c->out, 0);

@@ -20,6 +20,9 @@ if [ "$level" = test ]; then
        rabbitmq-server clang libclang-rt-14-dev procps openssl
   # Node.js may come with the machine (not from Debian's packages): then Debian's nodejs/npm
   # would conflict with it, so they are only installed where there is no node at all.
+  # postgresql-15 + python3-psycopg2: tests/app start a private PostgreSQL (initdb on a free
+  # port) for the outbox relay and the idempotent consumer, and read it back from Python.
+  want postgresql-15 python3-psycopg2
   command -v node >/dev/null 2>&1 || want nodejs
   command -v npm >/dev/null 2>&1 || want npm
 fi

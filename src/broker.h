@@ -536,6 +536,15 @@ struct conn {
     uint64_t id;
     int state;
     buf in, out;
+    /* Large bodies are not copied into `out`: each body frame's payload is a slice of the
+     * shared message, written in place with writev (conn_put_content). A slice goes out
+     * after byte `at` of out's stream (out_base counts the bytes of `out` already written).
+     * The message stays referenced (and counted in MEM_MESSAGES) until its slice is written. */
+    struct outref *orefs;
+    uint32_t noref, oref_head, caporef;
+    uint32_t oref_skip;  /* bytes of the first slice already written */
+    uint64_t oref_bytes; /* bytes of the slices not yet written */
+    uint64_t out_base;   /* bytes of `out` written so far (stream position of its head) */
     channel **chans; /* indexed by channel number */
     uint32_t nchans; /* size of chans */
     uint32_t open_channels;
@@ -578,6 +587,12 @@ void conn_want_flush(conn *c);
 int conn_can_deliver(const conn *c);
 void conn_free(conn *c);
 void conn_flush(conn *c);
+/* Appends a message's content (header frame and body frames) to the connection's output:
+ * bodies of ZC_MIN_BODY bytes and more go out as slices of m (no copy), smaller ones are
+ * copied. Schedules the flush. */
+void conn_put_content(conn *c, uint16_t channel, slice props, message *m);
+/* Bytes waiting to be written: the output buffer and the body slices. */
+uint64_t conn_out_pending(const conn *c);
 void conn_tick(conn *c, uint64_t now);
 /* Forgets a channel after channel.close-ok (either direction). */
 void conn_forget_channel(conn *c, uint16_t id);

@@ -117,7 +117,7 @@ void write_deliver(channel *ch, const consumer *cs, uint64_t tag, int redelivere
     buf_shortstr(o, msg_exchange(m), m->exchange_len);
     buf_shortstr(o, msg_rkey(m), m->rkey_len);
     frame_end(o, mk);
-    wire_content(o, ch->id, props.p, props.n, msg_body(m), m->body_len, ch->c->frame_max);
+    conn_put_content(ch->c, ch->id, props, m);
 }
 
 /* Delivers qm to cs (the queue's dispatcher checked consumer_can_take): basic.deliver,
@@ -468,7 +468,7 @@ void get_from(channel *ch, queue *q, int no_ack) {
     buf scratch;
     buf_init(&scratch);
     slice props = queue_delivery_props(q, &qm, &scratch);
-    wire_content(o, ch->id, props.p, props.n, msg_body(msg), msg->body_len, ch->c->frame_max);
+    conn_put_content(ch->c, ch->id, props, msg);
     buf_free(&scratch);
     persist_delivered(ch->c->b->store, q, &qm);
     qm.deliveries = count_up(qm.deliveries);

@@ -194,7 +194,7 @@ static void write_return(channel *ch, message *m, int code, const char *text) {
     buf_shortstr(o, msg_exchange(m), m->exchange_len);
     buf_shortstr(o, msg_rkey(m), m->rkey_len);
     frame_end(o, mk);
-    wire_content(o, ch->id, msg_props(m), m->props_len, msg_body(m), m->body_len, ch->c->frame_max);
+    conn_put_content(ch->c, ch->id, (slice){msg_props(m), m->props_len}, m);
 }
 
 
