@@ -129,7 +129,7 @@ static slog_limits limits_of(const queue *q) {
 
 /* ---- the stream of a queue ---- */
 
-static struct stream *stream_of(queue *q) { return q->st; }
+static struct stream *stream_of(queue *q) { return q->stream; }
 
 static void name_loaded(void *ctx, slice name, uint64_t offset) {
     struct stream *st = ctx;
@@ -140,7 +140,7 @@ static void name_loaded(void *ctx, slice name, uint64_t offset) {
 void stream_attach(queue *q, int fresh) {
     broker *b = q->b;
     slogs *ss = store_streams(b->store);
-    if (q->st || !ss || !q->qid)
+    if (q->stream || !ss || !q->qid)
         return;
     struct stream *st = xcalloc(1, sizeof *st);
     st->q = q;
@@ -150,7 +150,7 @@ void stream_attach(queue *q, int fresh) {
     st->dispatched_upto = slog_committed(st->log);
     st->next = b->streams;
     b->streams = st;
-    q->st = st;
+    q->stream = st;
 }
 
 static int keep_stream(void *ctx, uint32_t id) {
@@ -184,7 +184,7 @@ static void unlink_stream(struct stream *st) {
     for (size_t i = 0; i < st->nnames; i++)
         free(st->names[i].name);
     free(st->names);
-    st->q->st = NULL;
+    st->q->stream = NULL;
     free(st);
 }
 
@@ -458,7 +458,7 @@ static int offset_error(channel *ch, queue *q, const fval *v) {
 /* Where a new consumer starts (x-stream-offset), or -1 after closing the channel. *min_ts
  * is set for a timestamp start. */
 static int start_offset(channel *ch, queue *q, const fval *v, uint64_t *from, uint64_t *min_ts) {
-    slog *l = q->st ? q->st->log : NULL;
+    slog *l = q->stream ? q->stream->log : NULL;
     uint64_t first = l ? slog_first(l) : 0, end = l ? slog_end(l) : 0;
     *min_ts = 0;
     if (fval_is_str(v)) {
@@ -509,7 +509,7 @@ void stream_consume(channel *ch, queue *q, slice tag, int no_ack, int exclusive,
                             "automatic acknowledgement not supported by stream %s", rs("queue", qn));
         return;
     }
-    struct stream *st = q->st;
+    struct stream *st = q->stream;
     fval off, nv, fv;
     int has_off = table_get(args, "x-stream-offset", &off);
     uint64_t from = st ? slog_end(st->log) : 0, min_ts = 0;
@@ -594,7 +594,7 @@ void stream_consume(channel *ch, queue *q, slice tag, int no_ack, int exclusive,
 /* ---- what the management API shows ---- */
 
 int stream_stats(const queue *q, stream_info *out) {
-    const struct stream *st = q->st;
+    const struct stream *st = q->stream;
     if (!st || !st->log)
         return -1;
     out->bytes = slog_bytes(st->log);
@@ -607,7 +607,7 @@ int stream_stats(const queue *q, stream_info *out) {
 
 void stream_each_name(const queue *q, void (*fn)(void *ctx, const char *name, uint64_t offset, uint64_t lag, int active),
                       void *ctx) {
-    const struct stream *st = q->st;
+    const struct stream *st = q->stream;
     if (!st || !st->log)
         return;
     uint64_t c = slog_committed(st->log);
