@@ -63,8 +63,7 @@ void wire_heartbeat(buf *b) {
     buf_put(b, hb, sizeof hb);
 }
 
-void wire_content(buf *b, uint16_t channel, const uint8_t *props, size_t props_len, const uint8_t *body,
-                  uint64_t body_len, uint32_t frame_max) {
+void wire_content_header(buf *b, uint16_t channel, const uint8_t *props, size_t props_len, uint64_t body_len) {
     size_t m = frame_begin(b, FRAME_HEADER, channel);
     buf_u16(b, CLASS_BASIC);
     buf_u16(b, 0);
@@ -74,6 +73,11 @@ void wire_content(buf *b, uint16_t channel, const uint8_t *props, size_t props_l
     else
         buf_u16(b, 0);
     frame_end(b, m);
+}
+
+void wire_content(buf *b, uint16_t channel, const uint8_t *props, size_t props_len, const uint8_t *body,
+                  uint64_t body_len, uint32_t frame_max) {
+    wire_content_header(b, channel, props, props_len, body_len);
     size_t chunk = frame_max > FRAME_OVERHEAD ? frame_max - FRAME_OVERHEAD : 131072 - FRAME_OVERHEAD;
     while (body_len > 0) {
         size_t n = body_len < chunk ? (size_t)body_len : chunk;
