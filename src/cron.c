@@ -615,7 +615,7 @@ int cron_publish(channel *ch, exchange *x, message *m, const props_view *pv) {
         if (!old)
             return 0;
         int stored = old->durable && b->store;
-        log_info("cron: schedule '%.*s' on %s removed", (int)name.n, (const char *)name.p, x->name);
+        log_debug("cron: schedule '%.*s' on %s removed", (int)name.n, (const char *)name.p, x->name);
         sched_remove(c, old, 1);
         arm(c);
         return stored;
@@ -678,7 +678,7 @@ int cron_publish(channel *ch, exchange *x, message *m, const props_view *pv) {
     s->next = next;
     heap_add(c, s);
     arm(c);
-    log_info("cron: schedule '%s' on %s: '%s'%s%s", s->name, x->name, s->expr, tzs[0] ? " in " : "", tzs);
+    log_debug("cron: schedule '%s' on %s: '%s'%s%s", s->name, x->name, s->expr, tzs[0] ? " in " : "", tzs);
     if (!durable)
         return 0;
     store_put(b, s);
