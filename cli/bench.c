@@ -37,9 +37,15 @@ static const char usage_text[] =
     "  --size BYTES         message body size (default 16); the first 16 bytes carry the send\n"
     "                       time and a sequence number, so latency needs --size >= 16\n"
     "  --queues N           queues PREFIX0..PREFIX(N-1) (default 1); producer i publishes to queue\n"
-    "                       i mod N, consumers share the queues round-robin\n"
+    "                       i mod N (with more queues than producers, to queues i, i+P, ... in\n"
+    "                       turn), consumers share the queues round-robin\n"
+    "  --consumers-per-queue K  each consumer connection subscribes K times to each of its\n"
+    "                       queues (default 1): many consumers over few connections\n"
     "  --queue-prefix STR   queue name prefix (default \"bench-\")\n"
     "  --fanout N           publish to a fanout exchange (PREFIXfanout) bound to N queues\n"
+    "  --topic-bindings N   publish to a topic exchange (PREFIXtopic) with N bindings: each queue Q\n"
+    "                       gets up to 3 that match its producers' key ferry.bench.Q (ferry.bench.Q,\n"
+    "                       ferry.*.Q, #.Q), the rest are '*'/'#' patterns that match nothing\n"
     "  --persistent         durable queues, delivery-mode 2 messages\n"
     "  --confirm WINDOW     publisher confirms, at most WINDOW unconfirmed per producer\n"
     "  --prefetch N         basic.qos prefetch per consumer for manual acks (default 1000)\n"
@@ -52,6 +58,10 @@ static const char usage_text[] =
     "  --timeout SECONDS    count-bounded runs give up after this long without progress (default 10)\n"
     "  --no-consume         publish only (leaves the backlog in the queues)\n"
     "  --drain              consume only, what the queues hold now, until they are empty\n"
+    "  --stream             stream queues (x-queue-type stream; durable, messages persistent):\n"
+    "                       consumers read from x-stream-offset first with manual acks\n"
+    "                       (--ack-every, default 100); --drain --stream --count N replays the\n"
+    "                       first N events of the streams (a stream is never empty)\n"
     "  --keep-queues        do not delete the queues at the end\n"
     "  --json               print the result as one JSON object on stdout\n"
     "  --quiet              no progress lines on stderr\n"
@@ -110,7 +120,7 @@ static int parse_pos_double(const char *flag, const char *s, double *out) {
 }
 
 typedef struct given {
-    int producers, consumers, queues, fanout, duration, count, rate, size, confirm;
+    int producers, consumers, queues, fanout, duration, count, rate, size, confirm, topic;
 } given;
 
 static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
@@ -124,6 +134,7 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
     cfg->prefix = "bench-";
     cfg->prefetch = 1000;
     cfg->timeout = 10;
+    cfg->per_queue = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -145,7 +156,7 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
             val = eq + 1;
 
         static const char *const switches[] = {"--persistent",  "--no-consume", "--drain",
-                                               "--keep-queues", "--json",       "--quiet"};
+                                               "--keep-queues", "--json",       "--quiet", "--stream"};
         int is_switch = 0;
         for (size_t k = 0; k < ARRAY_LEN(switches); k++)
             if (strcmp(flag, switches[k]) == 0)
@@ -163,6 +174,8 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
                 cfg->keep = 1;
             else if (!strcmp(flag, "--json"))
                 cfg->json = 1;
+            else if (!strcmp(flag, "--stream"))
+                cfg->stream = 1;
             else
                 cfg->quiet = 1;
             continue;
@@ -170,7 +183,7 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
         static const char *const valued[] = {
             "--uri",     "--producers", "--consumers", "--size", "--queues",   "--queue-prefix", "--fanout",
             "--confirm", "--prefetch",  "--ack-every", "--rate", "--duration", "--count",        "--timeout",
-            "--cacert"};
+            "--cacert",  "--topic-bindings", "--consumers-per-queue"};
         int known = 0;
         for (size_t k = 0; k < ARRAY_LEN(valued); k++)
             if (strcmp(flag, valued[k]) == 0)
@@ -204,6 +217,10 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
             rc = parse_u64(flag, val, 1, 10000, &v), cfg->queues = (int)v, g->queues = 1;
         } else if (!strcmp(flag, "--fanout")) {
             rc = parse_u64(flag, val, 1, 10000, &v), cfg->fanout = (int)v, g->fanout = 1;
+        } else if (!strcmp(flag, "--consumers-per-queue")) {
+            rc = parse_u64(flag, val, 1, 10000, &v), cfg->per_queue = (int)v;
+        } else if (!strcmp(flag, "--topic-bindings")) {
+            rc = parse_u64(flag, val, 1, 10000000, &cfg->topic_bindings), g->topic = 1;
         } else if (!strcmp(flag, "--confirm")) {
             rc = parse_u64(flag, val, 1, 1u << 24, &v), cfg->confirm = (uint32_t)v, g->confirm = 1;
         } else if (!strcmp(flag, "--prefetch")) {
@@ -230,10 +247,21 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
         return usage_error("--count and --duration are exclusive: a run is bounded by one of them");
     if (cfg->drain && cfg->no_consume)
         return usage_error("--drain and --no-consume are exclusive");
+    if (cfg->stream) {
+        cfg->persistent = 1;
+        if (!cfg->ack_every)
+            cfg->ack_every = 100; /* streams refuse automatic acknowledgement */
+        if (!cfg->prefetch)
+            return usage_error("--stream needs a --prefetch (streams refuse consumers without one)");
+        if (cfg->fanout)
+            return usage_error("--stream and --fanout are exclusive");
+        if (cfg->drain && !g->count)
+            return usage_error("--drain --stream needs --count: a stream is never empty");
+    }
     if (cfg->drain) {
         if (g->producers && cfg->producers)
             return usage_error("--drain only consumes; it takes no --producers");
-        if (g->count || g->duration || g->rate || g->confirm)
+        if ((g->count && !cfg->stream) || g->duration || g->rate || g->confirm)
             return usage_error(
                 "--drain consumes what the queues hold; --count, --duration, --rate and --confirm "
                 "do not apply");
@@ -251,6 +279,14 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
         if (!g->consumers && !cfg->no_consume)
             cfg->consumers = cfg->fanout;
         snprintf(cfg->exchange, sizeof cfg->exchange, "%sfanout", cfg->prefix);
+    }
+    if (cfg->topic_bindings) {
+        if (cfg->fanout)
+            return usage_error("--topic-bindings and --fanout are exclusive: one exchange per run");
+        if (cfg->topic_bindings < (uint64_t)cfg->queues)
+            return usage_error("--topic-bindings %llu is fewer than one per queue (%d queues)",
+                               (unsigned long long)cfg->topic_bindings, cfg->queues);
+        snprintf(cfg->exchange, sizeof cfg->exchange, "%stopic", cfg->prefix);
     }
     if (!cfg->drain && cfg->producers == 0)
         return usage_error("--producers 0 publishes nothing; use --drain to consume only");
@@ -271,10 +307,76 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
         snprintf(name, sizeof name, "%s%d", cfg->prefix, q);
         cfg->queue_names[q] = xstrndup(name, strlen(name));
     }
+    if (cfg->topic_bindings) {
+        cfg->topic_keys = xcalloc((size_t)cfg->queues, sizeof *cfg->topic_keys);
+        for (int q = 0; q < cfg->queues; q++) {
+            char key[300];
+            snprintf(key, sizeof key, "ferry.bench.%s", cfg->queue_names[q]);
+            cfg->topic_keys[q] = xstrndup(key, strlen(key));
+        }
+    }
     return 0;
 }
 
 /* ---- topology ---- */
+
+/* The binding key of --topic-bindings' i-th binding that matches nothing: six shapes with
+ * '*' and '#' in different places, all ending in a word no routing key has ("n<i>"), so the
+ * trie (or a scan) has real work at every level but only the queues' own keys match. */
+static void topic_noise_key(char *out, size_t n, uint64_t i) {
+    unsigned long long u = (unsigned long long)i;
+    switch (i % 6) {
+    case 0: snprintf(out, n, "ferry.bench.n%llu", u); break;
+    case 1: snprintf(out, n, "ferry.*.n%llu", u); break;
+    case 2: snprintf(out, n, "#.n%llu", u); break;
+    case 3: snprintf(out, n, "n%llu.#", u); break;
+    case 4: snprintf(out, n, "*.n%llu.#", u); break;
+    default: snprintf(out, n, "ferry.#.n%llu.*", u); break;
+    }
+}
+
+/* --topic-bindings N: declares the topic exchange and binds N keys. Each queue Q first gets
+ * the patterns matching ferry.bench.Q (as many of ferry.bench.Q, ferry.*.Q and #.Q as N
+ * allows: every message matches up to 3 bindings and lands once in its queue); the other
+ * bindings are noise spread over the queues. Binds go in pipelined batches of 1,000. */
+static int setup_topic(client *ctl, const bench_cfg *cfg) {
+    if (client_exchange_delete(ctl, cfg->exchange) < 0 && ctl->fd < 0)
+        return -1;
+    if (client_exchange_declare(ctl, cfg->exchange, "topic", cfg->persistent) < 0) {
+        fprintf(stderr, "ferry bench: declaring exchange %s: %s\n", cfg->exchange, ctl->err);
+        return -1;
+    }
+    enum { BATCH = 1000 };
+    static char keys[BATCH][300];
+    const char *kp[BATCH], *qp[BATCH];
+    uint64_t per_queue = cfg->topic_bindings / (uint64_t)cfg->queues;
+    if (per_queue > 3)
+        per_queue = 3;
+    uint64_t matching = per_queue * (uint64_t)cfg->queues;
+    size_t nb = 0;
+    for (uint64_t i = 0; i < cfg->topic_bindings; i++) {
+        int q;
+        if (i < matching) {
+            q = (int)(i / per_queue);
+            const char *name = cfg->queue_names[q];
+            static const char *const shapes[] = {"ferry.bench.%s", "ferry.*.%s", "#.%s"};
+            snprintf(keys[nb], sizeof keys[nb], shapes[i % per_queue], name);
+        } else {
+            q = (int)(i % (uint64_t)cfg->queues);
+            topic_noise_key(keys[nb], sizeof keys[nb], i);
+        }
+        kp[nb] = keys[nb];
+        qp[nb] = cfg->queue_names[q];
+        if (++nb == BATCH || i + 1 == cfg->topic_bindings) {
+            if (client_queue_bind_batch(ctl, cfg->exchange, qp, kp, nb) < 0) {
+                fprintf(stderr, "ferry bench: binding to %s: %s\n", cfg->exchange, ctl->err);
+                return -1;
+            }
+            nb = 0;
+        }
+    }
+    return 0;
+}
 
 /* Declares the bench queues (and fanout exchange) from scratch, or with --drain finds them
  * and counts their messages into *depth. 0, or -1 with the reason printed. */
@@ -288,7 +390,7 @@ static int setup_topology(client *ctl, const bench_cfg *cfg, uint64_t *depth) {
                 fprintf(stderr, "ferry bench: queue %s: %s\n", name, ctl->err);
                 return -1;
             }
-            *depth += n;
+            *depth += cfg->stream ? 0 : n; /* a stream's count is --count (declare-ok says 0) */
             continue;
         }
         /* Start empty and with our own arguments: a leftover queue (other durability,
@@ -297,7 +399,8 @@ static int setup_topology(client *ctl, const bench_cfg *cfg, uint64_t *depth) {
             fprintf(stderr, "ferry bench: deleting queue %s: %s\n", name, ctl->err);
             return -1;
         }
-        if (client_queue_declare(ctl, name, cfg->persistent, 0, &n) < 0) {
+        if ((cfg->stream ? client_stream_declare(ctl, name) : client_queue_declare(ctl, name, cfg->persistent, 0, &n)) <
+            0) {
             fprintf(stderr, "ferry bench: declaring queue %s: %s\n", name, ctl->err);
             return -1;
         }
@@ -315,6 +418,8 @@ static int setup_topology(client *ctl, const bench_cfg *cfg, uint64_t *depth) {
                 return -1;
             }
     }
+    if (cfg->topic_bindings && !cfg->drain && setup_topic(ctl, cfg) < 0)
+        return -1;
     return 0;
 }
 
@@ -323,7 +428,7 @@ static void teardown_topology(client *ctl, const bench_cfg *cfg) {
         return;
     for (int q = 0; q < cfg->queues; q++)
         client_queue_delete(ctl, cfg->queue_names[q]);
-    if (cfg->fanout)
+    if (cfg->fanout || cfg->topic_bindings)
         client_exchange_delete(ctl, cfg->exchange);
 }
 
@@ -400,8 +505,10 @@ static void report(const bench_cfg *cfg, const totals *t, int ok, const char *er
             json_string(tls_version);
         else
             printf("null");
-        printf(",\n  \"producers\": %d, \"consumers\": %d, \"size\": %llu, \"queues\": %d, \"fanout\": %d,\n",
-               cfg->producers, cfg->consumers, (unsigned long long)cfg->size, cfg->queues, cfg->fanout);
+        printf(",\n  \"producers\": %d, \"consumers\": %d, \"size\": %llu, \"queues\": %d, \"fanout\": %d, "
+               "\"topic_bindings\": %llu, \"consumers_per_queue\": %d,\n",
+               cfg->producers, cfg->consumers, (unsigned long long)cfg->size, cfg->queues, cfg->fanout,
+               (unsigned long long)cfg->topic_bindings, cfg->per_queue);
         printf(
             "  \"persistent\": %s, \"confirm\": %u, \"prefetch\": %u, \"ack_every\": %u, \"rate\": %.1f,\n",
             cfg->persistent ? "true" : "false", cfg->confirm, cfg->prefetch, cfg->ack_every, cfg->rate);
@@ -531,7 +638,17 @@ int bench_main(int argc, char **argv) {
         if (w->producer) {
             uint64_t per = cfg.count / (uint64_t)cfg.producers, extra = cfg.count % (uint64_t)cfg.producers;
             w->quota = per + ((uint64_t)w->index < extra ? 1 : 0);
-            w->routing_key = cfg.fanout ? "" : cfg.queue_names[w->index % cfg.queues];
+            /* Producer i feeds queues i, i + P, i + 2P, ... in turn (one key each): with more
+             * queues than producers every queue still gets messages. */
+            char **names = cfg.topic_bindings ? cfg.topic_keys : cfg.queue_names;
+            w->keys = xcalloc((size_t)cfg.queues, sizeof *w->keys);
+            if (cfg.fanout)
+                w->keys[w->nkeys++] = "";
+            else if (cfg.queues <= cfg.producers)
+                w->keys[w->nkeys++] = names[w->index % cfg.queues];
+            else
+                for (int q = w->index; q < cfg.queues; q += cfg.producers)
+                    w->keys[w->nkeys++] = names[q];
         } else {
             /* Every queue gets a consumer: with fewer consumers than queues each takes
              * several, with more they share. */
@@ -563,6 +680,8 @@ int bench_main(int argc, char **argv) {
     }
 
     if (cfg.drain) {
+        if (cfg.stream)
+            depth = cfg.count; /* the first --count events over all the streams */
         atomic_store(&st.expected, depth);
         atomic_store(&st.expected_known, 1);
     }
@@ -699,8 +818,10 @@ int bench_main(int argc, char **argv) {
     if (error && !cfg.json)
         fprintf(stderr, "ferry bench: %s\n", error);
 
-    for (int i = 0; i < nw; i++)
+    for (int i = 0; i < nw; i++) {
         free((void *)ws[i].qs);
+        free((void *)ws[i].keys);
+    }
     free(ws);
     for (int q = 0; q < cfg.queues; q++)
         free(cfg.queue_names[q]);

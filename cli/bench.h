@@ -28,6 +28,9 @@ typedef struct bench_cfg {
     int producers, consumers;
     uint64_t size;
     int queues, fanout;
+    int per_queue; /* --consumers-per-queue: basic.consumes per queue on each consumer connection */
+    uint64_t topic_bindings; /* --topic-bindings: a topic exchange with this many bindings; 0 = none */
+    char **topic_keys;       /* the producers' routing keys (one per queue) with --topic-bindings */
     const char *prefix;
     char exchange[256]; /* "" (default exchange) or the fanout exchange */
     char **queue_names;
@@ -40,6 +43,7 @@ typedef struct bench_cfg {
     uint64_t count;     /* messages over all producers */
     double timeout;     /* count-bounded: give up after this long without progress */
     int no_consume, drain, json, quiet, keep;
+    int stream; /* --stream: stream queues (x-queue-type stream), consumers from x-stream-offset first */
 } bench_cfg;
 
 typedef struct bench_state {
@@ -63,7 +67,8 @@ typedef struct worker {
     pthread_t thread;
     /* producer: what it publishes, where */
     uint64_t quota; /* count-bounded: messages to publish */
-    const char *routing_key;
+    const char **keys; /* the routing keys it publishes with, in turn (one per queue it feeds) */
+    int nkeys;
     /* consumer: the queues it consumes from */
     int nq;
     const char **qs;

@@ -151,8 +151,12 @@ void *producer_main(void *arg) {
     bench_state *st = w->st;
     hist_init(&w->hist);
     client c;
-    buf tmpl;
-    buf_init(&tmpl);
+    /* one template per routing key, used in turn: message n goes with key n mod nkeys */
+    const int nk = w->nkeys;
+    buf *tmpls = xcalloc((size_t)nk, sizeof *tmpls);
+    size_t *tlens = xcalloc((size_t)nk, sizeof *tlens), *stamps = xcalloc((size_t)nk, sizeof *stamps);
+    for (int k = 0; k < nk; k++)
+        buf_init(&tmpls[k]);
     confirms cf = {0};
     char name[64];
     snprintf(name, sizeof name, "ferry-bench-producer-%d", w->index);
@@ -161,9 +165,14 @@ void *producer_main(void *arg) {
         worker_fail(w, "setup", c.err);
         goto out;
     }
-    size_t stamp_at;
-    build_template(&tmpl, cfg, w->routing_key, c.frame_max, &stamp_at);
-    const size_t tlen = tmpl.len;
+    size_t tlen = 0, tmin = SIZE_MAX; /* the longest and shortest template */
+    for (int k = 0; k < nk; k++) {
+        build_template(&tmpls[k], cfg, w->keys[k], c.frame_max, &stamps[k]);
+        tlens[k] = tmpls[k].len;
+        tlen = MAX(tlen, tlens[k]);
+        tmin = MIN(tmin, tlens[k]);
+    }
+    int next_key = 0;
     if (cfg->confirm) {
         uint64_t n = 1;
         while (n < cfg->confirm)
@@ -217,20 +226,23 @@ void *producer_main(void *arg) {
             }
         }
         if (allow > 0) {
-            uint8_t *p = buf_reserve(&c.out, allow * tlen);
-            for (uint64_t i = 0; i < allow; i++, p += tlen) {
-                memcpy(p, tmpl.data, tlen);
+            uint8_t *p0 = buf_reserve(&c.out, allow * tlen), *p = p0;
+            for (uint64_t i = 0; i < allow; i++) {
+                const int k = next_key;
+                next_key = next_key + 1 == nk ? 0 : next_key + 1;
+                memcpy(p, tmpls[k].data, tlens[k]);
                 if (cfg->size >= STAMP_BYTES) {
-                    put_be64(p + stamp_at, now);
-                    put_be64(p + stamp_at + 8, seq_base | (sent + i));
+                    put_be64(p + stamps[k], now);
+                    put_be64(p + stamps[k] + 8, seq_base | (sent + i));
                 }
+                p += tlens[k];
                 if (cfg->confirm) {
                     uint64_t tag = cf.next++;
                     cf.sent[tag & cf.mask] = now;
                     cf.done[tag & cf.mask] = 0;
                 }
             }
-            c.out.len += allow * tlen;
+            c.out.len += (size_t)(p - p0);
             sent += allow;
             /* on a fixed grid, so late wakeups do not stretch the steps */
             last_release = now - (now - t0) % PACE_MIN_NS;
@@ -245,7 +257,7 @@ void *producer_main(void *arg) {
             last_written = now;
         if (finished_at && cfg->duration > 0 && c.out.len && now - MAX(last_written, finished_at) > FLUSH_GIVE_UP_NS) {
             /* The messages still in our buffer never reached the broker: not published. */
-            uint64_t unsent = (c.out.len + tlen - 1) / tlen;
+            uint64_t unsent = (c.out.len + tmin - 1) / tmin; /* at most this many */
             sent -= MIN(unsent, sent);
             if (cfg->confirm)
                 w->unconfirmed = cf.next - cf.lowest;
@@ -352,7 +364,11 @@ out:
         w->end_ns = now_ns();
     /* Closing waits for close-ok, i.e. until the broker has handled every publish. */
     client_close(&c, 10000);
-    buf_free(&tmpl);
+    for (int k = 0; k < nk; k++)
+        buf_free(&tmpls[k]);
+    free(tmpls);
+    free(tlens);
+    free(stamps);
     free(cf.sent);
     free(cf.done);
     w->cpu_s = thread_cpu_s();
@@ -385,10 +401,12 @@ void *consumer_main(void *arg) {
         goto out;
     }
     for (int i = 0; i < w->nq; i++)
-        if (client_consume(&c, w->qs[i], no_ack) < 0) {
-            worker_fail(w, w->qs[i], c.err);
-            goto out;
-        }
+        for (int k = 0; k < cfg->per_queue; k++) /* --consumers-per-queue */
+            if ((cfg->stream ? client_consume_stream(&c, w->qs[i], "first") : client_consume(&c, w->qs[i], no_ack)) <
+                0) {
+                worker_fail(w, w->qs[i], c.err);
+                goto out;
+            }
     client_set_nonblocking(&c);
     atomic_fetch_add(&st->ready, 1);
     ready = 1;

@@ -73,10 +73,18 @@ int client_control_frame(client *c, const frame *f);
 int client_queue_declare(client *c, const char *name, int durable, int passive, uint32_t *messages);
 int client_queue_delete(client *c, const char *name);
 int client_queue_bind(client *c, const char *queue, const char *exchange, const char *key);
+/* n queue.binds of queues[i] to exchange with keys[i], written back to back and then their
+ * n bind-oks awaited (one round trip for the lot): 0, or -1 at the first refusal. */
+int client_queue_bind_batch(client *c, const char *exchange, const char *const *queues, const char *const *keys,
+                            size_t n);
 int client_exchange_declare(client *c, const char *name, const char *type, int durable);
 int client_exchange_delete(client *c, const char *name);
 int client_qos(client *c, uint16_t prefetch);
 int client_consume(client *c, const char *queue, int no_ack);
+/* A stream queue (x-queue-type stream, durable), and a manual-ack consumer of one starting at
+ * x-stream-offset `offset` (first, last, next). */
+int client_stream_declare(client *c, const char *name);
+int client_consume_stream(client *c, const char *queue, const char *offset);
 int client_confirm_select(client *c);
 
 #endif

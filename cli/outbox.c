@@ -6,9 +6,9 @@
  *       [--lease D]   publishes the table's pending rows until SIGTERM / SIGINT
  *
  * The work is libferry's (lib/outbox*.c); this file parses flags, picks the broker URI the way
- * every AMQP command does (--uri, else an amqp(s):// FERRY_URL, else an http(s):// FERRY_URL
- * turned into amqp://user:pass@host:5672/, else amqp://guest:guest@127.0.0.1:5672/) and maps
- * errors to the shared exit codes: 0 ok, 1 failed, 2 bad usage, 3 cannot reach the broker. */
+ * every AMQP command does (cli_amqp_uri: --uri, else FERRY_URL, else amqp://guest:guest@
+ * 127.0.0.1:5672/) and maps errors to the shared exit codes: 0 ok, 1 failed, 2 bad usage,
+ * 3 cannot reach the broker. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +17,7 @@
 #include <libpq-fe.h>
 #include <sqlite3.h>
 
+#include "amqp_url.h"
 #include "ferry/ferry.h"
 #include "ferry/idempotent.h"
 #include "ferry/outbox.h"
@@ -39,38 +40,6 @@ static const char usage[] =
     "  --lease      SQLite: a standby replica takes over after the active relay was silent\n"
     "               this long (default 5s)\n"
     "durations: 250ms, 5s, 30m, 1h, 7d\n";
-
-/* The AMQP URI from --uri / FERRY_URL (the shared convention); malloc'd. */
-char *outbox_cli_uri(const char *flag) {
-    if (flag)
-        return strdup(flag);
-    const char *env = getenv("FERRY_URL");
-    if (env && (strncmp(env, "amqp://", 7) == 0 || strncmp(env, "amqps://", 8) == 0))
-        return strdup(env);
-    if (env && (strncmp(env, "http://", 7) == 0 || strncmp(env, "https://", 8) == 0)) {
-        /* http://user:pass@host:15672/ -> amqp://user:pass@host:5672/ */
-        const char *p = strstr(env, "://") + 3;
-        const char *end = p + strcspn(p, "/?#");
-        const char *at = memchr(p, '@', (size_t)(end - p));
-        const char *host = at ? at + 1 : p;
-        const char *hend = host;
-        if (*hend == '[') /* [::1]:15672 */
-            hend = strchr(hend, ']') ? strchr(hend, ']') + 1 : end;
-        else
-            while (hend < end && *hend != ':')
-                hend++;
-        size_t n = (size_t)(hend - p) + 32;
-        char *out = malloc(n);
-        if (out == NULL)
-            return NULL;
-        if (at)
-            snprintf(out, n, "amqp://%.*s:5672/", (int)(hend - p), p);
-        else
-            snprintf(out, n, "amqp://guest:guest@%.*s:5672/", (int)(hend - host), host);
-        return out;
-    }
-    return strdup("amqp://guest:guest@127.0.0.1:5672/");
-}
 
 static ferry_outbox_relay *volatile running;
 
@@ -226,19 +195,17 @@ static int do_relay(int argc, char **argv) {
     }
     if (ferry_outbox_db_kind(o.db, NULL) < 0)
         return bad_db("relay", o.db);
-    char *uri = outbox_cli_uri(uri_flag);
-    if (uri == NULL)
-        return 1;
+    char uri[1024];
+    cli_amqp_uri(uri_flag, uri, sizeof uri);
     o.uri = uri;
     ferry_outbox_relay *r = NULL;
     char err[768];
     int e = ferry_outbox_relay_open(&r, &o, err, sizeof err);
     if (e) {
         fprintf(stderr, "ferry outbox relay: %s\n", err);
-        free(uri);
         return e == FERRY_EINVAL ? 2 : (e == FERRY_ECONNECT || e == FERRY_EAUTH || e == FERRY_ETIMEDOUT) ? 3 : 1;
     }
-    char shown[512];
+    char shown[1100];
     masked(uri, shown, sizeof shown);
     fprintf(stderr, "ferry outbox relay: relaying %s to %s\n", o.db, shown);
     running = r;
@@ -253,7 +220,6 @@ static int do_relay(int argc, char **argv) {
     fprintf(stderr, "ferry outbox relay: stopped (%llu events sent)\n",
             (unsigned long long)ferry_outbox_relay_sent(r));
     ferry_outbox_relay_close(r);
-    free(uri);
     return 0;
 }
 

@@ -4,7 +4,9 @@
  * loop turn (INPUT_BUDGET_*), the rest stay buffered and get the next turn (the backlog
  * list, driven by a timer due at once), so one client's pipeline never stalls the others. Output is appended to one buffer per connection and written once per loop
  * batch (broker_after_batch → conn_flush), so a burst of deliveries or confirms costs one
- * write(). Protocol errors end here as connection.close with the spec's reply code
+ * write(). Bodies of ZC_MIN_BODY bytes and more are not copied into that buffer: their body
+ * frames' payloads stay in the shared message and go out with the framing around them in one
+ * writev() (conn_put_content). Protocol errors end here as connection.close with the spec's reply code
  * (conn_close_error); soft errors are the channel's business (channel.c). */
 #include "broker.h"
 
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "memacct.h"
@@ -33,6 +36,18 @@
  * its confirms cannot make the broker buffer without bound). */
 #define OUT_HIGH_WATER (4u << 20)
 #define OUT_PAUSE_READ (16u << 20)
+/* Bodies (and body frames) this large are written from the message itself, not copied into
+ * the output buffer: below it a memcpy costs less than an iovec entry and a reference. */
+#define ZC_MIN_BODY (16u * 1024)
+#define FLUSH_IOV 64 /* iovec entries per writev() */
+
+/* A body frame's payload waiting in the output: a slice of a referenced message. */
+struct outref {
+    uint64_t at; /* it follows this many bytes of the output buffer's stream */
+    message *m;
+    const uint8_t *p;
+    uint32_t n;
+};
 /* How long a closing connection may take to answer close-ok or to read what we still have
  * to write; and how long we keep reading after our last byte (close-ok) before closing. */
 #define CLOSE_OK_TIMEOUT_MS 3000
@@ -88,6 +103,7 @@ static void format_peer(const struct sockaddr_storage *ss, char *out, size_t n) 
 conn *conn_new(broker *b, int fd, int loopback, const char *peer) {
     assert(b && b->loop && fd >= 0 && peer);
     conn *c = xcalloc(1, sizeof *c);
+    b->cnt.conn_created++;
     c->io.fn = conn_io;
     c->fd = fd;
     c->b = b;
@@ -236,7 +252,8 @@ int listener_open(broker *b, const char *addr, int port, int tls) {
 /* Reports what this connection's buffers hold to the memory accounting: the unread input
  * and the output buffer's storage (written bytes touch it; it shrinks once drained). */
 static void conn_account(conn *c) {
-    uint64_t held = c->in.len + c->out.cap;
+    /* (the slices' bytes are the messages', counted in MEM_MESSAGES while referenced) */
+    uint64_t held = c->in.len + c->out.cap + (uint64_t)c->caporef * sizeof(struct outref);
     if (held >= c->acct)
         memacct_add(MEM_CONN_BUFFERS, held - c->acct);
     else
@@ -254,7 +271,113 @@ void conn_want_flush(conn *c) {
     c->b->flush = c;
 }
 
-int conn_can_deliver(const conn *c) { return c->state == CONN_OPENED && c->out.len < OUT_HIGH_WATER; }
+uint64_t conn_out_pending(const conn *c) { return c->out.len + c->oref_bytes; }
+
+int conn_can_deliver(const conn *c) { return c->state == CONN_OPENED && conn_out_pending(c) < OUT_HIGH_WATER; }
+
+/* Queues a slice of m's body after the bytes appended to `out` so far. */
+static void put_slice(conn *c, message *m, const uint8_t *p, size_t n) {
+    if (c->oref_head + c->noref == c->caporef) {
+        if (c->oref_head) { /* slide the live entries to the front before growing */
+            memmove(c->orefs, c->orefs + c->oref_head, c->noref * sizeof *c->orefs);
+            c->oref_head = 0;
+        }
+        if (c->noref == c->caporef) {
+            c->caporef = c->caporef ? c->caporef * 2 : 16;
+            c->orefs = xrealloc(c->orefs, c->caporef * sizeof *c->orefs);
+        }
+    }
+    c->orefs[c->oref_head + c->noref++] = (struct outref){c->out_base + c->out.len, message_ref(m), p, (uint32_t)n};
+    c->oref_bytes += n;
+}
+
+void conn_put_content(conn *c, uint16_t channel, slice props, message *m) {
+    conn_want_flush(c);
+    size_t chunk = c->frame_max > FRAME_OVERHEAD ? c->frame_max - FRAME_OVERHEAD : 131072 - FRAME_OVERHEAD;
+    /* TLS encrypts from one buffer (tls_write), so its bodies are copied as before. */
+    if (c->tls || m->body_len < ZC_MIN_BODY || chunk < ZC_MIN_BODY) {
+        wire_content(&c->out, channel, props.p, props.n, msg_body(m), m->body_len, c->frame_max);
+        return;
+    }
+    wire_content_header(&c->out, channel, props.p, props.n, m->body_len);
+    const uint8_t *body = msg_body(m);
+    uint64_t left = m->body_len;
+    while (left > 0) {
+        size_t n = left < chunk ? (size_t)left : chunk;
+        uint8_t *h = buf_reserve(&c->out, 7);
+        h[0] = FRAME_BODY;
+        h[1] = (uint8_t)(channel >> 8), h[2] = (uint8_t)channel;
+        h[3] = (uint8_t)(n >> 24), h[4] = (uint8_t)(n >> 16), h[5] = (uint8_t)(n >> 8), h[6] = (uint8_t)n;
+        buf_commit(&c->out, 7);
+        put_slice(c, m, body, n);
+        buf_u8(&c->out, FRAME_END);
+        body += n;
+        left -= n;
+    }
+}
+
+/* Drops the first n bytes of the output stream (written): buffer bytes and whole or partial
+ * slices, in stream order; a slice written whole gives its message reference back. */
+static void out_consume(conn *c, size_t n) {
+    while (n) {
+        struct outref *r = c->noref ? &c->orefs[c->oref_head] : NULL;
+        if (!r || r->at > c->out_base) { /* buffer bytes come first */
+            size_t k = r ? (size_t)(r->at - c->out_base) : c->out.len;
+            if (k > n)
+                k = n;
+            assert(k > 0 && k <= c->out.len);
+            buf_consume(&c->out, k);
+            c->out_base += k;
+            n -= k;
+            continue;
+        }
+        size_t k = r->n - c->oref_skip;
+        if (k > n) {
+            c->oref_skip += (uint32_t)n;
+            c->oref_bytes -= n;
+            return;
+        }
+        n -= k;
+        c->oref_bytes -= k;
+        c->oref_skip = 0;
+        message_unref(r->m);
+        c->oref_head++;
+        if (--c->noref == 0)
+            c->oref_head = 0;
+    }
+}
+
+/* Gives back every slice's message (the connection is going away). */
+static void out_drop_slices(conn *c) {
+    for (uint32_t i = 0; i < c->noref; i++)
+        message_unref(c->orefs[c->oref_head + i].m);
+    free(c->orefs);
+    c->orefs = NULL;
+    c->noref = c->oref_head = c->caporef = c->oref_skip = 0;
+    c->oref_bytes = 0;
+}
+
+/* The next pieces of the output stream as iovecs (buffer runs and slices in order). */
+static int out_iov(const conn *c, struct iovec *iov, int max) {
+    int k = 0;
+    uint64_t pos = c->out_base;
+    const uint8_t *head = buf_head(&c->out);
+    for (uint32_t i = 0; i < c->noref && k < max; i++) {
+        const struct outref *r = &c->orefs[c->oref_head + i];
+        if (r->at > pos) {
+            iov[k++] = (struct iovec){(void *)(uintptr_t)(head + (pos - c->out_base)), (size_t)(r->at - pos)};
+            pos = r->at;
+            if (k == max)
+                break;
+        }
+        size_t skip = i == 0 ? c->oref_skip : 0;
+        iov[k++] = (struct iovec){(void *)(uintptr_t)(r->p + skip), r->n - skip};
+    }
+    uint64_t end = c->out_base + c->out.len;
+    if (k < max && pos < end)
+        iov[k++] = (struct iovec){(void *)(uintptr_t)(head + (pos - c->out_base)), (size_t)(end - pos)};
+    return k;
+}
 
 /* Input is read unless the output backs up, a resource alarm blocks this publisher, or a
  * tx.commit waits for the store. */
@@ -399,10 +522,11 @@ void conn_flush(conn *c) {
     c->in_flush = 0;
     if (c->state == CONN_DEAD)
         return;
-    int was_blocked = c->out.len >= OUT_HIGH_WATER;
+    int was_blocked = conn_out_pending(c) >= OUT_HIGH_WATER;
     int was_waiting_read = c->tls_flush_wants_read;
-    while (c->out.len) {
-        if (c->tls) { /* the same bytes stay at the buffer's front until OpenSSL has taken them */
+    while (conn_out_pending(c)) {
+        if (c->tls) {
+            assert(c->noref == 0); /* TLS output is never sliced (conn_put_content) */ /* the same bytes stay at the buffer's front until OpenSSL has taken them */
             long t = tls_write(c->tls, buf_head(&c->out), c->out.len);
             c->tls_flush_wants_read = t == 0 && !tls_wants_write(c->tls);
             if (t > 0) {
@@ -416,9 +540,15 @@ void conn_flush(conn *c) {
             conn_destroy(c);
             return;
         }
-        ssize_t n = write(c->fd, buf_head(&c->out), c->out.len);
+        ssize_t n;
+        if (c->noref) {
+            struct iovec iov[FLUSH_IOV];
+            n = writev(c->fd, iov, out_iov(c, iov, FLUSH_IOV));
+        } else {
+            n = write(c->fd, buf_head(&c->out), c->out.len);
+        }
         if (n > 0) {
-            buf_consume(&c->out, (size_t)n);
+            out_consume(c, (size_t)n);
             c->last_send_ms = loop_now_ms(c->b->loop);
             continue;
         }
@@ -430,10 +560,10 @@ void conn_flush(conn *c) {
         conn_destroy(c);
         return;
     }
-    if (!c->out.len)
+    if (!conn_out_pending(c))
         c->tls_flush_wants_read = 0;
-    int want_out = c->out.len > 0 && !c->tls_flush_wants_read;
-    int pause = c->out.len > OUT_PAUSE_READ;
+    int want_out = conn_out_pending(c) > 0 && !c->tls_flush_wants_read;
+    int pause = conn_out_pending(c) > OUT_PAUSE_READ;
     if (want_out != c->epollout || pause != c->read_paused || c->resume ||
         was_waiting_read != c->tls_flush_wants_read) {
         c->epollout = (uint8_t)want_out;
@@ -445,14 +575,19 @@ void conn_flush(conn *c) {
         if (c->state == CONN_DEAD)
             return;
     }
-    if (c->out.len == 0) {
+    if (conn_out_pending(c) == 0) {
         buf_shrink_if_idle(&c->out, 64 * 1024);
+        if (c->caporef > 64) { /* an idle connection keeps a small slice array */
+            free(c->orefs);
+            c->orefs = NULL;
+            c->caporef = c->oref_head = 0;
+        }
         if (c->state == CONN_CLOSING && c->close_when_flushed && !c->lingering) {
             start_linger(c); /* close-ok sent: we are done once the peer is */
             return;
         }
     }
-    if (was_blocked && c->out.len < OUT_HIGH_WATER)
+    if (was_blocked && conn_out_pending(c) < OUT_HIGH_WATER)
         wake_consumers(c);
     conn_account(c);
 }
@@ -542,11 +677,14 @@ void conn_destroy(conn *c) {
 }
 
 void conn_free(conn *c) {
+    c->b->cnt.conn_closed++;
     buf_free(&c->in);
     buf_free(&c->out);
+    out_drop_slices(c);
     conn_account(c);
     free(c->chans);
     free(c->user);
+    free(c->client_props);
     free(c);
 }
 
@@ -616,7 +754,10 @@ static void send_start(conn *c) {
                                  "basic.nack",             "consumer_cancel_notify",
                                  "connection.blocked",     "authentication_failure_close",
                                  "per_consumer_qos",       "direct_reply_to",
-                                 "consumer_priorities"};
+                                 "consumer_priorities",
+                                 /* Ferry's own (RabbitMQ ignores what it does not know): queues
+                                  * take x-retry-delays; `ferry worker` looks for it */
+                                 "x-retry-delays"};
     for (size_t i = 0; i < ARRAY_LEN(caps); i++)
         table_put_bool(&cap, caps[i], 1);
     table_put_table(o, "capabilities", buf_head(&cap), cap.len);
@@ -657,7 +798,7 @@ static void send_empty_method(conn *c, uint16_t ch, unsigned mid) {
 /* ---- handshake ---- */
 
 /* RabbitMQ's loopback_users: these users may connect only from a loopback address. */
-static int loopback_only(const config *cfg, slice user) {
+int loopback_only(const config *cfg, slice user) {
     const char *p = cfg->loopback_users;
     while (*p) {
         const char *e = strchr(p, ',');
@@ -863,6 +1004,12 @@ static void on_start_ok(conn *c, rd *r) {
         return;
     }
     read_client_capabilities(c, props);
+    if (!c->client_props && props.n) { /* shown by the management API */
+        c->client_props = xmalloc(props.n);
+        memcpy(c->client_props, props.p, props.n);
+        c->client_props_len = props.n;
+    }
+    snprintf(c->mech, sizeof c->mech, "%.*s", (int)MIN(mech.n, sizeof c->mech - 1), (const char *)mech.p);
     slice user = {0}, pass = {0};
     if (slice_eqs(mech, "EXTERNAL") && c->tls && tls_has_peer_cert(c->tls)) {
         login_external(c);

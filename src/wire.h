@@ -41,6 +41,8 @@ static inline size_t method_begin(buf *b, uint16_t channel, unsigned mid) {
     return m;
 }
 void wire_heartbeat(buf *b);
+/* The content header frame alone (basic class, the body size, the property bytes as given). */
+void wire_content_header(buf *b, uint16_t channel, const uint8_t *props, size_t props_len, uint64_t body_len);
 /* A content header frame followed by body frames of at most frame_max bytes each. */
 void wire_content(buf *b, uint16_t channel, const uint8_t *props, size_t props_len, const uint8_t *body,
                   uint64_t body_len, uint32_t frame_max);
@@ -105,5 +107,7 @@ int props_parse(slice raw, props_view *pv);
 /* Re-encodes well-formed properties with another headers table (the table's contents) and,
  * if drop_expiration, without the expiration property; everything else is copied as is. */
 void props_rewrite(slice raw, slice headers, int drop_expiration, buf *out);
+/* The same with another message-id (at most 255 bytes) too. */
+void props_rewrite_id(slice raw, slice headers, slice message_id, buf *out);
 
 #endif

@@ -62,13 +62,9 @@ def consume_args(queue, tag):
     return (R.short(0) + R.shortstr(queue) + R.shortstr(tag) + R.bits(False, True, False, False) + R.table({}))
 
 
-def test_output_buffers_of_consumers_that_do_not_read_count_toward_the_watermark(ferryd_factory):
-    """A fanout message is stored once but copied into the output buffer of every consumer
-    it goes to: ten consumers that never read hold ten copies. 8 MiB of messages alone stay
-    under a 16 MiB watermark; beyond the ~3 MiB the kernel's socket buffers take per
-    connection, their buffered copies (up to the 4 MiB output cap, ten times) must raise the
-    alarm, and closing the non-readers must clear it."""
-    d = ferryd_factory("--memory-high-watermark", str(16 << 20))
+def fanout_to_non_readers(d, n):
+    """A publisher connection, a fanout exchange "fan" bound to n queues, and n no-ack
+    consumers (one connection each) that never read."""
     pub = open_conn(d.host, d.port)
     pub.send(R.method_frame(1, EXCHANGE_DECLARE, R.short(0) + R.shortstr("fan") + R.shortstr("fanout") +
                             R.bits(False, False, False, False, False) + R.table({})))
@@ -83,15 +79,54 @@ def test_output_buffers_of_consumers_that_do_not_read_count_toward_the_watermark
         c.send(R.method_frame(1, BASIC_CONSUME, consume_args(f"fan-{i}", f"c{i}")))  # no-ack: nothing held unacked
         expect(c, BASIC_CONSUME_OK)
         readers.append(c)  # from here on never read
-    body = b"b" * 65536
-    frames = b"".join(R.method_frame(1, R.BASIC_PUBLISH, R.basic_publish_args("fan", "")) +
-                      R.header_frame(1, len(body)) + R.body_frame(1, body) for _ in range(128))
-    pub.send(frames)
+    return pub, readers
+
+
+def publish_fan(pub, body, n):
+    pub.send(b"".join(R.method_frame(1, R.BASIC_PUBLISH, R.basic_publish_args("fan", "")) +
+                      R.header_frame(1, len(body)) + R.body_frame(1, body) for _ in range(n)))
+
+
+def test_output_buffers_of_consumers_that_do_not_read_count_toward_the_watermark(ferryd_factory):
+    """A fanout message is stored once but a small body (under 16 KiB) is copied into the
+    output buffer of every consumer it goes to: ten consumers that never read hold ten
+    copies. 8 MiB of messages alone stay under a 16 MiB watermark; beyond the ~3 MiB the
+    kernel's socket buffers take per connection, their buffered copies (up to the 4 MiB
+    output cap, ten times) must raise the alarm, and closing the non-readers must clear it."""
+    d = ferryd_factory("--memory-high-watermark", str(16 << 20))
+    pub, readers = fanout_to_non_readers(d, 10)
+    publish_fan(pub, b"b" * 8192, 1024)
     assert wait_method(pub, CONNECTION_BLOCKED, 15) is not None, (
         "ten consumers' output buffers holding ~40 MiB did not raise a 16 MiB memory alarm")
     for c in readers:
         c.close()
     assert wait_method(pub, CONNECTION_UNBLOCKED, 15) is not None, "the alarm stayed after the non-readers left"
+    pub.close()
+
+
+def test_large_bodies_to_non_readers_are_held_once_and_counted_until_written(ferryd_factory):
+    """Bodies of 16 KiB and more are written from the shared message (writev), not copied
+    per consumer (issue 14, row 13): 8 MiB of 64 KiB messages fanned out to ten consumers
+    that never read hold 8 MiB, not ten copies, so a 16 MiB watermark is not reached (before
+    the change: ~40 MiB of copies raised it). What the output still references stays counted:
+    the queues are empty (no-ack, everything delivered), yet 12 MiB more raises the alarm,
+    and it clears only once the non-readers are gone and their references given back."""
+    d = ferryd_factory("--memory-high-watermark", str(16 << 20))
+    pub, readers = fanout_to_non_readers(d, 10)
+    body = b"b" * 65536
+    publish_fan(pub, body, 128)
+    assert wait_method(pub, CONNECTION_BLOCKED, 4) is None, (
+        "8 MiB of large bodies to ten non-readers raised a 16 MiB alarm: the bodies were copied per consumer")
+    publish_fan(pub, body, 192)
+    assert wait_method(pub, CONNECTION_BLOCKED, 15) is not None, (
+        "20 MiB of large messages held for non-readers did not raise a 16 MiB memory alarm")
+    admin = open_conn(d.host, d.port)
+    for c in readers:
+        c.close()
+    for i in range(10):  # what the consumers did not take is still queued: drop it
+        purge(admin, f"fan-{i}")
+    assert wait_method(pub, CONNECTION_UNBLOCKED, 15) is not None, "the alarm stayed after the non-readers left"
+    admin.close()
     pub.close()
 
 

@@ -2,6 +2,7 @@
  * cases are easiest to pin down without a socket. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "broker.h"
 #include "unit.h"
@@ -195,6 +196,22 @@ static void trie_collect(binding *bd) {
     trie_hits++;
 }
 
+/* Collects every binding handed over, so a test can check each came exactly once. */
+static binding *all_hit[4096];
+static void trie_collect_all(binding *bd) {
+    if (trie_hits < 4096)
+        all_hit[trie_hits] = bd;
+    trie_hits++;
+}
+/* Counts how many times each of bd[0..n) was handed over since trie_hits was reset (each
+ * matching one must be exactly once: the trie's visited marks). */
+static void count_hits(const binding *bd, size_t n, unsigned char *cnt) {
+    memset(cnt, 0, n);
+    for (size_t j = 0; j < trie_hits && j < 4096; j++)
+        if (all_hit[j] >= bd && all_hit[j] < bd + n && cnt[all_hit[j] - bd] < 255)
+            cnt[all_hit[j] - bd]++;
+}
+
 static void random_words(char *out, size_t cap, int wild, unsigned *seed) {
     static const char *vocab[] = {"a", "b", "", "*", "#"};
     int n = rand_r(seed) % 5;
@@ -244,6 +261,162 @@ static void test_topic_trie_routes_as_topic_match(void) {
     topic_free(&x);
 }
 
+/* A third matcher, written the obvious way (backtracking over words, as the AMQP spec words
+ * it): independent of both topic_match's table and the trie, so a shared misreading of the
+ * rules cannot pass unnoticed. Exponential in '#'s, so only for short patterns. */
+static int ref_match(const char **pw, const size_t *pl, int np, const char **kw, const size_t *kl, int nk) {
+    if (np == 0)
+        return nk == 0;
+    if (pl[0] == 1 && pw[0][0] == '#')
+        return ref_match(pw + 1, pl + 1, np - 1, kw, kl, nk) || (nk > 0 && ref_match(pw, pl, np, kw + 1, kl + 1, nk - 1));
+    if (nk == 0)
+        return 0;
+    if ((pl[0] == 1 && pw[0][0] == '*') || (pl[0] == kl[0] && memcmp(pw[0], kw[0], kl[0]) == 0))
+        return ref_match(pw + 1, pl + 1, np - 1, kw + 1, kl + 1, nk - 1);
+    return 0;
+}
+
+/* Splits on '.'; an empty string is no words at all (RabbitMQ), "." is two empty words. */
+static int words(const char *s, const char **w, size_t *l) {
+    if (!*s)
+        return 0;
+    int n = 0;
+    const char *start = s;
+    for (;; s++) {
+        if (*s == '.' || !*s) {
+            w[n] = start;
+            l[n++] = (size_t)(s - start);
+            if (!*s)
+                return n;
+            start = s + 1;
+        }
+    }
+}
+
+static int ref(const char *pattern, const char *key) {
+    const char *pw[64], *kw[64];
+    size_t pl[64], kl[64];
+    int np = words(pattern, pw, pl), nk = words(key, kw, kl);
+    return ref_match(pw, pl, np, kw, kl, nk);
+}
+
+static void random_key(char *out, size_t cap, int max_words, int wild, unsigned *seed) {
+    static const char *vocab[] = {"a", "b", "", "ab", "*", "#"};
+    int n = rand_r(seed) % (max_words + 1);
+    size_t len = 0;
+    out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const char *w = vocab[rand_r(seed) % (wild ? 6 : 4)];
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "." : "", w);
+    }
+}
+
+/* Randomized differential test (issue 14): 600 bindings with random patterns of up to 6
+ * words over a vocabulary with empty words, '*' and '#' (so "#.#", "*.#.*", "a..#" and
+ * duplicates all occur), 1,500 random keys of up to 7 words (many dots, empty words, the
+ * empty key). For every key and binding the trie, topic_match and the backtracking
+ * reference must agree; the trie must hand each matching binding over exactly once. */
+static void test_topic_trie_matcher_and_backtracking_reference_agree_on_random_input(void) {
+    enum { NB = 600, NKEYS = 1500 };
+    exchange x = {0};
+    static binding bd[NB];
+    static char pat[NB][64];
+    static unsigned char hits[NB];
+    char key[96];
+    unsigned seed = 20261203;
+    memset(bd, 0, sizeof bd);
+    for (int i = 0; i < NB; i++) {
+        random_key(pat[i], sizeof pat[i], 6, 1, &seed);
+        bd[i].key = pat[i];
+        bd[i].key_len = strlen(pat[i]);
+        topic_add(&x, &bd[i]);
+    }
+    int bad = 0;
+    for (int k = 0; k < NKEYS; k++) {
+        random_key(key, sizeof key, 7, 0, &seed);
+        trie_hits = 0;
+        size_t n = topic_route(&x, key, strlen(key), trie_collect_all);
+        count_hits(bd, NB, hits);
+        size_t want = 0;
+        for (int i = 0; i < NB; i++) {
+            int r = ref(pat[i], key);
+            int m = topic_match(pat[i], strlen(pat[i]), key, strlen(key));
+            want += (size_t)r;
+            int got = hits[i];
+            if ((r != m || got != r) && bad++ < 5)
+                fprintf(stderr, "  pattern '%s' key '%s': reference %d, topic_match %d, trie %d\n", pat[i], key, r, m,
+                        got);
+        }
+        CHECK(n == want);
+    }
+    CHECK(bad == 0);
+    for (int i = 0; i < NB; i++)
+        topic_remove(&x, &bd[i]);
+    CHECK(topic_route(&x, "a", 1, trie_collect_all) == 0);
+    topic_free(&x);
+}
+
+/* Hostile patterns: "#.#.#..." (100 '#'), "#.a.#.a..." and a '*' chain, against keys of 200
+ * words. A backtracking matcher needs ~2^100 steps here; the trie visits each node at most
+ * once per key position. Results are checked against topic_match (the table matcher, also
+ * polynomial); the time bound is 100 x looser than what the trie needs even under ASan,
+ * and astronomically tighter than backtracking. */
+static void test_topic_trie_routes_hostile_hash_patterns_in_bounded_work(void) {
+    static char hashes[400], alt[600], stars[600], key_a[500], key_b[500];
+    size_t n = 0;
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(hashes + n, sizeof hashes - n, "%s#", i ? "." : "");
+    n = 0;
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(alt + n, sizeof alt - n, "%s#.a", i ? "." : "");
+    n = 0;
+    for (int i = 0; i < 150; i++)
+        n += (size_t)snprintf(stars + n, sizeof stars - n, "%s*", i ? "." : "");
+    n = 0;
+    for (int i = 0; i < 200; i++)
+        n += (size_t)snprintf(key_a + n, sizeof key_a - n, "%sa", i ? "." : "");
+    memcpy(key_b, key_a, sizeof key_b);
+    key_b[strlen(key_b) - 1] = 'b'; /* the last word differs: "#.a" patterns fail at the end */
+    const char *pats[] = {hashes, alt, stars, "#", "#.b", "a.#.b"};
+    enum { NP = 6 };
+    exchange x = {0};
+    binding bd[NP];
+    memset(bd, 0, sizeof bd);
+    for (int i = 0; i < NP; i++) {
+        bd[i].key = (char *)pats[i];
+        bd[i].key_len = strlen(pats[i]);
+        topic_add(&x, &bd[i]);
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int round = 0; round < 50; round++) {
+        const char *keys[] = {key_a, key_b};
+        for (int k = 0; k < 2; k++) {
+            static unsigned char hits[NP];
+            trie_hits = 0;
+            size_t got = topic_route(&x, keys[k], strlen(keys[k]), trie_collect_all);
+            count_hits(bd, NP, hits);
+            size_t want = 0;
+            for (int i = 0; i < NP; i++) {
+                int m = topic_match(pats[i], strlen(pats[i]), keys[k], strlen(keys[k]));
+                want += (size_t)m;
+                CHECK(hits[i] == m);
+            }
+            CHECK(got == want);
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    CHECK(s < 30.0);
+    /* the expected answers, spelled out once */
+    CHECK(topic_match(hashes, strlen(hashes), key_a, strlen(key_a)) == 1);
+    CHECK(topic_match(alt, strlen(alt), key_b, strlen(key_b)) == 0);
+    CHECK(topic_match(stars, strlen(stars), key_a, strlen(key_a)) == 0); /* 150 '*' need 150 words */
+    for (int i = 0; i < NP; i++)
+        topic_remove(&x, &bd[i]);
+    topic_free(&x);
+}
+
 static const unit_test tests[] = {
 #define T(f) {#f, f}
     T(test_frame_roundtrip_and_partial_input),
@@ -260,6 +433,8 @@ static const unit_test tests[] = {
     T(test_map_put_get_delete_and_grow),
     T(test_siphash24_reference_vectors_and_keyed_hash_is_consistent),
     T(test_topic_trie_routes_as_topic_match),
+    T(test_topic_trie_matcher_and_backtracking_reference_agree_on_random_input),
+    T(test_topic_trie_routes_hostile_hash_patterns_in_bounded_work),
 };
 
 int main(void) { return unit_run(tests, sizeof tests / sizeof tests[0]); }
