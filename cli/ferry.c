@@ -5,12 +5,16 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "amqp_url.h"
 #include "bench.h"
 #include "mgmt.h"
 
 static const char usage[] = "usage: ferry <command> [options]\n"
                             "\n"
                             "commands:\n"
+                            "  bench      load-test an AMQP 0-9-1 broker (ferry bench --help)\n"
+                            "  publish    publish one message or event, with confirms (ferry publish --help)\n"
+                            "  worker     run a command per message, with retries and dead letters (ferry worker --help)\n"
                             "  bench        load-test an AMQP 0-9-1 broker (ferry bench --help)\n"
                             "  queues       list queues: depth, unacked, consumers, oldest age, rates\n"
                             "  exchanges    list exchanges\n"
@@ -38,6 +42,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "bench") == 0)
         return bench_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "publish") == 0)
+        return publish_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "worker") == 0)
+        return worker_main(argc - 1, argv + 1);
     if (strcmp(cmd, "queues") == 0)
         return mgmt_queues_main(argc - 1, argv + 1);
     if (strcmp(cmd, "exchanges") == 0)
