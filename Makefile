@@ -76,6 +76,15 @@ build/test/app/%: tests/app/c/%.c $(LIB_SRC) $(wildcard lib/*.h include/ferry/*.
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -Iinclude -Ilib $(PG_CFLAGS) $(WARN) $(SAN) -g -O1 -o $@ $< $(LIB_SRC) $(LIB_LIBS)
 
+# Issue 12's worker benchmark (its own section of bench/results/latest.md): `ferry worker`
+# running /bin/true, the C API worker in-process, Celery on ferryd; medians of 3 runs.
+.PHONY: bench-worker
+build/bench/worker_capi: bench/worker_capi.c build/libferry.a
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) -O2 -g -o $@ $< build/libferry.a $(LIB_LIBS)
+bench-worker: all build/bench/worker_capi
+	/usr/bin/python3 bench/worker_jobs.py
+
 build/obj/lib/%.o: lib/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE) -Ilib -fPIC $(CFLAGS) -c $< -o $@

@@ -340,7 +340,8 @@ static int field_from_json(json_t *v, amqp_field_value_t *f, amqp_pool_t *pool) 
         amqp_pool_alloc_bytes(pool, n, &f->value.bytes);
         if (n && !f->value.bytes.bytes)
             return FERRY_ENOMEM;
-        memcpy(f->value.bytes.bytes, json_string_value(v), n);
+        if (n)
+            memcpy(f->value.bytes.bytes, json_string_value(v), n);
     } else if (json_is_array(v)) {
         size_t n = json_array_size(v);
         f->kind = AMQP_FIELD_KIND_ARRAY;
@@ -394,7 +395,8 @@ int fc_table_from_json(const char *json, amqp_table_t *out, amqp_pool_t *pool) {
             rc = FERRY_ENOMEM;
             break;
         }
-        memcpy(e->key.bytes, k, kl);
+        if (kl)
+            memcpy(e->key.bytes, k, kl);
         if ((rc = field_from_json(v, &e->value, pool)) < 0)
             break;
         out->num_entries++;

@@ -233,7 +233,8 @@ const char *ferry_message_property(const ferry_message *cm, const char *name) {
         amqp_pool_alloc_bytes(&m->pool, b->len + 1, &t);
         if (!t.bytes)
             return NULL;
-        memcpy(t.bytes, b->bytes, b->len);
+        if (b->len)
+            memcpy(t.bytes, b->bytes, b->len);
         ((char *)t.bytes)[b->len] = 0;
         return t.bytes;
     }

@@ -268,8 +268,10 @@ static int pump(ferry_publisher *p, int wait_ms) {
         char ex[256], rk[256];
         /* the decoded frame lives in rabbitmq-c's buffers, which reading the content reuses */
         size_t el = r.exchange.len < 255 ? r.exchange.len : 255, rl = r.routing_key.len < 255 ? r.routing_key.len : 255;
-        memcpy(ex, r.exchange.bytes, el);
-        memcpy(rk, r.routing_key.bytes, rl);
+        if (el)
+            memcpy(ex, r.exchange.bytes, el);
+        if (rl)
+            memcpy(rk, r.routing_key.bytes, rl);
         r.exchange = (amqp_bytes_t){el, ex};
         r.routing_key = (amqp_bytes_t){rl, rk};
         amqp_message_t msg;

@@ -257,8 +257,10 @@ int ferry_worker_new(ferry_worker **out, const char *uri, const ferry_conn_opts 
     if (!w->queue || !w->dlq || !w->delays || !w->schemas || (wopts->queue_type && !w->queue_type))
         rc = FERRY_ENOMEM;
     if (rc == 0) {
-        memcpy(w->delays, wopts->retry_delays_ms, wopts->nretry * sizeof *w->delays);
-        memcpy(w->schemas, wopts->schema_versions, wopts->nschema * sizeof *w->schemas);
+        if (wopts->nretry)
+            memcpy(w->delays, wopts->retry_delays_ms, wopts->nretry * sizeof *w->delays);
+        if (wopts->nschema)
+            memcpy(w->schemas, wopts->schema_versions, wopts->nschema * sizeof *w->schemas);
         if (pipe2(w->wake, O_NONBLOCK | O_CLOEXEC) < 0)
             rc = FERRY_ESYS;
     }

@@ -28,7 +28,9 @@ def _kinds():
     bad = [k for k in want if k not in KINDS]
     if bad:
         raise pytest.UsageError(f"FERRY_APP_BROKERS: unknown broker {bad[0]!r} (one of {', '.join(KINDS)})")
-    return want
+    # The very objects of KINDS: pytest 7 keeps a session fixture's value only while the next
+    # test's param `is` the cached one; fresh strings from split() restarted the broker per test.
+    return [KINDS[KINDS.index(k)] for k in want]
 
 
 def pytest_configure(config):
