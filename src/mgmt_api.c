@@ -1686,6 +1686,24 @@ int api_route(mctx *x) {
         health(x);
         return 1;
     }
+    /* What Ferry does not have (policies, runtime parameters, topic permissions over HTTP,
+     * feature flags): the lists answer empty, as a node without any would; setting one is a
+     * 400 that says so (rabbitmqadmin's "list policies" works; "declare policy" explains). */
+    if (strcmp(s0, "policies") == 0 || strcmp(s0, "operator-policies") == 0 || strcmp(s0, "parameters") == 0 ||
+        strcmp(s0, "global-parameters") == 0 || strcmp(s0, "vhost-limits") == 0 || strcmp(s0, "user-limits") == 0 ||
+        strcmp(s0, "topic-permissions") == 0 || strcmp(s0, "feature-flags") == 0) {
+        if (m == HM_GET) {
+            if (n >= 2 && strcmp(s0, "parameters") && strcmp(s0, "global-parameters") && strcmp(s0, "feature-flags") &&
+                strcmp(s0, "user-limits") && strcmp(s0, "topic-permissions") && !seg_vhost(x, 1))
+                return 1;
+            if ((strcmp(s0, "policies") == 0 || strcmp(s0, "operator-policies") == 0) && n == 3)
+                return 0; /* no such policy */
+            r->json = json_array();
+            return 1;
+        }
+        mgmt_error(r, 400, "bad_request", "%s is not supported by Ferry", s0);
+        return 1;
+    }
     if (strcmp(s0, "healthchecks") == 0 && is(r, 1, "node")) {
         r->json = json_pack("{s:s}", "status", "ok");
         return 1;
