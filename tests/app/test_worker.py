@@ -216,3 +216,40 @@ def test_worker_unreachable_broker_exits_3():
     r = subprocess.run([FERRY, "worker", "--uri", "amqp://guest:guest@127.0.0.1:1/", "--queue", "q", "--", "true"],
                        capture_output=True, timeout=20)
     assert r.returncode == 3 and b"cannot start" in r.stderr
+
+
+def test_large_body_and_a_command_that_does_not_read_stdin(app_broker, tmp_path):
+    """A 4 MiB body: written to CMD's stdin without blocking the worker (a CMD that never reads
+    it still exits 0 and is acked); a CMD that reads it all sees every byte."""
+    q, replies = qname("big"), qname("bigreplies")
+    c = conn(app_broker.url)
+    c.channel().queue_declare(replies, durable=True, arguments=app_broker.queue_args())
+    c.close()
+    w = Worker(app_broker, q, ["/bin/sh", "-c", 'if [ "$FERRY_ATTEMPT" ] && [ -n "$READ" ]; then wc -c; fi'],
+               "--retry", "", "--timeout", "20s", tmp_path=tmp_path, env={"READ": ""})
+    w.wait_consuming()
+    body = os.urandom(4 * 1024 * 1024)
+    publish(app_broker.url, q, body, message_id="big-1")
+    assert wait_for(lambda: depth(app_broker.url, q) == 0, timeout=20)
+    time.sleep(0.3)
+    assert depth(app_broker.url, q + ".dead") == 0
+    assert w.stop() == 0
+    w = Worker(app_broker, q, ["/bin/sh", "-c", "wc -c"], "--retry", "", tmp_path=tmp_path)
+    w.wait_consuming()
+    publish(app_broker.url, q, body, message_id="big-2", reply_to=replies, correlation_id="big")
+    (props, got), = get_all(app_broker.url, replies, timeout=20)
+    assert got.strip() == str(len(body)).encode() and props.correlation_id == "big"
+    assert w.stop() == 0
+
+
+def test_headers_json_keeps_nested_tables_and_odd_bytes(app_broker, tmp_path):
+    q, log = qname("hdrs"), tmp_path / "runs"
+    w = Worker(app_broker, q, job(log, "ok"), "--retry", "", tmp_path=tmp_path)
+    w.wait_consuming()
+    publish(app_broker.url, q, b"", message_id="h-1",
+            headers={"nested": {"a": [1, "two", {"b": True}]}, "big": 2**62, "neg": -7, "empty": ""})
+    assert wait_for(lambda: runs(log))
+    h = json.loads(runs(log)[0]["FERRY_HEADERS"])
+    assert h == {"nested": {"a": [1, "two", {"b": True}]}, "big": 2**62, "neg": -7, "empty": ""}
+    assert runs(log)[0]["body"] == ""
+    assert w.stop() == 0
