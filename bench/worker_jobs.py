@@ -200,6 +200,8 @@ Runs: `ferry worker` {', '.join(f'{x:,.0f}' for x in results['cli'])}; C worker 
 `ferry worker` is bound by starting a process per job (the baseline row shows what starting
 /bin/true costs on this machine at the time); the C worker by one ack per job through
 rabbitmq-c; Celery runs its no-op task inside its pool processes (no process per job).
+Sidekiq's figure is its own benchmark on other hardware (Redis, Ruby threads): a reference point
+for the order of magnitude, not a measurement beside these.
 """
     path = os.path.join(ROOT, "bench", "results", "latest.md")
     text = open(path).read() if os.path.exists(path) else ""

@@ -253,3 +253,25 @@ def test_headers_json_keeps_nested_tables_and_odd_bytes(app_broker, tmp_path):
     assert h == {"nested": {"a": [1, "two", {"b": True}]}, "big": 2**62, "neg": -7, "empty": ""}
     assert runs(log)[0]["body"] == ""
     assert w.stop() == 0
+
+
+def test_worker_reconnects_after_the_broker_restarts(ferryd_factory, tmp_path):
+    """ferryd killed and started again on the same port: the worker reconnects with back-off,
+    declares again and goes on working the queue (no restart of the worker needed)."""
+    d = ferryd_factory()
+
+    class B:  # what Worker needs of a broker
+        kind, url = "ferryd", d.url
+    q, log = qname("reconn"), tmp_path / "runs"
+    w = Worker(B, q, job(log, "ok"), "--retry", "200ms", tmp_path=tmp_path)
+    w.wait_consuming()
+    publish(d.url, q, b"before", message_id="before")
+    assert wait_for(lambda: len(runs(log)) == 1)
+    d.kill9()
+    time.sleep(0.5)
+    d.start()
+    assert wait_for(lambda: "reconnected" in w.text(), timeout=20), w.text()
+    publish(d.url, q, b"after", message_id="after")
+    assert wait_for(lambda: len(runs(log)) == 2, timeout=10)
+    assert [r["FERRY_MESSAGE_ID"] for r in runs(log)] == ["before", "after"]
+    assert w.stop() == 0
