@@ -53,7 +53,10 @@ def test_job_gets_body_on_stdin_and_message_in_environment(app_broker, tmp_path)
 @pytest.mark.cluster_short
 def test_retries_after_each_delay_then_dead_letters_with_exit_1(app_broker, tmp_path):
     q, log = qname("retry"), tmp_path / "runs"
-    w = Worker(app_broker, q, job(log, "exit:1"), "--retry", "300ms,700ms", tmp_path=tmp_path)
+    # a shell job that logs its start time at once (no interpreter start-up in the measure)
+    cmd = ["/bin/sh", "-c", 'printf \'{"mode": "sh", "t": %s, "FERRY_ATTEMPT": "%s"}\\n\' "$(date +%s.%N)" '
+           f'"$FERRY_ATTEMPT" >> {log}; exit 1']
+    w = Worker(app_broker, q, cmd, "--retry", "300ms,700ms", tmp_path=tmp_path)
     w.wait_consuming()
     mode = "x-retry-delays" if app_broker.ferry else "retry queues"
     assert f"retries {mode}" in w.text()
@@ -63,7 +66,7 @@ def test_retries_after_each_delay_then_dead_letters_with_exit_1(app_broker, tmp_
     assert [r["FERRY_ATTEMPT"] for r in rs] == ["1", "2", "3"]  # 1 + number of delays
     gaps = [rs[1]["t"] - rs[0]["t"], rs[2]["t"] - rs[1]["t"]]
     # each retry comes after its delay: never early (20 ms for clock granularity), and late by at
-    # most 600 ms (the machine is shared; a run includes starting the job's Python)
+    # most 600 ms (the machine is shared)
     assert 0.28 <= gaps[0] <= 0.90, gaps
     assert 0.68 <= gaps[1] <= 1.30, gaps
     assert body == b"x" and props.message_id == "r-1"
@@ -83,7 +86,12 @@ def test_retries_after_each_delay_then_dead_letters_with_exit_1(app_broker, tmp_
 ])
 def test_dead_letter_reasons(app_broker, tmp_path, mode, flags, reason, nruns):
     q, log = qname("dl"), tmp_path / "runs"
-    w = Worker(app_broker, q, job(log, mode), *flags, tmp_path=tmp_path)
+    cmd = job(log, mode)
+    if mode.startswith("sleep:"):
+        # a shell, which logs its start at once (Python's start-up alone can pass 400 ms on a
+        # loaded machine), then sleeps past the timeout
+        cmd = ["/bin/sh", "-c", f"echo '{{\"mode\": \"sh\"}}' >> {log}; exec sleep {mode[6:]}"]
+    w = Worker(app_broker, q, cmd, *flags, tmp_path=tmp_path)
     w.wait_consuming()
     t0 = time.monotonic()
     publish(app_broker.url, q, b"payload", message_id="d-1")
