@@ -6,6 +6,9 @@ CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Werror
 BASE      = -std=c11 -D_GNU_SOURCE -Isrc $(WARN) -MMD -MP
 LDLIBS    = -lpthread -lssl -lcrypto -ljansson
+# ferryd's management API: libmicrohttpd (HTTP server), rabbitmq-c (its AMQP operations),
+# libcurl (alert webhooks)
+BROKER_LIBS = -lmicrohttpd -lrabbitmq -lcurl
 SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # The wire codec is shared by the broker, the CLI (load generator) and the fuzz target.
@@ -13,16 +16,32 @@ WIRE_SRC   = src/wire.c src/buf.c src/util.c src/names.c
 BROKER_SRC = $(filter-out src/main.c $(WIRE_SRC),$(wildcard src/*.c))
 CLI_SRC    = $(wildcard cli/*.c)
 
+# The dashboard's files (web/) compiled into ferryd: a C table generated at build time. The
+# list of files is kept in build/gen/web_list.txt, rewritten only when it changes, so that an
+# added or removed file regenerates the table.
+WEB_LIST  := $(shell mkdir -p build/gen && find web -type f 2>/dev/null | LC_ALL=C sort > build/gen/web_list.new && \
+               (cmp -s build/gen/web_list.new build/gen/web_list.txt || cp build/gen/web_list.new build/gen/web_list.txt); \
+               echo build/gen/web_list.txt)
+WEB_FILES  = $(shell cat build/gen/web_list.txt)
+GEN_SRC    = build/gen/web_assets.c
+BROKER_SRC += $(GEN_SRC)
+build/gen/embed_web: scripts/embed_web.c
+	@mkdir -p build/gen
+	$(CC) -O1 -o $@ $<
+build/gen/web_assets.c: build/gen/embed_web $(WEB_LIST) $(WEB_FILES)
+	build/gen/embed_web web $(WEB_FILES) > $@.tmp && mv $@.tmp $@
+
 OBJ        = $(patsubst %.c,build/obj/%.o,$(WIRE_SRC) $(BROKER_SRC) src/main.c)
 CLI_OBJ    = $(patsubst %.c,build/obj/%.o,$(WIRE_SRC) $(CLI_SRC))
 ASAN_OBJ   = $(patsubst %.c,build/asan/obj/%.o,$(WIRE_SRC) $(BROKER_SRC) src/main.c)
 
+.DEFAULT_GOAL := all
 .PHONY: all run test test-only bench fuzz clean asan deps-build deps-test deps-bench format
 
 all: build/ferryd build/ferry
 
 build/ferryd: $(OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(BROKER_LIBS)
 
 # The CLI's management commands: libcurl (HTTP API), rabbitmq-c (`ferry consume`).
 CLI_LIBS   = -lcurl -lrabbitmq
@@ -36,7 +55,7 @@ build/obj/%.o: %.c
 # Sanitizer build of the broker: the integration tests run against it.
 asan: build/asan/ferryd
 build/asan/ferryd: $(ASAN_OBJ)
-	clang $(SAN) -g -O1 -o $@ $^ $(LDLIBS)
+	clang $(SAN) -g -O1 -o $@ $^ $(LDLIBS) $(BROKER_LIBS)
 build/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	clang $(BASE) $(SAN) -g -O1 -c $< -o $@
@@ -77,7 +96,7 @@ build/fuzz/fuzz_wire: fuzz/fuzz_wire.c $(WIRE_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $^
 build/fuzz/fuzz_conn: build/fuzz/obj/fuzz/fuzz_conn.o $(FUZZ_OBJ)
-	clang $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)
+	clang $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS) $(BROKER_LIBS)
 # Objects for fuzz_conn: instrumented for coverage, linked without a main.
 build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)

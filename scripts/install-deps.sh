@@ -12,6 +12,10 @@ want() { for p in "$@"; do have_pkg "$p" || need_apt+=("$p"); done; }
 # libssl-dev: OpenSSL for TLS (amqps) in ferryd and `ferry bench`, and its PBKDF2, SHA-2 and
 # CSPRNG for password hashes; libjansson-dev: the JSON parser of definitions files.
 want make gcc libc6-dev libssl-dev libjansson-dev
+# The management API (issue 11): libmicrohttpd-dev serves HTTP on its own thread; librabbitmq-dev
+# (rabbitmq-c) lets that thread do declares, publishes and gets as an AMQP client of ferryd;
+# libcurl4-openssl-dev POSTs alert webhooks (with retries) from the webhook thread.
+want libmicrohttpd-dev librabbitmq-dev libcurl4-openssl-dev
 # libcurl4-openssl-dev: the HTTP client of the `ferry` management commands (queues, dlq, top...);
 # librabbitmq-dev: rabbitmq-c, the AMQP client of `ferry consume`.
 want libcurl4-openssl-dev librabbitmq-dev
@@ -21,6 +25,9 @@ if [ "$level" = test ]; then
   # ASan/UBSan/libFuzzer.
   want python3 python3-pytest python3-pytest-timeout python3-pika python3-kombu python3-celery amqp-tools \
        rabbitmq-server clang libclang-rt-14-dev procps openssl
+  # the management API tests: promtool and python3-prometheus-client parse /metrics;
+  # rabbitmqadmin (in rabbitmq-server) is driven against ferryd
+  want prometheus python3-prometheus-client
   # chromium: the real browser the dashboard test (tests/dashboard) drives headless.
   want chromium
   # Node.js may come with the machine (not from Debian's packages): then Debian's nodejs/npm

@@ -367,6 +367,7 @@ static void rec_copy(void *ctx, void *qp, const rcopy *c) {
         qm.pg_size = pg_size_encode(c->reclen);
         qm.returns = c->priority; /* its level, until the queue takes it (queue_recover) */
     }
+    qstats_recovered(q, c->seq, c->published);
     int64_t ttl = q->message_ttl, mttl = qm.paged ? -1 : qm.m->ttl;
     if (mttl >= 0 && (ttl < 0 || mttl < ttl))
         ttl = mttl;

@@ -84,6 +84,17 @@ typedef struct qheap { /* requeued messages, min-heap on seq */
     size_t len, cap;
 } qheap;
 
+/* Management statistics (mgmt_stats.c): counters kept on the hot paths with one increment
+ * each; the 1 s statistics tick turns them into RabbitMQ's 5 s rates. */
+enum { DL_REJECTED, DL_EXPIRED, DL_MAXLEN, DL_DELIVERY_LIMIT, DL_NREASONS };
+typedef struct qcounters {
+    uint64_t publish, deliver, deliver_no_ack, get, get_no_ack, get_empty, ack, redeliver;
+    uint64_t dead_lettered[DL_NREASONS]; /* messages that left this queue as dead letters */
+    uint64_t retries;                    /* x-retry-delays: rejected messages scheduled again */
+    uint64_t delayed_pending;            /* retries of this queue waiting in the delayed heap */
+    uint64_t last_activity_ms;           /* wall clock: the last publish, delivery or ack */
+} qcounters;
+
 struct queue {
     char *name;
     size_t name_len;
@@ -131,6 +142,8 @@ struct queue {
     size_t nretry;
     int64_t dedup_window;     /* x-deduplication-window in ms; 0 = none */
     struct dedup *dedup;      /* its message-ids, created on first use */
+    qcounters cnt;            /* management statistics (mgmt_stats.c) */
+    struct qstats *st;        /* their rate history and publish-time marks (mgmt_stats.c) */
 };
 
 queue *queue_new(vhost *vh, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args);
@@ -190,6 +203,16 @@ void queue_reject(queue *q, qmsg qm);
 /* The property bytes to deliver qm with: the publisher's, or for a quorum queue a copy in
  * scratch with the x-delivery-count header (RabbitMQ's quorum queues add it). */
 slice queue_delivery_props(const queue *q, const qmsg *qm, buf *scratch);
+
+/* ---------------- mgmt_stats.c ---------------- */
+
+/* A message was appended to q at the loop's current time (marks its publish time). */
+void qstats_published(queue *q);
+/* Recovery: the copy with this seq was published at wall-clock ms published. */
+void qstats_recovered(queue *q, uint64_t seq, uint64_t published);
+void qstats_free(queue *q);
+/* Age in ms of q's oldest ready message (0 if none). */
+uint64_t qstats_oldest_age_ms(queue *q, uint64_t now_mono);
 
 /* ---------------- qtype.c ---------------- */
 
@@ -281,6 +304,7 @@ struct exchange {
     struct chring *ring;  /* EX_CHASH (or delayed over it): the hash ring (chash.c) */
     struct topic_trie *trie; /* EX_TOPIC (or delayed over it): its bindings' keys (topic.c) */
     map bindex;           /* (destination, key) -> struct bvec: finds a binding without a scan */
+    uint64_t publish_in, publish_out; /* management statistics: messages in, copies routed out */
 };
 
 int exchange_type_parse(slice s, int *type);
@@ -350,6 +374,8 @@ int delayed_take(exchange *x, message *m, slice headers);
 void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms);
 void delayed_exchange_gone(broker *b, exchange *x);
 void delayed_free(broker *b);
+/* Delayed messages pending (delayed exchanges and retries). */
+size_t delayed_count(broker *b);
 /* Calls fn for every pending delayed message (compaction; fn may change e->seg only). */
 void delayed_each(broker *b, void (*fn)(void *ctx, delayed_entry *e), void *ctx);
 
@@ -537,6 +563,10 @@ struct conn {
     conn *prev, *next;    /* all connections */
     conn *next_flush;     /* flush list */
     conn *next_dead;      /* freed after the batch */
+    uint8_t *client_props; /* connection.start-ok client-properties (the management API shows them) */
+    size_t client_props_len;
+    char mech[16];         /* the SASL mechanism used */
+    uint64_t recv_oct, send_oct, recv_cnt, send_cnt; /* bytes and reads/writes (management API) */
 };
 
 /* Sends connection.close with a reply code and text; the connection accepts nothing
@@ -565,6 +595,8 @@ void conn_destroy(conn *c); /* closes the socket and frees, after the batch */
 /* Gives each connection with frames left over after its budget one more budget (once per
  * loop batch); returns nonzero if some still have frames left. */
 int conn_backlog_run(broker *b);
+/* Is this user one of --loopback-users (may log in from loopback only)? */
+int loopback_only(const config *cfg, slice user);
 /* Listens on addr:port; with tls, connections start with a TLS handshake (b->tls). */
 int listener_open(broker *b, const char *addr, int port, int tls);
 /* A new connection on a connected non-blocking socket (accepted, or a socketpair end). */
@@ -613,6 +645,12 @@ int access_setup(broker *b, char *err, size_t errlen);
 /* Loads a RabbitMQ definitions file (rabbitmqctl export_definitions): 0, or -1 with a message
  * in err (ferryd then refuses to start). */
 int definitions_load(broker *b, const char *path, char *err, size_t errlen);
+/* The same from parsed JSON (the management API's POST /api/definitions); path names it in
+ * messages. Does not take root. */
+struct json_t;
+int definitions_load_json(broker *b, struct json_t *root, const char *path, char *err, size_t errlen);
+/* JSON arguments as field table contents (appended to t). */
+void definitions_put_table(buf *t, struct json_t *o);
 
 /* ---------------- broker.c ---------------- */
 
@@ -660,6 +698,13 @@ struct broker {
     int stopping;
     uint64_t ticks;
     uint8_t compact_reading; /* compact.c: paged bodies of the oldest segment are being read back */
+    /* management statistics (mgmt_stats.c): what the overview counts */
+    struct {
+        uint64_t publish, confirm, deliver, deliver_no_ack, get, get_no_ack, get_empty, ack, redeliver;
+        uint64_t return_unroutable, drop_unroutable, dead_lettered[DL_NREASONS], retries;
+        uint64_t conn_created, conn_closed, chan_created, chan_closed, queue_declared, queue_created, queue_deleted;
+    } cnt;
+    struct mgmt *mgmt; /* the management API's loop side (mgmt.c); NULL with it off */
 };
 
 int broker_init(broker *b, const config *cfg);

@@ -131,6 +131,13 @@ void consumer_deliver(consumer *cs, qmsg qm) {
     buf_init(&scratch);
     write_deliver(ch, cs, tag, qm.deliveries > 0, qm.m, queue_delivery_props(cs->q, &qm, &scratch));
     buf_free(&scratch);
+    broker *b = ch->c->b;
+    if (cs->no_ack)
+        cs->q->cnt.deliver_no_ack++, b->cnt.deliver_no_ack++;
+    else
+        cs->q->cnt.deliver++, b->cnt.deliver++;
+    if (qm.deliveries)
+        cs->q->cnt.redeliver++, b->cnt.redeliver++;
     qm.deliveries = count_up(qm.deliveries);
     if (cs->no_ack) {
         queue_settle(cs->q, qm);
@@ -198,8 +205,10 @@ static void settle(channel *ch, unacked *u, int mode) {
         queue_requeue(q, u->qm);
     else if (mode == SETTLE_REJECT)
         queue_reject(q, u->qm);
-    else
+    else {
         queue_settle(q, u->qm);
+        q->cnt.ack++, ch->c->b->cnt.ack++;
+    }
     if (!q->deleted && q->nconsumers && queue_ready_count(q))
         queue_mark_dirty(q);
     queue_unref(q);
@@ -424,6 +433,7 @@ void get_from(channel *ch, queue *q, int no_ack) {
     }
     buf *o = out(ch);
     if (!rc) {
+        q->cnt.get_empty++, ch->c->b->cnt.get_empty++;
         size_t m = method_begin(o, ch->id, BASIC_GET_EMPTY);
         buf_shortstr(o, "", 0);
         frame_end(o, m);
@@ -444,6 +454,12 @@ void get_from(channel *ch, queue *q, int no_ack) {
     conn_put_content(ch->c, ch->id, props, msg);
     buf_free(&scratch);
     persist_delivered(ch->c->b->store, q, &qm);
+    if (no_ack)
+        q->cnt.get_no_ack++, ch->c->b->cnt.get_no_ack++;
+    else
+        q->cnt.get++, ch->c->b->cnt.get++;
+    if (qm.deliveries)
+        q->cnt.redeliver++, ch->c->b->cnt.redeliver++;
     qm.deliveries = count_up(qm.deliveries);
     if (no_ack) {
         queue_settle(q, qm);

@@ -149,6 +149,10 @@ static struct deadletter *make_deadletter(queue *q, message *m, const char *reas
     slice args = {q->args, q->args_len};
     if (!q->args_len || !table_get(args, "x-dead-letter-exchange", &dlx) || dlx.type != 'S')
         return NULL;
+    static const char *reasons[DL_NREASONS] = {"rejected", "expired", "maxlen", "delivery_limit"};
+    for (int k = 0; k < DL_NREASONS; k++)
+        if (strcmp(reason, reasons[k]) == 0)
+            q->cnt.dead_lettered[k]++, q->b->cnt.dead_lettered[k]++;
     props_view pv;
     props_parse((slice){msg_props(m), m->props_len}, &pv);
     slice expiration = (pv.flags & PROP_EXPIRATION) ? pv.expiration : (slice){NULL, 0};

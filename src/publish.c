@@ -139,6 +139,7 @@ void channel_send_confirms(channel *ch) {
     size_t m = method_begin(o, ch->id, BASIC_ACK);
     buf_u64(o, ch->confirm_upto);
     buf_u8(o, ch->confirm_upto - ch->confirmed > 1 ? 1 : 0);
+    ch->c->b->cnt.confirm += ch->confirm_upto - ch->confirmed;
     frame_end(o, m);
     ch->confirmed = ch->confirm_upto;
 }
@@ -214,11 +215,16 @@ static int publish_route(channel *ch, message *m, int mandatory) {
         if (x) {
             exchange_route(x, m, pv.headers);
             routed = b->nroute > 0;
+            x->publish_in++;
+            x->publish_out += b->nroute;
             broker_enqueue_routed(b, m, &rejected);
         }
     }
+    b->cnt.publish++;
     if (!routed && mandatory)
         write_return(ch, m, NO_ROUTE, "NO_ROUTE");
+    if (!routed)
+        mandatory ? b->cnt.return_unroutable++ : b->cnt.drop_unroutable++;
     int stored = store_appended(b->store) != appended; /* a record for it: publish or delayed */
     if (ch->confirm) {
         ch->pub_seq++;

@@ -208,6 +208,7 @@ void queue_unref(queue *q) {
     free(q->levels);
     free(q->retry_delays);
     dedup_free(q);
+    qstats_free(q);
     free(q->consumers);
     free(q->bindings);
     free(q->args);
@@ -479,6 +480,7 @@ void queue_recover(queue *q, qmsg qm) {
 
 void queue_publish(queue *q, message *m) {
     int64_t ttl = ttl_of(q, m);
+    q->cnt.publish++;
     uint8_t stored = m->in_store && q->qid;
     if (ttl == 0) {
         /* TTL 0: delivered now to a consumer that can take it, or never (RabbitMQ). */
@@ -491,6 +493,7 @@ void queue_publish(queue *q, message *m) {
         return;
     }
     qmsg qm = {.m = message_ref(m), .seq = q->next_seq++, .expires_at = ttl > 0 ? now_ms() + (uint64_t)ttl : 0, .stored = stored};
+    qstats_published(q);
     ring_push(&level_of(q, m)->ready, qm);
     q->nready++;
     q->ready_bytes += m->body_len;

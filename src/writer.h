@@ -121,6 +121,20 @@ void writer_stop(writer *wr);
 /* Writes one batch on the calling thread (what the writer thread does with each batch). */
 int writer_write(writer *wr, wbatch *w);
 
+/* ---- statistics (for /metrics): written by the writer thread with relaxed atomics,
+ * read by the loop thread; each array counts observations per bucket (not cumulative) ---- */
+#define WSTAT_FSYNC_BUCKETS 12
+#define WSTAT_BATCH_BUCKETS 10
+typedef struct writer_stats {
+    uint64_t fsync[WSTAT_FSYNC_BUCKETS + 1]; /* the last one: above every bound */
+    uint64_t fsync_count, fsync_sum_us;
+    uint64_t batch[WSTAT_BATCH_BUCKETS + 1];
+    uint64_t batch_count, batch_sum_bytes;
+} writer_stats;
+extern writer_stats wstats;
+extern const double wstat_fsync_bounds[WSTAT_FSYNC_BUCKETS]; /* seconds */
+extern const double wstat_batch_bounds[WSTAT_BATCH_BUCKETS]; /* bytes */
+
 /* ---- helper jobs ---- */
 
 typedef struct job job;
