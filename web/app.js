@@ -35,6 +35,7 @@ const fmt = {
   },
   age(s) {
     if (typeof s !== 'number' || s < 0) return '-';
+    if (s === 0) return '0s';
     if (s < 1) return Math.round(s * 1000) + 'ms';
     if (s < 60) return Math.floor(s) + 's';
     if (s < 3600) return Math.floor(s / 60) + 'm' + (Math.floor(s) % 60 ? (Math.floor(s) % 60) + 's' : '');
@@ -71,7 +72,9 @@ const api = {
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let r;
     try {
-      r = await fetch('api/' + path, { method, headers, cache: 'no-store', body: body === undefined ? undefined : JSON.stringify(body) });
+      /* credentials 'omit': the Authorization header is ours; without it a 401 (which carries
+       * WWW-Authenticate, as RabbitMQ's does) would make the browser open its own login dialog. */
+      r = await fetch('api/' + path, { method, headers, cache: 'no-store', credentials: 'omit', body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (e) {
       throw new ApiError(0, 'cannot reach the broker');
     }
@@ -223,7 +226,7 @@ pages.overview = {
   render(root) {
     root.innerHTML = `<h1>Overview</h1>
       <div class="cards" id="ov-cards"></div>
-      <div class="card"><h2>Message rates (per second, last hour)</h2><canvas class="chart" id="ov-chart"></canvas><div class="legend" id="ov-legend"></div></div>
+      <div class="card"><h2>Message rates (per second, up to the last hour)</h2><canvas class="chart" id="ov-chart"></canvas><div class="legend" id="ov-legend"></div></div>
       <div class="card"><h2>Node</h2><dl class="props" id="ov-node"></dl></div>`;
   },
   refresh() {
@@ -278,7 +281,7 @@ pages.queues = {
   sort: { field: 'name', desc: false },
   render(root) {
     root.innerHTML = `<h1>Queues</h1>
-      <div class="card"><h2>Depth over the last hour (the 5 deepest queues)</h2><canvas class="chart" id="q-chart"></canvas><div class="legend" id="q-legend"></div></div>
+      <div class="card"><h2>Depth over time, up to the last hour (the 5 deepest queues)</h2><canvas class="chart" id="q-chart"></canvas><div class="legend" id="q-legend"></div></div>
       <div class="card">
         <form class="inline" onsubmit="return false"><label>Filter <input id="q-filter" placeholder="name contains…" value="${esc(sessionStorage.getItem('ferry.qfilter') || '')}"></label></form>
         <table id="q-table"><thead><tr>${queueCols.map(([h, f, , num]) => `<th class="sortable${num ? ' num' : ''}" data-field="${f}">${esc(h)}</th>`).join('')}</tr></thead><tbody></tbody></table>
@@ -332,7 +335,7 @@ pages.queue = {
     root.innerHTML = `<h1>Queue ${esc(name)} <span class="muted">in vhost ${esc(vhost)}</span></h1>
       <div class="cards" id="qp-cards"></div>
       <div class="grid2">
-        <div class="card"><h2>Depth over the last hour</h2><canvas class="chart" id="qp-chart"></canvas></div>
+        <div class="card"><h2>Depth over time (up to the last hour)</h2><canvas class="chart" id="qp-chart"></canvas></div>
         <div class="card"><h2>Details</h2><dl class="props" id="qp-props"></dl></div>
       </div>
       <div class="grid2">
@@ -479,7 +482,7 @@ pages.deadLetters = {
       <td><a href="#/queue/${enc(r.vhost)}/${enc(r.queue)}">${esc(r.queue)}</a></td><td>${esc(r.vhost)}</td>
       <td class="num c-messages">${fmt.num(r.q.messages)}</td><td>${esc(r.sources.join(', '))}</td>
       <td>${Object.entries(r.reasons).filter(([, n]) => n).map(([k, n]) => `<span class="badge warn">${esc(k)} ${fmt.num(n)}</span>`).join(' ') || (api.hasFerry ? 'none' : '-')}</td>
-      <td class="actions"><button data-act="peek">Peek</button><button class="primary" data-act="redrive">Redrive all</button><button class="danger" data-act="purge">Purge</button></td></tr>`).join('');
+      <td><div class="actions"><button data-act="peek">Peek</button><button class="primary" data-act="redrive">Redrive all</button><button class="danger" data-act="purge">Purge</button></div></td></tr>`).join('');
     tbody.querySelectorAll('tr[data-queue]').forEach(tr => {
       const { vhost, queue } = tr.dataset;
       const path = `dead-letters/${enc(vhost)}/${enc(queue)}`;
@@ -520,7 +523,7 @@ pages.alerts = {
       <div class="card"><table id="al-table"><thead><tr><th>name</th><th>state</th><th class="num">value</th><th>rule</th><th>since</th><th>webhook</th><th></th></tr></thead><tbody></tbody></table><div id="al-note"></div></div>
       <div class="card"><h2>Define an alert</h2>
         <form class="inline" id="al-form">
-          <label>Name <input name="name" required pattern="[^/]+" placeholder="orders-backlog"></label>
+          <label>Name <input name="name" required placeholder="orders-backlog"></label>
           <label>Vhost <input name="vhost" value="/" required style="width:80px"></label>
           <label>Queue (regex) <input name="queue" required placeholder="^orders$"></label>
           <label>Metric <select name="metric">

@@ -22,7 +22,9 @@ const FerryChart = (() => {
     return String(Math.round(v * 100) / 100);
   }
 
-  /* series: [{label, color, points: [[timeMs, value], ...]}]; opts.windowMs: x range ending now. */
+  /* series: [{label, color, points: [[timeMs, value], ...]}]; opts.windowMs: x range ending
+   * now (default: the samples' span, at least 5 minutes and at most an hour, so a page opened a
+   * minute ago does not squeeze its line into the right edge). */
   function draw(canvas, series, opts = {}) {
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth || 600, h = canvas.clientHeight || 180;
@@ -34,7 +36,9 @@ const FerryChart = (() => {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     const now = opts.now || Date.now();
-    const windowMs = opts.windowMs || 3600e3;
+    let first = now;
+    for (const s of series) if (s.points.length && s.points[0][0] < first) first = s.points[0][0];
+    const windowMs = opts.windowMs || Math.min(3600e3, Math.max(300e3, Math.ceil((now - first) / 300e3) * 300e3));
     const t0 = now - windowMs;
     const left = 48, right = 10, top = 10, bottom = 22;
     const pw = w - left - right, ph = h - top - bottom;
@@ -61,7 +65,7 @@ const FerryChart = (() => {
     }
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
-    const stepMin = windowMs >= 3600e3 ? 15 : windowMs >= 900e3 ? 5 : 1;
+    const stepMin = windowMs >= 2400e3 ? 15 : windowMs >= 900e3 ? 5 : 1;
     for (let m = 0; m * 60e3 <= windowMs; m += stepMin) {
       ctx.fillText(m === 0 ? 'now' : `-${m}m`, x(now - m * 60e3), top + ph + 5);
     }

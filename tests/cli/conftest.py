@@ -26,8 +26,7 @@ from ferryd import Ferryd, ROOT, free_port, wait_port  # noqa: E402
 import rabbitmq  # noqa: E402
 
 FERRY = os.environ.get("FERRY_CLI") or os.path.join(ROOT, "build", "ferry")
-# ferryd joins this list once its HTTP API (src/http.c) is on main.
-BROKERS = ["rabbitmq"]
+BROKERS = ["ferryd", "rabbitmq"]
 
 
 class MgmtBroker:
