@@ -144,6 +144,9 @@ struct queue {
     struct dedup *dedup;      /* its message-ids, created on first use */
     qcounters cnt;            /* management statistics (mgmt_stats.c) */
     struct qstats *st;        /* their rate history and publish-time marks (mgmt_stats.c) */
+    /* issue 13: streams (stream.c) */
+    uint8_t is_stream;        /* x-queue-type stream: an append-only log, not a FIFO */
+    struct stream *stream;    /* its log and named offsets (NULL without a store) */
 };
 
 queue *queue_new(vhost *vh, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args);
@@ -220,6 +223,41 @@ uint64_t qstats_oldest_age_ms(queue *q, uint64_t now_mono);
 int qtype_is_quorum(slice args);
 /* Sets up a new queue's type-dependent state from its arguments. */
 void qtype_init(queue *q, slice args);
+
+/* ---------------- stream.c ---------------- */
+
+/* Does a queue with these arguments have x-queue-type stream? */
+int stream_is(slice args);
+/* RabbitMQ's x-max-age syntax (a positive integer and one of Y M D h m s): ms, or -1. */
+int64_t stream_parse_age(slice s);
+/* Opens a durable stream queue's log (fresh: just declared, no files yet). */
+void stream_attach(queue *q, int fresh);
+/* After recovery: every stream queue's log opened; directories of deleted streams removed. */
+void stream_recover_all(broker *b);
+/* queue.delete: the stream's files go with the next batch. */
+void stream_destroy(queue *q);
+/* Appends a routed message to the stream (confirmed once its batch is synced). */
+void stream_publish(queue *q, message *m);
+/* Consumers with credit get records; called as queue_dispatch for a stream. */
+void stream_dispatch(queue *q);
+/* The store synced a batch: consumers at the end of streams that grew are woken. */
+void stream_synced(broker *b);
+/* Once a second: named offsets saved, retention by age. */
+void stream_tick(broker *b);
+/* Shutdown (before the store closes): named offsets saved, logs closed. */
+void stream_shutdown(broker *b);
+/* An unacked delivery of a stream ended (SETTLE_* mode, channel_int.h). */
+void stream_settled(queue *q, consumer *cs, uint64_t offset, int mode);
+void stream_consumer_gone(consumer *cs);
+/* The management API's view: bytes, first and last offsets; -1 without a log. */
+typedef struct stream_info {
+    uint64_t bytes, first, last, committed;
+    size_t segments;
+} stream_info;
+int stream_stats(const queue *q, stream_info *out);
+/* Each named consumer: its stored offset, lag (committed - offset), and whether in use. */
+void stream_each_name(const queue *q, void (*fn)(void *ctx, const char *name, uint64_t offset, uint64_t lag, int active),
+                      void *ctx);
 
 /* ---------------- retry.c ---------------- */
 
@@ -406,6 +444,7 @@ struct consumer {
     uint8_t *args;
     size_t args_len;
     uint64_t since; /* registration order on its queue (single active consumer) */
+    struct scursor *sc; /* a stream consumer's cursor (stream.c) */
 };
 
 typedef struct unacked {
@@ -640,6 +679,37 @@ void access_recover(void *ctx, slice payload);
  * with a message in err. */
 int access_setup(broker *b, char *err, size_t errlen);
 
+/* ---------------- cron.c ---------------- */
+
+/* Broker-held cron (x-ferry-cron on x-delayed-message exchanges): schedules fired once per
+ * tick, kept in meta.log as M_CRON records. */
+typedef struct cron_info {
+    const char *vhost, *exchange, *name, *expr, *tz, *rkey;
+    int64_t next, last; /* Unix seconds; -1: none (never fired yet / never fires) */
+    int durable;
+} cron_info;
+/* Does a publish with these headers ask for a schedule (x-ferry-cron present)? */
+int cron_wanted(slice headers);
+/* A publish to x-delayed-message exchange x with x-ferry-cron: creates, replaces or (empty
+ * expression) removes the schedule named by its message_id. -1 after closing the channel
+ * (406, nothing stored); 1 if a record was appended (the confirm waits for its sync); 0. */
+int cron_publish(channel *ch, exchange *x, message *m, const props_view *pv);
+/* meta_sink.cron: a schedule record back (recovery); cron_start then arms them (a tick
+ * missed while down fires once). */
+void cron_recover(void *ctx, slice payload);
+void cron_start(broker *b);
+/* meta.log compaction: one record per durable schedule. */
+void cron_emit(broker *b, buf *out, uint64_t salt);
+/* A batch came back: ticks whose copies it held get their FIRED mark. */
+void cron_synced(broker *b, uint64_t gen, int ok);
+/* x (an x-delayed-message exchange) is being deleted: its schedules go with it. */
+void cron_exchange_removed(exchange *x);
+/* Every schedule (of vhost, or all if NULL), for listing. */
+void cron_each(broker *b, const char *vhost, void (*fn)(void *ctx, const cron_info *ci), void *ctx);
+/* Before the store closes: marks still waiting for a sync are appended. */
+void cron_shutdown(broker *b);
+void cron_free(broker *b);
+
 /* ---------------- definitions.c ---------------- */
 
 /* Loads a RabbitMQ definitions file (rabbitmqctl export_definitions): 0, or -1 with a message
@@ -676,6 +746,7 @@ struct broker {
     struct deadletter *dl_head, *dl_tail; /* dead letters to republish (deadletter.c) */
     struct deadletter *dl_wait, *dl_wait_tail; /* their source copies' settles, waiting for a sync */
     struct delayed *delayed;              /* messages due later (delayed.c) */
+    struct cron *cron;                    /* cron schedules (cron.c) */
     queue *dirty;       /* queues with deliveries to make */
     conn *flush;        /* connections with output */
     channel *confirms;  /* channels with confirms to send */
@@ -698,6 +769,7 @@ struct broker {
     int stopping;
     uint64_t ticks;
     uint8_t compact_reading; /* compact.c: paged bodies of the oldest segment are being read back */
+    struct stream *streams;  /* stream queues with a log (stream.c) */
     /* management statistics (mgmt_stats.c): what the overview counts */
     struct {
         uint64_t publish, confirm, deliver, deliver_no_ack, get, get_no_ack, get_empty, ack, redeliver;

@@ -151,8 +151,21 @@ void consumer_deliver(consumer *cs, qmsg qm) {
     ring_push(&ch->unacked, u);
 }
 
+void consume_push_unacked(consumer *cs, uint64_t tag, uint64_t offset) {
+    channel *ch = cs->ch;
+    qmsg qm = {0};
+    qm.seq = offset;
+    unacked u = {tag, cs->q, cs, qm, 0, 0};
+    cs->q->refs++;
+    cs->q->unacked++;
+    cs->unacked++;
+    ch->nunacked++;
+    ring_push(&ch->unacked, u);
+}
+
 /* Frees a consumer already removed from its queue and channel. */
 static void consumer_free(consumer *cs) {
+    stream_consumer_gone(cs);
     free(cs->tag);
     free(cs->args);
     free(cs);
@@ -201,6 +214,11 @@ static void settle(channel *ch, unacked *u, int mode) {
     q->unacked--;
     if (u->c)
         u->c->unacked--;
+    if (q->is_stream) {
+        stream_settled(q, u->c, u->qm.seq, mode); /* a stream removes nothing */
+        queue_unref(q);
+        return;
+    }
     if (mode == SETTLE_REQUEUE)
         queue_requeue(q, u->qm);
     else if (mode == SETTLE_REJECT)
@@ -232,7 +250,7 @@ static int ackable(const unacked *u) { return !u->done && !u->tx; }
  * with tag 0 means all. As RabbitMQ's collect_acks, the tag itself must be waiting for an
  * ack, else it is unknown: -1, nothing changed. In a transaction (tx) the entries are only
  * marked, for tx.commit to settle; they count as acked from now on. */
-static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx) {
+static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx, int recovering) {
     uring *r = &ch->unacked;
     size_t end = r->len;
     if (!(multiple && tag == 0)) {
@@ -243,7 +261,7 @@ static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx)
     }
     for (size_t i = multiple ? 0 : end - 1; i < end; i++) {
         unacked *u = ring_at(r, i);
-        if (!ackable(u))
+        if (!ackable(u) || (recovering && u->q->is_stream))
             continue;
         if (tx) {
             u->tx = (uint8_t)(1 + mode);
@@ -369,6 +387,10 @@ void basic_consume(channel *ch, rd *r) {
     queue *q = find_queue(ch, qname, BASIC_CONSUME);
     if (!q)
         return;
+    if (q->is_stream) { /* RabbitMQ: exclusive consume does not apply to streams */
+        stream_consume(ch, q, tag, no_ack, exclusive, nowait, args);
+        return;
+    }
     for (size_t i = 0; i < q->nconsumers; i++) {
         if (q->consumers[i]->exclusive || exclusive) {
             channel_close_error(ch, ACCESS_REFUSED, BASIC_CONSUME, "%s in exclusive use", rs("queue", qname));
@@ -424,6 +446,11 @@ void basic_get(channel *ch, rd *r) {
 }
 
 void get_from(channel *ch, queue *q, int no_ack) {
+    if (q->is_stream) { /* RabbitMQ's refusal, a connection error */
+        conn_close_error(ch->c, NOT_IMPLEMENTED, BASIC_GET, "basic.get not supported by stream queues %s",
+                         rs("queue", (slice){(const uint8_t *)q->name, q->name_len}));
+        return;
+    }
     queue_touch(q);
     qmsg qm;
     int rc = queue_pop(q, &qm);
@@ -482,7 +509,7 @@ void basic_settle(channel *ch, rd *r, unsigned mid) {
     int multiple = mid != BASIC_REJECT && (bits & 1);
     int requeue = mid == BASIC_ACK ? 0 : mid == BASIC_REJECT ? (bits & 1) : ((bits >> 1) & 1);
     int mode = mid == BASIC_ACK ? SETTLE_ACK : requeue ? SETTLE_REQUEUE : SETTLE_REJECT;
-    if (apply_tags(ch, tag, multiple, mode, ch->tx) < 0)
+    if (apply_tags(ch, tag, multiple, mode, ch->tx, 0) < 0)
         channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
 }
 
@@ -498,7 +525,7 @@ void basic_recover(channel *ch, rd *r, unsigned mid) {
         conn_close_error(ch->c, NOT_IMPLEMENTED, mid, "requeue=false");
         return;
     }
-    apply_tags(ch, 0, 1, SETTLE_REQUEUE, 0); /* not what the open transaction acked */
+    apply_tags(ch, 0, 1, SETTLE_REQUEUE, 0, 1); /* not what the open transaction acked; stream deliveries stay */
     if (mid == BASIC_RECOVER)
         send_empty(ch, BASIC_RECOVER_OK);
 }

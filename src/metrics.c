@@ -439,6 +439,7 @@ void metrics_text(broker *b, mgmt *m, int per_object, buf *o) {
     val(o, "ferry_messages_retried_total", "", (double)b->cnt.retries);
     head(o, "ferry_delayed_messages_pending", "gauge", "Delayed messages (delayed exchanges and retries) not yet due");
     val(o, "ferry_delayed_messages_pending", "", (double)delayed_count(b));
+    stream_metrics(b, o); /* mgmt_stream.c */
     head(o, "ferry_alerts_firing", "gauge", "Alerts (PUT /api/ferry/alerts) in the firing state");
     val(o, "ferry_alerts_firing", "", (double)alerts_firing(m));
     histogram(o, "ferry_store_fsync_seconds", "Time of each fdatasync of the message log (group commit)", wstats.fsync,

@@ -50,7 +50,7 @@ static void peer_split(const conn *c, char *host, size_t n, int *port) {
 
 /* ---- queues ---- */
 
-static const char *queue_type(const queue *q) { return q->quorum ? "quorum" : "classic"; }
+static const char *queue_type(const queue *q) { return q->is_stream ? "stream" : q->quorum ? "quorum" : "classic"; }
 
 static json_t *consumer_json(mctx *x, consumer *cs, int with_queue) {
     conn *c = cs->ch->c;
@@ -154,6 +154,7 @@ json_t *queue_json(mctx *x, queue *q, int detail) {
     json_object_set_new(o, "state", json_string("running"));
     json_object_set_new(o, "type", json_string(queue_type(q)));
     json_object_set_new(o, "vhost", json_string(q->vh->name));
+    stream_queue_json(q, o); /* mgmt_stream.c */
     if (detail) {
         json_t *cd = json_array();
         for (size_t i = 0; i < q->nconsumers; i++)

@@ -57,9 +57,14 @@ void ok_204(mgmt_req *r);
 /* mgmt_api.c: the RabbitMQ-compatible endpoints. 0 if the route was found. */
 int api_route(mctx *x);
 json_t *queue_json(mctx *x, queue *q, int detail);
+/* mgmt_stream.c: a stream queue's fields in its JSON, and the ferry_stream_* metrics. */
+void stream_queue_json(queue *q, json_t *o);
+void stream_metrics(broker *b, buf *o);
 json_t *overview_json(mctx *x);
 /* mgmt_ferry.c: /api/ferry/... */
 int ferry_route(mctx *x);
+/* mgmt_schedules.c: /api/ferry/schedules[/{vhost}] (broker-held cron) */
+int schedules_route(mctx *x);
 /* metrics.c */
 void metrics_text(broker *b, mgmt *m, int per_object, buf *out);
 /* alerts.c */

@@ -659,6 +659,10 @@ consumer *queue_next_consumer(queue *q) {
 /* Hands out ready messages to consumers that have credit, until the queue is empty or no
  * consumer can take more. */
 void queue_dispatch(queue *q) {
+    if (q->is_stream) {
+        stream_dispatch(q);
+        return;
+    }
     while (q->nconsumers && queue_ready_count(q)) {
         consumer *cs = queue_next_consumer(q);
         if (!cs)
@@ -681,6 +685,7 @@ size_t queue_delete(queue *q) {
     loop_timer_cancel(q->b->loop, &q->expiry_timer);
     while (q->nconsumers)
         consumer_cancelled_by_queue(q->consumers[q->nconsumers - 1]);
+    stream_destroy(q);
     while (q->nbindings)
         binding_remove(q->bindings[q->nbindings - 1]);
     drop_all_ready(q);

@@ -14,6 +14,7 @@
 
 #include "meta.h"
 #include "record.h"
+#include "streamlog.h"
 #include "util.h"
 
 /* ---- batches ---- */
@@ -31,10 +32,11 @@ void wbatch_free(wbatch *w) {
     free(w->pieces);
     free(w->unlinks);
     buf_free(&w->meta);
+    swrite_free(w->sw);
     free(w);
 }
 
-int wbatch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0 && w->meta.len == 0; }
+int wbatch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0 && w->meta.len == 0 && swrite_empty(w->sw); }
 
 buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need) {
     seg *a = segset_active(ss);
@@ -199,6 +201,8 @@ int writer_write(writer *wr, wbatch *w) {
     }
     if (!err && dirty_dir && (err = sio_sync_dir(wr->segdir)) < 0 && wr->wfile)
         abandon_segment(wr); /* its name may not survive a power cut: nothing more goes in it */
+    if (!err && w->sw) /* streams: their own files, each synced (streamlog.c) */
+        err = swrite_run(w->sw);
     delete_segments(wr, w);
     return err;
 }

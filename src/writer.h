@@ -44,6 +44,7 @@ typedef struct wbatch {
     precord *precs; /* paging: message records, so their offsets are known once written */
     size_t nprecs, capprecs;
     buf meta;     /* meta.log records (definitions), written and synced before the pieces */
+    struct swrite *sw; /* streams' records, names and deletions (streamlog.c), after the pieces */
     int meta_err; /* the writer's result for them: 0 or -errno (then err is too) */
     int err; /* the writer's result: 0 or -errno */
 } wbatch;
