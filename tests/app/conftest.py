@@ -28,16 +28,13 @@ def _kinds():
     bad = [k for k in want if k not in KINDS]
     if bad:
         raise pytest.UsageError(f"FERRY_APP_BROKERS: unknown broker {bad[0]!r} (one of {', '.join(KINDS)})")
-    return want
+    # The very objects of KINDS: pytest 7 keeps a session fixture's value only while the next
+    # test's param `is` the cached one; fresh strings from split() restarted the broker per test.
+    return [KINDS[KINDS.index(k)] for k in want]
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cluster_short: also runs on the RabbitMQ cluster in `make test`'s short run")
-
-
-def pytest_generate_tests(metafunc):
-    if "app_broker" in metafunc.fixturenames:
-        metafunc.parametrize("app_broker", _kinds(), indirect=True, scope="session")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -53,7 +50,7 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=_kinds())
 def app_broker(request):
     """The broker under test: .kind ("ferryd" | "rabbitmq" | "cluster"), .url, .urls (every
     node), .ferry (True on ferryd), .queue_args(args) (adds x-queue-type=quorum on the cluster)."""
