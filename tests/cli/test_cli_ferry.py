@@ -5,7 +5,7 @@ import time
 
 import pika
 
-from conftest import ferry
+from conftest import ferry, ferry_until
 
 
 def rows(out):
@@ -57,7 +57,8 @@ def test_queues_show_the_oldest_message_age(ferryd_mgmt, name):
 def test_dlq_list_peek_redrive_purge(ferryd_mgmt, name):
     dead_letter_setup(ferryd_mgmt, name, 3)
     try:
-        r = ferry("dlq", "list", url=ferryd_mgmt.http_url)
+        r = ferry_until(lambda r: any(x.get("queue") == name + ".dlq" and x.get("messages") == "3"
+                                      for x in rows(r.stdout)), "dlq", "list", url=ferryd_mgmt.http_url)
         assert r.returncode == 0, r.stderr
         row = [x for x in rows(r.stdout) if x["queue"] == name + ".dlq"]
         assert row and row[0]["messages"] == "3" and row[0]["from queues"] == name, r.stdout

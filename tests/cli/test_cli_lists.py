@@ -4,7 +4,7 @@ import json
 
 import pika
 
-from conftest import ferry
+from conftest import ferry, ferry_until
 
 
 def rows(out):
@@ -109,7 +109,7 @@ def test_terminal_escapes_in_names_and_payloads_are_not_printed_raw(mgmt_broker,
     try:
         ch.queue_declare(evil)
         ch.basic_publish("", evil, b"before\x1b[31mred\x1b[0m after")
-        r = ferry("queues", "--name", f"^{name}", url=mgmt_broker.http_url)
+        r = ferry_until(lambda r: name in r.stdout, "queues", "--name", f"^{name}", url=mgmt_broker.http_url)
         assert r.returncode == 0, r.stderr
         assert name in r.stdout and "\x1b" not in r.stdout and "\x07" not in r.stdout
         r = ferry("get", evil, url=mgmt_broker.http_url)
