@@ -418,15 +418,15 @@ static void fired(loop_timer *t) {
     int64_t now = (int64_t)(wall / 1000);
     for (int n = 0; c->len && c->heap[0]->next <= now && n < FIRE_BATCH; n++) {
         sched *s = c->heap[0];
-        int64_t tick = s->next;
-        /* the loop was held up past further ticks: the latest fires, once */
-        int64_t later = cron_last_between(&s->spec, s->tz, tick, now);
-        if (later > tick)
-            tick = later;
+        int64_t tick = s->next, next = cron_next(&s->spec, s->tz, tick);
+        if (next >= 0 && next <= now) { /* the loop was held up past further ticks: the latest fires, once */
+            tick = cron_last_between(&s->spec, s->tz, tick, now);
+            next = cron_next(&s->spec, s->tz, tick);
+        }
         heap_remove(c, s);
         if (!fire(c, s, tick))
             continue; /* removed */
-        s->next = cron_next(&s->spec, s->tz, tick);
+        s->next = next;
         heap_add(c, s);
     }
     arm(c);
@@ -563,8 +563,9 @@ void cron_start(broker *b) {
         }
         /* A tick (or several) fell while ferryd was down: the latest fires now, once. A
          * clock set back never repeats a tick fired already. */
-        int64_t missed = cron_last_between(&s->spec, s->tz, s->last, now);
-        s->next = missed >= 0 ? missed : cron_next(&s->spec, s->tz, MAX(s->last, now));
+        int64_t next = cron_next(&s->spec, s->tz, s->last);
+        int64_t missed = next >= 0 && next <= now ? cron_last_between(&s->spec, s->tz, s->last, now) : -1;
+        s->next = missed >= 0 ? missed : next;
         catchup += missed >= 0;
         heap_add(c, s);
         n++;
