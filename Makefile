@@ -4,7 +4,7 @@
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Werror
-BASE      = -std=c11 -D_GNU_SOURCE -Isrc -Iinclude $(WARN) -MMD -MP
+BASE      = -std=c11 -D_GNU_SOURCE -Isrc -Iinclude $(PG_CFLAGS) $(WARN) -MMD -MP
 LDLIBS    = -lpthread -lssl -lcrypto -ljansson
 # ferryd's management API: libmicrohttpd (HTTP server), rabbitmq-c (its AMQP operations),
 # libcurl (alert webhooks)
@@ -19,7 +19,10 @@ CLI_SRC    = $(wildcard cli/*.c)
 # worker, publish and outbox commands are built on it.
 LIB_SRC    = $(wildcard lib/*.c)
 LIB_OBJ    = $(patsubst %.c,build/obj/%.o,$(LIB_SRC))
-LIB_LIBS   = -lrabbitmq -ljansson -lpthread
+LIB_LIBS   = -lrabbitmq -ljansson -lpthread -lsqlite3 -lpq
+# The outbox and the idempotent consumer write through the application's own SQLite (libsqlite3)
+# or PostgreSQL (libpq) connection; Debian keeps libpq-fe.h in /usr/include/postgresql.
+PG_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
 
 # The dashboard's files (web/) compiled into ferryd: a C table generated at build time. The
 # list of files is kept in build/gen/web_list.txt, rewritten only when it changes, so that an
@@ -62,7 +65,7 @@ build/libferry.so: $(LIB_OBJ)
 #   PKG_CONFIG_PATH=$PWD/build pkg-config --cflags --libs libferry
 build/libferry.pc: Makefile
 	@mkdir -p build
-	printf 'prefix=%s\nincludedir=$${prefix}/include\nlibdir=$${prefix}/build\n\nName: libferry\nDescription: Ferry application patterns (reliable publisher, worker, RPC, envelope) on rabbitmq-c\nVersion: 0.1\nRequires.private: librabbitmq jansson\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lferry\nLibs.private: -lrabbitmq -ljansson -lpthread\n' "$(CURDIR)" > $@
+	printf 'prefix=%s\nincludedir=$${prefix}/include\nlibdir=$${prefix}/build\n\nName: libferry\nDescription: Ferry application patterns (reliable publisher, worker, RPC, envelope, outbox, idempotent consumer) on rabbitmq-c\nVersion: 0.1\nRequires.private: librabbitmq jansson sqlite3 libpq\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lferry\nLibs.private: -lrabbitmq -ljansson -lpthread -lsqlite3 -lpq\n' "$(CURDIR)" > $@
 
 # The C test programs of tests/app/ (tests/app/c/*.c), linked with libferry's sources under
 # ASan + UBSan; the pytest files build them with `make app-test-progs`.
@@ -71,7 +74,7 @@ APP_TEST_PROGS = $(patsubst tests/app/c/%.c,build/test/app/%,$(wildcard tests/ap
 app-test-progs: $(APP_TEST_PROGS)
 build/test/app/%: tests/app/c/%.c $(LIB_SRC) $(wildcard lib/*.h include/ferry/*.h)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -Iinclude -Ilib $(WARN) $(SAN) -g -O1 -o $@ $< $(LIB_SRC) $(LIB_LIBS)
+	clang -std=c11 -D_GNU_SOURCE -Iinclude -Ilib $(PG_CFLAGS) $(WARN) $(SAN) -g -O1 -o $@ $< $(LIB_SRC) $(LIB_LIBS)
 
 # Issue 12's worker benchmark (its own section of bench/results/latest.md): `ferry worker`
 # running /bin/true, the C API worker in-process, Celery on ferryd; medians of 3 runs.
@@ -174,3 +177,9 @@ load: all
 .PHONY: test-app-cluster
 test-app-cluster: all asan
 	cd tests && FERRY_APP_CLUSTER=all FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest app -q -p no:cacheprovider
+
+# Issue 12, must-show 3: outbox relay events/s from PostgreSQL into ferryd (median and spread of
+# 3 runs per batch size), written to its own section of bench/results/latest.md.
+.PHONY: bench-outbox
+bench-outbox: deps-test all
+	/usr/bin/python3 bench/outbox_relay.py $(BENCH_OUTBOX_ARGS)

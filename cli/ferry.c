@@ -8,6 +8,7 @@
 #include "amqp_url.h"
 #include "bench.h"
 #include "mgmt.h"
+#include "outbox_cmd.h"
 
 static const char usage[] = "usage: ferry <command> [options]\n"
                             "\n"
@@ -27,6 +28,7 @@ static const char usage[] = "usage: ferry <command> [options]\n"
                             "  top          live view of rates, queues and alerts\n"
                             "  definitions  export or import the broker's definitions\n"
                             "  schedules    list the broker-held cron schedules (x-ferry-cron)\n"
+                            "  outbox       the transactional outbox: schema, relay (ferry outbox --help)\n"
                             "\n"
                             "ferry --help shows this text.\n";
 
@@ -66,6 +68,8 @@ int main(int argc, char **argv) {
         return mgmt_top_main(argc - 1, argv + 1);
     if (strcmp(cmd, "definitions") == 0)
         return mgmt_definitions_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "outbox") == 0)
+        return outbox_main(argc - 1, argv + 1);
     if (strcmp(cmd, "schedules") == 0)
         return mgmt_schedules_main(argc - 1, argv + 1);
     fprintf(stderr, "ferry: unknown command '%s' (see ferry --help)\n", cmd);

@@ -26,6 +26,7 @@ const char *ferry_strerror(int err) {
     case FERRY_ENOTFOUND: return "not found";
     case FERRY_ESTOPPED: return "stopped";
     case FERRY_ESYS: return "system call failed";
+    case FERRY_EDB: return "database error";
     default: return "unknown error";
     }
 }

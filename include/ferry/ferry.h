@@ -42,6 +42,7 @@ extern "C" {
 #define FERRY_ENOTFOUND -12   /* the thing asked for does not exist (header, property) */
 #define FERRY_ESTOPPED -13    /* the handle was stopped (worker) */
 #define FERRY_ESYS -14        /* a system call failed (errno is kept) */
+#define FERRY_EDB -15         /* the application database (SQLite, PostgreSQL) refused or failed (outbox, idempotent consumer) */
 
 /* A static English description of a FERRY_* value (never NULL). */
 const char *ferry_strerror(int err);

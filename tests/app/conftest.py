@@ -37,11 +37,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cluster_short: also runs on the RabbitMQ cluster in `make test`'s short run")
 
 
-def pytest_generate_tests(metafunc):
-    if "app_broker" in metafunc.fixturenames:
-        metafunc.parametrize("app_broker", _kinds(), indirect=True, scope="session")
-
-
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("FERRY_APP_CLUSTER", "all") == "all":
         return
@@ -55,7 +50,7 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=_kinds())
 def app_broker(request):
     """The broker under test: .kind ("ferryd" | "rabbitmq" | "cluster"), .url, .urls (every
     node), .ferry (True on ferryd), .queue_args(args) (adds x-queue-type=quorum on the cluster)."""
