@@ -345,3 +345,36 @@ def test_many_schedules_fire_each_tick_once_across_kill9(ferryd_factory, name):
         assert_consecutive(before, step=1)
         assert_consecutive([t for t in ticks if t > killed], step=1)
     d.stop_and_check()
+
+
+def test_a_schedule_whose_record_cannot_be_written_is_nacked_and_undone(ferryd_factory, name, tmp_path):
+    """An injected EIO on the fdatasync of the batch holding a new schedule's record: the
+    publish is nacked and the schedule does not exist (it never fires); ferryd goes on."""
+    data = str(tmp_path / "data")
+    d = ferryd_factory(data_dir=data)
+    c = connect(d)
+    x, q = topology(c.channel(), name)
+    c.close()
+    d.stop_and_check()
+    # The Nth fdatasync from start: find the N that hits the schedule's batch.
+    for k in range(1, 15):
+        d = ferryd_factory(data_dir=data, env={"FERRY_IO_FAULTS": f"op=fdatasync,nth={k},err=EIO"})
+        c = connect(d)
+        ch = c.channel()
+        ch.confirm_delivery()
+        try:
+            schedule(ch, x, "failed", "* * * * * *", body=b"failed")
+        except px.NackError:
+            break
+        schedule(ch, x, "failed", "")
+        c.close()
+        d.stop()
+    else:
+        pytest.fail("no injected fdatasync failure reached the schedule's batch")
+    assert "cron: schedule 'failed' on " + x + " not stored" in d.log_text()
+    schedule(ch, x, "works", "* * * * * *", body=b"works")  # the next batch is written
+    got = drain(ch, q, 2.2)
+    assert got and {g[3] for g in got} == {b"works"}
+    schedule(ch, x, "works", "")
+    c.close()
+    d.stop_and_check()
