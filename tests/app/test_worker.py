@@ -280,8 +280,9 @@ def test_worker_reconnects_after_the_broker_restarts(ferryd_factory, tmp_path):
     d.start()
     assert wait_for(lambda: "reconnected" in w.text(), timeout=20), w.text()
     publish(d.url, q, b"after", message_id="after")
-    assert wait_for(lambda: len(runs(log)) == 2, timeout=10)
-    assert [r["FERRY_MESSAGE_ID"] for r in runs(log)] == ["before", "after"]
+    assert wait_for(lambda: "after" in [r["FERRY_MESSAGE_ID"] for r in runs(log)], timeout=10), w.text()
+    # "before" may run again: its ack can die with the broker (at-least-once), nothing else runs
+    assert set(r["FERRY_MESSAGE_ID"] for r in runs(log)) == {"before", "after"}
     assert w.stop() == 0
 
 
