@@ -804,6 +804,7 @@ typedef struct sread {
 void slog_batch_free(slog_batch *b) {
     if (!b)
         return;
+    memacct_sub(MEM_STREAM_READS, b->acct);
     free(b->data);
     free(b->recs);
     free(b);
@@ -850,9 +851,14 @@ static void read_run(job *j) {
             break;
         }
         if (at == 0 && got >= SREC_HEADER && b->nrecs == 0 && pos < r->seg_size) {
-            /* one record bigger than what was asked for: read it whole */
+            /* one record bigger than what was asked for: read it whole (a length past the
+             * synced end is damage, not a big record) */
             uint32_t len;
             memcpy(&len, b->data + 8, 4);
+            if (SREC_HEADER + (uint64_t)len > r->seg_size - pos || SREC_HEADER + (size_t)len <= cap) {
+                b->err = -EBADMSG;
+                break;
+            }
             cap = SREC_HEADER + (size_t)len;
             b->data = xrealloc(b->data, cap);
             continue;
@@ -877,7 +883,7 @@ static void read_run(job *j) {
 static void read_done(job *j) {
     sread *r = (sread *)j;
     r->ss->reading -= MIN(r->ss->reading, r->len);
-    memacct_sub(MEM_STREAM_READS, r->len);
+    r->b->acct = r->len; /* counted until the consumer has used the batch (slog_batch_free) */
     r->done(r->ctx, r->b);
     free(r);
 }

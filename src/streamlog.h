@@ -47,6 +47,7 @@ typedef struct slog_batch {
     uint64_t next;   /* the offset to read from next (after the last record, or the next
                       * segment's first when this one was read to its end) */
     int err;         /* 0, or -errno / -EBADMSG (logged; the reader skips to the next segment) */
+    uint64_t acct;   /* bytes counted in memacct (MEM_STREAM_READS) while the batch lives */
 } slog_batch;
 void slog_batch_free(slog_batch *b);
 
