@@ -11,6 +11,8 @@ import pytest
 
 from streamlib import Reader, connect, declare, drain
 
+pytestmark = pytest.mark.ferry_only  # ferryd's behaviour (FERRY_TEST_AMQP_URL: skipped)
+
 
 def publish_each(url, n, tag):
     """Publishes n events one at a time with confirms; returns the bodies confirmed."""

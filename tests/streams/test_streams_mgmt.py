@@ -7,8 +7,12 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+
 from ferryd import free_port, wait_port
 from streamlib import connect, declare, publish_confirmed
+
+pytestmark = pytest.mark.ferry_only  # ferryd's behaviour (FERRY_TEST_AMQP_URL: skipped)
 
 
 def get(port, path):
