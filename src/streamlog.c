@@ -109,7 +109,7 @@ struct swrite {
 static sop *sop_add(struct swrite **pw, const slogs *ss, int kind, uint32_t id, uint64_t seg) {
     if (!*pw) {
         *pw = xcalloc(1, sizeof **pw);
-        snprintf((*pw)->dir, sizeof (*pw)->dir, "%s", ss->dir);
+        snprintf((*pw)->dir, sizeof(*pw)->dir, "%s", ss->dir);
     }
     struct swrite *w = *pw;
     if (kind == SOP_DATA || kind == SOP_NAMES) /* one op per file per batch */
@@ -249,6 +249,8 @@ slogs *slogs_new(const char *dir, loop *l) {
     return ss;
 }
 
+size_t slogs_poll(slogs *ss) { return ss->rd.started ? helpers_poll(&ss->rd) : 0; }
+
 void slogs_stop(slogs *ss) {
     if (ss)
         helpers_stop(&ss->rd);
@@ -363,7 +365,8 @@ static int seg_recover(sseg *g, const char *path, uint64_t limit) {
         return -1;
     int64_t size = sio_size(f);
     char hdr[SFILE_HEADER];
-    if (size < SFILE_HEADER || sio_pread(f, hdr, SFILE_HEADER, 0) != SFILE_HEADER || memcmp(hdr, file_magic, 10)) {
+    if (size < SFILE_HEADER || sio_pread(f, hdr, SFILE_HEADER, 0) != SFILE_HEADER ||
+        memcmp(hdr, file_magic, 10)) {
         sio_close(f);
         return -1;
     }
@@ -624,8 +627,8 @@ void slog_delete(slogs *ss, slog *l, struct swrite **pending) {
 
 /* ---- appending ---- */
 
-uint64_t slog_append(slog *l, struct swrite **pending, slice exchange, slice rkey, slice props, const uint8_t *body,
-                     uint64_t body_len, slice filter) {
+uint64_t slog_append(slog *l, struct swrite **pending, slice exchange, slice rkey, slice props,
+                     const uint8_t *body, uint64_t body_len, slice filter) {
     exchange.n = MIN(exchange.n, 255);
     rkey.n = MIN(rkey.n, 255);
     filter.n = MIN(filter.n, 65535);
@@ -888,7 +891,8 @@ static void read_done(job *j) {
     free(r);
 }
 
-int slog_read(slogs *ss, slog *l, uint64_t from, size_t max, void (*done)(void *ctx, slog_batch *b), void *ctx) {
+int slog_read(slogs *ss, slog *l, uint64_t from, size_t max, void (*done)(void *ctx, slog_batch *b),
+              void *ctx) {
     if (from < slog_first(l))
         from = slog_first(l);
     size_t i = 0;
