@@ -817,9 +817,11 @@ static void read_run(job *j) {
     sread *r = (sread *)j;
     slog_batch *b = r->b;
     sio_file *f = sio_open(r->path, 0);
-    if (!f) {
+    if (!f) { /* gone (retention, a deleted stream): on to what follows; anything else is logged */
         b->err = -errno;
         b->next = r->after_end;
+        if (b->err != -ENOENT)
+            log_error("stream: cannot open %s: %s; that segment is skipped", r->path, strerror(-b->err));
         return;
     }
     size_t cap = (size_t)r->len;
@@ -874,6 +876,8 @@ static void read_run(job *j) {
     if (b->err) {
         log_error("stream: reading %s at %llu: %s; the rest of that segment is skipped", r->path,
                   (unsigned long long)pos, strerror(-b->err));
+    }
+    if (b->err) {
         free(b->recs);
         b->recs = NULL;
         b->nrecs = 0;
