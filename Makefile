@@ -95,6 +95,9 @@ fuzz: deps-test
 build/fuzz/fuzz_wire: fuzz/fuzz_wire.c $(WIRE_SRC)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $^
+build/fuzz/fuzz_cron: fuzz/fuzz_cron.c src/cronexpr.c src/tzfile.c src/util.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $^
 build/fuzz/fuzz_conn: build/fuzz/obj/fuzz/fuzz_conn.o $(FUZZ_OBJ)
 	clang $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS) $(BROKER_LIBS)
 # Objects for fuzz_conn: instrumented for coverage, linked without a main.

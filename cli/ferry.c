@@ -22,6 +22,7 @@ static const char usage[] = "usage: ferry <command> [options]\n"
                             "  alerts       backlog alerts: list, set, delete\n"
                             "  top          live view of rates, queues and alerts\n"
                             "  definitions  export or import the broker's definitions\n"
+                            "  schedules    list the broker-held cron schedules (x-ferry-cron)\n"
                             "\n"
                             "ferry --help shows this text.\n";
 
@@ -57,6 +58,8 @@ int main(int argc, char **argv) {
         return mgmt_top_main(argc - 1, argv + 1);
     if (strcmp(cmd, "definitions") == 0)
         return mgmt_definitions_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "schedules") == 0)
+        return mgmt_schedules_main(argc - 1, argv + 1);
     fprintf(stderr, "ferry: unknown command '%s' (see ferry --help)\n", cmd);
     return 2;
 }

@@ -116,6 +116,7 @@ int mgmt_dlq_main(int argc, char **argv);
 int mgmt_alerts_main(int argc, char **argv);
 int mgmt_top_main(int argc, char **argv);
 int mgmt_definitions_main(int argc, char **argv);
+int mgmt_schedules_main(int argc, char **argv); /* mgmt_schedules.c (cron) */
 
 /* Shared by get, dlq peek and consume: prints one message (the API's get shape) readably. */
 void mgmt_print_message(const json_t *msg, int index, FILE *f);

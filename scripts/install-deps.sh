@@ -12,6 +12,9 @@ want() { for p in "$@"; do have_pkg "$p" || need_apt+=("$p"); done; }
 # libssl-dev: OpenSSL for TLS (amqps) in ferryd and `ferry bench`, and its PBKDF2, SHA-2 and
 # CSPRNG for password hashes; libjansson-dev: the JSON parser of definitions files.
 want make gcc libc6-dev libssl-dev libjansson-dev
+# tzdata: the IANA time zone files (/usr/share/zoneinfo) that x-ferry-timezone names; ferryd
+# reads them itself (src/tzfile.c), so without them only UTC schedules work.
+want tzdata
 # The management API (issue 11): libmicrohttpd-dev serves HTTP on its own thread; librabbitmq-dev
 # (rabbitmq-c) lets that thread do declares, publishes and gets as an AMQP client of ferryd;
 # libcurl4-openssl-dev POSTs alert webhooks (with retries) from the webhook thread.

@@ -34,6 +34,8 @@ void broker_add_exchange(exchange *x) { map_put(&x->vh->exchanges, x->name, x->n
 void broker_add_queue(queue *q) { map_put(&q->vh->queues, q->name, q->name_len, q); }
 
 void broker_remove_exchange(exchange *x) {
+    if (x->type == EX_DELAYED)
+        cron_exchange_removed(x);
     map_del(&x->vh->exchanges, x->name, x->name_len);
     persist_exchange(x->b->store, x, 0);
     exchange_free(x);
@@ -132,6 +134,7 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
         }
     }
     deadletter_synced(b, gen, ok);
+    cron_synced(b, gen, ok);
     stream_synced(b);
     compact_run(b);
 }
@@ -412,7 +415,7 @@ static int rec_delayed(void *ctx, uint64_t sid, uint64_t due, slice vhname, slic
 }
 
 static const recover_sink broker_recovery = {
-    .defs = {rec_exchange, rec_exchange_delete, rec_queue, rec_queue_delete, rec_binding, access_recover},
+    .defs = {rec_exchange, rec_exchange_delete, rec_queue, rec_queue_delete, rec_binding, access_recover, cron_recover},
     .queues = rec_queues,
     .dedup = rec_dedup,
     .copy = rec_copy,
@@ -458,6 +461,7 @@ int broker_init(broker *b, const config *cfg) {
         log_error("%s", err);
         return -1;
     }
+    cron_start(b);
     if (access_start(b->access, b->loop) != 0) {
         log_error("cannot start the password-check thread");
         return -1;
@@ -498,6 +502,7 @@ void broker_shutdown(broker *b) {
     after_batch(b);
     deadletter_drop_pending(b);
     deadletter_settle_all(b);
+    cron_shutdown(b);
     stream_shutdown(b); /* named offsets saved with the last batch */
     /* Write what is pending; from here on, tearing down memory is not a deletion. */
     persist_close(b);
@@ -505,6 +510,7 @@ void broker_shutdown(broker *b) {
     after_batch(b);
     deadletter_drop_pending(b);
     delayed_free(b);
+    cron_free(b);
     vhost_free_exchanges(b);
     map_free(&b->reply_to);
     if (b->access) {

@@ -679,6 +679,37 @@ void access_recover(void *ctx, slice payload);
  * with a message in err. */
 int access_setup(broker *b, char *err, size_t errlen);
 
+/* ---------------- cron.c ---------------- */
+
+/* Broker-held cron (x-ferry-cron on x-delayed-message exchanges): schedules fired once per
+ * tick, kept in meta.log as M_CRON records. */
+typedef struct cron_info {
+    const char *vhost, *exchange, *name, *expr, *tz, *rkey;
+    int64_t next, last; /* Unix seconds; -1: none (never fired yet / never fires) */
+    int durable;
+} cron_info;
+/* Does a publish with these headers ask for a schedule (x-ferry-cron present)? */
+int cron_wanted(slice headers);
+/* A publish to x-delayed-message exchange x with x-ferry-cron: creates, replaces or (empty
+ * expression) removes the schedule named by its message_id. -1 after closing the channel
+ * (406, nothing stored); 1 if a record was appended (the confirm waits for its sync); 0. */
+int cron_publish(channel *ch, exchange *x, message *m, const props_view *pv);
+/* meta_sink.cron: a schedule record back (recovery); cron_start then arms them (a tick
+ * missed while down fires once). */
+void cron_recover(void *ctx, slice payload);
+void cron_start(broker *b);
+/* meta.log compaction: one record per durable schedule. */
+void cron_emit(broker *b, buf *out, uint64_t salt);
+/* A batch came back: ticks whose copies it held get their FIRED mark. */
+void cron_synced(broker *b, uint64_t gen, int ok);
+/* x (an x-delayed-message exchange) is being deleted: its schedules go with it. */
+void cron_exchange_removed(exchange *x);
+/* Every schedule (of vhost, or all if NULL), for listing. */
+void cron_each(broker *b, const char *vhost, void (*fn)(void *ctx, const cron_info *ci), void *ctx);
+/* Before the store closes: marks still waiting for a sync are appended. */
+void cron_shutdown(broker *b);
+void cron_free(broker *b);
+
 /* ---------------- definitions.c ---------------- */
 
 /* Loads a RabbitMQ definitions file (rabbitmqctl export_definitions): 0, or -1 with a message
@@ -715,6 +746,7 @@ struct broker {
     struct deadletter *dl_head, *dl_tail; /* dead letters to republish (deadletter.c) */
     struct deadletter *dl_wait, *dl_wait_tail; /* their source copies' settles, waiting for a sync */
     struct delayed *delayed;              /* messages due later (delayed.c) */
+    struct cron *cron;                    /* cron schedules (cron.c) */
     queue *dirty;       /* queues with deliveries to make */
     conn *flush;        /* connections with output */
     channel *confirms;  /* channels with confirms to send */

@@ -6,6 +6,7 @@
  *   POST   /api/ferry/dead-letters/{vhost}/{queue}/purge
  *   DELETE /api/ferry/dead-letters/{vhost}/{queue}    (purge, too)
  *   GET/PUT/DELETE /api/ferry/alerts[/{name}]         (alerts.c)
+ *   GET    /api/ferry/schedules[/{vhost}]             cron schedules (mgmt_schedules.c)
  *
  * The shapes are written in the README (dashboard and `ferry dlq` / `ferry alerts` use them). */
 #include <stdio.h>
@@ -242,6 +243,8 @@ int ferry_route(mctx *x) {
         return alerts_route(x);
     if (strcmp(what, "dead-letters") == 0)
         return dead_letters(x);
+    if (strcmp(what, "schedules") == 0)
+        return schedules_route(x);
     if (strcmp(what, "queues") == 0 && r->nseg <= 4) {
         if (m != HM_GET) {
             r->status = 405;

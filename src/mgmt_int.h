@@ -63,6 +63,8 @@ void stream_metrics(broker *b, buf *o);
 json_t *overview_json(mctx *x);
 /* mgmt_ferry.c: /api/ferry/... */
 int ferry_route(mctx *x);
+/* mgmt_schedules.c: /api/ferry/schedules[/{vhost}] (broker-held cron) */
+int schedules_route(mctx *x);
 /* metrics.c */
 void metrics_text(broker *b, mgmt *m, int per_object, buf *out);
 /* alerts.c */

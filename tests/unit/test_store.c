@@ -492,7 +492,7 @@ static void d_binding(void *ctx, int add, slice vh, slice src, int to_exchange, 
     add ? d->nbind++ : d->nunbind++;
     snprintf(d->last_bind_dst, sizeof d->last_bind_dst, "%.*s", (int)dst.n, (const char *)dst.p);
 }
-static const meta_sink defs_sink = {d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access};
+static const meta_sink defs_sink = {d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access, NULL};
 
 static void emit_one_queue(void *ctx, buf *out, uint64_t salt) {
     (void)ctx;
@@ -624,7 +624,7 @@ static int r_delayed(void *ctx, uint64_t sid, uint64_t due, slice vh, slice x, v
     message_unref(m);
     return 1;
 }
-static const recover_sink rec_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access},
+static const recover_sink rec_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access, NULL},
                                       r_queues,
                                       r_dedup,
                                       r_copy,
@@ -961,7 +961,7 @@ static void t_next_seq(void *ctx, void *q, uint64_t next) { r_next_seq(&((towner
 static int t_delayed(void *ctx, uint64_t sid, uint64_t due, slice vh, slice x, void *q, message *m, uint32_t seg) {
     return r_delayed(&((towner *)ctx)->l, sid, due, vh, x, q, m, seg);
 }
-static const recover_sink towner_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access},
+static const recover_sink towner_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access, NULL},
                                          t_queues,
                                          t_dedup,
                                          t_copy,
