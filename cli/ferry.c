@@ -23,6 +23,7 @@ static const char usage[] = "usage: ferry <command> [options]\n"
                             "  top          live view of rates, queues and alerts\n"
                             "  definitions  export or import the broker's definitions\n"
                             "  schedules    list the broker-held cron schedules (x-ferry-cron)\n"
+                            "  streams      list streams: size, first and last offsets, named consumers' lag\n"
                             "\n"
                             "ferry --help shows this text.\n";
 
@@ -60,6 +61,8 @@ int main(int argc, char **argv) {
         return mgmt_definitions_main(argc - 1, argv + 1);
     if (strcmp(cmd, "schedules") == 0)
         return mgmt_schedules_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "streams") == 0)
+        return mgmt_streams_main(argc - 1, argv + 1);
     fprintf(stderr, "ferry: unknown command '%s' (see ferry --help)\n", cmd);
     return 2;
 }
