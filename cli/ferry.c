@@ -5,12 +5,17 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "amqp_url.h"
 #include "bench.h"
 #include "mgmt.h"
+#include "outbox_cmd.h"
 
 static const char usage[] = "usage: ferry <command> [options]\n"
                             "\n"
                             "commands:\n"
+                            "  bench      load-test an AMQP 0-9-1 broker (ferry bench --help)\n"
+                            "  publish    publish one message or event, with confirms (ferry publish --help)\n"
+                            "  worker     run a command per message, with retries and dead letters (ferry worker --help)\n"
                             "  bench        load-test an AMQP 0-9-1 broker (ferry bench --help)\n"
                             "  queues       list queues: depth, unacked, consumers, oldest age, rates\n"
                             "  exchanges    list exchanges\n"
@@ -24,6 +29,7 @@ static const char usage[] = "usage: ferry <command> [options]\n"
                             "  definitions  export or import the broker's definitions\n"
                             "  schedules    list the broker-held cron schedules (x-ferry-cron)\n"
                             "  streams      list streams: size, first and last offsets, named consumers' lag\n"
+                            "  outbox       the transactional outbox: schema, relay (ferry outbox --help)\n"
                             "\n"
                             "ferry --help shows this text.\n";
 
@@ -39,6 +45,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "bench") == 0)
         return bench_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "publish") == 0)
+        return publish_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "worker") == 0)
+        return worker_main(argc - 1, argv + 1);
     if (strcmp(cmd, "queues") == 0)
         return mgmt_queues_main(argc - 1, argv + 1);
     if (strcmp(cmd, "exchanges") == 0)
@@ -59,6 +69,8 @@ int main(int argc, char **argv) {
         return mgmt_top_main(argc - 1, argv + 1);
     if (strcmp(cmd, "definitions") == 0)
         return mgmt_definitions_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "outbox") == 0)
+        return outbox_main(argc - 1, argv + 1);
     if (strcmp(cmd, "schedules") == 0)
         return mgmt_schedules_main(argc - 1, argv + 1);
     if (strcmp(cmd, "streams") == 0)

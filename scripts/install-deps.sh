@@ -12,6 +12,11 @@ want() { for p in "$@"; do have_pkg "$p" || need_apt+=("$p"); done; }
 # libssl-dev: OpenSSL for TLS (amqps) in ferryd and `ferry bench`, and its PBKDF2, SHA-2 and
 # CSPRNG for password hashes; libjansson-dev: the JSON parser of definitions files.
 want make gcc libc6-dev libssl-dev libjansson-dev
+# librabbitmq-dev: rabbitmq-c, the AMQP client libferry (lib/) and `ferry worker|publish` build on.
+want librabbitmq-dev
+# libsqlite3-dev, libpq-dev: the outbox and the idempotent consumer in libferry write through the
+# application's own SQLite or PostgreSQL connection (`ferry outbox` links both).
+want libsqlite3-dev libpq-dev
 # tzdata: the IANA time zone files (/usr/share/zoneinfo) that x-ferry-timezone names; ferryd
 # reads them itself (src/tzfile.c), so without them only UTC schedules work.
 want tzdata

@@ -477,7 +477,7 @@ int alerts_route(mctx *x) {
     }
     if (m == HM_DELETE) {
         if (!x->admin && !x->policymaker) {
-            mgmt_error(r, 401, "not_authorized", "%s", "Not policymaker or administrator user");
+            mgmt_error(r, 401, "not_authorised", "%s", "Not policymaker or administrator user");
             return 1;
         }
         if (!a)
@@ -491,7 +491,7 @@ int alerts_route(mctx *x) {
     }
     if (m == HM_PUT) {
         if (!x->admin && !x->policymaker) {
-            mgmt_error(r, 401, "not_authorized", "%s", "Not policymaker or administrator user");
+            mgmt_error(r, 401, "not_authorised", "%s", "Not policymaker or administrator user");
             return 1;
         }
         json_t *j = body_json(x);

@@ -92,6 +92,7 @@ typedef struct qcounters {
     uint64_t dead_lettered[DL_NREASONS]; /* messages that left this queue as dead letters */
     uint64_t retries;                    /* x-retry-delays: rejected messages scheduled again */
     uint64_t delayed_pending;            /* retries of this queue waiting in the delayed heap */
+    uint64_t unacked_bytes;              /* body bytes of its unacknowledged deliveries */
     uint64_t last_activity_ms;           /* wall clock: the last publish, delivery or ack */
 } qcounters;
 

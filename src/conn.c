@@ -754,7 +754,10 @@ static void send_start(conn *c) {
                                  "basic.nack",             "consumer_cancel_notify",
                                  "connection.blocked",     "authentication_failure_close",
                                  "per_consumer_qos",       "direct_reply_to",
-                                 "consumer_priorities"};
+                                 "consumer_priorities",
+                                 /* Ferry's own (RabbitMQ ignores what it does not know): queues
+                                  * take x-retry-delays; `ferry worker` looks for it */
+                                 "x-retry-delays"};
     for (size_t i = 0; i < ARRAY_LEN(caps); i++)
         table_put_bool(&cap, caps[i], 1);
     table_put_table(o, "capabilities", buf_head(&cap), cap.len);

@@ -146,6 +146,7 @@ void consumer_deliver(consumer *cs, qmsg qm) {
     unacked u = {tag, cs->q, cs, qm, 0, 0};
     cs->q->refs++;
     cs->q->unacked++;
+    cs->q->cnt.unacked_bytes += qm.m->body_len;
     cs->unacked++;
     ch->nunacked++;
     ring_push(&ch->unacked, u);
@@ -212,6 +213,7 @@ static void settle(channel *ch, unacked *u, int mode) {
     u->tx = 0;
     ch->nunacked--;
     q->unacked--;
+    q->cnt.unacked_bytes -= u->qm.m->body_len;
     if (u->c)
         u->c->unacked--;
     if (q->is_stream) {
@@ -494,6 +496,7 @@ void get_from(channel *ch, queue *q, int no_ack) {
     }
     q->refs++;
     q->unacked++;
+    q->cnt.unacked_bytes += qm.m->body_len;
     ch->nunacked++;
     ring_push(&ch->unacked, (unacked){tag, q, NULL, qm, 0, 0});
 }

@@ -116,9 +116,10 @@ static void reply_error(mgmt_req *r, amqp_rpc_reply_t rep, const char *what) {
         amqp_channel_close_t *m = rep.reply.decoded; /* the same layout for both */
         code = m->reply_code;
         snprintf(text, sizeof text, "%.*s", (int)m->reply_text.len, (const char *)m->reply_text.bytes);
-        /* RabbitMQ's HTTP reason is the reply text without its "CODE - " prefix */
+        /* RabbitMQ's HTTP reason is the reply text without its "CODE - " prefix (but a 404
+         * keeps it) */
         char *dash = strstr(text, " - ");
-        if (dash && dash - text < 32)
+        if (dash && dash - text < 32 && code != 404)
             memmove(text, dash + 3, strlen(dash + 3) + 1);
     } else if (rep.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
         snprintf(text, sizeof text, "%s: %s", what, amqp_error_string2(rep.library_error));

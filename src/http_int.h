@@ -10,5 +10,14 @@ extern int http_amqp_port;
 /* Does r (routed by the loop with r->amqp set) as an AMQP client, logged in as r's user. */
 void http_amqp(mgmt_req *r);
 void ok_204(mgmt_req *r);
+/* GET /api/queues from a snapshot (http_queues.c). key: the user and vhost filter; url: the
+ * path and query (the last answer's text is reused for the same url within the second).
+ * 0: *text is the JSON answer; 1: *text is every queue's JSON, still to be shaped (columns,
+ * another sort key); -1: r's error is set; -2: no snapshot (ask the loop again). */
+int http_queue_list(mgmt_req *r, const char *key, const char *url, const char *node, char **text, size_t *len);
+/* Is the cached snapshot for key less than a second old? */
+int http_queues_fresh(const char *key);
+void http_queues_cache_clear(void);
+extern char http_node[128];
 
 #endif

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "mgmt_int.h"
+#include "mgmt_snap.h"
 #include "util.h"
 
 #define TICK_MS 1000
@@ -187,6 +188,7 @@ void mgmt_req_clear(mgmt_req *r) {
     free(r->persist_alerts);
     free(r->check_hash);
     free(r->location);
+    qsnaps_free(r->snap);
     memset(r, 0, sizeof *r);
 }
 
@@ -225,7 +227,7 @@ static int login(mctx *x) {
         auth_remember(db, u, pass);
     }
     if (loopback_only(&x->b->cfg, name) && !r->loopback) {
-        mgmt_error(r, 401, "not_authorized", "%s", "User can only log in via localhost");
+        mgmt_error(r, 401, "not_authorised", "%s", "User can only log in via localhost");
         return -1;
     }
     x->u = u;
@@ -233,7 +235,7 @@ static int login(mctx *x) {
     x->monitoring = x->admin || has_tag(u, "monitoring");
     x->policymaker = x->admin || has_tag(u, "policymaker");
     if (!x->monitoring && !x->policymaker && !has_tag(u, "management")) {
-        mgmt_error(r, 401, "not_authorized", "%s", "Not management user");
+        mgmt_error(r, 401, "not_authorised", "%s", "Not management user");
         return -1;
     }
     r->is_admin = x->admin;
@@ -331,6 +333,8 @@ static void tick(loop_timer *t) {
     alerts_tick(m);
     loop_timer_arm(m->b->loop, &m->tick, now + TICK_MS);
 }
+
+const char *mgmt_node(broker *b) { return b->mgmt ? b->mgmt->node : "ferry"; }
 
 int mgmt_start(broker *b) {
     mgmt *m = xcalloc(1, sizeof *m);

@@ -37,6 +37,9 @@ typedef struct mgmt_req {
     int metrics;                 /* 1: /metrics, 2: /metrics/per-object (no auth, text answer) */
     int amqp;                    /* out: the HTTP thread does it over AMQP (http_amqp.c) */
     char *location;              /* out: a Location header (a new binding) */
+    int want_snap;               /* GET /api/queues: 1 = take a new snapshot (else the cache is fresh) */
+    int qlist;                   /* out: the loop routed it as a queue list */
+    struct qsnaps *snap;         /* out: the snapshot (http_queues.c takes it) */
     /* out (loop thread) */
     int status;
     json_t *json;                /* the answer (owned by the request) */
@@ -66,6 +69,8 @@ void mgmt_stop(struct broker *b);
 /* Posts a request to the loop and waits for its answer (HTTP thread). */
 void mgmt_call(mgmt_req *r);
 void mgmt_req_clear(mgmt_req *r);
+/* The node name ("ferry@<hostname>"). */
+const char *mgmt_node(struct broker *b);
 
 /* Sets a RabbitMQ error answer: {"error": error, "reason": reason}. */
 void mgmt_error(mgmt_req *r, int status, const char *error, const char *fmt, ...) __attribute__((format(printf, 4, 5)));

@@ -16,9 +16,10 @@
 
 #include "memacct.h"
 #include "mgmt_int.h"
+#include "mgmt_snap.h"
 #include "util.h"
 
-#define SLICE_QUEUES 500 /* queues turned into JSON per loop turn */
+#define SLICE_QUEUES 1000 /* queues copied into a snapshot per loop turn */
 
 static slice sl(const char *s, size_t n) { return (slice){(const uint8_t *)s, n}; }
 
@@ -108,12 +109,12 @@ json_t *queue_json(mctx *x, queue *q, int detail) {
     json_object_set_new(o, "idle_since", mj_time(q->cnt.last_activity_ms ? q->cnt.last_activity_ms : wall_ms()));
     uint64_t mem = sizeof *q + q->name_len + q->args_len + q->nlevels * sizeof *q->levels + ready * sizeof(qmsg);
     json_object_set_new(o, "memory", json_integer((json_int_t)mem));
-    json_object_set_new(o, "message_bytes", json_integer((json_int_t)q->ready_bytes));
+    json_object_set_new(o, "message_bytes", json_integer((json_int_t)(q->ready_bytes + q->cnt.unacked_bytes)));
     json_object_set_new(o, "message_bytes_paged_out", json_integer(0));
     json_object_set_new(o, "message_bytes_persistent", json_integer(0));
-    json_object_set_new(o, "message_bytes_ram", json_integer((json_int_t)q->ready_bytes));
+    json_object_set_new(o, "message_bytes_ram", json_integer((json_int_t)(q->ready_bytes + q->cnt.unacked_bytes)));
     json_object_set_new(o, "message_bytes_ready", json_integer((json_int_t)q->ready_bytes));
-    json_object_set_new(o, "message_bytes_unacknowledged", json_integer(0));
+    json_object_set_new(o, "message_bytes_unacknowledged", json_integer((json_int_t)q->cnt.unacked_bytes));
     json_t *ms = json_object();
     const qcounters *c = &q->cnt;
     mj_stat(ms, "ack", c->ack, qstats_rate(q, R_ACK));
@@ -166,13 +167,74 @@ json_t *queue_json(mctx *x, queue *q, int detail) {
     return o;
 }
 
-/* A list of queues, built SLICE_QUEUES a turn: the first turn takes a reference on each
- * queue to list, later turns turn them into JSON and drop the reference. */
+/* A list of queues, copied SLICE_QUEUES a turn into a flat snapshot (mgmt_snap.h) that the
+ * HTTP thread turns into JSON: the first turn takes a reference on each queue to list, later
+ * turns copy them and drop the reference. */
+void qsnap_take(qsnaps *s, queue *q) {
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 64;
+        s->a = xrealloc(s->a, s->cap * sizeof *s->a);
+    }
+    qsnap *o = &s->a[s->n++];
+    memset(o, 0, sizeof *o);
+    consumer *excl = NULL;
+    for (size_t i = 0; i < q->nconsumers; i++)
+        if (q->consumers[i]->exclusive)
+            excl = q->consumers[i];
+    consumer *sac = q->sac ? q->sac_active : NULL;
+    char owner[200] = "", host[64] = "";
+    int port = 0;
+    if (q->exclusive && q->owner) {
+        conn_name(q->owner, owner, sizeof owner);
+        peer_split(q->owner, host, sizeof host, &port);
+    }
+    size_t vl = strlen(q->vh->name), el = excl ? excl->tag_len : 0, sl = sac ? sac->tag_len : 0;
+    size_t ol = strlen(owner), hl = strlen(host);
+    char *p = xmalloc(q->name_len + 1 + vl + 1 + q->args_len + el + 1 + sl + 1 + ol + 1 + hl + 1);
+    o->name = p;
+    memcpy(p, q->name, q->name_len + 1);
+    p += q->name_len + 1;
+    o->vhost = p;
+    memcpy(p, q->vh->name, vl + 1);
+    p += vl + 1;
+    o->args = (uint8_t *)p;
+    o->args_len = q->args_len;
+    if (q->args_len)
+        memcpy(p, q->args, q->args_len);
+    p += q->args_len;
+    if (excl) {
+        o->excl_tag = p;
+        memcpy(p, excl->tag, el);
+        p[el] = 0;
+        p += el + 1;
+    }
+    if (sac) {
+        o->sac_tag = p;
+        memcpy(p, sac->tag, sl);
+        p[sl] = 0;
+        p += sl + 1;
+    }
+    if (ol) {
+        o->owner_name = p;
+        memcpy(p, owner, ol + 1);
+        p += ol + 1;
+        o->owner_host = p;
+        memcpy(p, host, hl + 1);
+        o->owner_port = port;
+    }
+    o->durable = q->durable, o->auto_delete = q->auto_delete, o->exclusive = q->exclusive, o->quorum = q->quorum;
+    o->ready = q->nready, o->unacked = q->unacked, o->ready_bytes = q->ready_bytes;
+    o->unacked_bytes = q->cnt.unacked_bytes, o->consumers = q->nconsumers, o->next_seq = q->next_seq;
+    o->memory = sizeof *q + q->name_len + q->args_len + q->nlevels * sizeof *q->levels + q->nready * sizeof(qmsg);
+    o->idle_since = q->cnt.last_activity_ms ? q->cnt.last_activity_ms : wall_ms();
+    o->cnt = q->cnt;
+    for (int k = 0; k < R_N; k++)
+        o->rate[k] = qstats_rate(q, k);
+}
+
 typedef struct qlist {
     queue **qs;
     size_t n, at;
-    user *u;
-    int admin, monitoring, policymaker;
 } qlist;
 
 static int cmp_queue(const void *a, const void *b) {
@@ -182,8 +244,8 @@ static int cmp_queue(const void *a, const void *b) {
 }
 
 static void qlist_cont(broker *b, mgmt_req *r) {
+    (void)b;
     qlist *l = r->cont;
-    mctx x = {b, b->mgmt, r, l->u, l->admin, l->monitoring, l->policymaker};
     if (r->status == -1) { /* shutting down */
         for (; l->at < l->n; l->at++)
             queue_unref(l->qs[l->at]);
@@ -191,19 +253,23 @@ static void qlist_cont(broker *b, mgmt_req *r) {
     for (size_t k = 0; l->at < l->n && k < SLICE_QUEUES; k++, l->at++) {
         queue *q = l->qs[l->at];
         if (!q->deleted)
-            json_array_append_new(r->json, queue_json(&x, q, 0));
+            qsnap_take(r->snap, q);
         queue_unref(q);
     }
     if (l->at < l->n) {
         r->cont_fn = qlist_cont;
         return;
     }
+    r->snap->taken_ms = now_ms();
     free(l->qs);
     free(l);
     r->cont = NULL;
 }
 
 static void list_queues(mctx *x, vhost *only) {
+    x->r->qlist = 1;
+    if (!x->r->want_snap) /* the HTTP thread's snapshot is less than a second old */
+        return;
     qlist *l = xcalloc(1, sizeof *l);
     size_t cap = 0;
     size_t i = 0, k;
@@ -225,9 +291,7 @@ static void list_queues(mctx *x, vhost *only) {
     }
     if (l->n)
         qsort(l->qs, l->n, sizeof *l->qs, cmp_queue);
-    l->u = x->u;
-    l->admin = x->admin, l->monitoring = x->monitoring, l->policymaker = x->policymaker;
-    x->r->json = json_array();
+    x->r->snap = xcalloc(1, sizeof *x->r->snap);
     x->r->cont = l;
     qlist_cont(x->b, x->r);
 }
@@ -273,10 +337,42 @@ static json_t *bd_json(binding *bd) {
                         bd->args_len);
 }
 
+static const char *jstr(json_t *o, const char *k) {
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
+
 static int cmp_json_name(const void *a, const void *b) {
     json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
-    int c = strcmp(json_string_value(json_object_get(x, "vhost")), json_string_value(json_object_get(y, "vhost")));
-    return c ? c : strcmp(json_string_value(json_object_get(x, "name")), json_string_value(json_object_get(y, "name")));
+    int c = strcmp(jstr(x, "vhost"), jstr(y, "vhost"));
+    return c ? c : strcmp(jstr(x, "name"), jstr(y, "name"));
+}
+
+/* RabbitMQ lists bindings in its table's order: source, routing key, destination kind
+ * ("exchange" before "queue"), destination name. */
+static int cmp_binding(const void *a, const void *b) {
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    static const char *keys[] = {"source", "routing_key", "destination_type", "destination"};
+    for (size_t i = 0; i < ARRAY_LEN(keys); i++) {
+        int c = strcmp(jstr(x, keys[i]), jstr(y, keys[i]));
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
+/* Sorts a[from..] in place. */
+static void sort_bindings(json_t *a, size_t from) {
+    size_t n = json_array_size(a);
+    if (n <= from + 1)
+        return;
+    json_t **v = xmalloc((n - from) * sizeof *v);
+    for (size_t i = from; i < n; i++)
+        v[i - from] = json_incref(json_array_get(a, i));
+    qsort(v, n - from, sizeof *v, cmp_binding);
+    for (size_t i = from; i < n; i++)
+        json_array_set_new(a, i, v[i - from]);
+    free(v);
 }
 
 static json_t *sorted(json_t *a) {
@@ -334,12 +430,14 @@ static void vhost_bindings(vhost *vh, json_t *a) {
         json_array_append(a, v[i]);
     free(v);
     json_decref(qs);
+    size_t from = json_array_size(a);
     k = 0;
     while (map_iter(&vh->exchanges, &k, &f)) {
         exchange *ex = f->val;
         for (size_t i = 0; i < ex->nbindings; i++)
             json_array_append_new(a, bd_json(ex->bindings[i]));
     }
+    sort_bindings(a, from);
 }
 
 /* ---- connections, channels ---- */
@@ -628,7 +726,9 @@ static json_t *node_json(mctx *x) {
                                        "queue_index_read_count", "queue_index_write_count", "proc_used"};
     for (size_t i = 0; i < ARRAY_LEN(zero_stats); i++)
         mj_stat(o, zero_stats[i], 0, 0.0);
-    json_object_update(o, churn(b));
+    json_t *ch = churn(b);
+    json_object_update(o, ch);
+    json_decref(ch);
     json_object_set_new(o, "applications", json_array());
     json_object_set_new(o, "auth_mechanisms",
                         json_pack("[{s:s,s:s,s:b},{s:s,s:s,s:b},{s:s,s:s,s:b}]", "name", "PLAIN", "description",
@@ -687,11 +787,34 @@ static json_t *vhost_json(mctx *x, vhost *vh) {
     json_object_set_new(o, "default_queue_type", json_string("undefined"));
     json_object_set_new(o, "description", json_string(strcmp(vh->name, "/") == 0 ? "Default virtual host" : ""));
     json_t *ms = json_object();
+    /* a vhost's message counts: its queues' and exchanges' counters summed */
+    qcounters c = {0};
+    uint64_t pub = 0;
+    size_t k = 0;
+    map_entry *f;
+    while (map_iter(&vh->queues, &k, &f)) {
+        const qcounters *qc = &((queue *)f->val)->cnt;
+        c.ack += qc->ack, c.deliver += qc->deliver, c.deliver_no_ack += qc->deliver_no_ack, c.get += qc->get;
+        c.get_no_ack += qc->get_no_ack, c.get_empty += qc->get_empty, c.redeliver += qc->redeliver;
+    }
+    k = 0;
+    while (map_iter(&vh->exchanges, &k, &f))
+        pub += ((exchange *)f->val)->publish_in;
+    mj_stat(ms, "ack", c.ack, 0.0);
     mj_stat(ms, "confirm", 0, 0.0);
+    mj_stat(ms, "deliver", c.deliver, 0.0);
+    mj_stat(ms, "deliver_get", c.deliver + c.deliver_no_ack + c.get + c.get_no_ack, 0.0);
+    mj_stat(ms, "deliver_no_ack", c.deliver_no_ack, 0.0);
     mj_stat(ms, "drop_unroutable", 0, 0.0);
-    mj_stat(ms, "publish", 0, 0.0);
+    mj_stat(ms, "get", c.get, 0.0);
+    mj_stat(ms, "get_empty", c.get_empty, 0.0);
+    mj_stat(ms, "get_no_ack", c.get_no_ack, 0.0);
+    mj_stat(ms, "publish", pub, 0.0);
+    mj_stat(ms, "redeliver", c.redeliver, 0.0);
     mj_stat(ms, "return_unroutable", 0, 0.0);
     json_object_set_new(o, "message_stats", ms);
+    mj_stat(o, "recv_oct", 0, 0.0);
+    mj_stat(o, "send_oct", 0, 0.0);
     mj_stat(o, "messages", ready + unacked, 0.0);
     mj_stat(o, "messages_ready", ready, 0.0);
     mj_stat(o, "messages_unacknowledged", unacked, 0.0);
@@ -762,7 +885,7 @@ static void list_perms(mctx *x, const char *user_only, const char *vhost_only) {
 static int need_admin(mctx *x) {
     if (x->admin)
         return 0;
-    mgmt_error(x->r, 401, "not_authorized", "%s", "Not administrator user");
+    mgmt_error(x->r, 401, "not_authorised", "%s", "Not administrator user");
     return -1;
 }
 
@@ -772,8 +895,13 @@ static void put_vhost(mctx *x) {
     const char *name = x->r->seg[1];
     int existed = vhost_find(x->b, slice_str(name)) != NULL;
     vhost_get(x->b, slice_str(name));
-    if (!existed)
+    if (!existed) { /* RabbitMQ gives the user who creates a vhost full permissions on it */
+        char err[256];
+        access_set_perm(x->b->access, (slice){(const uint8_t *)x->u->name, x->u->name_len}, slice_str(name), ".*",
+                        ".*", ".*", err, sizeof err);
+        x->b->access->gen++;
         access_store_all(x->b);
+    }
     x->r->status = existed ? 204 : 201;
 }
 
@@ -979,24 +1107,24 @@ static void get_definitions(mctx *x, vhost *only) {
         size_t k = 0;
         while (map_iter(&vh->queues, &k, &f)) {
             queue *q = f->val;
-            if (!q->durable || q->exclusive)
+            if (q->exclusive) /* RabbitMQ exports transient queues too, not exclusive ones */
                 continue;
             json_array_append_new(qs, json_pack("{s:s,s:s,s:b,s:b,s:o}", "name", q->name, "vhost", vh->name,
-                                                "durable", 1, "auto_delete", q->auto_delete, "arguments",
+                                                "durable", q->durable, "auto_delete", q->auto_delete, "arguments",
                                                 mj_table(sl((const char *)q->args, q->args_len))));
         }
         k = 0;
         while (map_iter(&vh->exchanges, &k, &f)) {
             exchange *ex = f->val;
-            if (ex->builtin || !ex->durable)
+            if (ex->builtin)
                 continue;
             json_array_append_new(xs, json_pack("{s:s,s:s,s:s,s:b,s:b,s:b,s:o}", "name", ex->name, "vhost", vh->name,
-                                                "type", exchange_type_name(ex->type), "durable", 1, "auto_delete",
+                                                "type", exchange_type_name(ex->type), "durable", ex->durable, "auto_delete",
                                                 ex->auto_delete, "internal", ex->internal, "arguments",
                                                 mj_table(sl((const char *)ex->args, ex->args_len))));
             for (size_t j = 0; j < ex->nbindings; j++) {
                 binding *bd = ex->bindings[j];
-                if (bd->q ? !bd->q->durable : !bd->dstx->durable)
+                if (bd->q && bd->q->exclusive)
                     continue;
                 json_t *bj = bd_json(bd);
                 json_object_del(bj, "properties_key");
@@ -1073,8 +1201,6 @@ static void health(mctx *x) {
         r->json = json_pack("{s:s}", "status", "ok");
     } else if (strcmp(what, "node-is-quorum-critical") == 0 || strcmp(what, "node-is-mirror-sync-critical") == 0) {
         r->json = json_pack("{s:s,s:s}", "status", "ok", "reason", "single node cluster");
-        if (what[8] == 'm')
-            json_object_del(r->json, "reason");
     } else if (strcmp(what, "port-listener") == 0 && r->nseg == 4) {
         int port = atoi(r->seg[3]);
         const config *c = &x->b->cfg;
@@ -1173,6 +1299,8 @@ int api_route(mctx *x) {
             return 1;
         }
         queue *q = broker_queue(vh, slice_str(r->seg[2]));
+        if (!q && n == 4 && is(r, 3, "get") && m == HM_POST) /* RabbitMQ answers with basic.get's 404 */
+            return amqp_op(x, 1);
         if (n == 3) {
             if (m == HM_GET) {
                 if (!q)
@@ -1195,6 +1323,7 @@ int api_route(mctx *x) {
                                                   NULL, 0));
             for (size_t i = 0; i < q->nbindings; i++)
                 json_array_append_new(a, bd_json(q->bindings[i]));
+            sort_bindings(a, 1);
             r->json = a;
             return 1;
         }
@@ -1254,6 +1383,7 @@ int api_route(mctx *x) {
                 for (size_t i = 0; i < ex->ninbound; i++)
                     json_array_append_new(a, bd_json(ex->inbound[i]));
             }
+            sort_bindings(a, 0);
             r->json = a;
             return 1;
         }
@@ -1449,7 +1579,7 @@ int api_route(mctx *x) {
     }
     if (strcmp(s0, "users") == 0) {
         if (!x->admin) {
-            mgmt_error(r, 401, "not_authorized", "%s", "Not administrator user");
+            mgmt_error(r, 401, "not_authorised", "%s", "Not administrator user");
             return 1;
         }
         if (n == 1) {

@@ -67,7 +67,8 @@ echo "== integration tests (pytest, real clients, ferryd with ASan + UBSan)"
 export FERRYD="${FERRYD:-$PWD/build/asan/ferryd}"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
 export PYTHONDONTWRITEBYTECODE=1
-# tests/app: on the 3-node RabbitMQ cluster only the tests marked cluster_short (make test-app-cluster runs all).
+# tests/app: every test on ferryd, only those marked cluster_short on the single RabbitMQ and the
+# 3-node cluster (make test-app-cluster runs all of them on all three).
 export FERRY_APP_CLUSTER="${FERRY_APP_CLUSTER:-short}"
 rm -f build/test/pytest.xml
 (cd tests && $PY -m pytest -q -p no:cacheprovider --junitxml=../build/test/pytest.xml "$@")

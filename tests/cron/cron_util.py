@@ -60,3 +60,16 @@ def wait_until_second(parity, frac=0.3):
         if int(now) % 2 == parity and now - int(now) >= frac:
             return
         time.sleep(0.02)
+
+
+def recovered_at(d):
+    """When the restarted ferryd armed its recovered schedules (Unix seconds) and how many
+    had a tick missed while down, from its log line "cron: N schedules recovered, M with a
+    tick missed while down". Ticks up to this instant fell while it was down or starting."""
+    lines = [ln for ln in d.log_text().splitlines() if "schedules recovered" in ln]
+    assert lines, "no 'schedules recovered' line in the ferryd log"
+    ln = lines[-1]
+    stamp = ln.split(" ", 1)[0]
+    t = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+    missed = int(ln.split("schedules recovered, ")[1].split(" ", 1)[0])
+    return t, missed
