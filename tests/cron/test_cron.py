@@ -378,3 +378,36 @@ def test_a_schedule_whose_record_cannot_be_written_is_nacked_and_undone(ferryd_f
     schedule(ch, x, "works", "")
     c.close()
     d.stop_and_check()
+
+
+def test_a_schedule_published_in_a_transaction_exists_only_once_committed(conn, ch, name):
+    x, q = topology(ch, name)
+    ch.tx_select()
+    schedule(ch, x, "tx", "* * * * * *", body=b"rolled back")
+    ch.tx_rollback()
+    schedule(ch, x, "tx", "* * * * * *", body=b"committed")
+    assert drain(ch, q, 1.3) == []  # not before the commit
+    ch.tx_commit()
+    got = drain(ch, q, 1.6)
+    schedule(ch, x, "tx", "")
+    ch.tx_commit()
+    assert got and {g[3] for g in got} == {b"committed"}
+
+
+def test_only_a_publish_to_the_delayed_exchange_itself_makes_a_schedule(conn, ch, name):
+    """Through an exchange-to-exchange binding the header is an ordinary one: routed once."""
+    x, q = topology(ch, name)
+    front = name("front")
+    ch.exchange_declare(front, "direct")
+    ch.exchange_bind(x, front, "k")
+    ch.confirm_delivery()
+    ch.basic_publish(front, "k", b"once", pika.BasicProperties(message_id="m", headers={"x-ferry-cron": "* * * * * *"}))
+    time.sleep(1.5)
+    got = []
+    while True:
+        m, p, b = ch.basic_get(q, auto_ack=True)
+        if m is None:
+            break
+        got.append((p, b))
+    assert len(got) == 1 and got[0][1] == b"once" and got[0][0].headers["x-ferry-cron"] == "* * * * * *"
+    ch.exchange_delete(front)
