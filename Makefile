@@ -162,6 +162,7 @@ clean:
 soak: all asan
 	cd tests && FERRY_SOAK=1 FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest store -q -p no:cacheprovider
 	cd tests && FERRY_SOAK=1 FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest hostile/test_random_ops.py -q -s -p no:cacheprovider
+	cd tests && FERRY_SOAK=1 FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest streams/test_streams_faults.py -q -p no:cacheprovider
 bench-store: all
 	/usr/bin/python3 bench/store/store_bench.py $(BENCH_STORE_ARGS)
 
@@ -173,7 +174,8 @@ load: all
 	/usr/bin/python3 tests/load/loadtest.py $(LOAD_ARGS)
 
 # Issue 12: every application-side test (tests/app) against ferryd, a single RabbitMQ and the
-# 3-node RabbitMQ cluster with quorum queues; `make test` runs the cluster's short subset.
+# 3-node RabbitMQ cluster with quorum queues; `make test` runs all of them on ferryd and the
+# tests marked cluster_short on the two RabbitMQs.
 .PHONY: test-app-cluster
 test-app-cluster: all asan
 	cd tests && FERRY_APP_CLUSTER=all FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest app -q -p no:cacheprovider

@@ -147,6 +147,14 @@ def run_celery(url, i, tmp):
     return (JOBS - CONC) / (t1 - t0)  # the first CONC were taken before t0
 
 
+def run_spawn_baseline(i):
+    """What the machine gives for starting /bin/true at all: a shell loop, one at a time."""
+    n = JOBS // 2
+    t0 = time.monotonic()
+    subprocess.run(["/bin/bash", "-c", f"for i in $(seq {n}); do /bin/true; done"], check=True)
+    return n / (time.monotonic() - t0)
+
+
 def fmt(xs):
     med = statistics.median(xs)
     return f"{med:,.0f}", f"{min(xs):,.0f} – {max(xs):,.0f}"
@@ -156,7 +164,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="bench-worker-")
     d = Ferryd(data_dir=os.path.join(tmp, "data"), binary=os.path.join(ROOT, "build", "ferryd"))
     d.start()
-    results = {"cli": [], "capi": [], "celery": []}
+    results = {"cli": [], "capi": [], "celery": [], "spawn": []}
     load = []
     try:
         for i in range(RUNS):
@@ -164,13 +172,14 @@ def main():
             results["cli"].append(run_cli(d.url, i))
             results["capi"].append(run_capi(d.url, i))
             results["celery"].append(run_celery(d.url, i, tmp))
+            results["spawn"].append(run_spawn_baseline(i))
             print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} jobs/s" for k, v in results.items()), flush=True)
     finally:
         d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
-    cli, capi, cel = fmt(results["cli"]), fmt(results["capi"]), fmt(results["celery"])
+    cli, capi, cel, sp = fmt(results["cli"]), fmt(results["capi"]), fmt(results["celery"]), fmt(results["spawn"])
     section = f"""## Workers: jobs/s (issue 12)
 
 `make bench-worker` (`bench/worker_jobs.py`), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at commit {commit}:
@@ -185,10 +194,14 @@ runs' starts), so the spread is wide and the absolute figures low.
 | libferry C worker in-process (`bench/worker_capi.c`, {CONC} threads, prefetch {CONC * 64}) | {JOBS * 10:,} | {capi[0]} | {capi[1]} |
 | Celery {celery_version()} on ferryd (prefork, concurrency {CONC}, acks_late, prefetch multiplier 1) | {JOBS:,} | {cel[0]} | {cel[1]} |
 | Sidekiq (reference: its published figure, not measured here) | — | 23,500 | — |
+| baseline, no broker: a bash loop starting `/bin/true` one after another | {JOBS // 2:,} | {sp[0]} | {sp[1]} |
 
 Runs: `ferry worker` {', '.join(f'{x:,.0f}' for x in results['cli'])}; C worker {', '.join(f'{x:,.0f}' for x in results['capi'])}; Celery {', '.join(f'{x:,.0f}' for x in results['celery'])}.
-`ferry worker` is bound by starting a process per job (fork/exec of /bin/true); the C worker
-by one ack per job through rabbitmq-c.
+`ferry worker` is bound by starting a process per job (the baseline row shows what starting
+/bin/true costs on this machine at the time); the C worker by one ack per job through
+rabbitmq-c; Celery runs its no-op task inside its pool processes (no process per job).
+Sidekiq's figure is its own benchmark on other hardware (Redis, Ruby threads): a reference point
+for the order of magnitude, not a measurement beside these.
 """
     path = os.path.join(ROOT, "bench", "results", "latest.md")
     text = open(path).read() if os.path.exists(path) else ""

@@ -408,3 +408,40 @@ void mgmt_print_json(const json_t *v) {
         free(s);
     }
 }
+
+void mgmt_merge_ferry_queues(mgmt *m, json_t *queues) {
+    long st = 0;
+    json_t *extra = NULL;
+    char err[256];
+    int quiet = m->quiet;
+    m->quiet = 1; /* a broker without /api/ferry (RabbitMQ) just has no such column */
+    int rc = mgmt_call_quiet(m, "GET", "/api/ferry/queues", NULL, 0, &extra, &st, err, sizeof err);
+    m->quiet = quiet;
+    if (rc != MG_OK || st != 200 || !json_is_array(extra) || !json_is_array(queues)) {
+        json_decref(extra);
+        return;
+    }
+    static const char *const fields[] = {"oldest_message_age_seconds", "dead_lettered", "dead_lettered_total",
+                                         "retries", "delayed_pending", NULL};
+    /* Index by vhost + NUL-free separator + name: 10,000 queues must not cost 10,000^2. */
+    json_t *by = json_object();
+    size_t i;
+    json_t *q, *e;
+    char key[1024];
+    json_array_foreach(extra, i, e) {
+        snprintf(key, sizeof key, "%s\x01%s", jstr(e, "vhost", ""), jstr(e, "name", ""));
+        json_object_set(by, key, e);
+    }
+    json_array_foreach(queues, i, q) {
+        snprintf(key, sizeof key, "%s\x01%s", jstr(q, "vhost", ""), jstr(q, "name", ""));
+        if (!(e = json_object_get(by, key)))
+            continue;
+        for (int k = 0; fields[k]; k++) {
+            json_t *v = json_object_get(e, fields[k]);
+            if (v && !json_object_get(q, fields[k]))
+                json_object_set(q, fields[k], v);
+        }
+    }
+    json_decref(by);
+    json_decref(extra);
+}

@@ -68,6 +68,11 @@ int mgmt_call(mgmt *m, const char *method, const char *path, json_t *body, json_
 int mgmt_call_quiet(mgmt *m, const char *method, const char *path, const char *body, size_t len,
                     json_t **out, long *status, char *err, size_t errn);
 
+/* Adds Ferry's per-queue fields (oldest_message_age_seconds, dead_lettered, retries,
+ * delayed_pending from GET /api/ferry/queues) to the queue objects of GET /api/queues; does
+ * nothing on a broker without them (RabbitMQ). */
+void mgmt_merge_ferry_queues(mgmt *m, json_t *queues);
+
 /* Percent-encodes one path segment (vhost "/" becomes %2F). Returns out. */
 char *mgmt_esc(const char *s, char *out, size_t n);
 /* The vhost for commands about one queue: --vhost, else "/". */
@@ -117,6 +122,7 @@ int mgmt_alerts_main(int argc, char **argv);
 int mgmt_top_main(int argc, char **argv);
 int mgmt_definitions_main(int argc, char **argv);
 int mgmt_schedules_main(int argc, char **argv); /* mgmt_schedules.c (cron) */
+int mgmt_streams_main(int argc, char **argv);   /* mgmt_streams.c (streams) */
 
 /* Shared by get, dlq peek and consume: prints one message (the API's get shape) readably. */
 void mgmt_print_message(const json_t *msg, int index, FILE *f);

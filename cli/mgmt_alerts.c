@@ -23,8 +23,9 @@ static const char alerts_usage[] =
     "\n"
     "  --firing         list only the alerts that are firing\n"
     "  --queue REGEX    queue names to watch (a regex; '^orders$' for one queue)\n"
-    "  --metric M       messages, messages_unacknowledged, oldest_message_age_seconds,\n"
-    "                   consumers or dead_letters\n"
+    "  --metric M       messages, messages_ready, messages_unacknowledged,\n"
+    "                   oldest_message_age_seconds, consumers or dead_letters (dead-lettered\n"
+    "                   in the last 60 s)\n"
     "  --op OP          > or <\n"
     "  --threshold N    the number to compare with\n"
     "  --for D          how long the condition must hold (0s, 30s, 5m...; default 0s)\n"
@@ -36,7 +37,7 @@ static const char alerts_usage[] =
     "Exit status: 0 ok, 1 the broker refused (bad definition, no such alert, bad credentials,\n"
     "a broker without alerts), 2 bad usage, 3 the broker cannot be reached.\n";
 
-static const char *const metrics[] = {"messages", "messages_unacknowledged", "oldest_message_age_seconds",
+static const char *const metrics[] = {"messages", "messages_ready", "messages_unacknowledged", "oldest_message_age_seconds",
                                       "consumers", "dead_letters", NULL};
 
 /* "5m ago" for an epoch time in seconds (or milliseconds), the text itself for a string. */
@@ -180,7 +181,7 @@ int mgmt_alerts_main(int argc, char **argv) {
         if (missing)
             rc = mgmt_usage_error(&m, "set needs %s", missing);
         else if (!known)
-            rc = mgmt_usage_error(&m, "--metric must be messages, messages_unacknowledged, "
+            rc = mgmt_usage_error(&m, "--metric must be messages, messages_ready, messages_unacknowledged, "
                                       "oldest_message_age_seconds, consumers or dead_letters; got '%s'",
                                   metric);
         else if (strcmp(op, ">") != 0 && strcmp(op, "<") != 0)

@@ -2,8 +2,9 @@
  * printed as a table (or, with --json, the API's objects unchanged, so scripts see exactly
  * the fields RabbitMQ's management API documents).
  *
- * The queue list adds Ferry's backlog age: ferryd puts oldest_message_age_seconds in each
- * queue object; a broker without it (RabbitMQ) shows "-" in that column. */
+ * The queue list adds Ferry's backlog fields from GET /api/ferry/queues (the age of the
+ * oldest message, dead letters by reason, retries, delayed messages pending) to each queue
+ * object; a broker without them (RabbitMQ) shows "-" for the age. */
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,8 @@ static int fetch_list(mgmt *m, const char *what, const char *name_re, const char
         list = NULL;
         rc = mgmt_fail(m, MG_FAILED, "GET %s: the broker's reply is not a JSON list", path);
     }
+    if (rc == MG_OK && strcmp(what, "queues") == 0)
+        mgmt_merge_ferry_queues(m, list);
     if (rc == MG_OK) {
         list = filter_names(list, name_re ? &re : NULL);
         sort_list(list, sort);

@@ -22,6 +22,20 @@ static void print_payload(const char *p, FILE *f) {
     fputc('\n', f);
 }
 
+/* A name from the broker (routing key, exchange, queue) with control characters escaped. */
+static const char *safe(const char *s, char *out, size_t n) {
+    size_t j = 0;
+    for (; *s && j + 5 < n; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == 0x7f)
+            j += (size_t)snprintf(out + j, n - j, "\\x%02x", c);
+        else
+            out[j++] = (char)c;
+    }
+    out[j] = 0;
+    return out;
+}
+
 /* One line per x-death entry: why, from which queue, when, how often. */
 static void print_deaths(const json_t *deaths, FILE *f) {
     size_t i;
@@ -35,16 +49,19 @@ static void print_deaths(const json_t *deaths, FILE *f) {
             gmtime_r(&tt, &tm);
             strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
         }
+        char a[256], b[512], c[512];
         fprintf(f, "dead-lettered: %s from queue '%s' (exchange '%s') at %s, %.0f time(s)\n",
-                jstr(d, "reason", "?"), jstr(d, "queue", "?"), jstr(d, "exchange", ""), when, jnum(d, "count", 1));
+                safe(jstr(d, "reason", "?"), a, sizeof a), safe(jstr(d, "queue", "?"), b, sizeof b),
+                safe(jstr(d, "exchange", ""), c, sizeof c), when, jnum(d, "count", 1));
     }
 }
 
 void mgmt_print_message(const json_t *msg, int index, FILE *f) {
     const char *ex = jstr(msg, "exchange", "");
+    char buf[1024];
     fprintf(f, "--- message %d\n", index);
-    fprintf(f, "exchange:      %s\n", *ex ? ex : "(AMQP default)");
-    fprintf(f, "routing key:   %s\n", jstr(msg, "routing_key", ""));
+    fprintf(f, "exchange:      %s\n", *ex ? safe(ex, buf, sizeof buf) : "(AMQP default)");
+    fprintf(f, "routing key:   %s\n", safe(jstr(msg, "routing_key", ""), buf, sizeof buf));
     fprintf(f, "redelivered:   %s\n", jbool(msg, "redelivered", 0) ? "yes" : "no");
     if (jpath(msg, "message_count"))
         fprintf(f, "left in queue: %.0f\n", jnum(msg, "message_count", 0));

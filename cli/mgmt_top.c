@@ -65,6 +65,7 @@ static int fetch(mgmt *m, snap *s) {
         snprintf(m->last_err, sizeof m->last_err, "GET /api/queues: the reply is not a JSON list");
         return MG_FAILED;
     }
+    mgmt_merge_ferry_queues(m, s->queues);
     int rc = mgmt_call_quiet(m, "GET", "/api/ferry/alerts", NULL, 0, &s->alerts, &st, err, sizeof err);
     if (rc != MG_OK)
         return rc;

@@ -66,6 +66,7 @@ typedef struct sched {
     int64_t copy_tick;
     uint64_t mark_gen; /* the FIRED mark of mark_tick is in this batch (0: none) */
     int64_t mark_tick;
+    uint64_t put_gen;  /* its PUT record is in this batch, not yet synced (0: none) */
 } sched;
 
 struct cron {
@@ -417,15 +418,15 @@ static void fired(loop_timer *t) {
     int64_t now = (int64_t)(wall / 1000);
     for (int n = 0; c->len && c->heap[0]->next <= now && n < FIRE_BATCH; n++) {
         sched *s = c->heap[0];
-        int64_t tick = s->next;
-        /* the loop was held up past further ticks: the latest fires, once */
-        int64_t later = cron_last_between(&s->spec, s->tz, tick, now);
-        if (later > tick)
-            tick = later;
+        int64_t tick = s->next, next = cron_next(&s->spec, s->tz, tick);
+        if (next >= 0 && next <= now) { /* the loop was held up past further ticks: the latest fires, once */
+            tick = cron_last_between(&s->spec, s->tz, tick, now);
+            next = cron_next(&s->spec, s->tz, tick);
+        }
         heap_remove(c, s);
         if (!fire(c, s, tick))
             continue; /* removed */
-        s->next = cron_next(&s->spec, s->tz, tick);
+        s->next = next;
         heap_add(c, s);
     }
     arm(c);
@@ -437,6 +438,16 @@ void cron_synced(broker *b, uint64_t gen, int ok) {
         return;
     for (size_t i = 0; i < c->nwait;) {
         sched *s = c->wait[i];
+        if (s->put_gen && s->put_gen <= gen) {
+            s->put_gen = 0;
+            if (!ok) {
+                /* Its record was not written, and its publish is nacked with the batch: the
+                 * schedule is undone, as a durable declare is when its sync fails. */
+                log_error("cron: schedule '%s' on %s not stored (the disk failed): removed", s->name, s->exchange);
+                sched_remove(c, s, 0); /* takes it off the wait list: look at slot i again */
+                continue;
+            }
+        }
         if (s->mark_gen && s->mark_gen <= gen) {
             if (ok && s->mark_tick > s->marked)
                 s->marked = s->mark_tick;
@@ -452,7 +463,7 @@ void cron_synced(broker *b, uint64_t gen, int ok) {
             }
             s->copy_gen = 0;
         }
-        if (!s->copy_gen && !s->mark_gen) {
+        if (!s->copy_gen && !s->mark_gen && !s->put_gen) {
             s->waiting = 0;
             c->wait[i] = c->wait[--c->nwait];
         } else {
@@ -552,8 +563,9 @@ void cron_start(broker *b) {
         }
         /* A tick (or several) fell while ferryd was down: the latest fires now, once. A
          * clock set back never repeats a tick fired already. */
-        int64_t missed = cron_last_between(&s->spec, s->tz, s->last, now);
-        s->next = missed >= 0 ? missed : cron_next(&s->spec, s->tz, MAX(s->last, now));
+        int64_t next = cron_next(&s->spec, s->tz, s->last);
+        int64_t missed = next >= 0 && next <= now ? cron_last_between(&s->spec, s->tz, s->last, now) : -1;
+        s->next = missed >= 0 ? missed : next;
         catchup += missed >= 0;
         heap_add(c, s);
         n++;
@@ -682,6 +694,8 @@ int cron_publish(channel *ch, exchange *x, message *m, const props_view *pv) {
     if (!durable)
         return 0;
     store_put(b, s);
+    s->put_gen = store_gen(b->store);
+    wait_for(c, s);
     return 1;
 }
 
@@ -728,7 +742,7 @@ void cron_shutdown(broker *b) {
         sched *s = c->wait[i];
         if (s->copy_gen)
             store_small(b, C_FIRED, s->id, s->copy_tick);
-        s->copy_gen = s->mark_gen = 0;
+        s->copy_gen = s->mark_gen = s->put_gen = 0;
         s->waiting = 0;
     }
     c->nwait = 0;

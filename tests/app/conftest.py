@@ -5,9 +5,10 @@ PostgreSQL 15.
 
 Selecting brokers:
   FERRY_APP_BROKERS=ferryd,rabbitmq,cluster   which brokers (default: all three)
-  FERRY_APP_CLUSTER=all|short                 `short` (what `make test` uses) runs on the
-      cluster only the tests marked @pytest.mark.cluster_short; `all` (`make test-app-cluster`)
-      runs every test there too. Default: all.
+  FERRY_APP_CLUSTER=all|short                 `short` (what `make test` uses, to keep it
+      short) runs on the two RabbitMQs (single node and cluster) only the tests marked
+      @pytest.mark.cluster_short, and every test on ferryd; `all` (`make test-app-cluster`, and
+      the default of a plain pytest run) runs every test on all three.
 Each broker is started once per session (session-scoped, one kind at a time: pytest groups the
 tests by broker and stops one before starting the next) and stopped by PID at the end; ferryd
 must also exit cleanly with no sanitizer report.
@@ -34,7 +35,7 @@ def _kinds():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cluster_short: also runs on the RabbitMQ cluster in `make test`'s short run")
+    config.addinivalue_line("markers", "cluster_short: also runs on the RabbitMQs (single, cluster) in `make test`'s short run")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,8 +44,8 @@ def pytest_collection_modifyitems(config, items):
     keep, drop = [], []
     for item in items:
         cs = getattr(item, "callspec", None)
-        on_cluster = cs is not None and cs.params.get("app_broker") == "cluster"
-        (drop if on_cluster and "cluster_short" not in item.keywords else keep).append(item)
+        on_rabbit = cs is not None and cs.params.get("app_broker") in ("rabbitmq", "cluster")
+        (drop if on_rabbit and "cluster_short" not in item.keywords else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

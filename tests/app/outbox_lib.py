@@ -59,14 +59,16 @@ class AppDb:
         ph = "?" if self.kind == "sqlite" else "%s"
         sql = (f"INSERT INTO ferry_outbox (event_id, aggregate_id, exchange, routing_key, headers, content_type, body) "
                f"VALUES ({', '.join([ph] * 7)})")
-        cur = c.cursor()
-        for r in rows:
-            body = r.get("body", b"")
-            cur.execute(sql, (r["event_id"], r["aggregate_id"], r.get("exchange", ""), r.get("routing_key", ""),
-                              json.dumps(r.get("headers", {})), r.get("content_type"),
-                              body if self.kind == "sqlite" else bytes(body)))
-        c.commit()
-        c.close()
+        try:
+            cur = c.cursor()
+            for r in rows:
+                body = r.get("body", b"")
+                cur.execute(sql, (r["event_id"], r["aggregate_id"], r.get("exchange", ""), r.get("routing_key", ""),
+                                  json.dumps(r.get("headers", {})), r.get("content_type"),
+                                  body if self.kind == "sqlite" else bytes(body)))
+            c.commit()
+        finally:
+            c.close()  # (a refused insert must not leave SQLite's write lock held)
 
     def query(self, sql):
         c = self.connect()

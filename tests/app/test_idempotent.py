@@ -43,7 +43,6 @@ def marks(db):
     return db.query("SELECT count(*) FROM ferry_processed")[0][0]
 
 
-@pytest.mark.cluster_short
 def test_a_message_delivered_three_times_has_its_effect_once(app_broker, app_db):
     q = f"idem-dup-{uuid.uuid4().hex[:8]}"
     declare(app_broker, q)

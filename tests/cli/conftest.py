@@ -26,8 +26,7 @@ from ferryd import Ferryd, ROOT, free_port, wait_port  # noqa: E402
 import rabbitmq  # noqa: E402
 
 FERRY = os.environ.get("FERRY_CLI") or os.path.join(ROOT, "build", "ferry")
-# ferryd joins this list once its HTTP API (src/http.c) is on main.
-BROKERS = ["rabbitmq"]
+BROKERS = ["ferryd", "rabbitmq"]
 
 
 class MgmtBroker:
@@ -192,3 +191,14 @@ def ferry(*args, url=None, env=None, timeout=30, input=None):
     if url:
         cmd += ["--url", url]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, input=input)
+
+
+def ferry_until(pred, *args, timeout=10, **kw):
+    """Runs ferry(*args) until pred(result) holds (the API's lists may be up to 1 s old, and
+    RabbitMQ's up to 5 s); returns the last result either way, for the caller's asserts."""
+    deadline = time.time() + timeout
+    while True:
+        r = ferry(*args, **kw)
+        if pred(r) or time.time() > deadline:
+            return r
+        time.sleep(0.2)

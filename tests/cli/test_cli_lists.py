@@ -4,7 +4,7 @@ import json
 
 import pika
 
-from conftest import ferry
+from conftest import ferry, ferry_until
 
 
 def rows(out):
@@ -98,4 +98,23 @@ def test_connections_lists_a_client_with_its_user_and_product(mgmt_broker):
         assert len(row) == 1, r.stdout
         assert row[0]["user"] == "guest" and row[0]["peer"].startswith("127.0.0.1:")
     finally:
+        conn.close()
+
+
+def test_terminal_escapes_in_names_and_payloads_are_not_printed_raw(mgmt_broker, name):
+    """A queue may be called anything and hold anything: the tables and `ferry get` must not
+    hand escape sequences to the terminal."""
+    evil = name + "-\x1b[2J\x07"
+    conn, ch = mgmt_broker.channel()
+    try:
+        ch.queue_declare(evil)
+        ch.basic_publish("", evil, b"before\x1b[31mred\x1b[0m after")
+        r = ferry_until(lambda r: name in r.stdout, "queues", "--name", f"^{name}", url=mgmt_broker.http_url)
+        assert r.returncode == 0, r.stderr
+        assert name in r.stdout and "\x1b" not in r.stdout and "\x07" not in r.stdout
+        r = ferry("get", evil, url=mgmt_broker.http_url)
+        assert r.returncode == 0, r.stderr
+        assert "\x1b" not in r.stdout and "before\\x1b[31mred" in r.stdout
+    finally:
+        ch.queue_delete(evil)
         conn.close()

@@ -120,3 +120,26 @@ def test_tty_s_changes_the_sort(world):
         assert wait_exit(pid) == 0
     finally:
         os.close(fd)
+
+
+def test_a_broker_that_goes_away_is_retried_not_fatal(ferryd_factory):
+    """After a first good refresh, top keeps going when the broker stops answering (it says
+    so on stderr) and still exits 0 on Ctrl-C."""
+    from conftest import free_port, wait_port
+    http_port = free_port()
+    d = ferryd_factory("--http-port", str(http_port))
+    wait_port("127.0.0.1", http_port, 10, d.proc)
+    p = subprocess.Popen([FERRY, "top", "--interval", "200ms", "--url", f"http://guest:guest@127.0.0.1:{http_port}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("ferry top  ")
+        d.stop_and_check()
+        line = p.stderr.readline()
+        assert "cannot reach the broker" in line and "retrying" in line, line
+        assert p.poll() is None  # still running
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -345,3 +345,69 @@ def test_many_schedules_fire_each_tick_once_across_kill9(ferryd_factory, name):
         assert_consecutive(before, step=1)
         assert_consecutive([t for t in ticks if t > killed], step=1)
     d.stop_and_check()
+
+
+def test_a_schedule_whose_record_cannot_be_written_is_nacked_and_undone(ferryd_factory, name, tmp_path):
+    """An injected EIO on the fdatasync of the batch holding a new schedule's record: the
+    publish is nacked and the schedule does not exist (it never fires); ferryd goes on."""
+    data = str(tmp_path / "data")
+    d = ferryd_factory(data_dir=data)
+    c = connect(d)
+    x, q = topology(c.channel(), name)
+    c.close()
+    d.stop_and_check()
+    # The Nth fdatasync from start: find the N that hits the schedule's batch.
+    for k in range(1, 15):
+        d = ferryd_factory(data_dir=data, env={"FERRY_IO_FAULTS": f"op=fdatasync,nth={k},err=EIO"})
+        c = connect(d)
+        ch = c.channel()
+        ch.confirm_delivery()
+        try:
+            schedule(ch, x, "failed", "* * * * * *", body=b"failed")
+        except px.NackError:
+            break
+        schedule(ch, x, "failed", "")
+        c.close()
+        d.stop()
+    else:
+        pytest.fail("no injected fdatasync failure reached the schedule's batch")
+    assert "cron: schedule 'failed' on " + x + " not stored" in d.log_text()
+    schedule(ch, x, "works", "* * * * * *", body=b"works")  # the next batch is written
+    got = drain(ch, q, 2.2)
+    assert got and {g[3] for g in got} == {b"works"}
+    schedule(ch, x, "works", "")
+    c.close()
+    d.stop_and_check()
+
+
+def test_a_schedule_published_in_a_transaction_exists_only_once_committed(conn, ch, name):
+    x, q = topology(ch, name)
+    ch.tx_select()
+    schedule(ch, x, "tx", "* * * * * *", body=b"rolled back")
+    ch.tx_rollback()
+    schedule(ch, x, "tx", "* * * * * *", body=b"committed")
+    assert drain(ch, q, 1.3) == []  # not before the commit
+    ch.tx_commit()
+    got = drain(ch, q, 1.6)
+    schedule(ch, x, "tx", "")
+    ch.tx_commit()
+    assert got and {g[3] for g in got} == {b"committed"}
+
+
+def test_only_a_publish_to_the_delayed_exchange_itself_makes_a_schedule(conn, ch, name):
+    """Through an exchange-to-exchange binding the header is an ordinary one: routed once."""
+    x, q = topology(ch, name)
+    front = name("front")
+    ch.exchange_declare(front, "direct")
+    ch.exchange_bind(x, front, "k")
+    ch.confirm_delivery()
+    ch.basic_publish(front, "k", b"once", pika.BasicProperties(message_id="m", headers={"x-ferry-cron": "* * * * * *"}))
+    time.sleep(1.5)
+    got = []
+    while True:
+        m, p, b = ch.basic_get(q, auto_ack=True)
+        if m is None:
+            break
+        got.append((p, b))
+    assert len(got) == 1 and got[0][1] == b"once" and got[0][0].headers["x-ferry-cron"] == "* * * * * *"
+    ch.exchange_delete(front)
