@@ -344,6 +344,7 @@ struct exchange {
     struct topic_trie *trie; /* EX_TOPIC (or delayed over it): its bindings' keys (topic.c) */
     map bindex;           /* (destination, key) -> struct bvec: finds a binding without a scan */
     uint64_t publish_in, publish_out; /* management statistics: messages in, copies routed out */
+    struct rate_hist *rates;          /* their 5 s history (mgmt_stats.c), made by the 1 s tick */
 };
 
 int exchange_type_parse(slice s, int *type);

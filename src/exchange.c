@@ -121,6 +121,7 @@ void exchange_free(exchange *x) {
     chash_free(x);
     free(x->bindings);
     free(x->inbound);
+    free(x->rates);
     free(x->args);
     free(x->name);
     free(x);

@@ -322,6 +322,10 @@ static void overview_sample(mgmt *m) {
     v[R_ACK] = b->cnt.ack;
     v[R_REDELIVER] = b->cnt.redeliver;
     v[R_DELIVER_GET] = b->cnt.deliver + b->cnt.deliver_no_ack + b->cnt.get + b->cnt.get_no_ack;
+    /* the overview has no depth gauges: their slots hold confirms and unroutable messages */
+    v[R_MESSAGES] = b->cnt.confirm;
+    v[R_READY] = b->cnt.return_unroutable;
+    v[R_UNACKED] = b->cnt.drop_unroutable;
     hist_push(&m->overview, now_ms(), v);
 }
 

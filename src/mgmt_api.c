@@ -322,8 +322,8 @@ static json_t *exchange_json(mctx *x, exchange *ex) {
     json_object_set_new(o, "durable", json_boolean(ex->durable));
     json_object_set_new(o, "internal", json_boolean(ex->internal));
     json_t *ms = json_object();
-    mj_stat(ms, "publish_in", ex->publish_in, 0.0);
-    mj_stat(ms, "publish_out", ex->publish_out, 0.0);
+    mj_stat(ms, "publish_in", ex->publish_in, xstats_rate(ex, 0));
+    mj_stat(ms, "publish_out", ex->publish_out, xstats_rate(ex, 1));
     json_object_set_new(o, "message_stats", ms);
     json_object_set_new(o, "name", json_stringn_nocheck(ex->name, ex->name_len));
     json_object_set_new(o, "type", json_string(exchange_type_name(ex->type)));
@@ -683,20 +683,20 @@ json_t *overview_json(mctx *x) {
     json_t *ms = json_object();
     const rate_hist *h = &m->overview;
     mj_stat(ms, "ack", b->cnt.ack, hist_rate(h, R_ACK));
-    mj_stat(ms, "confirm", b->cnt.confirm, 0.0);
+    mj_stat(ms, "confirm", b->cnt.confirm, hist_rate(h, R_MESSAGES)); /* (mgmt.c: overview_sample's slots) */
     mj_stat(ms, "deliver", b->cnt.deliver, hist_rate(h, R_DELIVER));
     mj_stat(ms, "deliver_get", b->cnt.deliver + b->cnt.deliver_no_ack + b->cnt.get + b->cnt.get_no_ack,
             hist_rate(h, R_DELIVER_GET));
     mj_stat(ms, "deliver_no_ack", b->cnt.deliver_no_ack, hist_rate(h, R_DELIVER_NO_ACK));
     mj_stat(ms, "disk_reads", 0, 0.0);
     mj_stat(ms, "disk_writes", 0, 0.0);
-    mj_stat(ms, "drop_unroutable", b->cnt.drop_unroutable, 0.0);
+    mj_stat(ms, "drop_unroutable", b->cnt.drop_unroutable, hist_rate(h, R_UNACKED));
     mj_stat(ms, "get", b->cnt.get, hist_rate(h, R_GET));
     mj_stat(ms, "get_empty", b->cnt.get_empty, hist_rate(h, R_GET_EMPTY));
     mj_stat(ms, "get_no_ack", b->cnt.get_no_ack, hist_rate(h, R_GET_NO_ACK));
     mj_stat(ms, "publish", b->cnt.publish, hist_rate(h, R_PUBLISH));
     mj_stat(ms, "redeliver", b->cnt.redeliver, hist_rate(h, R_REDELIVER));
-    mj_stat(ms, "return_unroutable", b->cnt.return_unroutable, 0.0);
+    mj_stat(ms, "return_unroutable", b->cnt.return_unroutable, hist_rate(h, R_READY));
     json_object_set_new(o, "message_stats", ms);
     json_object_set_new(o, "churn_rates", churn(b));
     uint64_t ready, unacked;

@@ -148,6 +148,24 @@ static void sample_one(void *ctx, queue *q) {
     hist_push(&qstats_get(q)->rates, *t, v);
 }
 
-void mgmt_stats_sample(broker *b, uint64_t now) { broker_each_queue(b, sample_one, &now); }
+void mgmt_stats_sample(broker *b, uint64_t now) {
+    broker_each_queue(b, sample_one, &now);
+    /* exchanges: publish_in and publish_out in the first two slots of their history */
+    size_t i = 0, k;
+    map_entry *e, *f;
+    while (map_iter(&b->vhosts, &i, &e)) {
+        vhost *vh = e->val;
+        k = 0;
+        while (map_iter(&vh->exchanges, &k, &f)) {
+            exchange *x = f->val;
+            if (!x->rates)
+                x->rates = xcalloc(1, sizeof *x->rates);
+            uint64_t v[R_N] = {x->publish_in, x->publish_out};
+            hist_push(x->rates, now, v);
+        }
+    }
+}
+
+double xstats_rate(const exchange *x, int out) { return x->rates ? hist_rate(x->rates, out ? 1 : 0) : 0.0; }
 
 double qstats_rate(queue *q, int k) { return q->st ? hist_rate(&q->st->rates, k) : 0.0; }

@@ -37,6 +37,8 @@ void hist_push(rate_hist *h, uint64_t t, const uint64_t *v);
 /* Per second over the samples held (up to 5 s). */
 double hist_rate(const rate_hist *h, int k);
 double qstats_rate(queue *q, int k);
+/* An exchange's publish_in (out = 0) or publish_out (out = 1) rate over 5 s. */
+double xstats_rate(const exchange *x, int out);
 /* Records every queue's counters (the 1 s tick). */
 void mgmt_stats_sample(broker *b, uint64_t now);
 

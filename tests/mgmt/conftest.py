@@ -39,12 +39,19 @@ def rabbit():
     import rabbitmq
     if not rabbitmq.available():
         pytest.skip("rabbitmq-server is not installed")
-    http_port, prom_port = free_port(), free_port()
-    r = rabbitmq.RabbitMQ(plugins=["rabbitmq_management", "rabbitmq_prometheus"],
-                          extra_conf=f"management.tcp.port = {http_port}\nmanagement.tcp.ip = 127.0.0.1\n"
-                                     f"prometheus.tcp.port = {prom_port}\nprometheus.tcp.ip = 127.0.0.1\n")
-    r.start()
-    wait_port("127.0.0.1", http_port, 90, r.proc)
+    for attempt in range(2):  # a free port can be taken by someone else before RabbitMQ binds it: once more
+        http_port, prom_port = free_port(), free_port()
+        r = rabbitmq.RabbitMQ(plugins=["rabbitmq_management", "rabbitmq_prometheus"],
+                              extra_conf=f"management.tcp.port = {http_port}\nmanagement.tcp.ip = 127.0.0.1\n"
+                                         f"prometheus.tcp.port = {prom_port}\nprometheus.tcp.ip = 127.0.0.1\n")
+        try:
+            r.start()
+            wait_port("127.0.0.1", http_port, 90, r.proc)
+            break
+        except (RuntimeError, TimeoutError):
+            r.stop()
+            if attempt:
+                raise
     r.api = Api("127.0.0.1", http_port)
     r.http_port = http_port
     r.prometheus_port = prom_port

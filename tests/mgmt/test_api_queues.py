@@ -78,6 +78,9 @@ def test_rates_follow_a_steady_publisher_within_5_seconds(mgmt):
     assert 20 < rate < 400, rate
     status, ov, _ = api.get("/api/overview")
     assert ov["message_stats"]["publish"] >= n and ov["queue_totals"]["messages"] >= n
+    assert 20 < ov["message_stats"]["publish_details"]["rate"] < 400
+    status, x, _ = api.get("/api/exchanges/%2F/amq.default")
+    assert x["message_stats"]["publish_in"] >= n and 20 < x["message_stats"]["publish_in_details"]["rate"] < 400
     c.close()
 
 
