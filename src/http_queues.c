@@ -32,8 +32,10 @@ static struct {
 void qsnaps_free(qsnaps *s) {
     if (!s)
         return;
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = 0; i < s->n; i++) {
         free(s->a[i].name);
+        free(s->a[i].stream_json);
+    }
     free(s->a);
     free(s);
 }
@@ -192,9 +194,13 @@ static void queue_text(buf *b, const qsnap *q, const char *node) {
     else
         put(b, "null");
     put(b, ",\"state\":\"running\",\"type\":");
-    put(b, q->quorum ? "\"quorum\"" : "\"classic\"");
+    put(b, q->stream ? "\"stream\"" : q->quorum ? "\"quorum\"" : "\"classic\"");
     put(b, ",\"vhost\":");
     put_str(b, q->vhost);
+    if (q->stream_json) { /* a stream's offsets, size and named consumers (mgmt_stream.c) */
+        buf_u8(b, ',');
+        put(b, q->stream_json);
+    }
     buf_u8(b, '}');
 }
 

@@ -223,6 +223,7 @@ void qsnap_take(qsnaps *s, queue *q) {
         o->owner_port = port;
     }
     o->durable = q->durable, o->auto_delete = q->auto_delete, o->exclusive = q->exclusive, o->quorum = q->quorum;
+    o->stream = q->is_stream, o->stream_json = stream_snap_json(q); /* mgmt_stream.c */
     o->ready = q->nready, o->unacked = q->unacked, o->ready_bytes = q->ready_bytes;
     o->unacked_bytes = q->cnt.unacked_bytes, o->consumers = q->nconsumers, o->next_seq = q->next_seq;
     o->memory = sizeof *q + q->name_len + q->args_len + q->nlevels * sizeof *q->levels + q->nready * sizeof(qmsg);

@@ -18,7 +18,8 @@ typedef struct qsnap {
     char *excl_tag, *sac_tag;        /* NULL if none */
     char *owner_name, *owner_host;   /* exclusive queues: the owner connection */
     int owner_port;
-    uint8_t durable, auto_delete, exclusive, quorum;
+    uint8_t durable, auto_delete, exclusive, quorum, stream;
+    char *stream_json; /* a stream's fields as JSON text ("\"committed_offset\":...,"), or NULL (mgmt_stream.c) */
     uint64_t ready, unacked, ready_bytes, unacked_bytes, consumers, next_seq, memory, idle_since;
     qcounters cnt;
     double rate[R_N];
