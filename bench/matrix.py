@@ -439,10 +439,12 @@ def row18(b):
     of 1,000; each confirm waits for the fsync), then replayed from first by one consumer
     (prefetch 1,000, ack every 500)."""
     n = str(STREAM_EVENTS)
+    # --timeout 120: a broker may pause for seconds (RabbitMQ once stopped delivering for more
+    # than the default 10 s mid-replay on the shared machine); the rates still count the pause.
     a = bench(b, "row18", "--stream", "--no-consume", "--count", n, "--size", "256", "--confirm", "1000",
-              timeout=3600)
+              "--timeout", "120", timeout=3600)
     r = bench(b, "row18", "--stream", "--drain", "--count", n, "--prefetch", "1000", "--ack-every", "500",
-              timeout=3600)
+              "--timeout", "120", timeout=3600)
     return {"append": a["confirmed"] / max(a["publish_s"], 1e-9), "replay": r["consume_rate"],
             "_cpu": max(cpu(a), cpu(r))}
 

@@ -275,23 +275,36 @@ int ferry_conn_reconnect(ferry_conn *c, int64_t deadline_ms) {
         amqp_connection_close(c->st, AMQP_REPLY_SUCCESS);
         fc_lost(c, NULL);
     }
+    /* The time of the next attempt is kept between calls, so callers that poll with short
+     * deadlines (a worker that also has jobs to settle) still get attempts as the back-off
+     * grows past their deadline. */
+    if (!c->next_attempt_ms) {
+        int wait = c->opts.backoff_initial_ms;
+        c->next_attempt_ms = ferry_now_ms() + wait - wait / 4 + (int)(random() % (wait / 2 + 1));
+    }
     for (;;) {
-        int wait = c->backoff_ms ? c->backoff_ms : c->opts.backoff_initial_ms;
-        wait = wait - wait / 4 + (int)(random() % (wait / 2 + 1)); /* ±25% jitter */
         int64_t now = ferry_now_ms();
-        if (deadline_ms && now + wait > deadline_ms) {
-            if (now < deadline_ms)
-                usleep((useconds_t)(deadline_ms - now) * 1000);
-            return FERRY_ETIMEDOUT;
+        if (now < c->next_attempt_ms) {
+            int64_t until = c->next_attempt_ms;
+            if (deadline_ms && deadline_ms < until) {
+                if (now < deadline_ms)
+                    usleep((useconds_t)(deadline_ms - now) * 1000);
+                return FERRY_ETIMEDOUT;
+            }
+            usleep((useconds_t)(until - now) * 1000);
         }
-        usleep((useconds_t)wait * 1000);
-        int next = c->backoff_ms ? c->backoff_ms * 2 : c->opts.backoff_initial_ms * 2;
-        c->backoff_ms = next > c->opts.backoff_max_ms ? c->opts.backoff_max_ms : next;
         int rc = connect_once(c);
-        if (rc == 0)
+        if (rc == 0) {
+            c->next_attempt_ms = 0;
             return 0;
+        }
         if (rc == FERRY_ENOMEM || rc == FERRY_EINVAL)
             return rc;
+        /* doubling, capped, ±25% jitter */
+        int next = c->backoff_ms ? c->backoff_ms * 2 : c->opts.backoff_initial_ms * 2;
+        c->backoff_ms = next > c->opts.backoff_max_ms ? c->opts.backoff_max_ms : next;
+        int wait = c->backoff_ms;
+        c->next_attempt_ms = ferry_now_ms() + wait - wait / 4 + (int)(random() % (wait / 2 + 1));
     }
 }
 

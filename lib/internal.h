@@ -27,6 +27,7 @@ struct ferry_conn {
     char product[64];
     char err[512];
     int backoff_ms;
+    int64_t next_attempt_ms; /* when ferry_conn_reconnect tries next (0: after the initial wait) */
 };
 
 struct ferry_message {

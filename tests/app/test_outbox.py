@@ -61,6 +61,8 @@ def test_relay_publishes_each_row_once_with_event_id_as_message_id(app_broker, a
                  "content_type": None, "body": bytes(range(256)) * 3})
     rows.append({"event_id": "empty-body", "aggregate_id": "agg-é-✓", "routing_key": q,
                  "headers": {"agg": "odd", "seq": 1}, "content_type": "text/plain", "body": b""})
+    rows.append({"event_id": "one-mib", "aggregate_id": "big", "routing_key": q, "headers": {"agg": "big", "seq": 0},
+                 "content_type": "application/octet-stream", "body": os.urandom(1 << 20)})
     app_db.insert(rows)
     r = Relay(app_db.url, app_broker.url, "--poll", "50ms", log_path=str(tmp_path / "relay.log"))
     wait_depth(app_broker, q, len(rows))
@@ -287,6 +289,8 @@ def test_a_row_the_broker_cannot_take_holds_back_only_its_aggregate(broker, tmp_
 
 def test_schema_makes_the_table_the_issue_defines_and_is_idempotent(app_db):
     r = app_db.schema()  # a second time: nothing breaks, nothing is dropped
+    j = subprocess.run([cli_path(), "outbox", "schema", "--db", app_db.url, "--json"], capture_output=True, text=True)
+    assert j.returncode == 0 and json.loads(j.stdout)["tables"] == ["ferry_outbox", "ferry_processed"], j
     app_db.insert(events(1, 1))
     app_db.schema()
     assert app_db.pending() == 1
