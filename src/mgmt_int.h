@@ -59,8 +59,6 @@ int api_route(mctx *x);
 json_t *queue_json(mctx *x, queue *q, int detail);
 /* mgmt_stream.c: a stream queue's fields in its JSON, and the ferry_stream_* metrics. */
 void stream_queue_json(queue *q, json_t *o);
-/* The same fields as JSON text for the queue list's snapshot (malloc'd; NULL for other queues). */
-char *stream_snap_json(queue *q);
 void stream_metrics(broker *b, buf *o);
 json_t *overview_json(mctx *x);
 /* mgmt_ferry.c: /api/ferry/... */

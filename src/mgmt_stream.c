@@ -8,7 +8,6 @@
  * events appended that it has not acknowledged) and whether a consumer uses it now. /metrics
  * gets ferry_stream_* gauges per stream and per named consumer. */
 #include <stdio.h>
-#include <string.h>
 
 #include "mgmt_int.h"
 #include "util.h"
@@ -32,26 +31,6 @@ void stream_queue_json(queue *q, json_t *o) {
                                   empty ? json_null() : json_integer((json_int_t)si.first), "last_offset",
                                   empty ? json_null() : json_integer((json_int_t)si.last), "segments",
                                   (json_int_t)si.segments, "named_consumers", names));
-}
-
-char *stream_snap_json(queue *q) {
-    if (!q->is_stream)
-        return NULL;
-    json_t *o = json_object();
-    stream_queue_json(q, o);
-    if (!json_object_size(o)) {
-        json_decref(o);
-        return NULL;
-    }
-    char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(o);
-    if (!text)
-        return NULL;
-    /* the fields without the braces, to go inside the list's queue object */
-    size_t n = strlen(text);
-    memmove(text, text + 1, n - 2);
-    text[n - 2] = 0;
-    return text;
 }
 
 /* ---- /metrics ---- */
