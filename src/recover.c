@@ -369,6 +369,15 @@ int recover_messages(segset *ss, const char *segdir, uint64_t memory_budget, int
     uint32_t *ids = seg_list(segdir, &nids);
     for (size_t k = 0; k < nids; k++) {
         char path[700];
+        /* Segments are read whole, in order: ask for the next two in the background while
+         * this one is parsed, so a cold page cache costs the disk's streaming time, not a
+         * read wait per segment plus the parse. */
+        for (size_t ahead = k + 1; ahead <= k + 2 && ahead < nids; ahead++) {
+            if (k > 0 && ahead == k + 1)
+                continue; /* asked for on the previous turn */
+            seg_path(segdir, ids[ahead], path, sizeof path);
+            sio_prefetch(path);
+        }
         seg_path(segdir, ids[k], path, sizeof path);
         uint8_t *data;
         size_t len;
