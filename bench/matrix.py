@@ -476,6 +476,17 @@ ROWS = [
 # killed and restarted, gigabytes on disk) come last.
 ORDER = [1, 16, 3, 17, 2, 4, 5, 6, 15, 9, 10, 12, 13, 8, 7, 11, 14]
 ROW_INDEX = {r[0]: r for r in ROWS}  # row number -> its entry in ROWS
+# Rows that get a freshly started broker: row 11 measures RSS per idle queue, and a process
+# that drained row 7's backlog reuses that heap (its RSS does not grow at all).
+FRESH_ROWS = {11}
+# BENCH_RERUN_FROM=bench/results/tmp/results.json with BENCH_ROWS (and BENCH_BROKERS): re-runs
+# those rows on top of an earlier full run's results and writes latest.md again, saying so
+# (BENCH_RERUN_NOTE gives the reason).
+RERUN_FROM = os.environ.get("BENCH_RERUN_FROM")
+if RERUN_FROM:
+    PARTIAL = False
+    OUT_MD = os.path.join(RESULTS, "latest.md")
+    OUT_PNG = os.path.join(RESULTS, "latest.png")
 BASELINES = None  # row 13's plain TCP copy and dd figures (scale_rows.baselines), made in main()
 
 
@@ -515,6 +526,11 @@ def run_broker(broker):
                 continue
             if not broker.alive():
                 log(f"{broker.name} is down; restarting it for row {n}")
+                if not broker.restart():
+                    results[n] = {"_error": broker.why}
+                    continue
+            if n in FRESH_ROWS:
+                log(f"{broker.name}: a fresh broker for row {n}")
                 if not broker.restart():
                     results[n] = {"_error": broker.why}
                     continue
@@ -718,6 +734,10 @@ set multiplot layout 1,3 title "Ferry vs RabbitMQ — make bench{' (quick)' if Q
 
 def main():
     os.makedirs(RAW, exist_ok=True)
+    earlier = None
+    if RERUN_FROM:  # read before RAW is emptied (it may live there)
+        with open(RERUN_FROM) as fh:
+            earlier = json.load(fh)
     for name in os.listdir(RAW):
         os.unlink(os.path.join(RAW, name))
     if not os.access(FERRY, os.X_OK):
@@ -738,11 +758,22 @@ def main():
     t0 = time.time()
     which = os.environ.get("BENCH_BROKERS", "ferry,rabbitmq").split(",")
     res = {"ferry": {}, "rabbitmq": {}}
+    if earlier:
+        BASELINES = BASELINES or earlier.get("baselines")
     for broker in (FerryBroker(), RabbitBroker()):
         if broker.name in which:
             res[broker.name] = run_broker(broker)
         else:
             res[broker.name] = {n: {"_error": "not run (BENCH_BROKERS)"} for n, *_ in ROWS}
+    if earlier:  # rows not run now keep the earlier run's figures; re-run ones say when and why
+        why = os.environ.get("BENCH_RERUN_NOTE", "re-run")
+        for name in ("ferry", "rabbitmq"):
+            for n, *_ in ROWS:
+                got = res[name].get(n, {})
+                if got.get("_error", "").startswith("not run") or not got:
+                    res[name][n] = earlier.get(name, {}).get(str(n), got)
+                else:
+                    got["_note"] = f"re-run at {time.strftime('%H:%M')} UTC ({why}); " + (got.get("_note") or "")
     shutil.rmtree(CERTS.dir, ignore_errors=True)
     res["baselines"] = BASELINES
     with open(os.path.join(RAW, "results.json"), "w") as fh:
