@@ -52,23 +52,32 @@ def pytest_runtest_teardown(item, nextitem):
 
 @pytest.fixture(scope="session")
 def rabbit_mgmt():
-    """A private RabbitMQ with the management plugin on free loopback ports."""
+    """A private RabbitMQ with the management plugin on free loopback ports. A start that fails
+    (a port taken between choosing and binding it, on a machine shared with other test runs)
+    is retried on new ports, twice."""
     assert rabbitmq.available(), "rabbitmq-server is not installed (scripts/install-deps.sh test)"
-    http_port = free_port()
-    r = rabbitmq.RabbitMQ(plugins=["rabbitmq_management"],
-                          extra_conf=f"management.tcp.port = {http_port}\n"
-                                     "management.tcp.ip = 127.0.0.1\n"
-                                     "collect_statistics_interval = 500\n")
+    for attempt in range(3):
+        http_port = free_port()
+        r = rabbitmq.RabbitMQ(plugins=["rabbitmq_management"],
+                              extra_conf=f"management.tcp.port = {http_port}\n"
+                                         "management.tcp.ip = 127.0.0.1\n"
+                                         "collect_statistics_interval = 500\n")
+        try:
+            r.start()
+            wait_port("127.0.0.1", http_port, 60, r.proc)
+            b = MgmtBroker("rabbitmq", r.port, http_port)
+            deadline = time.time() + 60
+            while b.api("GET", "/api/overview")[0] != 200:
+                assert time.time() < deadline, "RabbitMQ's management API never answered"
+                time.sleep(0.2)
+            break
+        except (RuntimeError, TimeoutError, AssertionError):
+            r.stop()
+            if attempt == 2:
+                raise
     stop = _once(r.stop)
     _cleanups.append(stop)
-    r.start()
     try:
-        wait_port("127.0.0.1", http_port, 60, r.proc)
-        b = MgmtBroker("rabbitmq", r.port, http_port)
-        deadline = time.time() + 60
-        while b.api("GET", "/api/overview")[0] != 200:
-            assert time.time() < deadline, "RabbitMQ's management API never answered"
-            time.sleep(0.2)
         yield b
     finally:
         stop()
