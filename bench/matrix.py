@@ -18,6 +18,8 @@ Rows (issue 5):
      10,000 consumers, large messages, recovery after kill -9, row 6 on a quiet machine
  16  row 1 over TLS (amqps; the broker's certificate verified by ferry bench --cacert)
  17  row 3 over TLS
+ 18  streams (x-queue-type stream): append rate with confirms (fsync) and replay rate from
+     first, 10,000,000 events of 256 B (ferry bench --stream)
 Both brokers get the same certificate, made with openssl at the start of the run
 (tests/lib/certs.py). Rows 1, 3, 16 and 17 run BENCH_REPEAT times (default 3) and report the
 median with the spread (min–max); the others run once.
@@ -55,7 +57,7 @@ RAW = os.path.join(RESULTS, "tmp")
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 ONLY_ROWS = {int(x) for x in os.environ.get("BENCH_ROWS", "").split(",") if x.strip()}
 REPEAT = int(os.environ.get("BENCH_REPEAT", "1" if QUICK else "3"))
-REPEAT_ROWS = {1, 3, 16, 17}   # plain vs TLS: medians of REPEAT runs, with their spread
+REPEAT_ROWS = {1, 3, 16, 17, 18}   # medians of REPEAT runs, with their spread
 # A quick or partial run is for development: it never overwrites the committed full-run results.
 PARTIAL = QUICK or bool(ONLY_ROWS)
 OUT_MD = os.path.join(RAW if PARTIAL else RESULTS,
@@ -72,6 +74,7 @@ SWEEP_FACTOR = 2.0 if QUICK else 1.5
 SWEEP_REFINE = 1 if QUICK else 2
 BACKLOG = 100_000 if QUICK else 1_000_000   # row 7
 IDLE_CONNS = 1_000 if QUICK else 10_000     # row 8
+STREAM_EVENTS = 300_000 if QUICK else 10_000_000  # row 18
 SETTLE_MAX = 5 if QUICK else 30             # seconds to wait for RSS to settle
 QUIET_MAX = 5 if QUICK else 30              # seconds to wait for the broker to go idle between rows
 
@@ -435,6 +438,21 @@ def row9(b):
             "_note": f"steps (msg/s): {trail}"}
 
 
+def row18(b):
+    """Streams: STREAM_EVENTS events of 256 B appended by one producer with confirms (a window
+    of 1,000; each confirm waits for the fsync), then replayed from first by one consumer
+    (prefetch 1,000, ack every 500)."""
+    n = str(STREAM_EVENTS)
+    # --timeout 120: a broker may pause for seconds (RabbitMQ once stopped delivering for more
+    # than the default 10 s mid-replay on the shared machine); the rates still count the pause.
+    a = bench(b, "row18", "--stream", "--no-consume", "--count", n, "--size", "256", "--confirm", "1000",
+              "--timeout", "120", timeout=3600)
+    r = bench(b, "row18", "--stream", "--drain", "--count", n, "--prefetch", "1000", "--ack-every", "500",
+              "--timeout", "120", timeout=3600)
+    return {"append": a["confirmed"] / max(a["publish_s"], 1e-9), "replay": r["consume_rate"],
+            "_cpu": max(cpu(a), cpu(r))}
+
+
 def cpu(res):
     c = res.get("bench_cpu") or {}
     return max(c.get("producer_max", 0), c.get("consumer_max", 0))
@@ -469,12 +487,15 @@ ROWS = [
     (17, "row 3 over TLS (amqps): persistent, confirms (1000), ack every 100, 1 KiB", row17,
      [("consume", "consume msg/s", True), ("confirmed", "confirmed msg/s", True),
       ("confirm_p99", "confirm p99 ms", False)]),
+    (18, f"streams: {STREAM_EVENTS:,} events of 256 B, append with confirms, replay from first", row18,
+     [("append", "append msg/s (confirmed)", True), ("replay", "replay msg/s", True)]),
 ]
+ROW = {r[0]: r for r in ROWS}
 # Rows 7 and 8 leave the most behind in a broker (RabbitMQ keeps memory it grew), so they
 # run late; the table is in row order regardless. Each TLS row runs next to its plain row.
 # Row 15 waits for a quiet machine; row 11 (100,000 queues) and row 14 (its own brokers,
 # killed and restarted, gigabytes on disk) come last.
-ORDER = [1, 16, 3, 17, 2, 4, 5, 6, 15, 9, 10, 12, 13, 8, 7, 11, 14]
+ORDER = [1, 16, 3, 17, 2, 4, 5, 6, 15, 9, 18, 10, 12, 13, 8, 7, 11, 14]
 ROW_INDEX = {r[0]: r for r in ROWS}  # row number -> its entry in ROWS
 # Rows that get a freshly started broker: row 11 measures RSS per idle queue, and a process
 # that drained row 7's backlog reuses that heap (its RSS does not grow at all).
@@ -631,6 +652,7 @@ def write_markdown(res, started, elapsed):
     lines += ["", "Lower is better for latency and memory; the ratio is always ferry ÷ rabbitmq.", ""]
     lines += scale_rows.section(res, BASELINES, "Rows 10 and 12–14 run once per broker.")
     lines += tls_section(res)
+    lines += stream_section(res)
     if notes:
         lines += ["## Notes", ""] + notes + [""]
     cpu_rows = []
@@ -683,6 +705,24 @@ def tls_section(res):
     return lines
 
 
+def stream_section(res):
+    """Row 18: stream append and replay, medians of REPEAT runs with the spread."""
+    lines = ["## Streams (row 18)", "",
+             f"{STREAM_EVENTS:,} events of 256 B appended to a stream (`x-queue-type: stream`) by one producer with "
+             "publisher confirms (window 1,000; a confirm waits for the fsync on both brokers), then replayed from "
+             "`x-stream-offset: first` by one consumer (prefetch 1,000, ack every 500): `ferry bench --stream`. "
+             f"Median of {REPEAT} runs, spread (min–max) in brackets. The machine's 2 cores are shared with other "
+             "work (other builds and tests ran at the same time), so runs swing; compare within a run.",
+             "", "| metric | ferry | rabbitmq | ferry ÷ rabbitmq |", "|---|---:|---:|---:|"]
+    f, r = res["ferry"].get(18, {}), res["rabbitmq"].get(18, {})
+    for key, label in (("append", "append msg/s (confirmed)"), ("replay", "replay msg/s")):
+        fv, rv = f.get(key), r.get(key)
+        ratio = f"{fv / rv:.2f}×" if fv is not None and rv else "n/a"
+        lines.append(f"| {label} | {fmt(fv, key)}{spread_text(f, key)} | {fmt(rv, key)}{spread_text(r, key)} | "
+                     f"{ratio} |")
+    return lines + [""]
+
+
 def write_chart(res):
     """Three panels: throughput, latency, memory; ferry and rabbitmq bars per metric."""
     panels = [
@@ -690,7 +730,8 @@ def write_chart(res):
             (1, "consume", "1: 16 B"), (2, "consume", "2: 1 KiB"), (3, "consume", "3: persistent"),
             (4, "consume", "4: 4P/4C"), (5, "consume", "5: fanout 8"), (7, "drain", "7: drain"),
             (9, "sustainable", "9: sustainable"), (16, "consume", "16: 1 over TLS"),
-            (17, "consume", "17: 3 over TLS")]),
+            (17, "consume", "17: 3 over TLS"), (18, "append", "18: stream append"),
+            (18, "replay", "18: stream replay")]),
         ("latency (ms, lower is better)", [
             (6, "p50", "6: p50"), (6, "p99", "6: p99"), (6, "p999", "6: p99.9"), (3, "confirm_p99", "3: confirm p99"),
             (9, "p99_at", "9: p99 at max")]),

@@ -58,6 +58,10 @@ static const char usage_text[] =
     "  --timeout SECONDS    count-bounded runs give up after this long without progress (default 10)\n"
     "  --no-consume         publish only (leaves the backlog in the queues)\n"
     "  --drain              consume only, what the queues hold now, until they are empty\n"
+    "  --stream             stream queues (x-queue-type stream; durable, messages persistent):\n"
+    "                       consumers read from x-stream-offset first with manual acks\n"
+    "                       (--ack-every, default 100); --drain --stream --count N replays the\n"
+    "                       first N events of the streams (a stream is never empty)\n"
     "  --keep-queues        do not delete the queues at the end\n"
     "  --json               print the result as one JSON object on stdout\n"
     "  --quiet              no progress lines on stderr\n"
@@ -152,7 +156,7 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
             val = eq + 1;
 
         static const char *const switches[] = {"--persistent",  "--no-consume", "--drain",
-                                               "--keep-queues", "--json",       "--quiet"};
+                                               "--keep-queues", "--json",       "--quiet", "--stream"};
         int is_switch = 0;
         for (size_t k = 0; k < ARRAY_LEN(switches); k++)
             if (strcmp(flag, switches[k]) == 0)
@@ -170,6 +174,8 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
                 cfg->keep = 1;
             else if (!strcmp(flag, "--json"))
                 cfg->json = 1;
+            else if (!strcmp(flag, "--stream"))
+                cfg->stream = 1;
             else
                 cfg->quiet = 1;
             continue;
@@ -241,10 +247,21 @@ static int parse_options(int argc, char **argv, bench_cfg *cfg, given *g) {
         return usage_error("--count and --duration are exclusive: a run is bounded by one of them");
     if (cfg->drain && cfg->no_consume)
         return usage_error("--drain and --no-consume are exclusive");
+    if (cfg->stream) {
+        cfg->persistent = 1;
+        if (!cfg->ack_every)
+            cfg->ack_every = 100; /* streams refuse automatic acknowledgement */
+        if (!cfg->prefetch)
+            return usage_error("--stream needs a --prefetch (streams refuse consumers without one)");
+        if (cfg->fanout)
+            return usage_error("--stream and --fanout are exclusive");
+        if (cfg->drain && !g->count)
+            return usage_error("--drain --stream needs --count: a stream is never empty");
+    }
     if (cfg->drain) {
         if (g->producers && cfg->producers)
             return usage_error("--drain only consumes; it takes no --producers");
-        if (g->count || g->duration || g->rate || g->confirm)
+        if ((g->count && !cfg->stream) || g->duration || g->rate || g->confirm)
             return usage_error(
                 "--drain consumes what the queues hold; --count, --duration, --rate and --confirm "
                 "do not apply");
@@ -373,7 +390,7 @@ static int setup_topology(client *ctl, const bench_cfg *cfg, uint64_t *depth) {
                 fprintf(stderr, "ferry bench: queue %s: %s\n", name, ctl->err);
                 return -1;
             }
-            *depth += n;
+            *depth += cfg->stream ? 0 : n; /* a stream's count is --count (declare-ok says 0) */
             continue;
         }
         /* Start empty and with our own arguments: a leftover queue (other durability,
@@ -382,7 +399,8 @@ static int setup_topology(client *ctl, const bench_cfg *cfg, uint64_t *depth) {
             fprintf(stderr, "ferry bench: deleting queue %s: %s\n", name, ctl->err);
             return -1;
         }
-        if (client_queue_declare(ctl, name, cfg->persistent, 0, &n) < 0) {
+        if ((cfg->stream ? client_stream_declare(ctl, name) : client_queue_declare(ctl, name, cfg->persistent, 0, &n)) <
+            0) {
             fprintf(stderr, "ferry bench: declaring queue %s: %s\n", name, ctl->err);
             return -1;
         }
@@ -662,6 +680,8 @@ int bench_main(int argc, char **argv) {
     }
 
     if (cfg.drain) {
+        if (cfg.stream)
+            depth = cfg.count; /* the first --count events over all the streams */
         atomic_store(&st.expected, depth);
         atomic_store(&st.expected_known, 1);
     }

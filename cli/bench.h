@@ -43,6 +43,7 @@ typedef struct bench_cfg {
     uint64_t count;     /* messages over all producers */
     double timeout;     /* count-bounded: give up after this long without progress */
     int no_consume, drain, json, quiet, keep;
+    int stream; /* --stream: stream queues (x-queue-type stream), consumers from x-stream-offset first */
 } bench_cfg;
 
 typedef struct bench_state {

@@ -402,7 +402,8 @@ void *consumer_main(void *arg) {
     }
     for (int i = 0; i < w->nq; i++)
         for (int k = 0; k < cfg->per_queue; k++) /* --consumers-per-queue */
-            if (client_consume(&c, w->qs[i], no_ack) < 0) {
+            if ((cfg->stream ? client_consume_stream(&c, w->qs[i], "first") : client_consume(&c, w->qs[i], no_ack)) <
+                0) {
                 worker_fail(w, w->qs[i], c.err);
                 goto out;
             }

@@ -725,6 +725,37 @@ int client_qos(client *c, uint16_t prefetch) {
     return rpc(c, BASIC_QOS_OK, NULL);
 }
 
+/* A field table of one long-string entry. */
+static void put_str_table(buf *b, const char *key, const char *val) {
+    size_t kl = strlen(key), vl = strlen(val);
+    buf_u32(b, (uint32_t)(1 + kl + 1 + 4 + vl));
+    buf_shortstr(b, key, kl);
+    buf_u8(b, 'S');
+    buf_u32(b, (uint32_t)vl);
+    buf_put(b, val, vl);
+}
+
+int client_stream_declare(client *c, const char *name) {
+    size_t m = method_begin(&c->out, 1, QUEUE_DECLARE);
+    buf_u16(&c->out, 0);
+    buf_shortstr(&c->out, name, strlen(name));
+    buf_u8(&c->out, 2); /* durable */
+    put_str_table(&c->out, "x-queue-type", "stream");
+    frame_end(&c->out, m);
+    return rpc(c, QUEUE_DECLARE_OK, NULL);
+}
+
+int client_consume_stream(client *c, const char *queue, const char *offset) {
+    size_t m = method_begin(&c->out, 1, BASIC_CONSUME);
+    buf_u16(&c->out, 0);
+    buf_shortstr(&c->out, queue, strlen(queue));
+    buf_shortstr(&c->out, "", 0);
+    buf_u8(&c->out, 0); /* manual acks */
+    put_str_table(&c->out, "x-stream-offset", offset);
+    frame_end(&c->out, m);
+    return rpc(c, BASIC_CONSUME_OK, NULL);
+}
+
 int client_consume(client *c, const char *queue, int no_ack) {
     size_t m = method_begin(&c->out, 1, BASIC_CONSUME);
     buf_u16(&c->out, 0);

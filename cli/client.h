@@ -81,6 +81,10 @@ int client_exchange_declare(client *c, const char *name, const char *type, int d
 int client_exchange_delete(client *c, const char *name);
 int client_qos(client *c, uint16_t prefetch);
 int client_consume(client *c, const char *queue, int no_ack);
+/* A stream queue (x-queue-type stream, durable), and a manual-ack consumer of one starting at
+ * x-stream-offset `offset` (first, last, next). */
+int client_stream_declare(client *c, const char *name);
+int client_consume_stream(client *c, const char *queue, const char *offset);
 int client_confirm_select(client *c);
 
 #endif

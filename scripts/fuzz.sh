@@ -5,7 +5,7 @@
 #   FUZZ_RUNS=N        run each target until N executions in all (split over the workers)
 #   FUZZ_JOBS=1        parallel workers per target, sharing the corpus directory
 #   FUZZ_MAX_LEN=N     longest input (libFuzzer's -max_len; default: libFuzzer's own)
-#   FUZZ_TARGETS="fuzz_wire fuzz_conn"
+#   FUZZ_TARGETS="fuzz_wire fuzz_conn fuzz_cron"
 #
 # Each worker is its own libFuzzer process (ASan + UBSan; LeakSanitizer at exit) logging to
 # build/fuzz/<target>-<worker>.log; new inputs go to build/fuzz/corpus_<name>. Prints, per
@@ -13,7 +13,7 @@
 # if any worker found a crash, a leak or UB (a crash leaves crash-*/leak-* in build/fuzz/).
 set -u
 cd "$(dirname "$0")/.."
-targets=${FUZZ_TARGETS:-fuzz_wire fuzz_conn}
+targets=${FUZZ_TARGETS:-fuzz_wire fuzz_conn fuzz_cron}
 jobs=${FUZZ_JOBS:-1}
 status=0
 for t in $targets; do

@@ -9,7 +9,7 @@
  *   2. type support (the client's arguments in their order): "invalid arg 'x-max-priority'
  *      for queue 'q' in vhost '/' of queue type rabbit_quorum_queue";
  *   3. Ferry's own arguments (x-retry-delays, x-deduplication-window; RabbitMQ ignores them);
- *   4. a quorum queue must be durable, not exclusive, not auto-delete (in that order).
+ *   4. a quorum or stream queue must be durable, not exclusive, not auto-delete (in that order).
  * Binding arguments (x-match, consistent-hash weights) and the exchange's alternate-exchange
  * are checked here too, so each rule has one home. */
 #include "channel_int.h"
@@ -30,20 +30,21 @@ enum {
     ARG_ENUM,    /* one of allowed */
     ARG_DELAYS,  /* Ferry: at most 64 delays in ms, each 0..one year */
     ARG_WINDOW,  /* Ferry: a positive number of ms */
+    ARG_MAXAGE,  /* x-max-age: a positive integer and one of Y M D h m s */
 };
 
 static const struct queue_arg {
     const char *name;
     uint8_t kind;
     uint8_t equiv;       /* a redeclare must give the same value (RabbitMQ compares it) */
-    const char *types;   /* queue types that support it: c classic, q quorum; NULL: Ferry's */
+    const char *types;   /* queue types that support it: c classic, q quorum, s stream; NULL: Ferry's */
     const char *allowed; /* ARG_ENUM: space-separated values */
     const char *what;    /* ARG_ENUM: how RabbitMQ names a bad value (NULL: invalid_overflow) */
 } queue_args[] = {
     {"x-message-ttl", ARG_INT, 1, "cq", 0, 0},
     {"x-expires", ARG_EXPIRES, 1, "cq", 0, 0},
     {"x-max-length", ARG_INT, 1, "cq", 0, 0},
-    {"x-max-length-bytes", ARG_INT, 1, "cq", 0, 0},
+    {"x-max-length-bytes", ARG_INT, 1, "cqs", 0, 0},
     {"x-max-priority", ARG_PRIO, 1, "c", 0, 0},
     {"x-max-in-memory-length", ARG_INT, 1, "q", 0, 0},
     {"x-max-in-memory-bytes", ARG_INT, 1, "q", 0, 0},
@@ -52,16 +53,17 @@ static const struct queue_arg {
     {"x-single-active-consumer", ARG_BOOL, 1, "cq", 0, 0},
     {"x-overflow", ARG_ENUM, 1, "cq", " drop-head reject-publish reject-publish-dlx ", 0},
     {"x-queue-mode", ARG_ENUM, 1, "c", " default lazy ", "queue mode"},
-    {"x-queue-type", ARG_ENUM, 1, "cq", " classic quorum ", "queue type"},
+    {"x-queue-type", ARG_ENUM, 1, "cqs", " classic quorum stream ", "queue type"},
     {"x-queue-master-locator", ARG_XSTR, 0, "c", 0, 0},
-    {"x-queue-leader-locator", ARG_XSTR, 0, "q", 0, 0},
+    {"x-queue-leader-locator", ARG_XSTR, 0, "qs", 0, 0},
     {"x-delivery-limit", ARG_NONE, 1, "q", 0, 0},
     {"x-queue-version", ARG_NONE, 0, "c", 0, 0},
     {"x-quorum-initial-group-size", ARG_NONE, 0, "q", 0, 0},
     {"x-dead-letter-strategy", ARG_NONE, 0, "q", 0, 0},
-    {"x-max-age", ARG_NONE, 0, "", 0, 0}, /* streams: no type here supports them */
-    {"x-stream-max-segment-size-bytes", ARG_NONE, 0, "", 0, 0},
-    {"x-initial-cluster-size", ARG_NONE, 0, "", 0, 0},
+    {"x-max-age", ARG_MAXAGE, 1, "s", 0, 0},
+    {"x-stream-max-segment-size-bytes", ARG_INT, 1, "s", 0, 0},
+    {"x-stream-filter-size-bytes", ARG_NONE, 0, "s", 0, 0}, /* RabbitMQ 3.13's Bloom filter size */
+    {"x-initial-cluster-size", ARG_NONE, 0, "s", 0, 0},
     {"x-retry-delays", ARG_DELAYS, 0, NULL, 0, 0},
     {"x-deduplication-window", ARG_WINDOW, 0, NULL, 0, 0},
 };
@@ -115,6 +117,13 @@ static int arg_problem(const struct queue_arg *a, const fval *v, char *why, size
         if (ok)
             return 0;
         snprintf(why, n, "expected a list of at most 64 delays in milliseconds (integers from 0 to one year)");
+    } else if (kind == ARG_MAXAGE) {
+        if (!fval_is_str(v))
+            snprintf(why, n, "{unacceptable_type,%s}", fval_type_name(v->type));
+        else if (stream_parse_age(v->s) < 0)
+            snprintf(why, n, "invalid_max_age");
+        else
+            return 0;
     } else if (kind == ARG_WINDOW) {
         if (fval_is_int(v) && v->i > 0)
             return 0;
@@ -151,8 +160,8 @@ static int check_values(channel *ch, slice qname, slice args, int ferry) {
 }
 
 /* The first of the client's arguments (in its order) the queue type does not support. */
-static int check_type_support(channel *ch, slice qname, slice args, int quorum) {
-    char type = quorum ? 'q' : 'c';
+static int check_type_support(channel *ch, slice qname, slice args, int quorum, int stream) {
+    char type = stream ? 's' : quorum ? 'q' : 'c';
     rd r = rd_make(args.p, args.n);
     slice k;
     fval v;
@@ -164,7 +173,7 @@ static int check_type_support(channel *ch, slice qname, slice args, int quorum) 
             channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE,
                                 "invalid arg '%s' for queue '%.*s' in vhost '%s' of queue type %s", a->name,
                                 (int)qname.n, (const char *)qname.p, ch_vhost(ch),
-                                quorum ? "rabbit_quorum_queue" : "rabbit_classic_queue");
+                                stream ? "rabbit_stream_queue" : quorum ? "rabbit_quorum_queue" : "rabbit_classic_queue");
             return -1;
         }
     }
@@ -173,11 +182,11 @@ static int check_type_support(channel *ch, slice qname, slice args, int quorum) 
 
 /* queue.declare of a new queue: the four checks above, in order. */
 int args_check_queue_declare(channel *ch, slice name, int durable, int exclusive, int auto_delete, slice args) {
-    int quorum = qtype_is_quorum(args);
-    if (check_values(ch, name, args, 0) < 0 || check_type_support(ch, name, args, quorum) < 0 ||
+    int quorum = qtype_is_quorum(args), stream = stream_is(args);
+    if (check_values(ch, name, args, 0) < 0 || check_type_support(ch, name, args, quorum, stream) < 0 ||
         check_values(ch, name, args, 1) < 0)
         return -1;
-    if (!quorum)
+    if (!quorum && !stream) /* both must be durable, not exclusive, not auto-delete */
         return 0;
     const char *prop = auto_delete ? "auto-delete" : exclusive ? "exclusive-owner" : !durable ? "non-durable" : NULL;
     if (prop) {

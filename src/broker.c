@@ -31,9 +31,14 @@ queue *broker_queue(vhost *vh, slice name) { return map_get(&vh->queues, (const 
 
 void broker_add_exchange(exchange *x) { map_put(&x->vh->exchanges, x->name, x->name_len, x); }
 
-void broker_add_queue(queue *q) { map_put(&q->vh->queues, q->name, q->name_len, q); }
+void broker_add_queue(queue *q) {
+    map_put(&q->vh->queues, q->name, q->name_len, q);
+    q->b->cnt.queue_created++;
+}
 
 void broker_remove_exchange(exchange *x) {
+    if (x->type == EX_DELAYED)
+        cron_exchange_removed(x);
     map_del(&x->vh->exchanges, x->name, x->name_len);
     persist_exchange(x->b->store, x, 0);
     exchange_free(x);
@@ -43,6 +48,7 @@ void broker_remove_queue(queue *q) {
     vhost *vh = q->vh;
     if (map_get(&vh->queues, q->name, q->name_len) == q) {
         map_del(&vh->queues, q->name, q->name_len);
+        q->b->cnt.queue_deleted++;
         persist_queue(q->b->store, q, 0);
         queue_unref(q); /* the map's reference */
     }
@@ -90,6 +96,10 @@ size_t broker_enqueue_routed(broker *b, message *m, int *rejected) {
     }
     for (size_t i = 0; i < b->nroute; i++) {
         queue *q = b->route_out[i];
+        if (q->is_stream) { /* appended to its own log (stream.c), never queued */
+            stream_publish(q, m);
+            continue;
+        }
         int accepted = queue_accepts(q, m);
         if (accepted < 0) {
             *rejected = 1;
@@ -128,6 +138,8 @@ void broker_store_synced(broker *b, uint64_t gen, int ok) {
         }
     }
     deadletter_synced(b, gen, ok);
+    cron_synced(b, gen, ok);
+    stream_synced(b);
     compact_run(b);
 }
 
@@ -232,6 +244,7 @@ static void tick(loop_timer *t) {
     if (++b->ticks % 4 == 0) { /* once a second */
         broker_set_alarm(b, ALARM_DISK, store_tick(b->store));
         compact_run(b);
+        stream_tick(b);
         broker_set_alarm(b, ALARM_MEMORY, memacct_total() > b->cfg.memory_high_watermark);
     }
     loop_timer_arm(b->loop, &b->tick, now + TICK_MS);
@@ -367,6 +380,7 @@ static void rec_copy(void *ctx, void *qp, const rcopy *c) {
         qm.pg_size = pg_size_encode(c->reclen);
         qm.returns = c->priority; /* its level, until the queue takes it (queue_recover) */
     }
+    qstats_recovered(q, c->seq, c->published);
     int64_t ttl = q->message_ttl, mttl = qm.paged ? -1 : qm.m->ttl;
     if (mttl >= 0 && (ttl < 0 || mttl < ttl))
         ttl = mttl;
@@ -405,7 +419,7 @@ static int rec_delayed(void *ctx, uint64_t sid, uint64_t due, slice vhname, slic
 }
 
 static const recover_sink broker_recovery = {
-    .defs = {rec_exchange, rec_exchange_delete, rec_queue, rec_queue_delete, rec_binding, access_recover},
+    .defs = {rec_exchange, rec_exchange_delete, rec_queue, rec_queue_delete, rec_binding, access_recover, cron_recover},
     .queues = rec_queues,
     .dedup = rec_dedup,
     .copy = rec_copy,
@@ -446,10 +460,12 @@ int broker_init(broker *b, const config *cfg) {
         log_error("%s", err);
         return -1;
     }
+    stream_recover_all(b);
     if (access_setup(b, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
     }
+    cron_start(b);
     if (access_start(b->access, b->loop) != 0) {
         log_error("cannot start the password-check thread");
         return -1;
@@ -490,12 +506,15 @@ void broker_shutdown(broker *b) {
     after_batch(b);
     deadletter_drop_pending(b);
     deadletter_settle_all(b);
+    cron_shutdown(b);
+    stream_shutdown(b); /* named offsets saved with the last batch */
     /* Write what is pending; from here on, tearing down memory is not a deletion. */
     persist_close(b);
     vhost_free_all(b);
     after_batch(b);
     deadletter_drop_pending(b);
     delayed_free(b);
+    cron_free(b);
     vhost_free_exchanges(b);
     map_free(&b->reply_to);
     if (b->access) {

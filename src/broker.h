@@ -84,6 +84,18 @@ typedef struct qheap { /* requeued messages, min-heap on seq */
     size_t len, cap;
 } qheap;
 
+/* Management statistics (mgmt_stats.c): counters kept on the hot paths with one increment
+ * each; the 1 s statistics tick turns them into RabbitMQ's 5 s rates. */
+enum { DL_REJECTED, DL_EXPIRED, DL_MAXLEN, DL_DELIVERY_LIMIT, DL_NREASONS };
+typedef struct qcounters {
+    uint64_t publish, deliver, deliver_no_ack, get, get_no_ack, get_empty, ack, redeliver;
+    uint64_t dead_lettered[DL_NREASONS]; /* messages that left this queue as dead letters */
+    uint64_t retries;                    /* x-retry-delays: rejected messages scheduled again */
+    uint64_t delayed_pending;            /* retries of this queue waiting in the delayed heap */
+    uint64_t unacked_bytes;              /* body bytes of its unacknowledged deliveries */
+    uint64_t last_activity_ms;           /* wall clock: the last publish, delivery or ack */
+} qcounters;
+
 struct queue {
     char *name;
     size_t name_len;
@@ -131,6 +143,11 @@ struct queue {
     size_t nretry;
     int64_t dedup_window;     /* x-deduplication-window in ms; 0 = none */
     struct dedup *dedup;      /* its message-ids, created on first use */
+    qcounters cnt;            /* management statistics (mgmt_stats.c) */
+    struct qstats *st;        /* their rate history and publish-time marks (mgmt_stats.c) */
+    /* issue 13: streams (stream.c) */
+    uint8_t is_stream;        /* x-queue-type stream: an append-only log, not a FIFO */
+    struct stream *stream;    /* its log and named offsets (NULL without a store) */
 };
 
 queue *queue_new(vhost *vh, slice name, int durable, int exclusive, int auto_delete, conn *owner, slice args);
@@ -191,12 +208,57 @@ void queue_reject(queue *q, qmsg qm);
  * scratch with the x-delivery-count header (RabbitMQ's quorum queues add it). */
 slice queue_delivery_props(const queue *q, const qmsg *qm, buf *scratch);
 
+/* ---------------- mgmt_stats.c ---------------- */
+
+/* A message was appended to q at the loop's current time (marks its publish time). */
+void qstats_published(queue *q);
+/* Recovery: the copy with this seq was published at wall-clock ms published. */
+void qstats_recovered(queue *q, uint64_t seq, uint64_t published);
+void qstats_free(queue *q);
+/* Age in ms of q's oldest ready message (0 if none). */
+uint64_t qstats_oldest_age_ms(queue *q, uint64_t now_mono);
+
 /* ---------------- qtype.c ---------------- */
 
 /* Does a queue with these arguments have x-queue-type quorum? */
 int qtype_is_quorum(slice args);
 /* Sets up a new queue's type-dependent state from its arguments. */
 void qtype_init(queue *q, slice args);
+
+/* ---------------- stream.c ---------------- */
+
+/* Does a queue with these arguments have x-queue-type stream? */
+int stream_is(slice args);
+/* RabbitMQ's x-max-age syntax (a positive integer and one of Y M D h m s): ms, or -1. */
+int64_t stream_parse_age(slice s);
+/* Opens a durable stream queue's log (fresh: just declared, no files yet). */
+void stream_attach(queue *q, int fresh);
+/* After recovery: every stream queue's log opened; directories of deleted streams removed. */
+void stream_recover_all(broker *b);
+/* queue.delete: the stream's files go with the next batch. */
+void stream_destroy(queue *q);
+/* Appends a routed message to the stream (confirmed once its batch is synced). */
+void stream_publish(queue *q, message *m);
+/* Consumers with credit get records; called as queue_dispatch for a stream. */
+void stream_dispatch(queue *q);
+/* The store synced a batch: consumers at the end of streams that grew are woken. */
+void stream_synced(broker *b);
+/* Once a second: named offsets saved, retention by age. */
+void stream_tick(broker *b);
+/* Shutdown (before the store closes): named offsets saved, logs closed. */
+void stream_shutdown(broker *b);
+/* An unacked delivery of a stream ended (SETTLE_* mode, channel_int.h). */
+void stream_settled(queue *q, consumer *cs, uint64_t offset, int mode);
+void stream_consumer_gone(consumer *cs);
+/* The management API's view: bytes, first and last offsets; -1 without a log. */
+typedef struct stream_info {
+    uint64_t bytes, first, last, committed;
+    size_t segments;
+} stream_info;
+int stream_stats(const queue *q, stream_info *out);
+/* Each named consumer: its stored offset, lag (committed - offset), and whether in use. */
+void stream_each_name(const queue *q, void (*fn)(void *ctx, const char *name, uint64_t offset, uint64_t lag, int active),
+                      void *ctx);
 
 /* ---------------- retry.c ---------------- */
 
@@ -281,6 +343,7 @@ struct exchange {
     struct chring *ring;  /* EX_CHASH (or delayed over it): the hash ring (chash.c) */
     struct topic_trie *trie; /* EX_TOPIC (or delayed over it): its bindings' keys (topic.c) */
     map bindex;           /* (destination, key) -> struct bvec: finds a binding without a scan */
+    uint64_t publish_in, publish_out; /* management statistics: messages in, copies routed out */
 };
 
 int exchange_type_parse(slice s, int *type);
@@ -350,6 +413,8 @@ int delayed_take(exchange *x, message *m, slice headers);
 void delayed_to_queue(broker *b, queue *q, message *m, uint64_t delay_ms);
 void delayed_exchange_gone(broker *b, exchange *x);
 void delayed_free(broker *b);
+/* Delayed messages pending (delayed exchanges and retries). */
+size_t delayed_count(broker *b);
 /* Calls fn for every pending delayed message (compaction; fn may change e->seg only). */
 void delayed_each(broker *b, void (*fn)(void *ctx, delayed_entry *e), void *ctx);
 
@@ -380,6 +445,7 @@ struct consumer {
     uint8_t *args;
     size_t args_len;
     uint64_t since; /* registration order on its queue (single active consumer) */
+    struct scursor *sc; /* a stream consumer's cursor (stream.c) */
 };
 
 typedef struct unacked {
@@ -537,6 +603,10 @@ struct conn {
     conn *prev, *next;    /* all connections */
     conn *next_flush;     /* flush list */
     conn *next_dead;      /* freed after the batch */
+    uint8_t *client_props; /* connection.start-ok client-properties (the management API shows them) */
+    size_t client_props_len;
+    char mech[16];         /* the SASL mechanism used */
+    uint64_t recv_oct, send_oct, recv_cnt, send_cnt; /* bytes and reads/writes (management API) */
 };
 
 /* Sends connection.close with a reply code and text; the connection accepts nothing
@@ -565,6 +635,8 @@ void conn_destroy(conn *c); /* closes the socket and frees, after the batch */
 /* Gives each connection with frames left over after its budget one more budget (once per
  * loop batch); returns nonzero if some still have frames left. */
 int conn_backlog_run(broker *b);
+/* Is this user one of --loopback-users (may log in from loopback only)? */
+int loopback_only(const config *cfg, slice user);
 /* Listens on addr:port; with tls, connections start with a TLS handshake (b->tls). */
 int listener_open(broker *b, const char *addr, int port, int tls);
 /* A new connection on a connected non-blocking socket (accepted, or a socketpair end). */
@@ -608,11 +680,48 @@ void access_recover(void *ctx, slice payload);
  * with a message in err. */
 int access_setup(broker *b, char *err, size_t errlen);
 
+/* ---------------- cron.c ---------------- */
+
+/* Broker-held cron (x-ferry-cron on x-delayed-message exchanges): schedules fired once per
+ * tick, kept in meta.log as M_CRON records. */
+typedef struct cron_info {
+    const char *vhost, *exchange, *name, *expr, *tz, *rkey;
+    int64_t next, last; /* Unix seconds; -1: none (never fired yet / never fires) */
+    int durable;
+} cron_info;
+/* Does a publish with these headers ask for a schedule (x-ferry-cron present)? */
+int cron_wanted(slice headers);
+/* A publish to x-delayed-message exchange x with x-ferry-cron: creates, replaces or (empty
+ * expression) removes the schedule named by its message_id. -1 after closing the channel
+ * (406, nothing stored); 1 if a record was appended (the confirm waits for its sync); 0. */
+int cron_publish(channel *ch, exchange *x, message *m, const props_view *pv);
+/* meta_sink.cron: a schedule record back (recovery); cron_start then arms them (a tick
+ * missed while down fires once). */
+void cron_recover(void *ctx, slice payload);
+void cron_start(broker *b);
+/* meta.log compaction: one record per durable schedule. */
+void cron_emit(broker *b, buf *out, uint64_t salt);
+/* A batch came back: ticks whose copies it held get their FIRED mark. */
+void cron_synced(broker *b, uint64_t gen, int ok);
+/* x (an x-delayed-message exchange) is being deleted: its schedules go with it. */
+void cron_exchange_removed(exchange *x);
+/* Every schedule (of vhost, or all if NULL), for listing. */
+void cron_each(broker *b, const char *vhost, void (*fn)(void *ctx, const cron_info *ci), void *ctx);
+/* Before the store closes: marks still waiting for a sync are appended. */
+void cron_shutdown(broker *b);
+void cron_free(broker *b);
+
 /* ---------------- definitions.c ---------------- */
 
 /* Loads a RabbitMQ definitions file (rabbitmqctl export_definitions): 0, or -1 with a message
  * in err (ferryd then refuses to start). */
 int definitions_load(broker *b, const char *path, char *err, size_t errlen);
+/* The same from parsed JSON (the management API's POST /api/definitions); path names it in
+ * messages. Does not take root. */
+struct json_t;
+int definitions_load_json(broker *b, struct json_t *root, const char *path, char *err, size_t errlen);
+/* JSON arguments as field table contents (appended to t). */
+void definitions_put_table(buf *t, struct json_t *o);
 
 /* ---------------- broker.c ---------------- */
 
@@ -638,6 +747,7 @@ struct broker {
     struct deadletter *dl_head, *dl_tail; /* dead letters to republish (deadletter.c) */
     struct deadletter *dl_wait, *dl_wait_tail; /* their source copies' settles, waiting for a sync */
     struct delayed *delayed;              /* messages due later (delayed.c) */
+    struct cron *cron;                    /* cron schedules (cron.c) */
     queue *dirty;       /* queues with deliveries to make */
     conn *flush;        /* connections with output */
     channel *confirms;  /* channels with confirms to send */
@@ -660,6 +770,14 @@ struct broker {
     int stopping;
     uint64_t ticks;
     uint8_t compact_reading; /* compact.c: paged bodies of the oldest segment are being read back */
+    struct stream *streams;  /* stream queues with a log (stream.c) */
+    /* management statistics (mgmt_stats.c): what the overview counts */
+    struct {
+        uint64_t publish, confirm, deliver, deliver_no_ack, get, get_no_ack, get_empty, ack, redeliver;
+        uint64_t return_unroutable, drop_unroutable, dead_lettered[DL_NREASONS], retries;
+        uint64_t conn_created, conn_closed, chan_created, chan_closed, queue_declared, queue_created, queue_deleted;
+    } cnt;
+    struct mgmt *mgmt; /* the management API's loop side (mgmt.c); NULL with it off */
 };
 
 int broker_init(broker *b, const config *cfg);

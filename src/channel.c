@@ -39,6 +39,7 @@ channel *channel_new(conn *c, uint16_t id) {
     channel *ch = xcalloc(1, sizeof *ch);
     ch->id = id;
     ch->c = c;
+    c->b->cnt.chan_created++;
     ch->flow_active = 1;
     map_init(&ch->consumers);
     return ch;
@@ -55,6 +56,7 @@ static void channel_release(channel *ch) {
 
 /* Releases everything and frees the channel (connection close, channel close-ok). */
 void channel_free(channel *ch) {
+    ch->c->b->cnt.chan_closed++;
     channel_release(ch);
     map_free(&ch->consumers);
     free(ch->cwait);

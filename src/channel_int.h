@@ -138,6 +138,13 @@ void send_consume_ok(channel *ch, const consumer *cs);
 void write_deliver(channel *ch, const consumer *cs, uint64_t tag, int redelivered, message *m, slice props);
 /* Cancels every consumer and requeues every unacked delivery, in order (channel close). */
 void consume_release(channel *ch);
+/* A stream delivery (tag) to cs waits for its ack: the entry holds the offset, no message. */
+void consume_push_unacked(consumer *cs, uint64_t tag, uint64_t offset);
+
+/* ---- stream.c ---- */
+
+/* basic.consume on a stream queue (after the exclusive-consumer check). */
+void stream_consume(channel *ch, queue *q, slice tag, int no_ack, int exclusive, int nowait, slice args);
 
 /* ---- replyto.c ---- */
 

@@ -63,6 +63,7 @@ static int set(config *c, const char *name, const char *val, char *err, int errl
     }
     INT_OPT("port", port, 0, 65535)
     INT_OPT("http-port", http_port, 0, 65535)
+    INT_OPT("prometheus-port", prometheus_port, 0, 65535)
     INT_OPT("heartbeat", heartbeat, 0, 65535)
     INT_OPT("frame-max", frame_max, 4096, 1 << 24)
     INT_OPT("channel-max", channel_max, 1, 65535)
@@ -153,6 +154,14 @@ static int set(config *c, const char *name, const char *val, char *err, int errl
                  "invalid value '%s' for password-hashing (pbkdf2 or rabbit_password_hashing_sha256)", val);
         return -1;
     }
+    if (strcmp(name, "log-format") == 0) {
+        if (strcmp(val, "text") == 0 || strcmp(val, "json") == 0) {
+            c->log_json = val[0] == 'j';
+            return 0;
+        }
+        snprintf(err, (size_t)errlen, "invalid value '%s' for log-format (text or json)", val);
+        return -1;
+    }
     if (strcmp(name, "log-level") == 0) {
         static const char *levels[] = {"debug", "info", "warning", "error"};
         for (int i = 0; i < 4; i++) {
@@ -219,6 +228,7 @@ static const char usage[] =
     "  --bind ADDR            listen address, repeatable (default 127.0.0.1 and ::1)\n"
     "  --data-dir DIR         data directory (default ./data)\n"
     "  --http-port N          management HTTP port (default 15672; 0 = off)\n"
+    "  --prometheus-port N    Prometheus /metrics on this port too (default 0: only on the HTTP port)\n"
     "  --config FILE          settings file: one 'name = value' per line, same names as the flags\n"
     "  --heartbeat S          heartbeat interval proposed to clients (default 60; 0 = off)\n"
     "  --frame-max N          largest frame in bytes (default 131072)\n"
@@ -228,6 +238,7 @@ static const char usage[] =
     "  --max-connections N    most open AMQP connections; more are refused at connection.open\n"
     "                         (default 0: no limit but the file descriptor limit)\n"
     "  --log-level L          debug, info, warning or error (default info)\n"
+    "  --log-format F         text (default) or json: one JSON object per log line\n"
     "  --segment-size N       message log segment size in bytes (default 67108864)\n"
     "  --disk-free-limit N    block publishers below this many free bytes (default 50000000)\n"
     "  --memory-high-watermark N  block publishers above this many bytes of messages (default 40% of RAM)\n"

@@ -7,6 +7,8 @@
 typedef struct config {
     int port;
     int http_port;
+    int prometheus_port; /* /metrics on its own port too (rabbitmq_prometheus's 15692); 0 = off */
+    int log_json;        /* --log-format json: one JSON object per log line */
     char data_dir[512];
     char bind[4][64]; /* listen addresses; default 127.0.0.1 and ::1 */
     int nbind;

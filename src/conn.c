@@ -103,6 +103,7 @@ static void format_peer(const struct sockaddr_storage *ss, char *out, size_t n) 
 conn *conn_new(broker *b, int fd, int loopback, const char *peer) {
     assert(b && b->loop && fd >= 0 && peer);
     conn *c = xcalloc(1, sizeof *c);
+    b->cnt.conn_created++;
     c->io.fn = conn_io;
     c->fd = fd;
     c->b = b;
@@ -676,12 +677,14 @@ void conn_destroy(conn *c) {
 }
 
 void conn_free(conn *c) {
+    c->b->cnt.conn_closed++;
     buf_free(&c->in);
     buf_free(&c->out);
     out_drop_slices(c);
     conn_account(c);
     free(c->chans);
     free(c->user);
+    free(c->client_props);
     free(c);
 }
 
@@ -751,7 +754,10 @@ static void send_start(conn *c) {
                                  "basic.nack",             "consumer_cancel_notify",
                                  "connection.blocked",     "authentication_failure_close",
                                  "per_consumer_qos",       "direct_reply_to",
-                                 "consumer_priorities"};
+                                 "consumer_priorities",
+                                 /* Ferry's own (RabbitMQ ignores what it does not know): queues
+                                  * take x-retry-delays; `ferry worker` looks for it */
+                                 "x-retry-delays"};
     for (size_t i = 0; i < ARRAY_LEN(caps); i++)
         table_put_bool(&cap, caps[i], 1);
     table_put_table(o, "capabilities", buf_head(&cap), cap.len);
@@ -792,7 +798,7 @@ static void send_empty_method(conn *c, uint16_t ch, unsigned mid) {
 /* ---- handshake ---- */
 
 /* RabbitMQ's loopback_users: these users may connect only from a loopback address. */
-static int loopback_only(const config *cfg, slice user) {
+int loopback_only(const config *cfg, slice user) {
     const char *p = cfg->loopback_users;
     while (*p) {
         const char *e = strchr(p, ',');
@@ -998,6 +1004,12 @@ static void on_start_ok(conn *c, rd *r) {
         return;
     }
     read_client_capabilities(c, props);
+    if (!c->client_props && props.n) { /* shown by the management API */
+        c->client_props = xmalloc(props.n);
+        memcpy(c->client_props, props.p, props.n);
+        c->client_props_len = props.n;
+    }
+    snprintf(c->mech, sizeof c->mech, "%.*s", (int)MIN(mech.n, sizeof c->mech - 1), (const char *)mech.p);
     slice user = {0}, pass = {0};
     if (slice_eqs(mech, "EXTERNAL") && c->tls && tls_has_peer_cert(c->tls)) {
         login_external(c);

@@ -131,11 +131,31 @@ void consumer_deliver(consumer *cs, qmsg qm) {
     buf_init(&scratch);
     write_deliver(ch, cs, tag, qm.deliveries > 0, qm.m, queue_delivery_props(cs->q, &qm, &scratch));
     buf_free(&scratch);
+    broker *b = ch->c->b;
+    if (cs->no_ack)
+        cs->q->cnt.deliver_no_ack++, b->cnt.deliver_no_ack++;
+    else
+        cs->q->cnt.deliver++, b->cnt.deliver++;
+    if (qm.deliveries)
+        cs->q->cnt.redeliver++, b->cnt.redeliver++;
     qm.deliveries = count_up(qm.deliveries);
     if (cs->no_ack) {
         queue_settle(cs->q, qm);
         return;
     }
+    unacked u = {tag, cs->q, cs, qm, 0, 0};
+    cs->q->refs++;
+    cs->q->unacked++;
+    cs->q->cnt.unacked_bytes += qm.m->body_len;
+    cs->unacked++;
+    ch->nunacked++;
+    ring_push(&ch->unacked, u);
+}
+
+void consume_push_unacked(consumer *cs, uint64_t tag, uint64_t offset) {
+    channel *ch = cs->ch;
+    qmsg qm = {0};
+    qm.seq = offset;
     unacked u = {tag, cs->q, cs, qm, 0, 0};
     cs->q->refs++;
     cs->q->unacked++;
@@ -146,6 +166,7 @@ void consumer_deliver(consumer *cs, qmsg qm) {
 
 /* Frees a consumer already removed from its queue and channel. */
 static void consumer_free(consumer *cs) {
+    stream_consumer_gone(cs);
     free(cs->tag);
     free(cs->args);
     free(cs);
@@ -192,14 +213,23 @@ static void settle(channel *ch, unacked *u, int mode) {
     u->tx = 0;
     ch->nunacked--;
     q->unacked--;
+    if (u->qm.m) /* (a stream's unacked entries hold an offset, no message) */
+        q->cnt.unacked_bytes -= u->qm.m->body_len;
     if (u->c)
         u->c->unacked--;
+    if (q->is_stream) {
+        stream_settled(q, u->c, u->qm.seq, mode); /* a stream removes nothing */
+        queue_unref(q);
+        return;
+    }
     if (mode == SETTLE_REQUEUE)
         queue_requeue(q, u->qm);
     else if (mode == SETTLE_REJECT)
         queue_reject(q, u->qm);
-    else
+    else {
         queue_settle(q, u->qm);
+        q->cnt.ack++, ch->c->b->cnt.ack++;
+    }
     if (!q->deleted && q->nconsumers && queue_ready_count(q))
         queue_mark_dirty(q);
     queue_unref(q);
@@ -223,7 +253,7 @@ static int ackable(const unacked *u) { return !u->done && !u->tx; }
  * with tag 0 means all. As RabbitMQ's collect_acks, the tag itself must be waiting for an
  * ack, else it is unknown: -1, nothing changed. In a transaction (tx) the entries are only
  * marked, for tx.commit to settle; they count as acked from now on. */
-static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx) {
+static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx, int recovering) {
     uring *r = &ch->unacked;
     size_t end = r->len;
     if (!(multiple && tag == 0)) {
@@ -234,7 +264,7 @@ static int apply_tags(channel *ch, uint64_t tag, int multiple, int mode, int tx)
     }
     for (size_t i = multiple ? 0 : end - 1; i < end; i++) {
         unacked *u = ring_at(r, i);
-        if (!ackable(u))
+        if (!ackable(u) || (recovering && u->q->is_stream))
             continue;
         if (tx) {
             u->tx = (uint8_t)(1 + mode);
@@ -360,6 +390,10 @@ void basic_consume(channel *ch, rd *r) {
     queue *q = find_queue(ch, qname, BASIC_CONSUME);
     if (!q)
         return;
+    if (q->is_stream) { /* RabbitMQ: exclusive consume does not apply to streams */
+        stream_consume(ch, q, tag, no_ack, exclusive, nowait, args);
+        return;
+    }
     for (size_t i = 0; i < q->nconsumers; i++) {
         if (q->consumers[i]->exclusive || exclusive) {
             channel_close_error(ch, ACCESS_REFUSED, BASIC_CONSUME, "%s in exclusive use", rs("queue", qname));
@@ -415,6 +449,11 @@ void basic_get(channel *ch, rd *r) {
 }
 
 void get_from(channel *ch, queue *q, int no_ack) {
+    if (q->is_stream) { /* RabbitMQ's refusal, a connection error */
+        conn_close_error(ch->c, NOT_IMPLEMENTED, BASIC_GET, "basic.get not supported by stream queues %s",
+                         rs("queue", (slice){(const uint8_t *)q->name, q->name_len}));
+        return;
+    }
     queue_touch(q);
     qmsg qm;
     int rc = queue_pop(q, &qm);
@@ -424,6 +463,7 @@ void get_from(channel *ch, queue *q, int no_ack) {
     }
     buf *o = out(ch);
     if (!rc) {
+        q->cnt.get_empty++, ch->c->b->cnt.get_empty++;
         size_t m = method_begin(o, ch->id, BASIC_GET_EMPTY);
         buf_shortstr(o, "", 0);
         frame_end(o, m);
@@ -444,6 +484,12 @@ void get_from(channel *ch, queue *q, int no_ack) {
     conn_put_content(ch->c, ch->id, props, msg);
     buf_free(&scratch);
     persist_delivered(ch->c->b->store, q, &qm);
+    if (no_ack)
+        q->cnt.get_no_ack++, ch->c->b->cnt.get_no_ack++;
+    else
+        q->cnt.get++, ch->c->b->cnt.get++;
+    if (qm.deliveries)
+        q->cnt.redeliver++, ch->c->b->cnt.redeliver++;
     qm.deliveries = count_up(qm.deliveries);
     if (no_ack) {
         queue_settle(q, qm);
@@ -451,6 +497,7 @@ void get_from(channel *ch, queue *q, int no_ack) {
     }
     q->refs++;
     q->unacked++;
+    q->cnt.unacked_bytes += qm.m->body_len;
     ch->nunacked++;
     ring_push(&ch->unacked, (unacked){tag, q, NULL, qm, 0, 0});
 }
@@ -466,7 +513,7 @@ void basic_settle(channel *ch, rd *r, unsigned mid) {
     int multiple = mid != BASIC_REJECT && (bits & 1);
     int requeue = mid == BASIC_ACK ? 0 : mid == BASIC_REJECT ? (bits & 1) : ((bits >> 1) & 1);
     int mode = mid == BASIC_ACK ? SETTLE_ACK : requeue ? SETTLE_REQUEUE : SETTLE_REJECT;
-    if (apply_tags(ch, tag, multiple, mode, ch->tx) < 0)
+    if (apply_tags(ch, tag, multiple, mode, ch->tx, 0) < 0)
         channel_close_error(ch, PRECONDITION_FAILED, mid, "unknown delivery tag %llu", (unsigned long long)tag);
 }
 
@@ -482,7 +529,7 @@ void basic_recover(channel *ch, rd *r, unsigned mid) {
         conn_close_error(ch->c, NOT_IMPLEMENTED, mid, "requeue=false");
         return;
     }
-    apply_tags(ch, 0, 1, SETTLE_REQUEUE, 0); /* not what the open transaction acked */
+    apply_tags(ch, 0, 1, SETTLE_REQUEUE, 0, 1); /* not what the open transaction acked; stream deliveries stay */
     if (mid == BASIC_RECOVER)
         send_empty(ch, BASIC_RECOVER_OK);
 }

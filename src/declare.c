@@ -305,6 +305,8 @@ void queue_declare(channel *ch, rd *r) {
                                 "cannot store durable %s: the disk is full or failing", rs("queue", name));
             return;
         }
+        if (q->is_stream)
+            stream_attach(q, 1); /* its log: files appear with its first record */
         /* Every queue is bound to the default exchange by its name (implicitly). */
         if (rc > 0) { /* declare-ok once its record is synced */
             snprintf(ch->last_queue, sizeof ch->last_queue, "%s", q->name);
@@ -385,6 +387,11 @@ void queue_purge_m(channel *ch, rd *r) {
     queue *q = find_queue(ch, name, QUEUE_PURGE);
     if (!q)
         return;
+    if (q->is_stream) { /* RabbitMQ's refusal, a connection error */
+        conn_close_error(ch->c, NOT_IMPLEMENTED, QUEUE_PURGE, "queue.purge not supported by stream queues %s",
+                         rs("queue", name));
+        return;
+    }
     size_t n = queue_purge(q);
     if (!(bits & 1))
         send_count(ch, QUEUE_PURGE_OK, n);

@@ -108,6 +108,8 @@ static void put_value(buf *t, json_t *v) {
     }
 }
 
+void definitions_put_table(buf *t, json_t *o) { put_table(t, o); }
+
 static json_t *array_member(ctx *c, json_t *root, const char *key, int *bad) {
     json_t *a = json_object_get(root, key);
     if (a && !json_is_array(a)) {
@@ -406,6 +408,13 @@ int definitions_load(broker *b, const char *path, char *err, size_t errlen) {
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return fail(&c, "definitions file %s: %s (line %d, column %d)", path, je.text, je.line, je.column);
+    int rc = definitions_load_json(b, root, path, err, errlen);
+    json_decref(root);
+    return rc;
+}
+
+int definitions_load_json(broker *b, json_t *root, const char *path, char *err, size_t errlen) {
+    ctx c = {b, err, errlen};
     int rc = -1, bad = 0;
     if (!json_is_object(root)) {
         fail(&c, "definitions file %s: not a JSON object", path);
@@ -443,6 +452,5 @@ int definitions_load(broker *b, const char *path, char *err, size_t errlen) {
              b->vhosts.count, b->access->perms.count);
     rc = 0;
 out:
-    json_decref(root);
     return rc;
 }

@@ -92,6 +92,7 @@ static void arm(struct delayed *d) {
 static void fire_one(broker *b, delayed_entry e) {
     int rejected = 0; /* one attempt, as the plugin: a full queue's refusal is final */
     if (e.q) {
+        e.q->cnt.delayed_pending--;
         if (!e.q->deleted) {
             b->nroute = 0;
             broker_route_add(b, e.q);
@@ -128,6 +129,8 @@ static void add(broker *b, delayed_entry e) {
         d->heap = xrealloc(d->heap, d->cap * sizeof *d->heap);
     }
     e.seq = d->seq++;
+    if (e.q)
+        e.q->cnt.delayed_pending++;
     d->heap[d->len++] = e;
     sift_up(d, d->len - 1);
     if (d->heap[0].seq == e.seq) /* a new earliest entry */
@@ -235,6 +238,8 @@ void delayed_free(broker *b) {
     free(d);
     b->delayed = NULL;
 }
+
+size_t delayed_count(broker *b) { return b->delayed ? b->delayed->len : 0; }
 
 /* Calls fn for every pending delayed message (compaction: fn may change e->seg only). */
 void delayed_each(broker *b, void (*fn)(void *ctx, delayed_entry *e), void *ctx) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "mgmt.h"
 #include "storeio.h"
 #include "tls.h"
 #include "util.h"
@@ -53,6 +54,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     log_level = cfg.log_level;
+    log_json = cfg.log_json;
     if (sio_init() < 0)
         return 2;
     int lock_fd = -1;
@@ -64,8 +66,16 @@ int main(int argc, char **argv) {
         close(lock_fd);
         return 1;
     }
+    /* the management API (its HTTP threads ask the loop; see mgmt.h) */
+    if ((cfg.http_port || cfg.prometheus_port) && mgmt_start(&b) < 0) {
+        mgmt_stop(&b);
+        broker_shutdown(&b);
+        close(lock_fd);
+        return 1;
+    }
     log_info("ferryd %s started (data directory %s)", FERRY_VERSION, cfg.data_dir);
     broker_run(&b);
+    mgmt_stop(&b);
     broker_shutdown(&b);
     close(lock_fd);
     log_info("ferryd stopped");

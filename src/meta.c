@@ -127,6 +127,10 @@ static void meta_apply(void *arg, const uint8_t *p, size_t n) {
         if (k->access)
             k->access(ld->ctx, (slice){p + REC_HEADER, n - REC_HEADER});
         return;
+    case M_CRON:
+        if (k->cron)
+            k->cron(ld->ctx, (slice){p + REC_HEADER, n - REC_HEADER});
+        return;
     }
 }
 
@@ -290,6 +294,12 @@ void meta_put_queue(buf *b, uint64_t salt, uint32_t qid, slice vhost, slice name
 
 void meta_put_access(buf *b, uint64_t salt, slice payload) {
     size_t at = rec_begin(b, M_ACCESS);
+    buf_put(b, payload.p, payload.n);
+    rec_end(b, at, salt);
+}
+
+void meta_put_cron(buf *b, uint64_t salt, slice payload) {
+    size_t at = rec_begin(b, M_CRON);
     buf_put(b, payload.p, payload.n);
     rec_end(b, at, salt);
 }

@@ -27,6 +27,7 @@ typedef struct meta_sink {
     void (*queue_delete)(void *ctx, uint32_t qid);
     void (*binding)(void *ctx, int add, slice vhost, slice src, int to_exchange, slice dst, slice key, slice args);
     void (*access)(void *ctx, slice payload);
+    void (*cron)(void *ctx, slice payload); /* an M_CRON record's bytes (cron.c reads them) */
 } meta_sink;
 
 typedef struct meta {
@@ -73,5 +74,6 @@ void meta_put_queue_del(buf *b, uint64_t salt, uint32_t qid);
 void meta_put_binding(buf *b, uint64_t salt, int add, slice vhost, slice src, int to_exchange, slice dst, slice key,
                       slice args);
 void meta_put_access(buf *b, uint64_t salt, slice payload);
+void meta_put_cron(buf *b, uint64_t salt, slice payload);
 
 #endif

@@ -63,6 +63,7 @@ static void emit_definitions(void *ctx, buf *out, uint64_t salt) {
                     put_binding(out, salt, x->bindings[k], 1);
         }
     }
+    cron_emit(b, out, salt); /* after the exchanges they belong to */
 }
 
 /* Appends the records in b to the pending batch. Returns 1: the caller's answer waits for

@@ -139,6 +139,7 @@ void channel_send_confirms(channel *ch) {
     size_t m = method_begin(o, ch->id, BASIC_ACK);
     buf_u64(o, ch->confirm_upto);
     buf_u8(o, ch->confirm_upto - ch->confirmed > 1 ? 1 : 0);
+    ch->c->b->cnt.confirm += ch->confirm_upto - ch->confirmed;
     frame_end(o, m);
     ch->confirmed = ch->confirm_upto;
 }
@@ -207,19 +208,33 @@ static int publish_route(channel *ch, message *m, int mandatory) {
         props_parse((slice){msg_props(m), m->props_len}, &pv);
     int routed = 0, rejected = 0;
     uint64_t appended = store_appended(b->store);
+    int cron_stored = 0;
     if (m->exchange_len == 0 && slice_prefix((slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, REPLY_TO_PREFIX)) {
         routed = deliver_reply(b, m);
     } else {
         exchange *x = broker_exchange(ch->c->vh, (slice){(const uint8_t *)msg_exchange(m), m->exchange_len});
-        if (x) {
+        if (x && x->type == EX_DELAYED && cron_wanted(pv.headers)) {
+            /* a schedule (cron.c): not routed itself; confirmed once it is stored */
+            int r = cron_publish(ch, x, m, &pv);
+            x->publish_in++;
+            if (r < 0)
+                return 0; /* the channel is closed */
+            routed = 1;
+            cron_stored = r > 0; /* a meta.log record to wait for */
+        } else if (x) {
             exchange_route(x, m, pv.headers);
             routed = b->nroute > 0;
+            x->publish_in++;
+            x->publish_out += b->nroute;
             broker_enqueue_routed(b, m, &rejected);
         }
     }
+    b->cnt.publish++;
     if (!routed && mandatory)
         write_return(ch, m, NO_ROUTE, "NO_ROUTE");
-    int stored = store_appended(b->store) != appended; /* a record for it: publish or delayed */
+    if (!routed)
+        mandatory ? b->cnt.return_unroutable++ : b->cnt.drop_unroutable++;
+    int stored = cron_stored || store_appended(b->store) != appended; /* a record for it: publish, delayed, cron */
     if (ch->confirm) {
         ch->pub_seq++;
         if (stored || ch->ncwait)

@@ -8,7 +8,8 @@
  *   - a quorum queue adds x-delivery-count to every delivery and dead-letters a message
  *     returned more than x-delivery-limit times (reason delivery_limit); its default limit
  *     is 20, as in RabbitMQ 4.
- * Streams (x-queue-type stream) do not exist yet and are refused as an unsupported type. */
+ * Streams (x-queue-type stream) are queues too (is_stream): stream.c keeps their log and
+ * consumers, and the queue's FIFO stays empty. */
 #include "broker.h"
 
 #include <stdlib.h>
@@ -25,6 +26,7 @@ int qtype_is_quorum(slice args) {
 void qtype_init(queue *q, slice args) {
     fval v;
     q->quorum = (uint8_t)qtype_is_quorum(args);
+    q->is_stream = (uint8_t)stream_is(args);
     q->delivery_limit = q->quorum ? QUORUM_DEFAULT_DELIVERY_LIMIT : -1;
     /* RabbitMQ 4: a negative limit means no limit. */
     if (table_get(args, "x-delivery-limit", &v) && fval_is_int(&v))

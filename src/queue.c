@@ -208,6 +208,7 @@ void queue_unref(queue *q) {
     free(q->levels);
     free(q->retry_delays);
     dedup_free(q);
+    qstats_free(q);
     free(q->consumers);
     free(q->bindings);
     free(q->args);
@@ -479,6 +480,7 @@ void queue_recover(queue *q, qmsg qm) {
 
 void queue_publish(queue *q, message *m) {
     int64_t ttl = ttl_of(q, m);
+    q->cnt.publish++;
     uint8_t stored = m->in_store && q->qid;
     if (ttl == 0) {
         /* TTL 0: delivered now to a consumer that can take it, or never (RabbitMQ). */
@@ -491,6 +493,7 @@ void queue_publish(queue *q, message *m) {
         return;
     }
     qmsg qm = {.m = message_ref(m), .seq = q->next_seq++, .expires_at = ttl > 0 ? now_ms() + (uint64_t)ttl : 0, .stored = stored};
+    qstats_published(q);
     ring_push(&level_of(q, m)->ready, qm);
     q->nready++;
     q->ready_bytes += m->body_len;
@@ -656,6 +659,10 @@ consumer *queue_next_consumer(queue *q) {
 /* Hands out ready messages to consumers that have credit, until the queue is empty or no
  * consumer can take more. */
 void queue_dispatch(queue *q) {
+    if (q->is_stream) {
+        stream_dispatch(q);
+        return;
+    }
     while (q->nconsumers && queue_ready_count(q)) {
         consumer *cs = queue_next_consumer(q);
         if (!cs)
@@ -678,6 +685,7 @@ size_t queue_delete(queue *q) {
     loop_timer_cancel(q->b->loop, &q->expiry_timer);
     while (q->nconsumers)
         consumer_cancelled_by_queue(q->consumers[q->nconsumers - 1]);
+    stream_destroy(q);
     while (q->nbindings)
         binding_remove(q->bindings[q->nbindings - 1]);
     drop_all_ready(q);

@@ -33,7 +33,8 @@ enum {
 };
 /* meta.log: */
 enum { M_EXCHANGE = 10, M_EXCHANGE_DEL = 11, M_QUEUE = 12, M_QUEUE_DEL = 13, M_BIND = 14, M_UNBIND = 15,
-       M_ACCESS = 16 /* users, vhosts, permissions: bytes only their owner reads (meta_sink.access) */ };
+       M_ACCESS = 16, /* users, vhosts, permissions: bytes only their owner reads (meta_sink.access) */
+       M_CRON = 17 /* cron schedules and their fired ticks: bytes only their owner reads (meta_sink.cron) */ };
 
 /* Starts a record of this type at the end of b; returns where it starts (for rec_end). */
 size_t rec_begin(buf *b, uint8_t type);

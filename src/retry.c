@@ -23,6 +23,7 @@ int retry_schedule(queue *q, message *m) {
         return 0;
     message *n = message_set_int_header(m, "x-retry-count", 'l', done + 1);
     delayed_to_queue(q->b, q, n, (uint64_t)q->retry_delays[done]);
+    q->cnt.retries++, q->b->cnt.retries++;
     message_unref(n);
     return 1;
 }

@@ -33,6 +33,7 @@
 #include "paging.h"
 #include "record.h"
 #include "storeio.h"
+#include "streamlog.h"
 #include "util.h"
 #include "writer.h"
 
@@ -45,6 +46,7 @@ struct store {
     writer wr;
     pager pg;
     helpers hp;          /* the helper thread: paged bodies read back */
+    slogs *streams;      /* streams' own logs (streamlog.c) */
     uint64_t meta_count; /* meta.log records appended (each waits for its batch's sync) */
     uint64_t gen_next;
     int disk_alarm;
@@ -95,6 +97,9 @@ static void on_written(void *ctx, wbatch *w) {
         s->write_failed = 1;
     }
     paging_synced(w);
+    swrite_done(s->streams, w->sw, err); /* streams' committed offsets move, before confirms */
+    if (err)
+        swrite_doom(s->streams, s->log.pending->sw);
     int had_meta = w->meta.len > 0, meta_ok = w->meta_err == 0;
     wbatch_free(w);
     s->inflight_bytes = 0;
@@ -110,7 +115,7 @@ static uint64_t batch_bytes(const wbatch *w) {
     uint64_t n = 0;
     for (size_t i = 0; i < w->npieces; i++)
         n += w->pieces[i].data.cap;
-    return n;
+    return n + swrite_bytes(w->sw);
 }
 
 void store_kick(store *s) {
@@ -129,6 +134,14 @@ void store_kick(store *s) {
 }
 
 uint64_t store_gen(const store *s) { return s->gen_next; }
+
+slogs *store_streams(store *s) { return s ? s->streams : NULL; }
+
+struct swrite **store_stream_batch(store *s, int append) {
+    if (append)
+        s->appended++; /* a publish that appended waits for this batch's sync */
+    return &s->log.pending->sw;
+}
 
 int store_idle(const store *s) { return writer_idle(&s->wr) && wbatch_empty(s->log.pending); }
 
@@ -503,6 +516,7 @@ store *store_open(const store_config *cfg, const store_owner *owner, const recov
         return NULL;
     }
     wbatch_reclaim(s->log.pending, &s->log.segs);
+    s->streams = slogs_new(dir, cfg->loop);
     *info = (store_recovered){.messages = st.messages, .records = st.records, .corrupt = st.corrupt,
                               .segments = s->log.segs.n - 1, .ms = now_ms() - t0};
     return s;
@@ -513,6 +527,7 @@ void store_close(store *s) {
     if (!s)
         return;
     helpers_stop(&s->hp); /* reads in flight hand their messages back first */
+    slogs_stop(s->streams); /* so do stream reads */
     for (;;) {
         wbatch *w = writer_wait(&s->wr);
         if (w) {
@@ -529,5 +544,6 @@ void store_close(store *s) {
     meta_close(&s->meta);
     wbatch_free(s->log.pending);
     segset_free(&s->log.segs);
+    slogs_free(s->streams);
     free(s);
 }

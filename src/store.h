@@ -102,6 +102,10 @@ uint64_t store_gen(const store *s);
 /* Nothing is being written and nothing waits to be: no generation will be synced until
  * something is appended (whoever waits for one now waits for nothing). */
 int store_idle(const store *s);
+/* Streams (streamlog.h): the store's stream set, and the pending batch's stream part (append:
+ * the caller appends a record, so a publish made now waits for this batch like a PUBLISH). */
+struct slogs *store_streams(store *s);
+struct swrite **store_stream_batch(store *s, int append);
 /* Starts writing the records appended so far, if the writer is idle (after each batch). */
 void store_kick(store *s);
 /* Once a second: disk space, segment reclamation. Returns 1 while the disk alarm is on. */

@@ -73,6 +73,24 @@ uint64_t wall_ms(void) {
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+int log_json;
+_Thread_local const char *log_correlation_id;
+
+/* Appends s to out (capacity n, used *len) as the inside of a JSON string. */
+static void json_escape(char *out, size_t n, size_t *len, const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p && *len + 7 < n; p++) {
+        if (*p == '"' || *p == '\\') {
+            out[(*len)++] = '\\';
+            out[(*len)++] = (char)*p;
+        } else if (*p < 0x20) {
+            *len += (size_t)snprintf(out + *len, n - *len, "\\u%04x", *p);
+        } else {
+            out[(*len)++] = (char)*p;
+        }
+    }
+    out[*len] = 0;
+}
+
 void logf_(int level, const char *fmt, ...) {
     static const char *names[] = {"debug", "info", "warning", "error"};
     if (level < log_level)
@@ -88,5 +106,30 @@ void logf_(int level, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s.%03dZ [%s] %s\n", ts, (int)(now.tv_nsec / 1000000), names[level], line);
+    if (log_json) { /* --log-format json: one object per line, written with one call */
+        char out[4400];
+        size_t n = (size_t)snprintf(out, sizeof out, "{\"time\":\"%s.%03dZ\",\"level\":\"%s\",\"msg\":\"", ts,
+                                    (int)(now.tv_nsec / 1000000), names[level]);
+        json_escape(out, sizeof out - 64, &n, line);
+        if (log_correlation_id) {
+            n += (size_t)snprintf(out + n, sizeof out - n, "\",\"correlation_id\":\"");
+            json_escape(out, sizeof out - 8, &n, log_correlation_id);
+        }
+        snprintf(out + n, sizeof out - n, "\"}\n");
+        fputs(out, stderr);
+        return;
+    }
+    if (log_correlation_id)
+        fprintf(stderr, "%s.%03dZ [%s] %s (correlation-id %s)\n", ts, (int)(now.tv_nsec / 1000000), names[level], line,
+                log_correlation_id);
+    else
+        fprintf(stderr, "%s.%03dZ [%s] %s\n", ts, (int)(now.tv_nsec / 1000000), names[level], line);
+}
+
+void log_json_line(const char *json) {
+    if (log_json) {
+        fprintf(stderr, "%s\n", json);
+        return;
+    }
+    logf_(LOG_INFO, "%s", json);
 }

@@ -21,6 +21,12 @@ extern uint64_t fake_clock_ms;
 
 enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 extern int log_level;
+/* --log-format json: each line is one JSON object {"time","level","msg"[,"correlation_id"]}. */
+extern int log_json;
+/* While set (by code logging about one message), log lines carry this correlation id. */
+extern _Thread_local const char *log_correlation_id;
+/* A line that is already a JSON object (alerts): as it is in json mode, as a message in text. */
+void log_json_line(const char *json);
 void logf_(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define log_debug(...) do { if (log_level <= LOG_DEBUG) logf_(LOG_DEBUG, __VA_ARGS__); } while (0)
 #define log_info(...) logf_(LOG_INFO, __VA_ARGS__)

@@ -9,8 +9,8 @@
 
 vhost *vhost_find(broker *b, slice name) { return map_get(&b->vhosts, (const char *)name.p, name.n); }
 
-static void add_builtin(vhost *vh, const char *name, int type) {
-    exchange *x = exchange_new(vh, slice_str(name), type, 1, 0, 0, (slice){NULL, 0});
+static void add_builtin(vhost *vh, const char *name, int type, int internal) {
+    exchange *x = exchange_new(vh, slice_str(name), type, 1, 0, internal, (slice){NULL, 0});
     x->builtin = 1;
     broker_add_exchange(x);
 }
@@ -28,12 +28,15 @@ vhost *vhost_get(broker *b, slice name) {
     map_init(&vh->queues);
     map_put(&b->vhosts, vh->name, vh->name_len, vh);
     /* The default exchange and the amq.* exchanges exist in every vhost (spec 3.1.3). */
-    add_builtin(vh, "", EX_DIRECT);
-    add_builtin(vh, "amq.direct", EX_DIRECT);
-    add_builtin(vh, "amq.fanout", EX_FANOUT);
-    add_builtin(vh, "amq.topic", EX_TOPIC);
-    add_builtin(vh, "amq.headers", EX_HEADERS);
-    add_builtin(vh, "amq.match", EX_HEADERS);
+    add_builtin(vh, "", EX_DIRECT, 0);
+    add_builtin(vh, "amq.direct", EX_DIRECT, 0);
+    add_builtin(vh, "amq.fanout", EX_FANOUT, 0);
+    add_builtin(vh, "amq.topic", EX_TOPIC, 0);
+    add_builtin(vh, "amq.headers", EX_HEADERS, 0);
+    add_builtin(vh, "amq.match", EX_HEADERS, 0);
+    /* RabbitMQ's firehose exchange exists in every vhost (internal: clients cannot publish
+     * to it); the management API lists it, so tools find what they expect. */
+    add_builtin(vh, "amq.rabbitmq.trace", EX_TOPIC, 1);
     return vh;
 }
 

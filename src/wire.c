@@ -357,7 +357,8 @@ static void copy_field(rd *r, int kind, buf *out) {
         buf_put(out, start, (size_t)(r->p - start));
 }
 
-void props_rewrite(slice raw, slice headers, int drop_expiration, buf *out) {
+/* props_rewrite, and a new message-id if message_id.p is set (cron copies). */
+static void rewrite(slice raw, slice headers, int drop_expiration, slice message_id, buf *out) {
     /* Field kinds in flag order: content-type … cluster-id. */
     static const char kinds[14] = {'s', 's', 'S', '1', '1', 's', 's', 's', 's', '8', 's', 's', 's', 's'};
     rd r = rd_make(raw.p, raw.n);
@@ -365,6 +366,8 @@ void props_rewrite(slice raw, slice headers, int drop_expiration, buf *out) {
     uint16_t nflags = (uint16_t)(flags | PROP_HEADERS);
     if (drop_expiration)
         nflags &= (uint16_t)~PROP_EXPIRATION;
+    if (message_id.p)
+        nflags |= PROP_MESSAGE_ID;
     buf_u16(out, nflags);
     for (int i = 0; i < 14; i++) {
         uint16_t bit = (uint16_t)(1u << (15 - i));
@@ -374,8 +377,22 @@ void props_rewrite(slice raw, slice headers, int drop_expiration, buf *out) {
             buf_longstr(out, headers.p, headers.n);
             continue;
         }
+        if (bit == PROP_MESSAGE_ID && message_id.p) {
+            if (flags & bit)
+                copy_field(&r, 's', NULL);
+            buf_shortstr(out, (const char *)message_id.p, message_id.n);
+            continue;
+        }
         if (!(flags & bit))
             continue;
         copy_field(&r, kinds[i], bit == PROP_EXPIRATION && drop_expiration ? NULL : out);
     }
+}
+
+void props_rewrite(slice raw, slice headers, int drop_expiration, buf *out) {
+    rewrite(raw, headers, drop_expiration, (slice){NULL, 0}, out);
+}
+
+void props_rewrite_id(slice raw, slice headers, slice message_id, buf *out) {
+    rewrite(raw, headers, 0, message_id, out);
 }

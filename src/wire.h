@@ -107,5 +107,7 @@ int props_parse(slice raw, props_view *pv);
 /* Re-encodes well-formed properties with another headers table (the table's contents) and,
  * if drop_expiration, without the expiration property; everything else is copied as is. */
 void props_rewrite(slice raw, slice headers, int drop_expiration, buf *out);
+/* The same with another message-id (at most 255 bytes) too. */
+void props_rewrite_id(slice raw, slice headers, slice message_id, buf *out);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "meta.h"
 #include "record.h"
+#include "streamlog.h"
 #include "util.h"
 
 /* ---- batches ---- */
@@ -31,10 +32,11 @@ void wbatch_free(wbatch *w) {
     free(w->pieces);
     free(w->unlinks);
     buf_free(&w->meta);
+    swrite_free(w->sw);
     free(w);
 }
 
-int wbatch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0 && w->meta.len == 0; }
+int wbatch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0 && w->meta.len == 0 && swrite_empty(w->sw); }
 
 buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need) {
     seg *a = segset_active(ss);
@@ -106,6 +108,19 @@ static void abandon_segment(writer *wr) {
     wr->wfile = NULL;
 }
 
+writer_stats wstats;
+const double wstat_fsync_bounds[WSTAT_FSYNC_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                       0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
+const double wstat_batch_bounds[WSTAT_BATCH_BUCKETS] = {512, 1024, 4096, 16384, 65536, 262144, 1048576,
+                                                       4194304, 16777216, 67108864};
+
+static void stat_add(uint64_t *buckets, const double *bounds, int n, double v) {
+    int k = 0;
+    while (k < n && v > bounds[k])
+        k++;
+    __atomic_fetch_add(&buckets[k], 1, __ATOMIC_RELAXED);
+}
+
 /* Writes one batch: its meta.log records appended and synced, every piece appended to its
  * segment, each file synced, new files made durable in the directory, then the segments no
  * longer needed deleted. A failed write abandons its segment (abandon_segment). */
@@ -166,10 +181,28 @@ int writer_write(writer *wr, wbatch *w) {
         }
         wr->woff += p->data.len;
     }
-    if (!err && wr->wfile && (err = sio_sync(wr->wfile)) < 0)
-        abandon_segment(wr);
+    if (!err && wr->wfile) {
+        uint64_t t0 = now_us();
+        err = sio_sync(wr->wfile);
+        uint64_t us = now_us() - t0;
+        stat_add(wstats.fsync, wstat_fsync_bounds, WSTAT_FSYNC_BUCKETS, (double)us / 1e6);
+        __atomic_fetch_add(&wstats.fsync_count, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&wstats.fsync_sum_us, us, __ATOMIC_RELAXED);
+        if (err < 0)
+            abandon_segment(wr);
+    }
+    {
+        uint64_t bytes = w->meta.len;
+        for (size_t i = 0; i < w->npieces; i++)
+            bytes += w->pieces[i].data.len;
+        stat_add(wstats.batch, wstat_batch_bounds, WSTAT_BATCH_BUCKETS, (double)bytes);
+        __atomic_fetch_add(&wstats.batch_count, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&wstats.batch_sum_bytes, bytes, __ATOMIC_RELAXED);
+    }
     if (!err && dirty_dir && (err = sio_sync_dir(wr->segdir)) < 0 && wr->wfile)
         abandon_segment(wr); /* its name may not survive a power cut: nothing more goes in it */
+    if (!err && w->sw) /* streams: their own files, each synced (streamlog.c) */
+        err = swrite_run(w->sw);
     delete_segments(wr, w);
     return err;
 }

@@ -44,6 +44,7 @@ typedef struct wbatch {
     precord *precs; /* paging: message records, so their offsets are known once written */
     size_t nprecs, capprecs;
     buf meta;     /* meta.log records (definitions), written and synced before the pieces */
+    struct swrite *sw; /* streams' records, names and deletions (streamlog.c), after the pieces */
     int meta_err; /* the writer's result for them: 0 or -errno (then err is too) */
     int err; /* the writer's result: 0 or -errno */
 } wbatch;
@@ -120,6 +121,20 @@ wbatch *writer_wait(writer *wr);
 void writer_stop(writer *wr);
 /* Writes one batch on the calling thread (what the writer thread does with each batch). */
 int writer_write(writer *wr, wbatch *w);
+
+/* ---- statistics (for /metrics): written by the writer thread with relaxed atomics,
+ * read by the loop thread; each array counts observations per bucket (not cumulative) ---- */
+#define WSTAT_FSYNC_BUCKETS 12
+#define WSTAT_BATCH_BUCKETS 10
+typedef struct writer_stats {
+    uint64_t fsync[WSTAT_FSYNC_BUCKETS + 1]; /* the last one: above every bound */
+    uint64_t fsync_count, fsync_sum_us;
+    uint64_t batch[WSTAT_BATCH_BUCKETS + 1];
+    uint64_t batch_count, batch_sum_bytes;
+} writer_stats;
+extern writer_stats wstats;
+extern const double wstat_fsync_bounds[WSTAT_FSYNC_BUCKETS]; /* seconds */
+extern const double wstat_batch_bounds[WSTAT_BATCH_BUCKETS]; /* bytes */
 
 /* ---- helper jobs ---- */
 

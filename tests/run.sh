@@ -20,9 +20,10 @@ add() { passed=$((passed + $1)); failed=$((failed + $2)); }
 echo "== unit tests (ASan + UBSan)"
 # Each unit program: its test file and the sources it needs besides the wire codec.
 WIRE="src/wire.c src/buf.c src/util.c src/names.c src/map.c"
-STORE="src/store.c src/record.c src/segment.c src/writer.c src/meta.c src/recover.c src/paging.c src/storeio.c src/crc32c.c src/message.c src/memacct.c src/loop.c"
+STORE="src/store.c src/record.c src/segment.c src/writer.c src/meta.c src/recover.c src/paging.c src/storeio.c src/crc32c.c src/message.c src/memacct.c src/loop.c src/streamlog.c"
 for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/test_chash.c src/chash.c src/memacct.c" \
-    "unit_store:tests/unit/test_store.c $STORE"; do
+    "unit_store:tests/unit/test_store.c $STORE" "unit_cron:tests/unit/test_cron.c src/cronexpr.c src/tzfile.c" \
+    "unit_streamlog:tests/unit/test_streamlog.c $STORE"; do
   name=${spec%%:*}
   srcs=${spec#*:}
   if clang -std=c11 -D_GNU_SOURCE -Isrc -Itests/unit -Wall -Wextra -Werror -g -O1 $SAN \
@@ -47,7 +48,7 @@ done
 if $PY tests/unit/check_layers.py; then add 1 0; else add 0 1; fi
 
 # Each libFuzzer target for a short while on its seed corpus (make fuzz runs them long).
-for t in wire conn; do
+for t in wire conn cron; do
   echo "== fuzz smoke: fuzz_$t (libFuzzer, ${FUZZ_SMOKE_SECONDS:-20} s)"
   if make -s build/fuzz/fuzz_$t > build/test/fuzz_$t-build.log 2>&1; then
     mkdir -p build/fuzz/corpus_$t
@@ -66,7 +67,8 @@ echo "== integration tests (pytest, real clients, ferryd with ASan + UBSan)"
 export FERRYD="${FERRYD:-$PWD/build/asan/ferryd}"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
 export PYTHONDONTWRITEBYTECODE=1
-# tests/app: on the 3-node RabbitMQ cluster only the tests marked cluster_short (make test-app-cluster runs all).
+# tests/app: every test on ferryd, only those marked cluster_short on the single RabbitMQ and the
+# 3-node cluster (make test-app-cluster runs all of them on all three).
 export FERRY_APP_CLUSTER="${FERRY_APP_CLUSTER:-short}"
 rm -f build/test/pytest.xml
 (cd tests && $PY -m pytest -q -p no:cacheprovider --junitxml=../build/test/pytest.xml "$@")

@@ -155,7 +155,9 @@ class RabbitCluster:
         return [n.url for n in self.nodes]
 
     def stop(self):
-        for n in self.nodes:
+        # The joined nodes first, node 1 (the one they joined) last: stopping the seed first
+        # made mnesia on the others write MnesiaCore dumps.
+        for n in reversed(self.nodes):
             if n.proc is not None:
                 n.stop()
         shutil.rmtree(self.base, ignore_errors=True)

@@ -5,9 +5,10 @@ PostgreSQL 15.
 
 Selecting brokers:
   FERRY_APP_BROKERS=ferryd,rabbitmq,cluster   which brokers (default: all three)
-  FERRY_APP_CLUSTER=all|short                 `short` (what `make test` uses) runs on the
-      cluster only the tests marked @pytest.mark.cluster_short; `all` (`make test-app-cluster`)
-      runs every test there too. Default: all.
+  FERRY_APP_CLUSTER=all|short                 `short` (what `make test` uses, to keep it
+      short) runs on the two RabbitMQs (single node and cluster) only the tests marked
+      @pytest.mark.cluster_short, and every test on ferryd; `all` (`make test-app-cluster`, and
+      the default of a plain pytest run) runs every test on all three.
 Each broker is started once per session (session-scoped, one kind at a time: pytest groups the
 tests by broker and stops one before starting the next) and stopped by PID at the end; ferryd
 must also exit cleanly with no sanitizer report.
@@ -28,16 +29,13 @@ def _kinds():
     bad = [k for k in want if k not in KINDS]
     if bad:
         raise pytest.UsageError(f"FERRY_APP_BROKERS: unknown broker {bad[0]!r} (one of {', '.join(KINDS)})")
-    return want
+    # The very objects of KINDS: pytest 7 keeps a session fixture's value only while the next
+    # test's param `is` the cached one; fresh strings from split() restarted the broker per test.
+    return [KINDS[KINDS.index(k)] for k in want]
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cluster_short: also runs on the RabbitMQ cluster in `make test`'s short run")
-
-
-def pytest_generate_tests(metafunc):
-    if "app_broker" in metafunc.fixturenames:
-        metafunc.parametrize("app_broker", _kinds(), indirect=True, scope="session")
+    config.addinivalue_line("markers", "cluster_short: also runs on the RabbitMQs (single, cluster) in `make test`'s short run")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -46,14 +44,14 @@ def pytest_collection_modifyitems(config, items):
     keep, drop = [], []
     for item in items:
         cs = getattr(item, "callspec", None)
-        on_cluster = cs is not None and cs.params.get("app_broker") == "cluster"
-        (drop if on_cluster and "cluster_short" not in item.keywords else keep).append(item)
+        on_rabbit = cs is not None and cs.params.get("app_broker") in ("rabbitmq", "cluster")
+        (drop if on_rabbit and "cluster_short" not in item.keywords else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=_kinds())
 def app_broker(request):
     """The broker under test: .kind ("ferryd" | "rabbitmq" | "cluster"), .url, .urls (every
     node), .ferry (True on ferryd), .queue_args(args) (adds x-queue-type=quorum on the cluster)."""

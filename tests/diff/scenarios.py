@@ -359,7 +359,10 @@ class Consumer:
 def server_capabilities(ctx):
     conn = ctx.connect()
     props = conn._impl.server_properties
-    ctx.log("capabilities", dict(sorted(props.get("capabilities", {}).items())))
+    # Ferry's own capabilities are x-* names (x-retry-delays), as its own arguments are: the
+    # rest must be RabbitMQ's set exactly
+    caps = {k: v for k, v in props.get("capabilities", {}).items() if not k.startswith("x-")}
+    ctx.log("capabilities", dict(sorted(caps.items())))
     ctx.log("has product and version", isinstance(props.get("product"), (str, bytes)),
             isinstance(props.get("version"), (str, bytes)))
 

@@ -74,9 +74,11 @@ class RabbitMQ:
     def start(self, timeout=90.0):
         env = self._env()
         self.log = open(os.path.join(self.base, "stdout.log"), "wb")
+        # cwd: the node's own directory, so an Erlang crash dump (erl_crash.dump, MnesiaCore.*)
+        # lands there and is removed with it, not in the directory the tests run from
         self.proc = subprocess.Popen([RABBIT_BIN], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.base)
         wait_port(self.host, self.port, timeout, self.proc)
         if self.tls_port:
             wait_port(self.host, self.tls_port, timeout, self.proc)

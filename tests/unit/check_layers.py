@@ -11,7 +11,7 @@ import re
 import sys
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src")
-STORE = ["store", "record", "segment", "writer", "meta", "recover", "paging", "storeio", "crc32c"]
+STORE = ["store", "record", "segment", "writer", "meta", "recover", "paging", "storeio", "crc32c", "streamlog"]
 BASE = ["buf", "util", "loop", "memacct", "message", "wire", "proto", "map"]
 ALLOWED = {n + ".h" for n in STORE + BASE}
 BROKER_TYPES = r"broker|exchange|queue|binding|qmsg|delayed_entry|channel|conn"

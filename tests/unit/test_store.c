@@ -458,9 +458,9 @@ static void test_helper_jobs_run_in_order_and_hand_back_each_result_once(void) {
 /* ---- meta.log ---- */
 
 typedef struct defs {
-    int nx, nxdel, nq, nqdel, nbind, nunbind, naccess;
+    int nx, nxdel, nq, nqdel, nbind, nunbind, naccess, ncron;
     uint32_t last_qid;
-    char last_bind_dst[32], last_vhost[32], last_access[32];
+    char last_bind_dst[32], last_vhost[32], last_access[32], last_cron[32];
 } defs;
 
 static void d_exchange(void *ctx, slice vh, slice name, uint8_t type, uint8_t flags, slice args) {
@@ -492,7 +492,11 @@ static void d_binding(void *ctx, int add, slice vh, slice src, int to_exchange, 
     add ? d->nbind++ : d->nunbind++;
     snprintf(d->last_bind_dst, sizeof d->last_bind_dst, "%.*s", (int)dst.n, (const char *)dst.p);
 }
-static const meta_sink defs_sink = {d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access};
+static void d_cron(void *ctx, slice payload) { /* M_CRON: opaque bytes, as M_ACCESS */
+    ((defs *)ctx)->ncron++;
+    snprintf(((defs *)ctx)->last_cron, 32, "%.*s", (int)payload.n, (const char *)payload.p);
+}
+static const meta_sink defs_sink = {d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access, d_cron};
 
 static void emit_one_queue(void *ctx, buf *out, uint64_t salt) {
     (void)ctx;
@@ -521,6 +525,7 @@ static void test_meta_log_loads_in_order_compacts_and_appends(void) {
     meta_put_queue(&b, 8, 0, S("/"), S("no id"), 0, S("")); /* qid 0 is never a stored queue */
     meta_put_exchange(&b, 8, S("team-a"), S("x"), 1, 1, S("")); /* another vhost: carried */
     meta_put_access(&b, 8, S("user-record"));
+    meta_put_cron(&b, 8, S("schedule-record"));
     char path[600];
     snprintf(path, sizeof path, "%s/meta.log", tmpdir);
     write_file(path, buf_head(&b), b.len);
@@ -529,6 +534,7 @@ static void test_meta_log_loads_in_order_compacts_and_appends(void) {
     CHECK(meta_load(&mt, tmpdir, &defs_sink, &d) == 0);
     CHECK(d.nx == 2 && d.nq == 1 && d.nbind == 1 && d.nunbind == 1 && d.nqdel == 1 && d.nxdel == 1);
     CHECK(strcmp(d.last_vhost, "team-a") == 0 && d.naccess == 1 && strcmp(d.last_access, "user-record") == 0);
+    CHECK(d.ncron == 1 && strcmp(d.last_cron, "schedule-record") == 0);
     CHECK(strcmp(d.last_bind_dst, "q") == 0 && mt.next_qid == 6);
     CHECK(meta_compact(&mt, emit_one_queue, NULL) == 0);
     buf_free(&b);
@@ -624,7 +630,7 @@ static int r_delayed(void *ctx, uint64_t sid, uint64_t due, slice vh, slice x, v
     message_unref(m);
     return 1;
 }
-static const recover_sink rec_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access},
+static const recover_sink rec_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access, NULL},
                                       r_queues,
                                       r_dedup,
                                       r_copy,
@@ -961,7 +967,7 @@ static void t_next_seq(void *ctx, void *q, uint64_t next) { r_next_seq(&((towner
 static int t_delayed(void *ctx, uint64_t sid, uint64_t due, slice vh, slice x, void *q, message *m, uint32_t seg) {
     return r_delayed(&((towner *)ctx)->l, sid, due, vh, x, q, m, seg);
 }
-static const recover_sink towner_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access},
+static const recover_sink towner_sink = {{d_exchange, d_exchange_delete, d_queue, d_queue_delete, d_binding, d_access, NULL},
                                          t_queues,
                                          t_dedup,
                                          t_copy,

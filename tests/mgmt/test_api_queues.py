@@ -1,0 +1,170 @@
+"""Queues over the management API (issue 11): declare, list, page and sort, publish through
+amq.default, get, purge, delete, bindings — the forms RabbitMQ's API accepts, including
+rabbitmqadmin's booleans and counts sent as strings."""
+import time
+
+import pika
+
+
+def test_declare_list_and_inequivalent_redeclare(mgmt):
+    api = mgmt.api
+    assert api.put("/api/queues/%2F/q1", {"durable": True, "arguments": {"x-max-length": 10}})[0] == 201
+    assert api.put("/api/queues/%2F/q1", {"durable": "true", "arguments": {"x-max-length": 10}})[0] == 204
+    status, body, _ = api.put("/api/queues/%2F/q1", {"durable": False})
+    assert status == 400
+    assert body == {"error": "bad_request", "reason": "inequivalent arg 'durable' for queue 'q1' in vhost '/': "
+                                                      "received 'false' but current is 'true'"}
+    status, qs, _ = api.get("/api/queues")
+    assert [q["name"] for q in qs] == ["q1"]
+    q = qs[0]
+    assert q["durable"] is True and q["arguments"] == {"x-max-length": 10} and q["vhost"] == "/"
+    assert q["type"] == "classic" and q["state"] == "running" and q["messages"] == 0
+    status, one, _ = api.get("/api/queues/%2F/q1")
+    assert status == 200 and one["consumer_details"] == [] and one["name"] == "q1"
+
+
+def test_publish_get_counts_and_rates(mgmt):
+    api = mgmt.api
+    api.put("/api/queues/%2F/work", {"durable": False, "auto_delete": "false"})
+    for i in range(3):
+        status, body, _ = api.post("/api/exchanges/%2F/amq.default/publish",
+                                   {"properties": {"delivery_mode": "2", "correlation_id": f"c{i}",
+                                                   "headers": {"h": i}},
+                                    "routing_key": "work", "payload": f"m{i}", "payload_encoding": "string"})
+        assert (status, body) == (200, {"routed": True})
+    status, body, _ = api.post("/api/exchanges/%2F/amq.default/publish",
+                               {"properties": {}, "routing_key": "nowhere", "payload": "x",
+                                "payload_encoding": "string"})
+    assert body == {"routed": False}
+    status, q, _ = api.get("/api/queues/%2F/work")
+    assert q["messages"] == 3 and q["messages_ready"] == 3 and q["message_stats"]["publish"] == 3
+    status, msgs, _ = api.post("/api/queues/%2F/work/get", {"count": "2", "ackmode": "ack_requeue_true",
+                                                            "encoding": "auto", "truncate": "50000"})
+    assert status == 200 and [m["payload"] for m in msgs] == ["m0", "m1"]
+    assert msgs[0]["properties"]["correlation_id"] == "c0" and msgs[0]["properties"]["headers"] == {"h": 0}
+    assert msgs[0]["properties"]["delivery_mode"] == 2
+    assert msgs[0]["message_count"] == 2 and msgs[0]["payload_encoding"] == "string"
+    status, q, _ = api.get("/api/queues/%2F/work")
+    assert q["messages"] == 3  # requeued
+    status, msgs, _ = api.post("/api/queues/%2F/work/get", {"count": 5, "ackmode": "ack_requeue_false",
+                                                            "encoding": "base64"})
+    assert len(msgs) == 3 and msgs[0]["payload_encoding"] == "base64" and msgs[0]["redelivered"] is True
+    status, q, _ = api.get("/api/queues/%2F/work")
+    assert q["messages"] == 0
+    # binary payloads come back base64 in auto mode
+    api.post("/api/exchanges/%2F/amq.default/publish", {"properties": {}, "routing_key": "work",
+                                                        "payload": "/w==", "payload_encoding": "base64"})
+    status, msgs, _ = api.post("/api/queues/%2F/work/get", {"count": 1, "ackmode": "ack_requeue_false",
+                                                            "encoding": "auto"})
+    assert msgs[0]["payload"] == "/w==" and msgs[0]["payload_encoding"] == "base64"
+    assert msgs[0]["properties"] == []
+
+
+def test_rates_follow_a_steady_publisher_within_5_seconds(mgmt):
+    api = mgmt.api
+    c = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
+    ch = c.channel()
+    ch.queue_declare("rated")
+    t0 = time.time()
+    while time.time() - t0 < 3.2:
+        for _ in range(20):
+            ch.basic_publish("", "rated", b"x")
+        c.process_data_events(0.1)
+    time.sleep(1.1)  # counts are at most 1 s old
+    status, q, _ = api.get("/api/queues/%2F/rated")
+    n = q["messages"]
+    assert n >= 200
+    rate = q["message_stats"]["publish_details"]["rate"]
+    assert 20 < rate < 400, rate
+    status, ov, _ = api.get("/api/overview")
+    assert ov["message_stats"]["publish"] >= n and ov["queue_totals"]["messages"] >= n
+    c.close()
+
+
+def test_pagination_sorting_filtering_and_columns(mgmt):
+    api = mgmt.api
+    for i in range(7):
+        api.put(f"/api/queues/%2F/page-{i}", {"durable": False})
+    api.put("/api/queues/%2F/other", {"durable": False})
+    status, body, _ = api.get("/api/queues?page=2&page_size=3&name=page&sort=name&sort_reverse=true")
+    assert status == 200
+    assert body["total_count"] == 8 and body["filtered_count"] == 7 and body["page_count"] == 3
+    assert body["page"] == 2 and body["page_size"] == 3 and body["item_count"] == 3
+    assert [q["name"] for q in body["items"]] == ["page-3", "page-2", "page-1"]
+    status, body, _ = api.get("/api/queues?page=1&page_size=100&name=%5Epage-%5B12%5D%24&use_regex=true")
+    assert [q["name"] for q in body["items"]] == ["page-1", "page-2"]
+    status, body, _ = api.get("/api/queues?columns=name,message_stats.publish")
+    assert body[0] == {"name": "other", "message_stats": {"publish": 0}}
+    assert api.get("/api/queues?page=0")[0] == 400
+    assert api.get("/api/queues?page=1&page_size=501")[0] == 400
+    assert api.get("/api/queues?page=9&page_size=3")[0] == 400
+
+
+def test_purge_delete_and_bindings(mgmt):
+    api = mgmt.api
+    api.put("/api/queues/%2F/b1", {"durable": False})
+    assert api.put("/api/exchanges/%2F/ev", {"type": "topic", "durable": "false"})[0] == 201
+    status, _, headers = api.post("/api/bindings/%2F/e/ev/q/b1", {"routing_key": "order.*", "arguments": {}})
+    assert status == 201 and headers["Location"]
+    status, bs, _ = api.get("/api/queues/%2F/b1/bindings")
+    assert [(b["source"], b["routing_key"]) for b in bs] == [("", "b1"), ("ev", "order.*")]
+    status, bs, _ = api.get("/api/exchanges/%2F/ev/bindings/source")
+    assert [b["destination"] for b in bs] == ["b1"]
+    api.post("/api/exchanges/%2F/ev/publish", {"properties": {}, "routing_key": "order.new", "payload": "p",
+                                               "payload_encoding": "string"})
+    assert api.get("/api/queues/%2F/b1")[1]["messages"] == 1
+    assert api.delete("/api/queues/%2F/b1/contents")[0] == 204
+    assert api.get("/api/queues/%2F/b1")[1]["messages"] == 0
+    status, b, _ = api.get("/api/bindings/%2F/e/ev/q/b1")
+    pk = b[0]["properties_key"]
+    assert api.get(f"/api/bindings/%2F/e/ev/q/b1/{pk}")[0] == 200
+    assert api.delete(f"/api/bindings/%2F/e/ev/q/b1/{pk}")[0] == 204
+    assert api.get("/api/bindings/%2F/e/ev/q/b1")[1] == []
+    assert api.delete("/api/queues/%2F/b1")[0] == 204
+    assert api.get("/api/queues/%2F/b1")[0] == 404
+    assert api.delete("/api/exchanges/%2F/ev")[0] == 204
+    # a reserved name is refused with RabbitMQ's reason
+    status, body, _ = api.put("/api/queues/%2F/amq.mine", {})
+    assert status == 401 or status == 400
+    assert "amq." in body["reason"]
+
+
+def test_connections_channels_consumers_listed(mgmt):
+    api = mgmt.api
+    c = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
+    ch = c.channel()
+    ch.queue_declare("cq")
+    ch.basic_qos(prefetch_count=7)
+    ch.basic_consume("cq", lambda *a: None, consumer_tag="tag-1")
+    c.process_data_events(0.2)
+    status, conns, _ = api.get("/api/connections")
+    assert len(conns) == 1 and conns[0]["user"] == "guest" and conns[0]["channels"] == 1
+    assert conns[0]["client_properties"]["product"] == "Pika Python Client Library"
+    status, one, _ = api.get("/api/connections/" + conns[0]["name"].replace(" ", "%20").replace(">", "%3E"))
+    assert status == 200 and one["name"] == conns[0]["name"]
+    status, chans, _ = api.get("/api/channels")
+    assert len(chans) == 1 and chans[0]["consumer_count"] == 1 and chans[0]["prefetch_count"] == 7
+    status, cons, _ = api.get("/api/consumers")
+    assert [(x["consumer_tag"], x["queue"]["name"], x["prefetch_count"]) for x in cons] == [("tag-1", "cq", 7)]
+    status, q, _ = api.get("/api/queues/%2F/cq")
+    assert q["consumers"] == 1 and q["consumer_details"][0]["consumer_tag"] == "tag-1"
+    # closing a connection from the API
+    name = conns[0]["name"].replace(" ", "%20").replace(">", "%3E")
+    assert api.delete("/api/connections/" + name)[0] == 204
+    time.sleep(0.3)
+    assert api.get("/api/connections")[1] == []
+    try:
+        c.close()
+    except Exception:
+        pass
+
+
+def test_what_ferry_lacks_answers_empty_lists_and_refuses_changes(mgmt):
+    api = mgmt.api
+    for path in ("/api/policies", "/api/policies/%2F", "/api/parameters", "/api/global-parameters",
+                 "/api/vhost-limits", "/api/topic-permissions", "/api/feature-flags"):
+        assert api.get(path)[:2] == (200, []), path
+    assert api.get("/api/policies/nope")[0] == 404
+    assert api.get("/api/policies/%2F/p")[0] == 404
+    status, body, _ = api.put("/api/policies/%2F/p", {"pattern": ".*", "definition": {"max-length": 1}})
+    assert status == 400 and "not supported" in body["reason"]

@@ -1,0 +1,173 @@
+"""The management HTTP server (issue 11): basic auth with RabbitMQ's tag rules, RabbitMQ's
+JSON error bodies and codes, the dashboard's files, and hostile HTTP input. Run against a
+private ferryd (ASan build in `make test`), which must exit cleanly afterwards."""
+import json
+import socket
+import subprocess
+
+import pika
+import pytest
+
+from mgmtlib import Api
+from ferryd import free_port, wait_port
+
+NOT_FOUND = {"error": "Object Not Found", "reason": "Not Found"}
+
+
+def test_overview_answers_guest_from_loopback_with_rabbitmq_fields(mgmt):
+    status, body, headers = mgmt.api.get("/api/overview")
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    for k in ("management_version", "rabbitmq_version", "message_stats", "queue_totals", "object_totals",
+              "listeners", "node", "exchange_types"):
+        assert k in body, k
+    assert body["object_totals"]["queues"] == 0
+    assert any(l["protocol"] == "amqp" and l["port"] == mgmt.broker.port for l in body["listeners"])
+
+
+def test_wrong_password_is_401_with_rabbitmqs_body_and_challenge(mgmt):
+    status, body, headers = mgmt.api.get("/api/overview", auth=("guest", "nope"))
+    assert status == 401
+    assert body == {"error": "not_authorized", "reason": "Login failed"}
+    assert headers["WWW-Authenticate"] == 'Basic realm="RabbitMQ Management"'
+    status, body, headers = mgmt.api.get("/api/overview", auth=(None, None))
+    assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="RabbitMQ Management"'
+    status, body, _ = mgmt.api.get("/api/overview", auth=("nobody", "x"))
+    assert status == 401 and body["reason"] == "Login failed"
+
+
+def test_user_without_management_tag_is_refused_and_monitoring_may_read(mgmt):
+    api = mgmt.api
+    assert api.put("/api/users/plain", {"password": "p1", "tags": ""})[0] == 201
+    status, body, _ = api.get("/api/overview", auth=("plain", "p1"))
+    assert status == 401 and body == {"error": "not_authorised", "reason": "Not management user"}
+    assert api.put("/api/users/mon", {"password": "p2", "tags": "monitoring"})[0] == 201
+    assert api.get("/api/overview", auth=("mon", "p2"))[0] == 200
+    assert api.get("/api/queues", auth=("mon", "p2"))[0] == 200
+    # monitoring is not administrator: the user list is refused
+    status, body, _ = api.get("/api/users", auth=("mon", "p2"))
+    assert (status, body) == (401, {"error": "not_authorised", "reason": "Not administrator user"})
+    # the password is checked off the loop (PBKDF2): a wrong one still fails
+    assert api.get("/api/overview", auth=("mon", "wrong"))[0] == 401
+
+
+def test_guest_from_a_non_loopback_address_is_refused(ferryd_factory):
+    addrs = [a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+             if "." in a and not a.startswith("127.")]
+    if not addrs:
+        pytest.skip("this machine has no non-loopback IPv4 address to connect from")
+    ip = addrs[0]
+    port = free_port()
+    d = ferryd_factory("--http-port", str(port), "--bind", "127.0.0.1", "--bind", ip)
+    wait_port("127.0.0.1", port, 10, d.proc)
+    status, body, _ = Api(ip, port).get("/api/overview")
+    assert status == 401
+    assert body == {"error": "not_authorised", "reason": "User can only log in via localhost"}
+    assert Api("127.0.0.1", port).get("/api/overview")[0] == 200
+
+
+def test_unknown_objects_are_404_with_rabbitmqs_body(mgmt):
+    api = mgmt.api
+    for path in ("/api/queues/nope", "/api/queues/%2F/nope", "/api/exchanges/nope", "/api/vhosts/nope",
+                 "/api/nothing-here", "/api/queues/%2F/nope/bindings", "/api/exchanges/%2F/nope"):
+        status, body, _ = api.get(path)
+        assert (status, body) == (404, NOT_FOUND), path
+
+
+def test_wrong_methods_are_405(mgmt):
+    api = mgmt.api
+    assert api.call("PATCH", "/api/queues")[0] == 405
+    assert api.post("/api/overview")[0] == 405
+    assert api.delete("/api/queues")[0] == 405
+    assert api.call("PUT", "/metrics", raw=b"")[0] == 405
+
+
+def test_bad_json_is_400_and_the_broker_goes_on(mgmt):
+    api = mgmt.api
+    for raw in (b"{bad", b"[1,2]", b"\xff\xfe", b'"str"', b"null"):
+        status, body, _ = api.call("PUT", "/api/queues/%2F/q", raw=raw)
+        assert status == 400, raw
+        assert body["error"] == "bad_request"
+    # wrong types inside good JSON
+    status, body, _ = api.put("/api/queues/%2F/q", {"arguments": "nope"})
+    assert status == 400
+    status, body, _ = api.post("/api/queues/%2F/absent/get", {"count": 1, "ackmode": "ack_requeue_true"})
+    assert status == 404
+    assert api.get("/api/overview")[0] == 200
+
+
+def test_huge_body_is_413(mgmt):
+    s = socket.create_connection(("127.0.0.1", mgmt.http_port))
+    s.sendall(b"PUT /api/queues/%2F/big HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n"
+              b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n")
+    s.settimeout(10)
+    answer = s.recv(4096).decode(errors="replace")
+    s.close()
+    assert answer.startswith("HTTP/1.1 413"), answer
+    # a body that grows past the limit without announcing its length (chunked)
+    s = socket.create_connection(("127.0.0.1", mgmt.http_port))
+    s.sendall(b"PUT /api/queues/%2F/big HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"a" * 1000000
+    s.settimeout(10)
+    answer = b""
+    try:
+        for _ in range(25):
+            s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        s.sendall(b"0\r\n\r\n")
+        answer = s.recv(4096)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    s.close()
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert mgmt.api.get("/api/queues/%2F/big")[0] == 404
+    assert mgmt.api.get("/api/overview")[0] == 200
+
+
+def test_malformed_urls_and_headers_do_not_hurt(mgmt):
+    for req in (b"GET /api/queues/%ZZ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n",
+                b"GET /api/queues/%2 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n",
+                b"GET /api/" + b"a/" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /api/overview HTTP/1.1\r\nHost: x\r\nAuthorization: Basic !!!!\r\n\r\n",
+                b"\x00\x01\x02garbage\r\n\r\n"):
+        s = socket.create_connection(("127.0.0.1", mgmt.http_port))
+        s.settimeout(10)
+        s.sendall(req)
+        try:
+            answer = s.recv(200)
+        except OSError:
+            answer = b""
+        s.close()
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), (req[:40], answer)
+    assert mgmt.api.get("/api/overview")[0] == 200
+
+
+def test_dashboard_files_are_served_from_the_binary(mgmt):
+    status, body, headers = mgmt.api.get("/", auth=(None, None))
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert "<html" in body.lower()
+    status, body2, _ = mgmt.api.get("/index.html", auth=(None, None))
+    assert status == 200 and body2 == body
+    assert mgmt.api.get("/no-such-file.js", auth=(None, None))[0] == 404
+    assert mgmt.api.get("/../Makefile", auth=(None, None))[0] == 404
+
+
+def test_http_port_zero_turns_the_server_off(ferryd_factory):
+    d = ferryd_factory()  # the fixture passes --http-port 0
+    assert "listening for HTTP" not in d.log_text()
+
+
+def test_a_busy_http_port_refuses_to_start(tmp_path):
+    import os
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    binary = os.environ.get("FERRYD") or os.path.join(os.path.dirname(__file__), "..", "..", "build", "ferryd")
+    r = subprocess.run([binary, "--port", str(free_port()), "--data-dir", str(tmp_path / "busy"), "--http-port",
+                        str(port)], capture_output=True, text=True, timeout=30)
+    s.close()
+    assert r.returncode == 1
+    assert "cannot listen on 127.0.0.1 port %d for HTTP" % port in r.stderr
+    assert "ERROR: AddressSanitizer" not in r.stderr and "LeakSanitizer" not in r.stderr
