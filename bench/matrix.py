@@ -821,7 +821,8 @@ def main():
         json.dump(res, fh, indent=1)
     write_markdown(res, started, time.time() - t0)
     write_chart(res)
-    scale_rows.charts(res, RAW if PARTIAL else RESULTS, "-quick" if QUICK else "-rows" if ONLY_ROWS else "")
+    scale_rows.charts(res, RAW if PARTIAL else RESULTS,
+                      "-quick" if QUICK else "-rows" if ONLY_ROWS and not RERUN_FROM else "")
     log(f"wrote {os.path.relpath(OUT_MD, ROOT)} and {os.path.basename(OUT_PNG)} in {(time.time() - t0) / 60:.1f} min")
     with open(OUT_MD) as fh:
         print(fh.read())
