@@ -22,27 +22,65 @@ from clilib import MgmtBroker  # noqa: E402
 
 BROKERS = ["ferryd", "rabbitmq"]
 
+# What the session fixtures started, stopped (newest first) as soon as the last test of this
+# directory is done: the rest of `make test` should not share two cores with an idle RabbitMQ.
+# The fixtures' own finalizers call the same functions; each runs once.
+_cleanups = []
+
+
+def _once(fn):
+    done = []
+
+    def run():
+        if not done:
+            done.append(1)
+            fn()
+    return run
+
+
+def _cleanup_all():
+    while _cleanups:
+        _cleanups.pop()()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    here = os.path.dirname(os.path.abspath(__file__))
+    if nextitem is None or os.path.dirname(os.path.abspath(str(nextitem.fspath))) != here:
+        _cleanup_all()
+
 
 @pytest.fixture(scope="session")
 def rabbit_mgmt():
-    """A private RabbitMQ with the management plugin on free loopback ports."""
+    """A private RabbitMQ with the management plugin on free loopback ports. A start that fails
+    (a port taken between choosing and binding it, on a machine shared with other test runs)
+    is retried on new ports, twice."""
     assert rabbitmq.available(), "rabbitmq-server is not installed (scripts/install-deps.sh test)"
-    http_port = free_port()
-    r = rabbitmq.RabbitMQ(plugins=["rabbitmq_management"],
-                          extra_conf=f"management.tcp.port = {http_port}\n"
-                                     "management.tcp.ip = 127.0.0.1\n"
-                                     "collect_statistics_interval = 500\n")
-    r.start()
+    for attempt in range(3):
+        http_port = free_port()
+        r = rabbitmq.RabbitMQ(plugins=["rabbitmq_management"],
+                              extra_conf=f"management.tcp.port = {http_port}\n"
+                                         "management.tcp.ip = 127.0.0.1\n"
+                                         "collect_statistics_interval = 500\n")
+        try:
+            r.start()
+            wait_port("127.0.0.1", http_port, 60, r.proc)
+            b = MgmtBroker("rabbitmq", r.port, http_port)
+            deadline = time.time() + 60
+            while b.api("GET", "/api/overview")[0] != 200:
+                assert time.time() < deadline, "RabbitMQ's management API never answered"
+                time.sleep(0.2)
+            break
+        except (RuntimeError, TimeoutError, AssertionError):
+            r.stop()
+            if attempt == 2:
+                raise
+    stop = _once(r.stop)
+    _cleanups.append(stop)
     try:
-        wait_port("127.0.0.1", http_port, 60, r.proc)
-        b = MgmtBroker("rabbitmq", r.port, http_port)
-        deadline = time.time() + 60
-        while b.api("GET", "/api/overview")[0] != 200:
-            assert time.time() < deadline, "RabbitMQ's management API never answered"
-            time.sleep(0.2)
         yield b
     finally:
-        r.stop()
+        stop()
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +89,11 @@ def ferryd_mgmt(tmp_path_factory):
     http_port = free_port()
     d = Ferryd(data_dir=str(tmp_path_factory.mktemp("ferryd-cli")), args=["--http-port", str(http_port)])
     d.start()
+    stop = _once(d.stop_and_check)  # a clean exit 0 and no sanitizer report, checked once
+    _cleanups.append(stop)
     wait_port("127.0.0.1", http_port, 10, d.proc)
     yield MgmtBroker("ferryd", d.port, http_port)
-    d.stop_and_check()
+    stop()
 
 
 @pytest.fixture(scope="session", params=BROKERS)
@@ -81,7 +121,9 @@ class World:
             for i in range(n):
                 ch.basic_publish("", q, f"{q}-{i}".encode(), pika.BasicProperties(delivery_mode=2))
         conn.close()
-        self.holder, hch = b.channel()
+        # No heartbeats: this connection sits idle between tests and must not be dropped.
+        self.holder = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.amqp_port, heartbeat=0))
+        hch = self.holder.channel()
         hch.basic_qos(prefetch_count=1)
         hch.basic_consume(self.depth, lambda *a: None)  # takes one message and never acks it
         deadline = time.time() + 30
@@ -96,14 +138,17 @@ class World:
             assert time.time() < deadline, f"the API never showed the test queues: {got}"
 
     def close(self):
-        self.holder.close()
+        if self.holder.is_open:
+            self.holder.close()
 
 
 @pytest.fixture(scope="session")
 def world(mgmt_broker):
     w = World(mgmt_broker)
+    close = _once(w.close)
+    _cleanups.append(close)
     yield w
-    w.close()
+    close()
 
 
 @pytest.fixture
