@@ -162,6 +162,7 @@ clean:
 soak: all asan
 	cd tests && FERRY_SOAK=1 FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest store -q -p no:cacheprovider
 	cd tests && FERRY_SOAK=1 FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest hostile/test_random_ops.py -q -s -p no:cacheprovider
+	cd tests && FERRY_SOAK=1 FERRYD=$${FERRYD:-$(CURDIR)/build/asan/ferryd} /usr/bin/python3 -m pytest streams/test_streams_faults.py -q -p no:cacheprovider
 bench-store: all
 	/usr/bin/python3 bench/store/store_bench.py $(BENCH_STORE_ARGS)
 

@@ -28,6 +28,7 @@ static const char usage[] = "usage: ferry <command> [options]\n"
                             "  top          live view of rates, queues and alerts\n"
                             "  definitions  export or import the broker's definitions\n"
                             "  schedules    list the broker-held cron schedules (x-ferry-cron)\n"
+                            "  streams      list streams: size, first and last offsets, named consumers' lag\n"
                             "  outbox       the transactional outbox: schema, relay (ferry outbox --help)\n"
                             "\n"
                             "ferry --help shows this text.\n";
@@ -72,6 +73,8 @@ int main(int argc, char **argv) {
         return outbox_main(argc - 1, argv + 1);
     if (strcmp(cmd, "schedules") == 0)
         return mgmt_schedules_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "streams") == 0)
+        return mgmt_streams_main(argc - 1, argv + 1);
     fprintf(stderr, "ferry: unknown command '%s' (see ferry --help)\n", cmd);
     return 2;
 }

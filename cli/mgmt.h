@@ -122,6 +122,7 @@ int mgmt_alerts_main(int argc, char **argv);
 int mgmt_top_main(int argc, char **argv);
 int mgmt_definitions_main(int argc, char **argv);
 int mgmt_schedules_main(int argc, char **argv); /* mgmt_schedules.c (cron) */
+int mgmt_streams_main(int argc, char **argv);   /* mgmt_streams.c (streams) */
 
 /* Shared by get, dlq peek and consume: prints one message (the API's get shape) readably. */
 void mgmt_print_message(const json_t *msg, int index, FILE *f);

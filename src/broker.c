@@ -31,7 +31,10 @@ queue *broker_queue(vhost *vh, slice name) { return map_get(&vh->queues, (const 
 
 void broker_add_exchange(exchange *x) { map_put(&x->vh->exchanges, x->name, x->name_len, x); }
 
-void broker_add_queue(queue *q) { map_put(&q->vh->queues, q->name, q->name_len, q); }
+void broker_add_queue(queue *q) {
+    map_put(&q->vh->queues, q->name, q->name_len, q);
+    q->b->cnt.queue_created++;
+}
 
 void broker_remove_exchange(exchange *x) {
     if (x->type == EX_DELAYED)
@@ -45,6 +48,7 @@ void broker_remove_queue(queue *q) {
     vhost *vh = q->vh;
     if (map_get(&vh->queues, q->name, q->name_len) == q) {
         map_del(&vh->queues, q->name, q->name_len);
+        q->b->cnt.queue_deleted++;
         persist_queue(q->b->store, q, 0);
         queue_unref(q); /* the map's reference */
     }

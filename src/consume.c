@@ -213,7 +213,8 @@ static void settle(channel *ch, unacked *u, int mode) {
     u->tx = 0;
     ch->nunacked--;
     q->unacked--;
-    q->cnt.unacked_bytes -= u->qm.m->body_len;
+    if (u->qm.m) /* (a stream's unacked entries hold an offset, no message) */
+        q->cnt.unacked_bytes -= u->qm.m->body_len;
     if (u->c)
         u->c->unacked--;
     if (q->is_stream) {

@@ -17,6 +17,7 @@
 #include "broker.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "persist.h"
@@ -155,6 +156,14 @@ static struct deadletter *make_deadletter(queue *q, message *m, const char *reas
             q->cnt.dead_lettered[k]++, q->b->cnt.dead_lettered[k]++;
     props_view pv;
     props_parse((slice){msg_props(m), m->props_len}, &pv);
+    if (log_level <= LOG_DEBUG) { /* a line about one message carries its correlation id */
+        char cid[256];
+        snprintf(cid, sizeof cid, "%.*s", (int)pv.correlation_id.n,
+                 pv.correlation_id.p ? (const char *)pv.correlation_id.p : "");
+        log_correlation_id = (pv.flags & PROP_CORRELATION_ID) ? cid : NULL;
+        log_debug("message dead-lettered from queue '%s' (%s)", q->name, reason);
+        log_correlation_id = NULL;
+    }
     slice expiration = (pv.flags & PROP_EXPIRATION) ? pv.expiration : (slice){NULL, 0};
     buf h, props;
     buf_init(&h);
@@ -298,9 +307,16 @@ size_t deadletter_flush(broker *b, size_t max) {
             size_t k = 0;
             for (size_t i = 0; i < b->nroute; i++) {
                 queue *q = b->route_out[i];
-                if (!d->rejected && is_cycle(m, q))
-                    log_debug("dead letter dropped: cycle through queue '%s'", q->name);
-                else
+                if (!d->rejected && is_cycle(m, q)) {
+                    if (log_level <= LOG_DEBUG) { /* a line about one message carries its correlation id */
+                        char cid[256];
+                        snprintf(cid, sizeof cid, "%.*s", (int)pv.correlation_id.n,
+                                 pv.correlation_id.p ? (const char *)pv.correlation_id.p : "");
+                        log_correlation_id = (pv.flags & PROP_CORRELATION_ID) ? cid : NULL;
+                        log_debug("dead letter dropped: cycle through queue '%s'", q->name);
+                        log_correlation_id = NULL;
+                    }
+                } else
                     b->route_out[k++] = q;
             }
             b->nroute = k;

@@ -20,6 +20,8 @@
 #include <strings.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <netinet/in.h>
 
 #include "auth.h"
@@ -453,7 +455,7 @@ static enum MHD_Result api(struct MHD_Connection *c, const char *url, int method
     char key[600];
     if (qlist) {
         snprintf(key, sizeof key, "%s\n%s", r.user, r.nseg == 2 ? r.seg[1] : "");
-        r.want_snap = !http_queues_fresh(key);
+        r.want_snap = !http_queues_fresh(key, &r.snap_gen);
     }
     mgmt_call(&r);
     if (r.need_check) { /* a PBKDF2 hash: tens of ms, checked here rather than on the loop */
@@ -471,29 +473,42 @@ static enum MHD_Result api(struct MHD_Connection *c, const char *url, int method
     }
     if (r.amqp && r.status == 0)
         http_amqp(&r);
+    if (method != HM_GET && method != HM_HEAD) /* a change through the API: the next list sees it */
+        http_queues_cache_clear();
     if (qlist && r.qlist && r.status == 200) {
-        char *q = json_dumps(r.query, JSON_COMPACT | JSON_SORT_KEYS), *text = NULL;
+        char *q = json_dumps(r.query, JSON_COMPACT | JSON_SORT_KEYS);
         char ukey[1200];
         snprintf(ukey, sizeof ukey, "%s?%s", url, q ? q : "");
         free(q);
-        size_t len = 0;
-        int rc = http_queue_list(&r, key, ukey, http_node, &text, &len);
+        qblob *text = NULL;
+        int rc = http_queue_list(&r, key, ukey, http_node, &text);
         if (rc == -2) { /* another user's snapshot took the cache meanwhile: a new one */
             r.want_snap = 1;
             r.qlist = 0;
             mgmt_call(&r);
-            rc = r.qlist && r.status == 200 ? http_queue_list(&r, key, ukey, http_node, &text, &len) : -1;
+            rc = r.qlist && r.status == 200 ? http_queue_list(&r, key, ukey, http_node, &text) : -1;
         }
-        if (rc == 0) {
-            enum MHD_Result res = send_buf(c, 200, "application/json", text, len, 1, NULL);
+        if (rc == 0) { /* the shared text, sent without a copy */
+            struct MHD_Response *resp =
+                MHD_create_response_from_buffer_with_free_callback_cls(text->len, text->data, qblob_unref, text);
+            enum MHD_Result res = MHD_NO;
+            if (resp) {
+                MHD_add_response_header(resp, "Content-Type", "application/json");
+                MHD_add_response_header(resp, "Cache-Control", "no-cache");
+                MHD_add_response_header(resp, "Vary", "accept, accept-encoding, origin");
+                res = MHD_queue_response(c, 200, resp);
+                MHD_destroy_response(resp);
+            } else {
+                qblob_unref(text);
+            }
             mgmt_req_clear(&r);
             return res;
         }
         if (rc == 1) { /* columns or another sort key: the general path */
             json_error_t je;
             json_decref(r.json);
-            r.json = json_loadb(text, len, 0, &je);
-            free(text);
+            r.json = json_loadb(text->data, text->len, 0, &je);
+            qblob_unref(text);
         }
     }
     if (r.persist_alerts)
@@ -535,6 +550,14 @@ static enum MHD_Result metrics(struct MHD_Connection *c, int which) {
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method_s,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
+    /* Management traffic yields the CPU to message traffic: this thread runs at a lower
+     * priority than the loop (Linux: a thread's nice value is its own). */
+    static _Thread_local int niced;
+    if (!niced) {
+        niced = 1;
+        if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0)
+            log_debug("http: cannot lower the HTTP thread's priority: %s", strerror(errno));
+    }
     int metrics_only = cls != NULL; /* the --prometheus-port daemon serves /metrics only */
     hctx *h = *con_cls;
     if (!h) { /* the first call: headers only */

@@ -14,9 +14,16 @@ void ok_204(mgmt_req *r);
  * path and query (the last answer's text is reused for the same url within the second).
  * 0: *text is the JSON answer; 1: *text is every queue's JSON, still to be shaped (columns,
  * another sort key); -1: r's error is set; -2: no snapshot (ask the loop again). */
-int http_queue_list(mgmt_req *r, const char *key, const char *url, const char *node, char **text, size_t *len);
+typedef struct qblob {
+    int refs; /* under http_queues.c's lock */
+    size_t len;
+    char data[];
+} qblob;
+qblob *qblob_new(const void *p, size_t n);
+void qblob_unref(void *b);
+int http_queue_list(mgmt_req *r, const char *key, const char *url, const char *node, qblob **text);
 /* Is the cached snapshot for key less than a second old? */
-int http_queues_fresh(const char *key);
+int http_queues_fresh(const char *key, uint64_t *gen);
 void http_queues_cache_clear(void);
 extern char http_node[128];
 

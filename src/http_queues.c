@@ -25,15 +25,37 @@ static struct {
     qsnaps *snap;
     char key[600];   /* user \n vhost filter */
     char *url;       /* the last answer's URL and query, and its text */
-    char *text;
-    size_t text_len;
+    qblob *text;
 } cache;
+
+/* An answer's text, shared (not copied) by the cache and the responses sending it. */
+qblob *qblob_new(const void *p, size_t n) {
+    qblob *b = xmalloc(sizeof *b + n + 1);
+    b->refs = 1;
+    b->len = n;
+    memcpy(b->data, p, n);
+    b->data[n] = 0;
+    return b;
+}
+
+void qblob_unref(void *cls) {
+    qblob *b = cls;
+    if (!b)
+        return;
+    pthread_mutex_lock(&cache_mu);
+    int last = --b->refs == 0;
+    pthread_mutex_unlock(&cache_mu);
+    if (last)
+        free(b);
+}
 
 void qsnaps_free(qsnaps *s) {
     if (!s)
         return;
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = 0; i < s->n; i++) {
         free(s->a[i].name);
+        free(s->a[i].extra);
+    }
     free(s->a);
     free(s);
 }
@@ -52,11 +74,13 @@ void http_queues_cache_clear(void) {
     pthread_mutex_lock(&cache_mu);
     qsnaps *s = cache.snap;
     cache.snap = NULL;
+    qblob *t = cache.text;
     free(cache.url);
-    free(cache.text);
-    cache.url = cache.text = NULL;
+    cache.url = NULL;
+    cache.text = NULL;
     pthread_mutex_unlock(&cache_mu);
     snap_release(s);
+    qblob_unref(t);
 }
 
 /* ---- JSON text ---- */
@@ -192,9 +216,13 @@ static void queue_text(buf *b, const qsnap *q, const char *node) {
     else
         put(b, "null");
     put(b, ",\"state\":\"running\",\"type\":");
-    put(b, q->quorum ? "\"quorum\"" : "\"classic\"");
+    put_str(b, q->type);
     put(b, ",\"vhost\":");
     put_str(b, q->vhost);
+    if (q->extra) {
+        buf_u8(b, ',');
+        put(b, q->extra);
+    }
     buf_u8(b, '}');
 }
 
@@ -357,8 +385,10 @@ static qsnaps *snapshot_for(mgmt_req *r, const char *key) {
         cache.snap = s;
         snprintf(cache.key, sizeof cache.key, "%s", key);
         free(cache.url);
-        free(cache.text);
-        cache.url = cache.text = NULL;
+        cache.url = NULL;
+        if (cache.text && --cache.text->refs == 0)
+            free(cache.text);
+        cache.text = NULL;
     } else if (cache.snap && strcmp(cache.key, key) == 0) {
         s = cache.snap;
         s->refs++;
@@ -368,22 +398,22 @@ static qsnaps *snapshot_for(mgmt_req *r, const char *key) {
     return s;
 }
 
-int http_queues_fresh(const char *key) {
+int http_queues_fresh(const char *key, uint64_t *gen) {
     pthread_mutex_lock(&cache_mu);
     int fresh = cache.snap && strcmp(cache.key, key) == 0 && now_ms() - cache.snap->taken_ms < SNAP_MAX_AGE_MS;
+    *gen = cache.snap ? cache.snap->gen : 0;
     pthread_mutex_unlock(&cache_mu);
     return fresh;
 }
 
-int http_queue_list(mgmt_req *r, const char *key, const char *url, const char *node, char **text, size_t *len) {
+int http_queue_list(mgmt_req *r, const char *key, const char *url, const char *node, qblob **text) {
     qsnaps *s = snapshot_for(r, key);
     if (!s)
         return -2;
     pthread_mutex_lock(&cache_mu);
-    if (cache.snap == s && cache.url && strcmp(cache.url, url) == 0) { /* the same question this second */
-        *text = xmalloc(cache.text_len + 1);
-        memcpy(*text, cache.text, cache.text_len + 1);
-        *len = cache.text_len;
+    if (cache.snap == s && cache.url && cache.text && strcmp(cache.url, url) == 0) { /* the same question */
+        *text = cache.text;
+        cache.text->refs++;
         pthread_mutex_unlock(&cache_mu);
         snap_release(s);
         return 0;
@@ -397,25 +427,20 @@ int http_queue_list(mgmt_req *r, const char *key, const char *url, const char *n
         render(&all, s, node, &out);
         json_decref(all.query);
     }
+    qblob *b = rc >= 0 ? qblob_new(buf_head(&out), out.len) : NULL;
+    buf_free(&out);
     if (rc == 0 && cache.snap == s) {
         free(cache.url);
-        free(cache.text);
+        if (cache.text && --cache.text->refs == 0)
+            free(cache.text);
         cache.url = xstrndup(url, strlen(url));
-        cache.text = xmalloc(out.len + 1);
-        memcpy(cache.text, buf_head(&out), out.len);
-        cache.text[out.len] = 0;
-        cache.text_len = out.len;
+        cache.text = b;
+        b->refs++;
     }
     pthread_mutex_unlock(&cache_mu);
     snap_release(s);
-    if (rc < 0) {
-        buf_free(&out);
+    if (rc < 0)
         return -1;
-    }
-    *text = xmalloc(out.len + 1);
-    memcpy(*text, buf_head(&out), out.len);
-    (*text)[out.len] = 0;
-    *len = out.len;
-    buf_free(&out);
+    *text = b;
     return rc;
 }

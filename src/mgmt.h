@@ -38,6 +38,7 @@ typedef struct mgmt_req {
     int amqp;                    /* out: the HTTP thread does it over AMQP (http_amqp.c) */
     char *location;              /* out: a Location header (a new binding) */
     int want_snap;               /* GET /api/queues: 1 = take a new snapshot (else the cache is fresh) */
+    uint64_t snap_gen;           /* in: the cached snapshot's queue generation; out: the snapshot's */
     int qlist;                   /* out: the loop routed it as a queue list */
     struct qsnaps *snap;         /* out: the snapshot (http_queues.c takes it) */
     /* out (loop thread) */

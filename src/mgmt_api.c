@@ -223,6 +223,19 @@ void qsnap_take(qsnaps *s, queue *q) {
         o->owner_port = port;
     }
     o->durable = q->durable, o->auto_delete = q->auto_delete, o->exclusive = q->exclusive, o->quorum = q->quorum;
+    o->type = queue_type(q);
+    if (q->is_stream) { /* a stream's own fields (mgmt_stream.c), as text without the braces */
+        json_t *ex = json_object();
+        stream_queue_json(q, ex);
+        char *t = json_object_size(ex) ? json_dumps(ex, JSON_COMPACT) : NULL;
+        if (t) {
+            size_t n = strlen(t);
+            memmove(t, t + 1, n - 2);
+            t[n - 2] = 0;
+        }
+        o->extra = t;
+        json_decref(ex);
+    }
     o->ready = q->nready, o->unacked = q->unacked, o->ready_bytes = q->ready_bytes;
     o->unacked_bytes = q->cnt.unacked_bytes, o->consumers = q->nconsumers, o->next_seq = q->next_seq;
     o->memory = sizeof *q + q->name_len + q->args_len + q->nlevels * sizeof *q->levels + q->nready * sizeof(qmsg);
@@ -268,8 +281,11 @@ static void qlist_cont(broker *b, mgmt_req *r) {
 
 static void list_queues(mctx *x, vhost *only) {
     x->r->qlist = 1;
-    if (!x->r->want_snap) /* the HTTP thread's snapshot is less than a second old */
+    uint64_t gen = x->b->cnt.queue_created + x->b->cnt.queue_deleted;
+    /* the HTTP thread's snapshot is less than a second old, and no queue came or went since */
+    if (!x->r->want_snap && x->r->snap_gen == gen)
         return;
+    x->r->snap_gen = gen;
     qlist *l = xcalloc(1, sizeof *l);
     size_t cap = 0;
     size_t i = 0, k;
@@ -292,6 +308,7 @@ static void list_queues(mctx *x, vhost *only) {
     if (l->n)
         qsort(l->qs, l->n, sizeof *l->qs, cmp_queue);
     x->r->snap = xcalloc(1, sizeof *x->r->snap);
+    x->r->snap->gen = gen;
     x->r->cont = l;
     qlist_cont(x->b, x->r);
 }
@@ -1667,6 +1684,24 @@ int api_route(mctx *x) {
     }
     if (strcmp(s0, "health") == 0 && is(r, 1, "checks") && n >= 3) {
         health(x);
+        return 1;
+    }
+    /* What Ferry does not have (policies, runtime parameters, topic permissions over HTTP,
+     * feature flags): the lists answer empty, as a node without any would; setting one is a
+     * 400 that says so (rabbitmqadmin's "list policies" works; "declare policy" explains). */
+    if (strcmp(s0, "policies") == 0 || strcmp(s0, "operator-policies") == 0 || strcmp(s0, "parameters") == 0 ||
+        strcmp(s0, "global-parameters") == 0 || strcmp(s0, "vhost-limits") == 0 || strcmp(s0, "user-limits") == 0 ||
+        strcmp(s0, "topic-permissions") == 0 || strcmp(s0, "feature-flags") == 0) {
+        if (m == HM_GET) {
+            if (n >= 2 && strcmp(s0, "parameters") && strcmp(s0, "global-parameters") && strcmp(s0, "feature-flags") &&
+                strcmp(s0, "user-limits") && strcmp(s0, "topic-permissions") && !seg_vhost(x, 1))
+                return 1;
+            if ((strcmp(s0, "policies") == 0 || strcmp(s0, "operator-policies") == 0) && n == 3)
+                return 0; /* no such policy */
+            r->json = json_array();
+            return 1;
+        }
+        mgmt_error(r, 400, "bad_request", "%s is not supported by Ferry", s0);
         return 1;
     }
     if (strcmp(s0, "healthchecks") == 0 && is(r, 1, "node")) {

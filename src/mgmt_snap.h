@@ -19,6 +19,8 @@ typedef struct qsnap {
     char *owner_name, *owner_host;   /* exclusive queues: the owner connection */
     int owner_port;
     uint8_t durable, auto_delete, exclusive, quorum;
+    const char *type;                /* "classic", "quorum", "stream" (static) */
+    char *extra;                     /* more fields as JSON text without braces (streams), or NULL */
     uint64_t ready, unacked, ready_bytes, unacked_bytes, consumers, next_seq, memory, idle_since;
     qcounters cnt;
     double rate[R_N];
@@ -28,6 +30,7 @@ typedef struct qsnaps {
     qsnap *a;
     size_t n, cap;
     uint64_t taken_ms; /* monotonic, when the loop finished it */
+    uint64_t gen;      /* queues created + deleted when it was taken: a change makes it stale */
     int refs;          /* HTTP thread: requests using it, plus the cache */
 } qsnaps;
 

@@ -13,8 +13,8 @@
 #include "util.h"
 
 static void add_name(void *ctx, const char *name, uint64_t offset, uint64_t lag, int active) {
-    json_array_append_new(ctx, json_pack("{s:s,s:I,s:I,s:b}", "name", name, "offset", (json_int_t)offset, "lag",
-                                         (json_int_t)lag, "active", active));
+    json_array_append_new(ctx, json_pack("{s:s,s:I,s:I,s:b}", "name", name, "offset", (json_int_t)offset,
+                                         "lag", (json_int_t)lag, "active", active));
 }
 
 void stream_queue_json(queue *q, json_t *o) {

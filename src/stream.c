@@ -63,8 +63,8 @@ struct stream {
 typedef struct scursor {
     consumer *cs; /* NULL once the consumer is gone (freed when its read comes back) */
     struct stream *st;
-    uint64_t next;   /* the next offset to look at */
-    uint64_t min_ts; /* a timestamp start: records older than this are skipped; 0 none */
+    uint64_t next;     /* the next offset to look at */
+    uint64_t min_ts;   /* a timestamp start: records older than this are skipped; 0 none */
     uint64_t ts_until; /* ... among those stored when it attached (later ones all go, as
                         * RabbitMQ attaches a start past the end at next) */
     slog_batch *b;
@@ -73,10 +73,10 @@ typedef struct scursor {
     uint8_t filtering, match_unfiltered;
     slice *filters; /* copies */
     size_t nfilters;
-    named *nm;            /* index into st->names is unstable: looked up by pointer math */
-    size_t nm_at;         /* its index in st->names, if nm */
-    uint64_t floor;       /* the lowest nacked or rejected offset (UINT64_MAX: none) */
-    uint64_t *toff;       /* delivered offsets not yet acked, in order (named tracking) */
+    named *nm;      /* index into st->names is unstable: looked up by pointer math */
+    size_t nm_at;   /* its index in st->names, if nm */
+    uint64_t floor; /* the lowest nacked or rejected offset (UINT64_MAX: none) */
+    uint64_t *toff; /* delivered offsets not yet acked, in order (named tracking) */
     uint8_t *tdone;
     size_t thead, tlen, tcap;
 } scursor;
@@ -204,7 +204,8 @@ static void save_names(broker *b, struct stream *st) {
         named *nm = &st->names[i];
         if (!nm->dirty || !b->store || !st->log)
             continue;
-        slog_put_name(st->log, store_stream_batch(b->store, 0), (slice){(const uint8_t *)nm->name, nm->n}, nm->offset);
+        slog_put_name(st->log, store_stream_batch(b->store, 0), (slice){(const uint8_t *)nm->name, nm->n},
+                      nm->offset);
         nm->dirty = 0;
     }
 }
@@ -257,8 +258,8 @@ void stream_publish(queue *q, message *m) {
     }
     slog_append(st->log, store_stream_batch(q->b->store, 1),
                 (slice){(const uint8_t *)msg_exchange(m), m->exchange_len},
-                (slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, (slice){msg_props(m), m->props_len}, msg_body(m),
-                m->body_len, filter);
+                (slice){(const uint8_t *)msg_rkey(m), m->rkey_len}, (slice){msg_props(m), m->props_len},
+                msg_body(m), m->body_len, filter);
 }
 
 /* ---- cursors ---- */
@@ -451,7 +452,8 @@ static int offset_error(channel *ch, queue *q, const fval *v) {
         fval_format(v, val, sizeof val);
     channel_close_error(ch, PRECONDITION_FAILED, BASIC_CONSUME,
                         "invalid arg 'x-stream-offset' for %s: {invalid_stream_offset_arg,{%s,%s}}",
-                        rs("queue", (slice){(const uint8_t *)q->name, q->name_len}), fval_type_name(v->type), val);
+                        rs("queue", (slice){(const uint8_t *)q->name, q->name_len}), fval_type_name(v->type),
+                        val);
     return -1;
 }
 
@@ -500,8 +502,8 @@ void stream_consume(channel *ch, queue *q, slice tag, int no_ack, int exclusive,
     slice qn = {(const uint8_t *)q->name, q->name_len};
     /* RabbitMQ 4.x's order and texts: prefetch first, then acknowledgement mode. */
     if (ch->prefetch == 0) {
-        channel_close_error(ch, PRECONDITION_FAILED, BASIC_CONSUME, "consumer prefetch count is not set for stream %s",
-                            rs("queue", qn));
+        channel_close_error(ch, PRECONDITION_FAILED, BASIC_CONSUME,
+                            "consumer prefetch count is not set for stream %s", rs("queue", qn));
         return;
     }
     if (no_ack) {
@@ -519,9 +521,10 @@ void stream_consume(channel *ch, queue *q, slice tag, int no_ack, int exclusive,
     size_t nm_at = 0;
     if (table_get(args, "x-ferry-offset-name", &nv)) {
         if (!fval_is_str(&nv) || nv.s.n == 0 || nv.s.n > 255) {
-            channel_close_error(ch, PRECONDITION_FAILED, BASIC_CONSUME,
-                                "invalid arg 'x-ferry-offset-name' for %s: expected a string of 1 to 255 bytes",
-                                rs("queue", qn));
+            channel_close_error(
+                ch, PRECONDITION_FAILED, BASIC_CONSUME,
+                "invalid arg 'x-ferry-offset-name' for %s: expected a string of 1 to 255 bytes",
+                rs("queue", qn));
             return;
         }
         if (!st) {
@@ -567,7 +570,8 @@ void stream_consume(channel *ch, queue *q, slice tag, int no_ack, int exclusive,
         sc->filtering = 1;
         if (fval_is_str(&fv)) {
             sc->filters = xmalloc(sizeof *sc->filters);
-            sc->filters[sc->nfilters++] = (slice){(const uint8_t *)xstrndup((const char *)fv.s.p, fv.s.n), fv.s.n};
+            sc->filters[sc->nfilters++] =
+                (slice){(const uint8_t *)xstrndup((const char *)fv.s.p, fv.s.n), fv.s.n};
         } else if (fv.type == 'A') {
             rd r = rd_make(fv.s.p, fv.s.n);
             fval e;
@@ -575,7 +579,8 @@ void stream_consume(channel *ch, queue *q, slice tag, int no_ack, int exclusive,
                 if (!fval_is_str(&e))
                     continue;
                 sc->filters = xrealloc(sc->filters, (sc->nfilters + 1) * sizeof *sc->filters);
-                sc->filters[sc->nfilters++] = (slice){(const uint8_t *)xstrndup((const char *)e.s.p, e.s.n), e.s.n};
+                sc->filters[sc->nfilters++] =
+                    (slice){(const uint8_t *)xstrndup((const char *)e.s.p, e.s.n), e.s.n};
             }
         }
         fval mu;
@@ -605,7 +610,8 @@ int stream_stats(const queue *q, stream_info *out) {
     return 0;
 }
 
-void stream_each_name(const queue *q, void (*fn)(void *ctx, const char *name, uint64_t offset, uint64_t lag, int active),
+void stream_each_name(const queue *q,
+                      void (*fn)(void *ctx, const char *name, uint64_t offset, uint64_t lag, int active),
                       void *ctx) {
     const struct stream *st = q->stream;
     if (!st || !st->log)

@@ -109,7 +109,7 @@ struct swrite {
 static sop *sop_add(struct swrite **pw, const slogs *ss, int kind, uint32_t id, uint64_t seg) {
     if (!*pw) {
         *pw = xcalloc(1, sizeof **pw);
-        snprintf((*pw)->dir, sizeof (*pw)->dir, "%s", ss->dir);
+        snprintf((*pw)->dir, sizeof(*pw)->dir, "%s", ss->dir);
     }
     struct swrite *w = *pw;
     if (kind == SOP_DATA || kind == SOP_NAMES) /* one op per file per batch */
@@ -249,6 +249,8 @@ slogs *slogs_new(const char *dir, loop *l) {
     return ss;
 }
 
+size_t slogs_poll(slogs *ss) { return ss->rd.started ? helpers_poll(&ss->rd) : 0; }
+
 void slogs_stop(slogs *ss) {
     if (ss)
         helpers_stop(&ss->rd);
@@ -363,7 +365,8 @@ static int seg_recover(sseg *g, const char *path, uint64_t limit) {
         return -1;
     int64_t size = sio_size(f);
     char hdr[SFILE_HEADER];
-    if (size < SFILE_HEADER || sio_pread(f, hdr, SFILE_HEADER, 0) != SFILE_HEADER || memcmp(hdr, file_magic, 10)) {
+    if (size < SFILE_HEADER || sio_pread(f, hdr, SFILE_HEADER, 0) != SFILE_HEADER ||
+        memcmp(hdr, file_magic, 10)) {
         sio_close(f);
         return -1;
     }
@@ -624,8 +627,8 @@ void slog_delete(slogs *ss, slog *l, struct swrite **pending) {
 
 /* ---- appending ---- */
 
-uint64_t slog_append(slog *l, struct swrite **pending, slice exchange, slice rkey, slice props, const uint8_t *body,
-                     uint64_t body_len, slice filter) {
+uint64_t slog_append(slog *l, struct swrite **pending, slice exchange, slice rkey, slice props,
+                     const uint8_t *body, uint64_t body_len, slice filter) {
     exchange.n = MIN(exchange.n, 255);
     rkey.n = MIN(rkey.n, 255);
     filter.n = MIN(filter.n, 65535);
@@ -804,6 +807,7 @@ typedef struct sread {
 void slog_batch_free(slog_batch *b) {
     if (!b)
         return;
+    memacct_sub(MEM_STREAM_READS, b->acct);
     free(b->data);
     free(b->recs);
     free(b);
@@ -813,9 +817,11 @@ static void read_run(job *j) {
     sread *r = (sread *)j;
     slog_batch *b = r->b;
     sio_file *f = sio_open(r->path, 0);
-    if (!f) {
+    if (!f) { /* gone (retention, a deleted stream): on to what follows; anything else is logged */
         b->err = -errno;
         b->next = r->after_end;
+        if (b->err != -ENOENT)
+            log_error("stream: cannot open %s: %s; that segment is skipped", r->path, strerror(-b->err));
         return;
     }
     size_t cap = (size_t)r->len;
@@ -850,9 +856,14 @@ static void read_run(job *j) {
             break;
         }
         if (at == 0 && got >= SREC_HEADER && b->nrecs == 0 && pos < r->seg_size) {
-            /* one record bigger than what was asked for: read it whole */
+            /* one record bigger than what was asked for: read it whole (a length past the
+             * synced end is damage, not a big record) */
             uint32_t len;
             memcpy(&len, b->data + 8, 4);
+            if (SREC_HEADER + (uint64_t)len > r->seg_size - pos || SREC_HEADER + (size_t)len <= cap) {
+                b->err = -EBADMSG;
+                break;
+            }
             cap = SREC_HEADER + (size_t)len;
             b->data = xrealloc(b->data, cap);
             continue;
@@ -865,6 +876,8 @@ static void read_run(job *j) {
     if (b->err) {
         log_error("stream: reading %s at %llu: %s; the rest of that segment is skipped", r->path,
                   (unsigned long long)pos, strerror(-b->err));
+    }
+    if (b->err) {
         free(b->recs);
         b->recs = NULL;
         b->nrecs = 0;
@@ -877,12 +890,13 @@ static void read_run(job *j) {
 static void read_done(job *j) {
     sread *r = (sread *)j;
     r->ss->reading -= MIN(r->ss->reading, r->len);
-    memacct_sub(MEM_STREAM_READS, r->len);
+    r->b->acct = r->len; /* counted until the consumer has used the batch (slog_batch_free) */
     r->done(r->ctx, r->b);
     free(r);
 }
 
-int slog_read(slogs *ss, slog *l, uint64_t from, size_t max, void (*done)(void *ctx, slog_batch *b), void *ctx) {
+int slog_read(slogs *ss, slog *l, uint64_t from, size_t max, void (*done)(void *ctx, slog_batch *b),
+              void *ctx) {
     if (from < slog_first(l))
         from = slog_first(l);
     size_t i = 0;

@@ -41,17 +41,20 @@ typedef struct slog_rec {
 } slog_rec;
 
 typedef struct slog_batch {
-    uint8_t *data;   /* the bytes read (owned) */
-    slog_rec *recs;  /* whole, checked records at or after the offset asked for */
+    uint8_t *data;  /* the bytes read (owned) */
+    slog_rec *recs; /* whole, checked records at or after the offset asked for */
     size_t nrecs;
-    uint64_t next;   /* the offset to read from next (after the last record, or the next
-                      * segment's first when this one was read to its end) */
-    int err;         /* 0, or -errno / -EBADMSG (logged; the reader skips to the next segment) */
+    uint64_t next; /* the offset to read from next (after the last record, or the next
+                    * segment's first when this one was read to its end) */
+    int err;       /* 0, or -errno / -EBADMSG (logged; the reader skips to the next segment) */
+    uint64_t acct; /* bytes counted in memacct (MEM_STREAM_READS) while the batch lives */
 } slog_batch;
 void slog_batch_free(slog_batch *b);
 
 /* The stream set of a store: created by store_open (dir = DATA_DIR), freed by store_close. */
 slogs *slogs_new(const char *dir, loop *l);
+/* Runs the done callbacks of finished reads (for an owner without an event loop: tests). */
+size_t slogs_poll(slogs *ss);
 /* Stops the reader thread (running what is queued: their done callbacks run now). */
 void slogs_stop(slogs *ss);
 void slogs_free(slogs *ss);
@@ -68,8 +71,8 @@ void slog_delete(slogs *ss, slog *l, struct swrite **pending);
 void slog_close(slogs *ss, slog *l);
 
 /* Appends one record to the pending batch *pending (created if NULL); returns its offset. */
-uint64_t slog_append(slog *l, struct swrite **pending, slice exchange, slice rkey, slice props, const uint8_t *body,
-                     uint64_t body_len, slice filter);
+uint64_t slog_append(slog *l, struct swrite **pending, slice exchange, slice rkey, slice props,
+                     const uint8_t *body, uint64_t body_len, slice filter);
 /* Appends a named offset to offsets.log with the pending batch. */
 void slog_put_name(slog *l, struct swrite **pending, slice name, uint64_t offset);
 /* Calls fn for every named offset found at open. */
@@ -98,7 +101,8 @@ uint64_t slog_last(const slog *l);
  * thread: at most about max bytes, from one segment; done(ctx, batch) then runs on the loop
  * thread (the caller frees the batch). Returns 1 if a read started, 0 if there is nothing
  * committed at or after from. */
-int slog_read(slogs *ss, slog *l, uint64_t from, size_t max, void (*done)(void *ctx, slog_batch *b), void *ctx);
+int slog_read(slogs *ss, slog *l, uint64_t from, size_t max, void (*done)(void *ctx, slog_batch *b),
+              void *ctx);
 
 /* The batch pieces (store.c): the writer thread writes them after the message log, and the
  * loop thread hears the result. */

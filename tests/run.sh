@@ -22,7 +22,8 @@ echo "== unit tests (ASan + UBSan)"
 WIRE="src/wire.c src/buf.c src/util.c src/names.c src/map.c"
 STORE="src/store.c src/record.c src/segment.c src/writer.c src/meta.c src/recover.c src/paging.c src/storeio.c src/crc32c.c src/message.c src/memacct.c src/loop.c src/streamlog.c"
 for spec in "unit:tests/unit/test_wire.c src/topic.c" "unit_chash:tests/unit/test_chash.c src/chash.c src/memacct.c" \
-    "unit_store:tests/unit/test_store.c $STORE" "unit_cron:tests/unit/test_cron.c src/cronexpr.c src/tzfile.c"; do
+    "unit_store:tests/unit/test_store.c $STORE" "unit_cron:tests/unit/test_cron.c src/cronexpr.c src/tzfile.c" \
+    "unit_streamlog:tests/unit/test_streamlog.c $STORE"; do
   name=${spec%%:*}
   srcs=${spec#*:}
   if clang -std=c11 -D_GNU_SOURCE -Isrc -Itests/unit -Wall -Wextra -Werror -g -O1 $SAN \

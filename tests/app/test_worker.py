@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from apptools import FERRY, Worker, conn, depth, get_all, publish, qname, records, wait_for
+from apptools import reap_workers, FERRY, Worker, conn, depth, get_all, publish, qname, records, wait_for
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobscript.py")
 
@@ -255,10 +255,12 @@ def test_headers_json_keeps_nested_tables_and_odd_bytes(app_broker, tmp_path):
     w = Worker(app_broker, q, job(log, "ok"), "--retry", "", tmp_path=tmp_path)
     w.wait_consuming()
     publish(app_broker.url, q, b"", message_id="h-1",
-            headers={"nested": {"a": [1, "two", {"b": True}]}, "big": 2**62, "neg": -7, "empty": ""})
+            headers={"nested": {"a": [1, "two", {"b": True}]}, "big": 2**62, "neg": -7, "empty": "",
+                     "raw": b"\xff\xfeok"})
     assert wait_for(lambda: runs(log))
     h = json.loads(runs(log)[0]["FERRY_HEADERS"])
-    assert h == {"nested": {"a": [1, "two", {"b": True}]}, "big": 2**62, "neg": -7, "empty": ""}
+    # bytes that are not UTF-8 cannot be JSON text: kept as ASCII with '?' for the rest
+    assert h == {"nested": {"a": [1, "two", {"b": True}]}, "big": 2**62, "neg": -7, "empty": "", "raw": "??ok"}
     assert runs(log)[0]["body"] == ""
     assert w.stop() == 0
 
@@ -280,8 +282,9 @@ def test_worker_reconnects_after_the_broker_restarts(ferryd_factory, tmp_path):
     d.start()
     assert wait_for(lambda: "reconnected" in w.text(), timeout=20), w.text()
     publish(d.url, q, b"after", message_id="after")
-    assert wait_for(lambda: len(runs(log)) == 2, timeout=10)
-    assert [r["FERRY_MESSAGE_ID"] for r in runs(log)] == ["before", "after"]
+    assert wait_for(lambda: "after" in [r["FERRY_MESSAGE_ID"] for r in runs(log)], timeout=10), w.text()
+    # "before" may run again: its ack can die with the broker (at-least-once), nothing else runs
+    assert set(r["FERRY_MESSAGE_ID"] for r in runs(log)) == {"before", "after"}
     assert w.stop() == 0
 
 

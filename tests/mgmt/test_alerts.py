@@ -10,7 +10,7 @@ import time
 import pika
 import pytest
 
-from conftest import Api
+from mgmtlib import Api
 from ferryd import free_port, wait_port
 
 pytestmark = pytest.mark.timeout(120)

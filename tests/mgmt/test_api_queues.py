@@ -157,3 +157,14 @@ def test_connections_channels_consumers_listed(mgmt):
         c.close()
     except Exception:
         pass
+
+
+def test_what_ferry_lacks_answers_empty_lists_and_refuses_changes(mgmt):
+    api = mgmt.api
+    for path in ("/api/policies", "/api/policies/%2F", "/api/parameters", "/api/global-parameters",
+                 "/api/vhost-limits", "/api/topic-permissions", "/api/feature-flags"):
+        assert api.get(path)[:2] == (200, []), path
+    assert api.get("/api/policies/nope")[0] == 404
+    assert api.get("/api/policies/%2F/p")[0] == 404
+    status, body, _ = api.put("/api/policies/%2F/p", {"pattern": ".*", "definition": {"max-length": 1}})
+    assert status == 400 and "not supported" in body["reason"]

@@ -8,7 +8,7 @@ import urllib.parse
 import pika
 import pytest
 
-from conftest import Api
+from mgmtlib import Api
 from ferryd import free_port, wait_port
 
 pytestmark = pytest.mark.timeout(300)

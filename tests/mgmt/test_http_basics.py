@@ -8,7 +8,7 @@ import subprocess
 import pika
 import pytest
 
-from conftest import Api
+from mgmtlib import Api
 from ferryd import free_port, wait_port
 
 NOT_FOUND = {"error": "Object Not Found", "reason": "Not Found"}

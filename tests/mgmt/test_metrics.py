@@ -10,7 +10,7 @@ import pika
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Api
+from mgmtlib import Api
 from ferryd import free_port, wait_port
 
 

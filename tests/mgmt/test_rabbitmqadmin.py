@@ -43,6 +43,7 @@ def test_rabbitmqadmin_declares_lists_publishes_and_gets(mgmt):
     for what in ("exchanges", "connections", "channels", "consumers", "vhosts", "users", "permissions", "nodes"):
         admin(mgmt, "-f", "raw_json", "list", what)
     admin(mgmt, "show", "overview")
+    assert admin(mgmt, "-f", "raw_json", "list", "policies").stdout.strip() == "[]"
     admin(mgmt, "purge", "queue", "name=orders")
     admin(mgmt, "delete", "queue", "name=orders")
     admin(mgmt, "delete", "exchange", "name=ev")

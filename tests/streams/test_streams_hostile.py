@@ -10,6 +10,8 @@ import pytest
 
 from streamlib import Reader, connect, declare, drain, fast_publish, publish_confirmed
 
+pytestmark = pytest.mark.ferry_only  # ferryd's behaviour (FERRY_TEST_AMQP_URL: skipped)
+
 
 def closed_with(url, fn):
     c = connect(url)

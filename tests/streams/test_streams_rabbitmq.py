@@ -17,6 +17,8 @@ import pytest
 import rabbitmq
 from streamlib import Reader, connect, drain, fast_publish, publish_confirmed
 
+pytestmark = pytest.mark.ferry_only  # ferryd's behaviour (FERRY_TEST_AMQP_URL: skipped)
+
 S = {"x-queue-type": "stream"}
 
 
