@@ -14,17 +14,19 @@ Rows (issue 5):
   8  10,000 idle connections with a channel each: broker RSS
   9  highest sustainable rate: fixed-rate sweep (1P/1C, 256 B) up to where p99 passes 10 ms
      or the consumer falls behind
- 10  row 1 over TLS (amqps; the broker's certificate verified by ferry bench --cacert)
- 11  row 3 over TLS
+ 10-15  issue 14's growing loads (bench/scale_rows.py): topic bindings, 100,000 queues,
+     10,000 consumers, large messages, recovery after kill -9, row 6 on a quiet machine
+ 16  row 1 over TLS (amqps; the broker's certificate verified by ferry bench --cacert)
+ 17  row 3 over TLS
  18  streams (x-queue-type stream): append rate with confirms (fsync) and replay rate from
      first, 10,000,000 events of 256 B (ferry bench --stream)
 Both brokers get the same certificate, made with openssl at the start of the run
-(tests/lib/certs.py). Rows 1, 3, 10 and 11 run BENCH_REPEAT times (default 3) and report the
+(tests/lib/certs.py). Rows 1, 3, 16 and 17 run BENCH_REPEAT times (default 3) and report the
 median with the spread (min–max); the others run once.
 
 BENCH_QUICK=1 runs every row briefly (about two minutes in all) for development; it writes
 bench/results/tmp/latest-quick.{md,png} and leaves the committed latest.{md,png} alone.
-BENCH_BROKERS=ferry or =rabbitmq runs one side only. BENCH_ROWS=1,3,10,11 runs only those rows
+BENCH_BROKERS=ferry or =rabbitmq runs one side only. BENCH_ROWS=1,3,16,17 runs only those rows
 (written to bench/results/tmp/latest-rows.md, leaving latest.md alone). A broker that is missing or will not
 start gets "n/a" in its column instead of failing the run; so does a row that fails.
 """
@@ -45,6 +47,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 from ferryd import Ferryd  # noqa: E402
 import rabbitmq  # noqa: E402
 from certs import Certs  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import scale_rows  # noqa: E402
 
 FERRY = os.path.join(ROOT, "build", "ferry")
 FERRYD = os.path.join(ROOT, "build", "ferryd")
@@ -53,7 +57,7 @@ RAW = os.path.join(RESULTS, "tmp")
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 ONLY_ROWS = {int(x) for x in os.environ.get("BENCH_ROWS", "").split(",") if x.strip()}
 REPEAT = int(os.environ.get("BENCH_REPEAT", "1" if QUICK else "3"))
-REPEAT_ROWS = {1, 3, 10, 11, 18}   # medians of REPEAT runs, with their spread
+REPEAT_ROWS = {1, 3, 16, 17, 18}   # medians of REPEAT runs, with their spread
 # A quick or partial run is for development: it never overwrites the committed full-run results.
 PARTIAL = QUICK or bool(ONLY_ROWS)
 OUT_MD = os.path.join(RAW if PARTIAL else RESULTS,
@@ -281,7 +285,7 @@ def tls_note(r):
 
 
 def row1(b, tls=False):
-    r = bench(b, "row10" if tls else "row1", "--size", "16", "--duration", str(D_THROUGHPUT), tls=tls)
+    r = bench(b, "row16" if tls else "row1", "--size", "16", "--duration", str(D_THROUGHPUT), tls=tls)
     return {**tls_note(r), "consume": r["consume_rate"], "publish": r["publish_rate"], "p99": lat(r, "latency_ms", "p99"), "_cpu": cpu(r)}
 
 
@@ -291,17 +295,17 @@ def row2(b):
 
 
 def row3(b, tls=False):
-    r = bench(b, "row11" if tls else "row3", "--size", "1024", "--persistent", "--confirm", "1000", "--ack-every",
+    r = bench(b, "row17" if tls else "row3", "--size", "1024", "--persistent", "--confirm", "1000", "--ack-every",
               "100", "--prefetch", "1000", "--duration", str(D_THROUGHPUT), tls=tls)
     return {**tls_note(r), "consume": r["consume_rate"], "confirmed": r["confirmed"] / max(r["publish_s"], 1e-9),
             "confirm_p99": lat(r, "confirm_latency_ms", "p99"), "_cpu": cpu(r)}
 
 
-def row10(b):
+def row16(b):
     return row1(b, tls=True)
 
 
-def row11(b):
+def row17(b):
     return row3(b, tls=True)
 
 
@@ -477,9 +481,10 @@ ROWS = [
      [("rss_conns", "RSS MiB", False), ("per_conn", "KiB/connection", False)]),
     (9, "highest sustainable rate, 1P/1C, 256 B (p99 <= 10 ms)", row9,
      [("sustainable", "msg/s", True), ("p99_at", "p99 ms at that rate", False)]),
-    (10, "row 1 over TLS (amqps): 1P/1C, 16 B, transient, auto-ack", row10,
+] + scale_rows.rows() + [
+    (16, "row 1 over TLS (amqps): 1P/1C, 16 B, transient, auto-ack", row16,
      [("consume", "consume msg/s", True), ("publish", "publish msg/s", True), ("p99", "latency p99 ms", False)]),
-    (11, "row 3 over TLS (amqps): persistent, confirms (1000), ack every 100, 1 KiB", row11,
+    (17, "row 3 over TLS (amqps): persistent, confirms (1000), ack every 100, 1 KiB", row17,
      [("consume", "consume msg/s", True), ("confirmed", "confirmed msg/s", True),
       ("confirm_p99", "confirm p99 ms", False)]),
     (18, f"streams: {STREAM_EVENTS:,} events of 256 B, append with confirms, replay from first", row18,
@@ -487,8 +492,23 @@ ROWS = [
 ]
 ROW = {r[0]: r for r in ROWS}
 # Rows 7 and 8 leave the most behind in a broker (RabbitMQ keeps memory it grew), so they
-# run last; the table is in row order regardless. Each TLS row runs next to its plain row.
-ORDER = [1, 10, 3, 11, 2, 4, 5, 6, 9, 18, 8, 7]
+# run late; the table is in row order regardless. Each TLS row runs next to its plain row.
+# Row 15 waits for a quiet machine; row 11 (100,000 queues) and row 14 (its own brokers,
+# killed and restarted, gigabytes on disk) come last.
+ORDER = [1, 16, 3, 17, 2, 4, 5, 6, 15, 9, 18, 10, 12, 13, 8, 7, 11, 14]
+ROW_INDEX = {r[0]: r for r in ROWS}  # row number -> its entry in ROWS
+# Rows that get a freshly started broker: row 11 measures RSS per idle queue, and a process
+# that drained row 7's backlog reuses that heap (its RSS does not grow at all).
+FRESH_ROWS = {11}
+# BENCH_RERUN_FROM=bench/results/tmp/results.json with BENCH_ROWS (and BENCH_BROKERS): re-runs
+# those rows on top of an earlier full run's results and writes latest.md again, saying so
+# (BENCH_RERUN_NOTE gives the reason).
+RERUN_FROM = os.environ.get("BENCH_RERUN_FROM")
+if RERUN_FROM:
+    PARTIAL = False
+    OUT_MD = os.path.join(RESULTS, "latest.md")
+    OUT_PNG = os.path.join(RESULTS, "latest.png")
+BASELINES = None  # row 13's plain TCP copy and dd figures (scale_rows.baselines), made in main()
 
 
 def run_repeated(fn, broker):
@@ -521,12 +541,17 @@ def run_broker(broker):
     log(f"{broker.name} up at {broker.url} (pid {broker.pid()})")
     try:
         for n in ORDER:
-            _, title, fn, _ = ROW[n]
+            _, title, fn, _ = ROW_INDEX[n]
             if ONLY_ROWS and n not in ONLY_ROWS:
                 results[n] = {"_error": "not run (BENCH_ROWS)"}
                 continue
             if not broker.alive():
                 log(f"{broker.name} is down; restarting it for row {n}")
+                if not broker.restart():
+                    results[n] = {"_error": broker.why}
+                    continue
+            if n in FRESH_ROWS:
+                log(f"{broker.name}: a fresh broker for row {n}")
                 if not broker.restart():
                     results[n] = {"_error": broker.why}
                     continue
@@ -554,8 +579,10 @@ def run_broker(broker):
 def fmt(v, key):
     if v is None:
         return "n/a"
-    if key in ("p50", "p99", "p999", "confirm_p99", "p99_at"):
+    if key in ("p50", "p99", "p999", "confirm_p99", "p99_at") or key.startswith(("p99_", "p999_")):
         return f"{v:.3f}" if v < 10 else f"{v:,.1f}"
+    if key.startswith(("warm_accept", "warm_first", "cold_accept", "cold_first")) or key in ("drop", "per_queue_kib"):
+        return f"{v:.2f}"
     if key in ("rss_settled", "rss_peak", "rss_conns", "per_conn"):
         return f"{v:,.1f}"
     return f"{v:,.0f}"
@@ -623,6 +650,7 @@ def write_markdown(res, started, elapsed):
             elif d.get("_note"):
                 notes.append(f"- row {n}, {name}: {d['_note']}")
     lines += ["", "Lower is better for latency and memory; the ratio is always ferry ÷ rabbitmq.", ""]
+    lines += scale_rows.section(res, BASELINES, "Rows 10 and 12–14 run once per broker.")
     lines += tls_section(res)
     lines += stream_section(res)
     if notes:
@@ -653,23 +681,23 @@ def spread_text(d, key):
 
 
 def tls_section(res):
-    """Rows 1 and 3 beside their TLS twins (10, 11): medians, spreads and the TLS cost."""
+    """Rows 1 and 3 beside their TLS twins (16, 17): medians, spreads and the TLS cost."""
     lines = ["## TLS (amqps) beside plain", "",
-             f"Rows 1 and 3 over plain AMQP and over TLS (rows 10 and 11), each the median of {REPEAT} runs with "
+             f"Rows 1 and 3 over plain AMQP and over TLS (rows 16 and 17), each the median of {REPEAT} runs with "
              "the spread (min–max) in brackets. Both brokers serve the same RSA-2048 certificate made with "
              "openssl for the run; `ferry bench` verifies it (`--cacert`; the negotiated TLS version is in the notes). "
              "The machine's 2 cores are shared with other work, so single runs swing; compare within a column.",
              "", "| row | metric | broker | plain | TLS | TLS ÷ plain |", "|---|---|---|---:|---:|---:|"]
-    for plain, tls, key, label in ((1, 10, "consume", "consume msg/s"), (3, 11, "confirmed", "confirmed msg/s"),
-                                   (3, 11, "consume", "consume msg/s")):
+    for plain, tls, key, label in ((1, 16, "consume", "consume msg/s"), (3, 17, "confirmed", "confirmed msg/s"),
+                                   (3, 17, "consume", "consume msg/s")):
         for name in ("ferry", "rabbitmq"):
             p, t = res[name].get(plain, {}), res[name].get(tls, {})
             pv, tv = p.get(key), t.get(key)
             ratio = f"{tv / pv:.2f}" if pv and tv is not None else "n/a"
             lines.append(f"| {plain} | {label} | {name} | {fmt(pv, key)}{spread_text(p, key)} | "
                          f"{fmt(tv, key)}{spread_text(t, key)} | {ratio} |")
-    f10, r10 = res["ferry"].get(10, {}).get("consume"), res["rabbitmq"].get(10, {}).get("consume")
-    f11, r11 = res["ferry"].get(11, {}).get("confirmed"), res["rabbitmq"].get(11, {}).get("confirmed")
+    f10, r10 = res["ferry"].get(16, {}).get("consume"), res["rabbitmq"].get(16, {}).get("consume")
+    f11, r11 = res["ferry"].get(17, {}).get("confirmed"), res["rabbitmq"].get(17, {}).get("confirmed")
     lines.append("")
     if f10 and r10 and f11 and r11:
         lines.append(f"Over TLS, ferry ÷ RabbitMQ: row 1 {f10 / r10:.0f}×, row 3 {f11 / r11:.0f}×.")
@@ -701,8 +729,8 @@ def write_chart(res):
         ("throughput (msg/s, higher is better)", [
             (1, "consume", "1: 16 B"), (2, "consume", "2: 1 KiB"), (3, "consume", "3: persistent"),
             (4, "consume", "4: 4P/4C"), (5, "consume", "5: fanout 8"), (7, "drain", "7: drain"),
-            (9, "sustainable", "9: sustainable"), (10, "consume", "10: 1 over TLS"),
-            (11, "consume", "11: 3 over TLS"), (18, "append", "18: stream append"),
+            (9, "sustainable", "9: sustainable"), (16, "consume", "16: 1 over TLS"),
+            (17, "consume", "17: 3 over TLS"), (18, "append", "18: stream append"),
             (18, "replay", "18: stream replay")]),
         ("latency (ms, lower is better)", [
             (6, "p50", "6: p50"), (6, "p99", "6: p99"), (6, "p999", "6: p99.9"), (3, "confirm_p99", "3: confirm p99"),
@@ -747,27 +775,54 @@ set multiplot layout 1,3 title "Ferry vs RabbitMQ — make bench{' (quick)' if Q
 
 def main():
     os.makedirs(RAW, exist_ok=True)
+    earlier = None
+    if RERUN_FROM:  # read before RAW is emptied (it may live there)
+        with open(RERUN_FROM) as fh:
+            earlier = json.load(fh)
     for name in os.listdir(RAW):
         os.unlink(os.path.join(RAW, name))
     if not os.access(FERRY, os.X_OK):
         log("build/ferry is missing: run `make build/ferry`")
         return 1
-    global CERTS
+    global CERTS, BASELINES
     CERTS = Certs(tempfile.mkdtemp(prefix="ferry-bench-certs-"))
+    C = scale_rows.C  # the issue-14 rows run ferry bench through this module's bench()
+    C.bench, C.rss_kb, C.RowFailed, C.log = bench, rss_kb, RowFailed, log
+    C.quick, C.d_throughput, C.d_latency, C.raw = QUICK, D_THROUGHPUT, D_LATENCY, RAW
+    if not ONLY_ROWS or 13 in ONLY_ROWS:
+        log("row 13 baselines: plain TCP copy and dd with fdatasync")
+        try:
+            BASELINES = scale_rows.baselines()
+        except Exception as e:  # noqa: BLE001 - the rows still run
+            log(f"row 13 baselines failed: {e}")
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.time()
     which = os.environ.get("BENCH_BROKERS", "ferry,rabbitmq").split(",")
     res = {"ferry": {}, "rabbitmq": {}}
+    if earlier:
+        BASELINES = BASELINES or earlier.get("baselines")
     for broker in (FerryBroker(), RabbitBroker()):
         if broker.name in which:
             res[broker.name] = run_broker(broker)
         else:
             res[broker.name] = {n: {"_error": "not run (BENCH_BROKERS)"} for n, *_ in ROWS}
+    if earlier:  # rows not run now keep the earlier run's figures; re-run ones say when and why
+        why = os.environ.get("BENCH_RERUN_NOTE", "re-run")
+        for name in ("ferry", "rabbitmq"):
+            for n, *_ in ROWS:
+                got = res[name].get(n, {})
+                if got.get("_error", "").startswith("not run") or not got:
+                    res[name][n] = earlier.get(name, {}).get(str(n), got)
+                else:
+                    got["_note"] = f"re-run at {time.strftime('%H:%M')} UTC ({why}); " + (got.get("_note") or "")
     shutil.rmtree(CERTS.dir, ignore_errors=True)
+    res["baselines"] = BASELINES
     with open(os.path.join(RAW, "results.json"), "w") as fh:
         json.dump(res, fh, indent=1)
     write_markdown(res, started, time.time() - t0)
     write_chart(res)
+    scale_rows.charts(res, RAW if PARTIAL else RESULTS,
+                      "-quick" if QUICK else "-rows" if ONLY_ROWS and not RERUN_FROM else "")
     log(f"wrote {os.path.relpath(OUT_MD, ROOT)} and {os.path.basename(OUT_PNG)} in {(time.time() - t0) / 60:.1f} min")
     with open(OUT_MD) as fh:
         print(fh.read())

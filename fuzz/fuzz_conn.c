@@ -339,6 +339,14 @@ static void put_props(buf *o, script *s) {
         }
         if (hm & 64)
             raw_table(&t, s);
+        if (hm & 128) { /* broker-held cron (cron.c): schedules, bad expressions and zones */
+            static const char *const crons[] = {"* * * * * *", "*/2 * * * * *", "0 0 1 1 *", "", "61 * * * * *",
+                                                "0 0 30 2 *", "@hourly", "x"};
+            static const char *const zones[] = {"", "Europe/Berlin", "Mars/Base", "../etc"};
+            put_str(&t, "x-ferry-cron", PICK(crons, get8(s)));
+            if (get8(s) & 1)
+                put_str(&t, "x-ferry-timezone", PICK(zones, get8(s)));
+        }
         put_table(&p, &t);
         buf_free(&t);
     }

@@ -173,7 +173,7 @@ static void find_live(broker *b, scan *sc) {
             uring *r = &ch->unacked;
             for (size_t j = 0; j < r->len; j++) {
                 unacked *u = &r->a[(r->head + j) & (r->cap - 1)];
-                if (!u->done)
+                if (!u->done && !u->q->is_stream) /* a stream's entry is an offset: no record here */
                     see(sc, u->q, &u->qm);
             }
         }

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "cronexpr.h"
+#include "memacct.h"
 #include "meta.h"
 #include "store.h"
 #include "tzfile.h"
@@ -67,6 +68,7 @@ typedef struct sched {
     uint64_t mark_gen; /* the FIRED mark of mark_tick is in this batch (0: none) */
     int64_t mark_tick;
     uint64_t put_gen;  /* its PUT record is in this batch, not yet synced (0: none) */
+    size_t mem;        /* bytes counted in MEM_CRON */
 } sched;
 
 struct cron {
@@ -270,7 +272,14 @@ static void wait_for(struct cron *c, sched *s) {
     s->waiting = 1;
 }
 
+/* Counts s's own bytes toward the memory watermark (once its strings are set). */
+static void sched_count(sched *s) {
+    s->mem = sizeof *s + s->key_len + 1 + strlen(s->expr) + 1 + strlen(s->tzname) + 1 + 2 * sizeof(sched *);
+    memacct_add(MEM_CRON, s->mem);
+}
+
 static void sched_free(sched *s) {
+    memacct_sub(MEM_CRON, s->mem);
     message_unref(s->tmpl);
     free(s->key);
     free(s->expr);
@@ -544,6 +553,7 @@ void cron_recover(void *ctx, slice payload) {
     s->fired = was_fired;
     s->marked = was_fired ? last : -1;
     s->durable = 1;
+    sched_count(s);
 }
 
 void cron_start(broker *b) {
@@ -687,6 +697,7 @@ int cron_publish(channel *ch, exchange *x, message *m, const props_view *pv) {
     s->last = now;
     s->fired = 0;
     s->durable = (uint8_t)durable;
+    sched_count(s);
     s->next = next;
     heap_add(c, s);
     arm(c);

@@ -34,7 +34,8 @@ uint64_t memacct_total(void) { return total; }
 
 const char *memacct_name(enum memkind k) {
     static const char *names[MEM_NKINDS] = {"messages",    "connection_buffers", "chash_rings",
-                                            "queue_index", "store_batch", "tls", "stream_reads"};
+                                            "queue_index", "store_batch", "tls", "stream_reads",
+                                            "cron_schedules"};
     assert((unsigned)k < MEM_NKINDS);
     return names[k];
 }

@@ -18,6 +18,8 @@ enum memkind {
     MEM_STORE_BATCH,  /* records waiting for the store's writer (store) */
     MEM_TLS,          /* OpenSSL's heap beyond the server's contexts: TLS connections (tls.c) */
     MEM_STREAM_READS, /* stream read buffers handed to consumers' reads (streamlog.c) */
+    MEM_CRON,         /* cron schedules: their state, names and expressions (cron.c; the
+                         template messages count as messages) */
     MEM_NKINDS
 };
 

@@ -68,6 +68,8 @@ size_t rec_scan(const char *path, const uint8_t *p, size_t n, int last, rec_appl
 
 /* Reads a whole file through the I/O layer: 0 (*data malloc'ed, *len) or -errno. */
 int rec_read_file(const char *path, uint8_t **data, size_t *len); /* 0 or -errno (retried) */
+/* The same into a buffer reused across calls (buf and cap start NULL and 0; free the buffer at the end). */
+int rec_read_file_reuse(const char *path, uint8_t **buf, size_t *cap, size_t *len);
 
 /* ---- message record payloads ---- */
 

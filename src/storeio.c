@@ -469,6 +469,16 @@ static void slow_disk(void) {
 }
 
 
+void sio_prefetch(const char *path) {
+    if (tracking)
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+    close(fd);
+}
+
 sio_file *sio_open(const char *path, int create) {
     int fd, created = 0;
     if (!tracking) {

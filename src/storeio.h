@@ -69,6 +69,11 @@ ssize_t sio_pread(sio_file *f, void *p, size_t n, uint64_t off);
 int sio_sync(sio_file *f);
 int sio_truncate(sio_file *f, uint64_t size);
 int64_t sio_size(sio_file *f);
+/* A hint: starts reading the whole file into the page cache in the background
+ * (posix_fadvise WILLNEED), so a read of it later finds it there. No error is reported (a
+ * failed hint costs nothing; the real read reports its own errors) and it does nothing under
+ * fault injection, whose reads must meet the rules. */
+void sio_prefetch(const char *path);
 int sio_unlink(const char *path);
 int sio_rename(const char *from, const char *to);
 /* Creates a directory (0 if it exists already); 0 or -errno. Durable once its parent is

@@ -138,6 +138,10 @@ const history = {
 /* ---------- state shared by the pages ---------- */
 const state = { overview: null, nodes: null, queues: [], alerts: null, error: null, updated: 0 };
 let timer = null, polling = false, current = null;
+/* Bumped on every route change: an async refresh that finishes after the user moved on must
+ * not write into the page that replaced its own (its elements are gone). */
+let generation = 0;
+const stale = g => g !== generation;
 
 async function poll() {
   if (polling) return;
@@ -172,7 +176,8 @@ async function poll() {
   badge.textContent = firing;
   $('#updated').textContent = state.updated ? 'updated ' + new Date(state.updated).toLocaleTimeString('en-GB') : '';
   if (current && current.refresh) {
-    try { await current.refresh(); } catch (e) { showBanner(e.message); }
+    const g = generation;
+    try { await current.refresh(); } catch (e) { if (!stale(g)) showBanner(e.message); }
   }
 }
 
@@ -191,6 +196,7 @@ function showBanner(text) {
 
 /* A note under a form: green when it worked, red with the broker's reason when not. */
 function note(el, ok, text) {
+  if (!el) return; /* the page changed while the request was on its way */
   el.className = 'note ' + (ok ? 'ok' : 'bad');
   el.textContent = text;
 }
@@ -374,7 +380,8 @@ pages.queue = {
       try {
         const msgs = await api.req('POST', `${path}/get`, { count: Number(f.get('count')), ackmode: f.get('ackmode'), encoding: f.get('encoding'), truncate: 50000 });
         note($('#qp-get-note'), true, msgs.length ? `${msgs.length} message(s)` : 'the queue is empty');
-        $('#qp-messages').innerHTML = msgs.map(messageHtml).join('');
+        const box = $('#qp-messages');
+        if (box) box.innerHTML = msgs.map(messageHtml).join('');
         poll();
       } catch (err) { note($('#qp-get-note'), false, err.message); }
     });
@@ -398,10 +405,12 @@ pages.queue = {
     });
   },
   async refresh() {
+    const g = generation;
     let q, bindings, consumers, extra;
     try {
       [q, bindings, extra] = await Promise.all([api.get(this.path), api.get(`${this.path}/bindings`), api.ferry(this.path).catch(() => null)]);
     } catch (e) {
+      if (stale(g)) return;
       $('#qp-cards').innerHTML = `<div class="card stat bad"><div class="k">queue</div><div class="v">${e.status === 404 ? 'not found' : 'error'}</div><div class="sub">${esc(e.message)}</div></div>`;
       return;
     }
@@ -410,6 +419,7 @@ pages.queue = {
     if (!consumers) {
       try { consumers = (await api.get(`consumers/${enc(this.vhost)}`)).filter(c => get(c, 'queue.name') === this.name); } catch (e) { consumers = []; }
     }
+    if (stale(g)) return;
     $('#qp-cards').innerHTML = [
       statCard('Messages', fmt.num(q.messages), `ready ${fmt.num(q.messages_ready)} · unacked ${fmt.num(q.messages_unacknowledged)}`),
       statCard('Consumers', fmt.num(q.consumers), q.consumers === 0 && q.messages > 0 ? 'nobody is consuming' : '', q.consumers === 0 && q.messages > 0),
@@ -469,7 +479,9 @@ pages.deadLetters = {
     this.shown = '';
   },
   async refresh() {
+    const g = generation;
     const rows = await deadLetterQueues();
+    if (stale(g)) return;
     const sig = JSON.stringify(rows.map(r => [r.vhost, r.queue, r.q.messages, r.sources, r.reasons]));
     if (sig === this.shown) return; /* keep the buttons (and an armed purge) while nothing changed */
     this.shown = sig;
@@ -506,13 +518,15 @@ pages.deadLetters = {
     });
   },
   async peek(vhost, queue) {
+    const g = generation;
     $('#dl-peek-card').hidden = false;
     $('#dl-peek-title').textContent = `Dead letters in ${queue}`;
     try {
       const r = await api.ferry(`dead-letters/${enc(vhost)}/${enc(queue)}?count=20`);
+      if (stale(g)) return;
       const items = r ? r.items || [] : [];
       $('#dl-peek').innerHTML = (r ? `<p class="muted">${fmt.num(items.length)} of ${fmt.num(r.messages)} shown</p>` : '<p class="muted">this broker has no dead-letter API</p>') + items.map(messageHtml).join('');
-    } catch (e) { $('#dl-peek').innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+    } catch (e) { if (!stale(g)) $('#dl-peek').innerHTML = `<p class="error">${esc(e.message)}</p>`; }
   },
 };
 
@@ -587,6 +601,7 @@ function route() {
   else if (parts[0] === 'dead-letters') page = pages.deadLetters;
   else if (parts[0] === 'alerts') page = pages.alerts;
   current = page;
+  generation++;
   document.querySelectorAll('nav a').forEach(a => a.classList.toggle('active', a.dataset.nav === page.nav));
   page.render($('#page'), args);
   if (state.updated) page.refresh && Promise.resolve(page.refresh()).catch(e => showBanner(e.message));

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pika
+import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FERRY = os.environ.get("FERRY_CLI") or os.path.join(ROOT, "build", "ferry")
@@ -77,6 +78,21 @@ def delete_queues(url, *queues):
     c.close()
 
 
+_live = []
+
+
+@pytest.fixture(autouse=True)
+def reap_workers():
+    """Kills (by PID) every worker a test started and did not stop: a failed assertion must
+    not leave a `ferry worker` reconnecting to a broker that is gone."""
+    yield
+    while _live:
+        w = _live.pop()
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+
+
 class Worker:
     """A `ferry worker` process; stderr (its log) kept in a file."""
 
@@ -92,6 +108,7 @@ class Worker:
             e.update(env)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log, env=e)
+        _live.append(self)
 
     def wait_consuming(self, timeout=15.0):
         deadline = time.monotonic() + timeout

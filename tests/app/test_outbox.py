@@ -276,14 +276,21 @@ def test_a_row_the_broker_cannot_take_holds_back_only_its_aggregate(broker, tmp_
     s.commit()
     s.close()
     db.insert([{"event_id": "bad-2", "aggregate_id": "poisoned", "routing_key": q, "headers": {"agg": "p", "seq": 1}}])
+    # A valid JSON object nested deeper than an AMQP table the relay will build (32 levels).
+    deep = {"agg": "deep", "seq": 0}
+    for _ in range(40):
+        deep = {"n": deep}
+    db.insert([{"event_id": "deep-1", "aggregate_id": "deep", "routing_key": q, "headers": deep}])
     db.insert(events(1, 3, routing_key=q))
     r = Relay(db.url, broker.url, "--poll", "50ms", log_path=str(tmp_path / "relay.log"))
     wait_depth(broker, q, 3)
     time.sleep(0.5)
     log = r.stop()
     assert depth(broker, q) == 3
-    assert sorted(x[0] for x in db.query("SELECT event_id FROM ferry_outbox WHERE sent_at IS NULL")) == ["bad-1", "bad-2"]
+    assert sorted(x[0] for x in db.query("SELECT event_id FROM ferry_outbox WHERE sent_at IS NULL")) == \
+        ["bad-1", "bad-2", "deep-1"]
     assert "bad-1" in log and "headers must be a JSON object" in log, log
+    assert "deep-1" in log and "nesting deeper than 32" in log, log
     delete(broker, q)
 
 

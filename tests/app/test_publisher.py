@@ -34,7 +34,12 @@ def test_publisher_reconnects_and_republishes_after_broker_kill(ferryd_factory):
             time.sleep(0.5)
             d.start()  # same port, same data directory
             killed = True
-    assert p.wait(60) == 0
+    try:
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     assert killed
     confirmed = [int(w[1]) for w in seen if w[0] == "confirmed"]
     errors = [w for w in seen if w[0] == "error"]

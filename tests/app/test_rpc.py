@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from apptools import Worker, prog, qname
+from apptools import reap_workers, Worker, prog, qname
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobscript.py")
 

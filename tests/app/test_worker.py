@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from apptools import FERRY, Worker, conn, depth, get_all, publish, qname, records, wait_for
+from apptools import reap_workers, FERRY, Worker, conn, depth, get_all, publish, qname, records, wait_for
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobscript.py")
 

@@ -21,7 +21,12 @@ def test_c_worker_ok_retry_fail(app_broker):
     assert first.startswith("mode "), first
     for body in (b"ok", b"retry:1", b"fail", b"retry:5"):
         publish(app_broker.url, q, body, message_id=body.decode())
-    out, _ = p.communicate(timeout=60)
+    try:
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     assert p.returncode == 0
     jobs = [l.split()[1:] for l in out.splitlines() if l.startswith("job ")]
     assert sorted(jobs) == sorted([["ok", "1"], ["retry:1", "1"], ["retry:1", "2"], ["fail", "1"],

@@ -7,112 +7,80 @@ API the CLI must read the same way. RabbitMQ refreshes its queue statistics ever
 collect_statistics_interval (500 ms here); tests wait for the API to show a state (wait_queue)
 before running the command that reads it.
 """
-import base64
-import json
 import os
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 
 import pika
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ferryd import Ferryd, ROOT, free_port, wait_port  # noqa: E402
+from ferryd import Ferryd, free_port, wait_port  # noqa: E402
 import rabbitmq  # noqa: E402
+from clilib import MgmtBroker  # noqa: E402
 
-FERRY = os.environ.get("FERRY_CLI") or os.path.join(ROOT, "build", "ferry")
 BROKERS = ["ferryd", "rabbitmq"]
 
+# What the session fixtures started, stopped (newest first) as soon as the last test of this
+# directory is done: the rest of `make test` should not share two cores with an idle RabbitMQ.
+# The fixtures' own finalizers call the same functions; each runs once.
+_cleanups = []
 
-class MgmtBroker:
-    """A running broker: AMQP and HTTP ports, URLs, and small API/AMQP helpers for setup."""
 
-    def __init__(self, kind, amqp_port, http_port):
-        self.kind = kind
-        self.amqp_port = amqp_port
-        self.http_port = http_port
-        self.amqp_url = f"amqp://guest:guest@127.0.0.1:{amqp_port}/"
-        self.http_url = f"http://guest:guest@127.0.0.1:{http_port}"
+def _once(fn):
+    done = []
 
-    def api(self, method, path, body=None, user="guest", password="guest"):
-        """(status, parsed JSON or None) of one API request."""
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method)
-        req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                raw = r.read()
-                return r.status, (json.loads(raw) if raw else None)
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            try:
-                return e.code, json.loads(raw)
-            except ValueError:
-                return e.code, None
+    def run():
+        if not done:
+            done.append(1)
+            fn()
+    return run
 
-    def channel(self):
-        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.amqp_port))
-        return conn, conn.channel()
 
-    def queue(self, name, messages=(), arguments=None, durable=True, properties=None):
-        """Declares a queue and publishes `messages` (bytes or str) to it; waits until the API
-        shows them."""
-        conn, ch = self.channel()
-        try:
-            ch.queue_declare(name, durable=durable, arguments=arguments)
-            for m in messages:
-                ch.basic_publish("", name, m.encode() if isinstance(m, str) else m,
-                                 properties or pika.BasicProperties(delivery_mode=2))
-        finally:
-            conn.close()
-        self.wait_queue(name, messages=len(messages))
+def _cleanup_all():
+    while _cleanups:
+        _cleanups.pop()()
 
-    def wait_queue(self, name, timeout=15, vhost="/", **fields):
-        """Polls GET /api/queues/{vhost}/{name} until every field has the given value."""
-        deadline = time.time() + timeout
-        q = None
-        while time.time() < deadline:
-            st, q = self.api("GET", f"/api/queues/{urllib.parse.quote(vhost, safe='')}/{urllib.parse.quote(name, safe='')}")
-            if st == 200 and all(q.get(k) == v for k, v in fields.items()):
-                return q
-            time.sleep(0.1)
-        raise AssertionError(f"queue {name} never showed {fields} in the API; last: {q}")
 
-    def delete_queue(self, name):
-        conn, ch = self.channel()
-        try:
-            ch.queue_delete(name)
-        finally:
-            conn.close()
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    here = os.path.dirname(os.path.abspath(__file__))
+    if nextitem is None or os.path.dirname(os.path.abspath(str(nextitem.fspath))) != here:
+        _cleanup_all()
 
 
 @pytest.fixture(scope="session")
 def rabbit_mgmt():
-    """A private RabbitMQ with the management plugin on free loopback ports."""
+    """A private RabbitMQ with the management plugin on free loopback ports. A start that fails
+    (a port taken between choosing and binding it, on a machine shared with other test runs)
+    is retried on new ports, twice."""
     assert rabbitmq.available(), "rabbitmq-server is not installed (scripts/install-deps.sh test)"
-    http_port = free_port()
-    r = rabbitmq.RabbitMQ(plugins=["rabbitmq_management"],
-                          extra_conf=f"management.tcp.port = {http_port}\n"
-                                     "management.tcp.ip = 127.0.0.1\n"
-                                     "collect_statistics_interval = 500\n")
-    r.start()
+    for attempt in range(3):
+        http_port = free_port()
+        r = rabbitmq.RabbitMQ(plugins=["rabbitmq_management"],
+                              extra_conf=f"management.tcp.port = {http_port}\n"
+                                         "management.tcp.ip = 127.0.0.1\n"
+                                         "collect_statistics_interval = 500\n")
+        try:
+            r.start()
+            wait_port("127.0.0.1", http_port, 60, r.proc)
+            b = MgmtBroker("rabbitmq", r.port, http_port)
+            deadline = time.time() + 60
+            while b.api("GET", "/api/overview")[0] != 200:
+                assert time.time() < deadline, "RabbitMQ's management API never answered"
+                time.sleep(0.2)
+            break
+        except (RuntimeError, TimeoutError, AssertionError):
+            r.stop()
+            if attempt == 2:
+                raise
+    stop = _once(r.stop)
+    _cleanups.append(stop)
     try:
-        wait_port("127.0.0.1", http_port, 60, r.proc)
-        b = MgmtBroker("rabbitmq", r.port, http_port)
-        deadline = time.time() + 60
-        while b.api("GET", "/api/overview")[0] != 200:
-            assert time.time() < deadline, "RabbitMQ's management API never answered"
-            time.sleep(0.2)
         yield b
     finally:
-        r.stop()
+        stop()
 
 
 @pytest.fixture(scope="session")
@@ -121,9 +89,11 @@ def ferryd_mgmt(tmp_path_factory):
     http_port = free_port()
     d = Ferryd(data_dir=str(tmp_path_factory.mktemp("ferryd-cli")), args=["--http-port", str(http_port)])
     d.start()
+    stop = _once(d.stop_and_check)  # a clean exit 0 and no sanitizer report, checked once
+    _cleanups.append(stop)
     wait_port("127.0.0.1", http_port, 10, d.proc)
     yield MgmtBroker("ferryd", d.port, http_port)
-    d.stop_and_check()
+    stop()
 
 
 @pytest.fixture(scope="session", params=BROKERS)
@@ -151,7 +121,9 @@ class World:
             for i in range(n):
                 ch.basic_publish("", q, f"{q}-{i}".encode(), pika.BasicProperties(delivery_mode=2))
         conn.close()
-        self.holder, hch = b.channel()
+        # No heartbeats: this connection sits idle between tests and must not be dropped.
+        self.holder = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.amqp_port, heartbeat=0))
+        hch = self.holder.channel()
         hch.basic_qos(prefetch_count=1)
         hch.basic_consume(self.depth, lambda *a: None)  # takes one message and never acks it
         deadline = time.time() + 30
@@ -166,14 +138,17 @@ class World:
             assert time.time() < deadline, f"the API never showed the test queues: {got}"
 
     def close(self):
-        self.holder.close()
+        if self.holder.is_open:
+            self.holder.close()
 
 
 @pytest.fixture(scope="session")
 def world(mgmt_broker):
     w = World(mgmt_broker)
+    close = _once(w.close)
+    _cleanups.append(close)
     yield w
-    w.close()
+    close()
 
 
 @pytest.fixture
@@ -182,23 +157,3 @@ def name():
     return "cli-" + uuid.uuid4().hex[:10]
 
 
-def ferry(*args, url=None, env=None, timeout=30, input=None):
-    """Runs build/ferry; returns CompletedProcess (text). FERRY_URL is cleared unless given."""
-    e = {k: v for k, v in os.environ.items() if k != "FERRY_URL"}
-    if env:
-        e.update(env)
-    cmd = [FERRY] + list(args)
-    if url:
-        cmd += ["--url", url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, input=input)
-
-
-def ferry_until(pred, *args, timeout=10, **kw):
-    """Runs ferry(*args) until pred(result) holds (the API's lists may be up to 1 s old, and
-    RabbitMQ's up to 5 s); returns the last result either way, for the caller's asserts."""
-    deadline = time.time() + timeout
-    while True:
-        r = ferry(*args, **kw)
-        if pred(r) or time.time() > deadline:
-            return r
-        time.sleep(0.2)

@@ -2,7 +2,7 @@
 stdout, and back in (also from stdin); a file that is not JSON fails before anything is sent."""
 import json
 
-from conftest import ferry
+from clilib import ferry
 
 
 def test_export_to_stdout_and_file(world, tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import ferry, free_port
+from clilib import ferry, free_port
 
 COMMANDS = [["queues"], ["exchanges"], ["connections"], ["get", "q"], ["purge", "q"], ["dlq", "list"],
             ["alerts"], ["top", "--count", "1"], ["definitions", "export"]]

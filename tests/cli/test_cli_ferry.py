@@ -5,7 +5,7 @@ import time
 
 import pika
 
-from conftest import ferry, ferry_until
+from clilib import ferry, ferry_until
 
 
 def rows(out):

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import ferry, free_port
+from clilib import ferry, free_port
 
 REPLIES = {
     "/api/queues": (200, "application/json", '[{"name": 5, "vhost": null, "messages": "lots", '

@@ -4,7 +4,7 @@ import json
 
 import pika
 
-from conftest import ferry, ferry_until
+from clilib import ferry, ferry_until
 
 
 def rows(out):

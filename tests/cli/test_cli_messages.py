@@ -8,7 +8,7 @@ import time
 
 import pika
 
-from conftest import FERRY, ferry
+from clilib import FERRY, ferry
 
 
 def depth(b, name):

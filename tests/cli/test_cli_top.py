@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from conftest import FERRY, ferry
+from clilib import FERRY, ferry
 
 
 def test_snapshots_when_stdout_is_not_a_tty(world):
@@ -125,7 +125,7 @@ def test_tty_s_changes_the_sort(world):
 def test_a_broker_that_goes_away_is_retried_not_fatal(ferryd_factory):
     """After a first good refresh, top keeps going when the broker stops answering (it says
     so on stderr) and still exits 0 on Ctrl-C."""
-    from conftest import free_port, wait_port
+    from clilib import free_port, wait_port
     http_port = free_port()
     d = ferryd_factory("--http-port", str(http_port))
     wait_port("127.0.0.1", http_port, 10, d.proc)

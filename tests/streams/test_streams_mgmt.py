@@ -97,6 +97,7 @@ def test_ferry_streams_lists_sizes_offsets_and_lag(ferryd_factory):
     deadline = time.monotonic() + 10
     while len(seen) < 10 and time.monotonic() < deadline:
         c.process_data_events(0.1)
+    time.sleep(1.1)  # the queue list is a snapshot at most 1 s old (http_queues.c)
     rc, out, err = cli("--url", url)
     assert rc == 0, err
     rows = [line.split() for line in out.splitlines() if line.strip()]
