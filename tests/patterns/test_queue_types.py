@@ -1,4 +1,4 @@
-"""x-queue-type: classic and quorum accepted, with RabbitMQ's rules; stream refused."""
+"""x-queue-type: classic, quorum and stream accepted with RabbitMQ's rules; unknown types refused."""
 import pika.exceptions as px
 import pytest
 
@@ -50,8 +50,13 @@ def test_classic_queue_refuses_x_delivery_limit(ch, name):
              "of queue type rabbit_classic_queue")
 
 
-@pytest.mark.ferry_only  # RabbitMQ has streams
-def test_stream_queue_type_is_refused_with_406(ch, name):
+def test_non_durable_stream_queue_is_refused(ch, name):
     q = name("q")
-    code, text = refused(ch, q, durable=True, arguments={"x-queue-type": "stream"})
-    assert code == 406 and "unsupported queue type 'stream'" in text
+    assert refused(ch, q, arguments={"x-queue-type": "stream"}) == (
+        406, f"PRECONDITION_FAILED - invalid property 'non-durable' for queue '{q}' in vhost '/'")
+
+
+def test_unknown_queue_type_is_refused_with_406(ch, name):
+    q = name("q")
+    code, text = refused(ch, q, durable=True, arguments={"x-queue-type": "bogus"})
+    assert code == 406 and "x-queue-type" in text
