@@ -21,55 +21,12 @@
 #include <time.h>
 
 #include "mgmt.h"
+#include "../lib/internal.h"
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) {
     (void)sig;
     g_stop = 1;
-}
-
-static json_t *field_to_json(const amqp_field_value_t *v);
-
-static json_t *table_to_json(const amqp_table_t *t) {
-    json_t *o = json_object();
-    for (int i = 0; i < t->num_entries; i++) {
-        const amqp_table_entry_t *e = &t->entries[i];
-        char key[256];
-        size_t len = e->key.len < sizeof key - 1 ? e->key.len : sizeof key - 1;
-        memcpy(key, e->key.bytes, len);
-        key[len] = 0;
-        json_object_set_new(o, key, field_to_json(&e->value));
-    }
-    return o;
-}
-
-/* The value of a header as RabbitMQ's management API shows it (strings, numbers, bools,
- * nested tables and arrays; timestamps as seconds). */
-static json_t *field_to_json(const amqp_field_value_t *v) {
-    switch (v->kind) {
-    case AMQP_FIELD_KIND_BOOLEAN: return json_boolean(v->value.boolean);
-    case AMQP_FIELD_KIND_I8: return json_integer(v->value.i8);
-    case AMQP_FIELD_KIND_U8: return json_integer(v->value.u8);
-    case AMQP_FIELD_KIND_I16: return json_integer(v->value.i16);
-    case AMQP_FIELD_KIND_U16: return json_integer(v->value.u16);
-    case AMQP_FIELD_KIND_I32: return json_integer(v->value.i32);
-    case AMQP_FIELD_KIND_U32: return json_integer(v->value.u32);
-    case AMQP_FIELD_KIND_I64: return json_integer(v->value.i64);
-    case AMQP_FIELD_KIND_U64:
-    case AMQP_FIELD_KIND_TIMESTAMP: return json_integer((json_int_t)v->value.u64);
-    case AMQP_FIELD_KIND_F32: return json_real(v->value.f32);
-    case AMQP_FIELD_KIND_F64: return json_real(v->value.f64);
-    case AMQP_FIELD_KIND_UTF8:
-    case AMQP_FIELD_KIND_BYTES: return json_stringn_nocheck(v->value.bytes.bytes, v->value.bytes.len);
-    case AMQP_FIELD_KIND_TABLE: return table_to_json(&v->value.table);
-    case AMQP_FIELD_KIND_ARRAY: {
-        json_t *a = json_array();
-        for (int i = 0; i < v->value.array.num_entries; i++)
-            json_array_append_new(a, field_to_json(&v->value.array.entries[i]));
-        return a;
-    }
-    default: return json_null();
-    }
 }
 
 static void set_bytes(json_t *o, const char *key, amqp_bytes_t b) {
@@ -85,7 +42,7 @@ static json_t *envelope_to_json(const amqp_envelope_t *env) {
     if (p->_flags & AMQP_BASIC_CONTENT_ENCODING_FLAG)
         set_bytes(props, "content_encoding", p->content_encoding);
     if (p->_flags & AMQP_BASIC_HEADERS_FLAG)
-        json_object_set_new(props, "headers", table_to_json(&p->headers));
+        json_object_set_new(props, "headers", fm_table_json(&p->headers));
     if (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG)
         json_object_set_new(props, "delivery_mode", json_integer(p->delivery_mode));
     if (p->_flags & AMQP_BASIC_PRIORITY_FLAG)

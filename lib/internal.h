@@ -56,6 +56,10 @@ int fm_set_header_value(ferry_message *m, const char *key, amqp_field_value_t v)
 const amqp_field_value_t *fm_header(const ferry_message *m, const char *key);
 amqp_bytes_t fm_pool_str(ferry_message *m, const char *s);
 char *fm_bytes_dup(amqp_bytes_t b);
+/* An AMQP field table as a JSON object (jansson), as the management API shows headers:
+ * numbers, booleans, nested tables and arrays, timestamps as seconds, decimals scaled,
+ * bytes that are not UTF-8 kept as ASCII with '?' for the rest. Shared with `ferry consume`. */
+struct json_t *fm_table_json(const amqp_table_t *t);
 
 /* Publisher internals shared with the worker and RPC: a publish on channel ch. */
 int fp_basic_publish(ferry_conn *c, amqp_channel_t ch, const char *exchange, const char *rk,

@@ -377,7 +377,7 @@ int ferry_message_header_int(const ferry_message *m, const char *key, int64_t *o
 
 static json_t *field_json(const amqp_field_value_t *v);
 
-static json_t *table_json(const amqp_table_t *t) {
+json_t *fm_table_json(const amqp_table_t *t) {
     json_t *o = json_object();
     for (int i = 0; o && i < t->num_entries; i++) {
         char *k = fm_bytes_dup(t->entries[i].key);
@@ -402,7 +402,13 @@ static json_t *field_json(const amqp_field_value_t *v) {
     case AMQP_FIELD_KIND_TIMESTAMP: return json_integer((json_int_t)v->value.u64);
     case AMQP_FIELD_KIND_F32: return json_real(v->value.f32);
     case AMQP_FIELD_KIND_F64: return json_real(v->value.f64);
-    case AMQP_FIELD_KIND_DECIMAL: return json_real(v->value.decimal.value);
+    case AMQP_FIELD_KIND_DECIMAL: {
+        /* value × 10^-decimals: 123 with scale 2 is 1.23 */
+        double d = v->value.decimal.value;
+        for (unsigned i = 0; i < v->value.decimal.decimals; i++)
+            d /= 10;
+        return json_real(d);
+    }
     case AMQP_FIELD_KIND_UTF8:
     case AMQP_FIELD_KIND_BYTES: {
         json_t *j = json_stringn((const char *)v->value.bytes.bytes, v->value.bytes.len);
@@ -426,7 +432,7 @@ static json_t *field_json(const amqp_field_value_t *v) {
             json_array_append_new(a, field_json(&v->value.array.entries[i]));
         return a;
     }
-    case AMQP_FIELD_KIND_TABLE: return table_json(&v->value.table);
+    case AMQP_FIELD_KIND_TABLE: return fm_table_json(&v->value.table);
     default: return json_null();
     }
 }
@@ -434,7 +440,7 @@ static json_t *field_json(const amqp_field_value_t *v) {
 char *ferry_message_headers_json(const ferry_message *m) {
     json_t *o;
     if (m && (m->props._flags & AMQP_BASIC_HEADERS_FLAG))
-        o = table_json(&m->props.headers);
+        o = fm_table_json(&m->props.headers);
     else
         o = json_object();
     if (!o)

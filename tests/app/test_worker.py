@@ -5,6 +5,7 @@ unknown_schema_version without running CMD) with x-ferry-failure beside x-death;
 killed mid-job → the job runs again; SIGTERM lets running jobs finish; replies to reply_to;
 correlation ids passed on to what the job publishes. Retries use ferryd's x-retry-delays there
 (detected from its capabilities) and per-delay queues on RabbitMQ."""
+import decimal
 import json
 import os
 import signal
@@ -256,11 +257,13 @@ def test_headers_json_keeps_nested_tables_and_odd_bytes(app_broker, tmp_path):
     w.wait_consuming()
     publish(app_broker.url, q, b"", message_id="h-1",
             headers={"nested": {"a": [1, "two", {"b": True}]}, "big": 2**62, "neg": -7, "empty": "",
-                     "raw": b"\xff\xfeok"})
+                     "raw": b"\xff\xfeok", "price": decimal.Decimal("1.23")})
     assert wait_for(lambda: runs(log))
     h = json.loads(runs(log)[0]["FERRY_HEADERS"])
     # bytes that are not UTF-8 cannot be JSON text: kept as ASCII with '?' for the rest
-    assert h == {"nested": {"a": [1, "two", {"b": True}]}, "big": 2**62, "neg": -7, "empty": "", "raw": "??ok"}
+    # an AMQP decimal (value 123, scale 2) is its value, 1.23, not the unscaled 123
+    assert h == {"nested": {"a": [1, "two", {"b": True}]}, "big": 2**62, "neg": -7, "empty": "", "raw": "??ok",
+                 "price": 1.23}
     assert runs(log)[0]["body"] == ""
     assert w.stop() == 0
 

@@ -1,5 +1,6 @@
 """`ferry get`, `ferry purge`, `ferry consume`: what they print, what they leave in the queue
 (checked over AMQP with a passive declare, which is exact at once), and their exit codes."""
+import decimal
 import json
 import os
 import signal
@@ -132,6 +133,21 @@ def test_consume_count_prints_and_acks_in_order(mgmt_broker, name):
         assert r.returncode == 0, r.stderr
         assert "--- message 2" in r.stdout and "m4" in r.stdout and "--- message 3" not in r.stdout
         assert depth(mgmt_broker, name) == 0
+    finally:
+        mgmt_broker.delete_queue(name)
+
+
+def test_consume_json_shows_headers_as_the_api_does(mgmt_broker, name):
+    """Headers go through libferry's table conversion: nested values kept, a decimal scaled
+    (value 123, scale 2 → 1.23), bytes that are not UTF-8 still valid JSON ('?' for the rest)."""
+    props = pika.BasicProperties(headers={"price": decimal.Decimal("1.23"), "n": -7,
+                                          "nested": {"a": [1, "two", True]}, "raw": b"\xff\xfeok"})
+    publish(mgmt_broker, name, [b"h"], props)
+    try:
+        r = ferry("consume", name, "--count", "1", "--json", "--uri", mgmt_broker.amqp_url)
+        assert r.returncode == 0, r.stderr
+        h = json.loads(r.stdout.splitlines()[0])["properties"]["headers"]
+        assert h == {"price": 1.23, "n": -7, "nested": {"a": [1, "two", True]}, "raw": "??ok"}
     finally:
         mgmt_broker.delete_queue(name)
 
