@@ -116,6 +116,7 @@ class RabbitCluster:
         [t.start() for t in threads]
         [t.join() for t in threads]
         if errors:
+            errors.append(self._log_tails())
             self.stop()
             raise RuntimeError("cluster nodes did not start: " + "; ".join(errors))
         first = self.nodes[0].node
@@ -133,6 +134,7 @@ class RabbitCluster:
         [t.start() for t in threads]
         [t.join() for t in threads]
         if errors:
+            errors.append(self._log_tails())
             self.stop()
             raise RuntimeError("cluster join failed: " + "; ".join(errors))
         for n in self.nodes:
@@ -143,6 +145,21 @@ class RabbitCluster:
             raise RuntimeError(f"cluster has running nodes {running}, expected all three")
         self.started_in = time.time() - t0
         return self
+
+    def _log_tails(self, lines=15):
+        """The last lines of each node's RabbitMQ log files (warnings and errors), for a failed start."""
+        out = []
+        for n in self.nodes:
+            d = os.path.join(n.base, "log")
+            for f in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+                try:
+                    with open(os.path.join(d, f), errors="replace") as fh:
+                        tail = fh.read().splitlines()[-lines:]
+                except OSError:
+                    continue
+                if tail:
+                    out.append(f"{n.node} {f}:\n" + "\n".join(tail))
+        return "\n".join(out) or "no node logs"
 
     def running_nodes(self):
         """The node names `rabbitmqctl cluster_status` reports as running (asked of node 1)."""
@@ -186,7 +203,14 @@ def start_broker(kind, tmpdir):
                     raise
         return Broker("rabbitmq", [r.url], r), r.stop
     if kind == "cluster":
-        c = RabbitCluster().start()
+        # One more try with fresh nodes (new names, ports and directories): a clean-clone CI run
+        # once saw node 2 die while booting ("rabbit_is_not_running" from await_startup), which
+        # errored every cluster test of the session. The error of the first try is kept.
+        try:
+            c = RabbitCluster().start()
+        except (RuntimeError, TimeoutError) as first:
+            print(f"RabbitMQ cluster did not start ({first}); starting a fresh one", file=sys.stderr)
+            c = RabbitCluster().start()
         return Broker("cluster", c.urls, c), c.stop
     raise ValueError(f"unknown broker kind {kind!r} (one of {', '.join(KINDS)})")
 
