@@ -90,7 +90,13 @@ uint64_t hash_bytes(const void *p, size_t n) {
     return sip(hash_key[0], hash_key[1], p, n, 1, 3);
 }
 
-void map_init(map *m) { memset(m, 0, sizeof *m); }
+static uint64_t map_gens; /* (atomic: maps live on the loop and on the HTTP threads) */
+static uint64_t next_gen(void) { return __atomic_add_fetch(&map_gens, 1, __ATOMIC_RELAXED); }
+
+void map_init(map *m) {
+    memset(m, 0, sizeof *m);
+    m->gen = next_gen();
+}
 
 void map_free(map *m) {
     for (size_t i = 0; i < m->cap; i++)
@@ -117,14 +123,18 @@ void *map_get(const map *m, const char *key, size_t klen) {
     return e ? e->val : NULL;
 }
 
+/* Rehashes into a table at most half full: the same size when tombstones filled it (a map
+ * whose keys come and go, like a vhost's RPC reply queues, stays the size its live keys need),
+ * larger when live keys did. */
 static void grow(map *m) {
-    size_t ncap = m->cap ? m->cap * 2 : 16;
+    size_t ncap = m->cap ? m->cap : 16;
     while (m->count * 2 >= ncap)
         ncap *= 2;
     map_entry *old = m->slots;
     size_t ocap = m->cap;
     m->slots = xcalloc(ncap, sizeof *m->slots);
     m->cap = ncap;
+    m->gen = next_gen();
     m->used = m->count;
     for (size_t i = 0; i < ocap; i++) {
         if (!old[i].key || old[i].key == TOMBSTONE)

@@ -19,6 +19,8 @@ typedef struct map {
     size_t cap; /* power of two */
     size_t count;
     size_t used; /* count + tombstones */
+    uint64_t gen; /* new (process-wide unique) at map_init and at every rehash: a slot index
+                   * kept across calls of map_iter is valid while gen is unchanged */
 } map;
 
 void map_init(map *m);

@@ -171,6 +171,36 @@ static void test_map_put_get_delete_and_grow(void) {
     map_free(&m);
 }
 
+/* Keys that come and go (1,000,000 put and deleted, never more than 10 live) leave the map
+ * the size its live keys need: rehashing clears tombstones instead of doubling each time (it
+ * grew to about 700,000 slots before). A slot cursor's gen changes at each rehash. */
+static void test_map_churn_does_not_grow_it(void) {
+    map m;
+    map_init(&m);
+    char key[32];
+    uint64_t gen0 = m.gen;
+    int gens = 0;
+    uint64_t last = m.gen;
+    for (int i = 0; i < 1000000; i++) {
+        snprintf(key, sizeof key, "churn-%d", i);
+        map_put(&m, key, strlen(key), (void *)1L);
+        if (i >= 10) {
+            snprintf(key, sizeof key, "churn-%d", i - 10);
+            CHECK(map_del(&m, key, strlen(key)) == (void *)1L);
+        }
+        if (m.gen != last) {
+            gens++;
+            last = m.gen;
+        }
+    }
+    CHECK(m.count == 10);
+    CHECK(m.cap <= 64);
+    CHECK(gens > 0 && m.gen != gen0);
+    CHECK(map_get(&m, "churn-999999", 12) == (void *)1L);
+    CHECK(map_get(&m, "churn-999989", 12) == NULL);
+    map_free(&m);
+}
+
 /* The SipHash reference vectors (key 00..0f, message 00..n-1): the map's keyed hash is
  * the same function with 1 compression and 3 final rounds. Two keys differ in hash_bytes
  * only through the process's random key, so equal bytes still hash equal. */
@@ -431,6 +461,7 @@ static const unit_test tests[] = {
     T(test_properties_parse_finds_reply_to_and_rejects_trailing_bytes),
     T(test_topic_patterns_match_as_rabbitmq_does),
     T(test_map_put_get_delete_and_grow),
+    T(test_map_churn_does_not_grow_it),
     T(test_siphash24_reference_vectors_and_keyed_hash_is_consistent),
     T(test_topic_trie_routes_as_topic_match),
     T(test_topic_trie_matcher_and_backtracking_reference_agree_on_random_input),
