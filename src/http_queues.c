@@ -374,7 +374,16 @@ static int render(mgmt_req *r, qsnaps *s, const char *node, buf *out) {
 
 /* Takes the request's snapshot into the cache (or the cached one): NULL if neither is there
  * (the cache was taken over by another user's request meanwhile: ask again). */
+static int cmp_vhost_name(const void *a, const void *b) {
+    const qsnap *x = a, *y = b;
+    int c = strcmp(x->vhost, y->vhost);
+    return c ? c : strcmp(x->name, y->name);
+}
+
 static qsnaps *snapshot_for(mgmt_req *r, const char *key) {
+    /* the loop copies queues in its map's order; lists are by vhost and name, as RabbitMQ's */
+    if (r->snap && r->snap->n > 1)
+        qsort(r->snap->a, r->snap->n, sizeof *r->snap->a, cmp_vhost_name);
     pthread_mutex_lock(&cache_mu);
     qsnaps *s = r->snap, *old = NULL;
     r->snap = NULL;

@@ -19,7 +19,10 @@
 #include "mgmt_snap.h"
 #include "util.h"
 
-#define SLICE_QUEUES 1000 /* queues copied into a snapshot per loop turn */
+/* Queues copied into a snapshot per loop turn: 0.5–2 µs each (cache misses), so a turn stays
+ * well under 0.1 ms (1,000 a turn, after taking a reference on every queue in one turn, put
+ * 1–2 ms stalls into row 6's latency: p99 0.15 → 2.4 ms under polling). */
+#define SLICE_QUEUES 48
 
 static slice sl(const char *s, size_t n) { return (slice){(const uint8_t *)s, n}; }
 
@@ -168,8 +171,10 @@ json_t *queue_json(mctx *x, queue *q, int detail) {
 }
 
 /* A list of queues, copied SLICE_QUEUES a turn into a flat snapshot (mgmt_snap.h) that the
- * HTTP thread turns into JSON: the first turn takes a reference on each queue to list, later
- * turns copy them and drop the reference. */
+ * HTTP thread sorts and turns into JSON. Each turn walks the vhosts' queue maps on from a
+ * cursor (the vhost's name, a slot index); a queue map rehashed since (its gen changed) is
+ * walked again from its start, dropping what this snapshot took from it. No turn touches
+ * more than SLICE_QUEUES queues, so none stalls the loop. */
 void qsnap_take(qsnaps *s, queue *q) {
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 64;
@@ -246,36 +251,68 @@ void qsnap_take(qsnaps *s, queue *q) {
 }
 
 typedef struct qlist {
-    queue **qs;
-    size_t n, at;
+    char **vhosts; /* names of the vhosts to list */
+    size_t nv, vi; /* how many, which one now */
+    size_t k;      /* slot cursor in that vhost's queue map */
+    uint64_t mgen; /* that map's gen when the cursor was set */
+    size_t start;  /* snapshot entries before this vhost's */
+    int started;   /* k, mgen and start are set for vhosts[vi] */
 } qlist;
 
-static int cmp_queue(const void *a, const void *b) {
-    const queue *x = *(queue *const *)a, *y = *(queue *const *)b;
-    int c = strcmp(x->vh->name, y->vh->name);
-    return c ? c : strcmp(x->name, y->name);
+static void qlist_free(qlist *l) {
+    for (size_t i = 0; i < l->nv; i++)
+        free(l->vhosts[i]);
+    free(l->vhosts);
+    free(l);
+}
+
+/* Drops the snapshot's entries from n on (a queue map walked again from its start). */
+static void qsnaps_truncate(qsnaps *s, size_t n) {
+    for (; s->n > n; s->n--) {
+        free(s->a[s->n - 1].name);
+        free(s->a[s->n - 1].extra);
+    }
 }
 
 static void qlist_cont(broker *b, mgmt_req *r) {
-    (void)b;
     qlist *l = r->cont;
-    if (r->status == -1) { /* shutting down */
-        for (; l->at < l->n; l->at++)
-            queue_unref(l->qs[l->at]);
+    size_t budget = r->status == -1 ? 0 : SLICE_QUEUES; /* -1: shutting down, just free */
+    while (budget && l->vi < l->nv) {
+        vhost *vh = map_get(&b->vhosts, l->vhosts[l->vi], strlen(l->vhosts[l->vi]));
+        if (!vh) { /* deleted meanwhile: listed without its queues */
+            if (l->started)
+                qsnaps_truncate(r->snap, l->start);
+            l->vi++;
+            l->started = 0;
+            continue;
+        }
+        if (!l->started || vh->queues.gen != l->mgen) {
+            if (l->started)
+                qsnaps_truncate(r->snap, l->start);
+            l->started = 1;
+            l->k = 0;
+            l->mgen = vh->queues.gen;
+            l->start = r->snap->n;
+        }
+        map_entry *f;
+        int more = 1;
+        while (budget && (more = map_iter(&vh->queues, &l->k, &f))) {
+            queue *q = f->val;
+            if (!q->deleted)
+                qsnap_take(r->snap, q);
+            budget--;
+        }
+        if (!more) {
+            l->vi++;
+            l->started = 0;
+        }
     }
-    for (size_t k = 0; l->at < l->n && k < SLICE_QUEUES; k++, l->at++) {
-        queue *q = l->qs[l->at];
-        if (!q->deleted)
-            qsnap_take(r->snap, q);
-        queue_unref(q);
-    }
-    if (l->at < l->n) {
+    if (r->status != -1 && l->vi < l->nv) {
         r->cont_fn = qlist_cont;
         return;
     }
     r->snap->taken_ms = now_ms();
-    free(l->qs);
-    free(l);
+    qlist_free(l);
     r->cont = NULL;
 }
 
@@ -287,26 +324,20 @@ static void list_queues(mctx *x, vhost *only) {
         return;
     x->r->snap_gen = gen;
     qlist *l = xcalloc(1, sizeof *l);
-    size_t cap = 0;
-    size_t i = 0, k;
-    map_entry *e, *f;
+    size_t cap = 0, i = 0;
+    map_entry *e;
     while (map_iter(&x->b->vhosts, &i, &e)) {
         vhost *vh = e->val;
         if ((only && vh != only) || !can_see_vhost(x, vh))
             continue;
-        k = 0;
-        while (map_iter(&vh->queues, &k, &f)) {
-            if (l->n == cap) {
-                cap = cap ? cap * 2 : 64;
-                l->qs = xrealloc(l->qs, cap * sizeof *l->qs);
-            }
-            queue *q = f->val;
-            q->refs++;
-            l->qs[l->n++] = q;
+        if (l->nv == cap) {
+            cap = cap ? cap * 2 : 8;
+            l->vhosts = xrealloc(l->vhosts, cap * sizeof *l->vhosts);
         }
+        l->vhosts[l->nv++] = xstrndup(vh->name, strlen(vh->name));
     }
-    if (l->n)
-        qsort(l->qs, l->n, sizeof *l->qs, cmp_queue);
+    /* (in map order: the HTTP thread sorts the snapshot by vhost and name; sorting 10,000
+     * queues by name here took milliseconds of cache misses once a second) */
     x->r->snap = xcalloc(1, sizeof *x->r->snap);
     x->r->snap->gen = gen;
     x->r->cont = l;

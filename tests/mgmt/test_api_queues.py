@@ -171,3 +171,57 @@ def test_what_ferry_lacks_answers_empty_lists_and_refuses_changes(mgmt):
     assert api.get("/api/policies/%2F/p")[0] == 404
     status, body, _ = api.put("/api/policies/%2F/p", {"pattern": ".*", "definition": {"max-length": 1}})
     assert status == 400 and "not supported" in body["reason"]
+
+
+def test_queue_list_under_churn_has_no_duplicates_and_misses_no_stable_queue(mgmt):
+    """The loop copies the queue list a few dozen queues per turn; while it does, another client
+    declares and deletes queues (the vhost's queue map grows and rehashes between turns). Every
+    listing is sorted by name, holds each name once, and holds every queue that existed before
+    the listing began and was not deleted."""
+    import threading
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
+    ch = conn.channel()
+    stable = [f"stable-{i:04d}" for i in range(3000)]
+    for q in stable:
+        ch.queue_declare(q)
+    stop = threading.Event()
+    errors = []
+
+    def churn():
+        try:
+            c = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
+            cc = c.channel()
+            n = 0
+            while not stop.is_set():
+                # enough new queues to double the map (rehash) while listings run
+                for i in range(500):
+                    cc.queue_declare(f"churn-{n}-{i}")
+                for i in range(500):
+                    cc.queue_delete(f"churn-{n}-{i}")
+                n += 1
+            c.close()
+        except Exception as e:  # reported by the assertion below
+            errors.append(e)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        listings = 0
+        deadline = __import__("time").monotonic() + 8
+        while __import__("time").monotonic() < deadline:
+            status, body, _ = mgmt.api.get("/api/queues?columns=name")
+            assert status == 200
+            names = [q["name"] for q in body]
+            assert len(names) == len(set(names)), "a queue listed twice"
+            assert names == sorted(names)
+            missing = set(stable) - set(names)
+            assert not missing, f"{len(missing)} stable queues missing, e.g. {sorted(missing)[:3]}"
+            listings += 1
+        assert listings >= 3
+    finally:
+        stop.set()
+        t.join()
+        conn.close()
+    assert not errors, errors
