@@ -520,7 +520,7 @@ static json_t *conn_json(mctx *x, conn *c) {
     mj_stat(o, "reductions", 0, 0.0);
     json_object_set_new(o, "send_cnt", json_integer((json_int_t)c->send_cnt));
     mj_stat(o, "send_oct", c->send_oct, 0.0);
-    json_object_set_new(o, "send_pend", json_integer((json_int_t)c->out.len));
+    json_object_set_new(o, "send_pend", json_integer((json_int_t)conn_out_pending(c)));
     json_object_set_new(o, "ssl", json_boolean(c->tls != NULL));
     json_object_set_new(o, "ssl_cipher", json_null());
     json_object_set_new(o, "ssl_hash", json_null());

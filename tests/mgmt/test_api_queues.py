@@ -225,3 +225,30 @@ def test_queue_list_under_churn_has_no_duplicates_and_misses_no_stable_queue(mgm
         t.join()
         conn.close()
     assert not errors, errors
+
+
+def test_send_pend_counts_large_bodies_waiting_for_a_slow_reader(mgmt):
+    """A consumer that stops reading: the 1 MiB bodies waiting for its socket are sent from the
+    shared messages (writev slices, not the output buffer), and send_pend counts them too."""
+    slow = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
+    sch = slow.channel()
+    sch.queue_declare("big")
+    sch.basic_consume("big", lambda *a: None, auto_ack=True)
+    slow.process_data_events(0.2)  # consume-ok read; from here on nothing reads the socket
+    pub = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
+    pch = pub.channel()
+    body = b"x" * (1 << 20)
+    for _ in range(24):
+        pch.basic_publish("", "big", body)
+    pub.process_data_events(0.2)
+    pending = 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and pending <= (1 << 20):
+        time.sleep(0.3)
+        conns = mgmt.api.get("/api/connections")[1]
+        pending = max(c["send_pend"] for c in conns)
+    try:
+        assert pending > (1 << 20), f"send_pend {pending} with several 1 MiB bodies unread"
+    finally:
+        pub.close()
+        slow.close()
