@@ -135,7 +135,7 @@ static int arg_problem(const struct queue_arg *a, const fval *v, char *why, size
 }
 
 /* Checks the values of the rows that are RabbitMQ's (ferry = 0) or Ferry's (ferry = 1). */
-static int check_values(channel *ch, slice qname, slice args, int ferry) {
+static int check_values(const char *vh, slice qname, slice args, int ferry, char *err, size_t errlen) {
     for (size_t i = 0; i < ARRAY_LEN(queue_args); i++) {
         const struct queue_arg *a = &queue_args[i];
         fval v;
@@ -143,16 +143,16 @@ static int check_values(channel *ch, slice qname, slice args, int ferry) {
             continue;
         if (a->kind == ARG_XSTR) {
             if (v.type != 'S') {
-                channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE, "invalid type '%s' for arg '%s' in %s",
-                                    fval_type_name(v.type), a->name, rs("queue", qname));
+                snprintf(err, errlen, "invalid type '%s' for arg '%s' in queue '%.*s' in vhost '%s'",
+                         fval_type_name(v.type), a->name, (int)qname.n, (const char *)qname.p, vh);
                 return -1;
             }
             continue;
         }
         char why[200];
         if (arg_problem(a, &v, why, sizeof why) < 0) {
-            channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE, "invalid arg '%s' for %s: %s", a->name,
-                                rs("queue", qname), why);
+            snprintf(err, errlen, "invalid arg '%s' for queue '%.*s' in vhost '%s': %s", a->name, (int)qname.n,
+                     (const char *)qname.p, vh, why);
             return -1;
         }
     }
@@ -160,7 +160,8 @@ static int check_values(channel *ch, slice qname, slice args, int ferry) {
 }
 
 /* The first of the client's arguments (in its order) the queue type does not support. */
-static int check_type_support(channel *ch, slice qname, slice args, int quorum, int stream) {
+static int check_type_support(const char *vh, slice qname, slice args, int quorum, int stream, char *err,
+                              size_t errlen) {
     char type = stream ? 's' : quorum ? 'q' : 'c';
     rd r = rd_make(args.p, args.n);
     slice k;
@@ -170,31 +171,41 @@ static int check_type_support(channel *ch, slice qname, slice args, int quorum, 
             const struct queue_arg *a = &queue_args[i];
             if (!a->types || !slice_eqs(k, a->name) || strchr(a->types, type))
                 continue;
-            channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE,
-                                "invalid arg '%s' for queue '%.*s' in vhost '%s' of queue type %s", a->name,
-                                (int)qname.n, (const char *)qname.p, ch_vhost(ch),
-                                stream ? "rabbit_stream_queue" : quorum ? "rabbit_quorum_queue" : "rabbit_classic_queue");
+            snprintf(err, errlen, "invalid arg '%s' for queue '%.*s' in vhost '%s' of queue type %s", a->name,
+                     (int)qname.n, (const char *)qname.p, vh,
+                     stream ? "rabbit_stream_queue" : quorum ? "rabbit_quorum_queue" : "rabbit_classic_queue");
             return -1;
         }
     }
     return 0;
 }
 
-/* queue.declare of a new queue: the four checks above, in order. */
-int args_check_queue_declare(channel *ch, slice name, int durable, int exclusive, int auto_delete, slice args) {
+/* queue.declare of a new queue: the four checks above, in order. 0, or -1 with RabbitMQ's
+ * 406 text in err (also what a definitions import answers 400 with). */
+int args_queue_problem(const char *vh, slice name, int durable, int exclusive, int auto_delete, slice args, char *err,
+                       size_t errlen) {
     int quorum = qtype_is_quorum(args), stream = stream_is(args);
-    if (check_values(ch, name, args, 0) < 0 || check_type_support(ch, name, args, quorum, stream) < 0 ||
-        check_values(ch, name, args, 1) < 0)
+    if (check_values(vh, name, args, 0, err, errlen) < 0 ||
+        check_type_support(vh, name, args, quorum, stream, err, errlen) < 0 ||
+        check_values(vh, name, args, 1, err, errlen) < 0)
         return -1;
     if (!quorum && !stream) /* both must be durable, not exclusive, not auto-delete */
         return 0;
     const char *prop = auto_delete ? "auto-delete" : exclusive ? "exclusive-owner" : !durable ? "non-durable" : NULL;
     if (prop) {
-        channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE, "invalid property '%s' for queue '%.*s' in vhost '%s'",
-                            prop, (int)name.n, (const char *)name.p, ch_vhost(ch));
+        snprintf(err, errlen, "invalid property '%s' for queue '%.*s' in vhost '%s'", prop, (int)name.n,
+                 (const char *)name.p, vh);
         return -1;
     }
     return 0;
+}
+
+int args_check_queue_declare(channel *ch, slice name, int durable, int exclusive, int auto_delete, slice args) {
+    char err[1024];
+    if (args_queue_problem(ch_vhost(ch), name, durable, exclusive, auto_delete, args, err, sizeof err) == 0)
+        return 0;
+    channel_close_error(ch, PRECONDITION_FAILED, QUEUE_DECLARE, "%s", err);
+    return -1;
 }
 
 /* How RabbitMQ names one side of an inequivalent argument. */

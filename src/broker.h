@@ -229,6 +229,10 @@ void qtype_init(queue *q, slice args);
 
 /* Does a queue with these arguments have x-queue-type stream? */
 int stream_is(slice args);
+/* The argument and property checks of queue.declare for a new queue (args.c): 0, or -1 with
+ * RabbitMQ's 406 text ("invalid arg 'x-max-length' for queue 'q' in vhost '/': ...") in err. */
+int args_queue_problem(const char *vh, slice name, int durable, int exclusive, int auto_delete, slice args, char *err,
+                       size_t errlen);
 /* RabbitMQ's x-max-age syntax (a positive integer and one of Y M D h m s): ms, or -1. */
 int64_t stream_parse_age(slice s);
 /* Opens a durable stream queue's log (fresh: just declared, no files yet). */

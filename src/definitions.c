@@ -355,8 +355,14 @@ static int load_queues(ctx *c, json_t *a) {
             buf_free(&args);
             continue;
         }
-        int durable = bool_member(o, "durable", 1);
-        queue *q = queue_new(v, name, durable, 0, bool_member(o, "auto_delete", 0), NULL, as);
+        int durable = bool_member(o, "durable", 1), auto_delete = bool_member(o, "auto_delete", 0);
+        char why[1024];
+        if (args_queue_problem(v->name, name, durable, 0, auto_delete, as, why, sizeof why) < 0) {
+            /* as RabbitMQ: the import stops at the first queue its declare would refuse (406) */
+            buf_free(&args);
+            return fail(c, "definitions: PRECONDITION_FAILED - %s", why);
+        }
+        queue *q = queue_new(v, name, durable, 0, auto_delete, NULL, as);
         buf_free(&args);
         broker_add_queue(q);
         persist_queue(c->b->store, q, 1);

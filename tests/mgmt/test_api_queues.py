@@ -252,3 +252,24 @@ def test_send_pend_counts_large_bodies_waiting_for_a_slow_reader(mgmt):
     finally:
         pub.close()
         slow.close()
+
+
+def test_definitions_import_refuses_a_queue_its_declare_would_refuse(mgmt):
+    """As Debian's RabbitMQ 3.10 answers (checked side by side): POST /api/definitions with a
+    queue whose arguments queue.declare refuses (406) is 400 bad_request naming the argument;
+    that queue is not created, the exchanges imported before it are."""
+    defs = {"exchanges": [{"name": "okx", "vhost": "/", "type": "fanout", "durable": True,
+                           "auto_delete": False, "internal": False, "arguments": {}}],
+            "queues": [{"name": "bad", "vhost": "/", "durable": True, "auto_delete": False,
+                        "arguments": {"x-max-length": "abc"}}]}
+    status, body, _ = mgmt.api.post("/api/definitions", defs)
+    assert status == 400 and body["error"] == "bad_request"
+    assert "invalid arg 'x-max-length' for queue 'bad' in vhost '/'" in body["reason"]
+    assert mgmt.api.get("/api/queues/%2F/bad")[0] == 404
+    assert mgmt.api.get("/api/exchanges/%2F/okx")[0] == 200
+    # the property rules too: a quorum queue must be durable
+    defs = {"queues": [{"name": "qq", "vhost": "/", "durable": False, "auto_delete": False,
+                        "arguments": {"x-queue-type": "quorum"}}]}
+    status, body, _ = mgmt.api.post("/api/definitions", defs)
+    assert status == 400 and "invalid property 'non-durable' for queue 'qq'" in body["reason"]
+    assert mgmt.api.get("/api/queues/%2F/qq")[0] == 404
