@@ -2,7 +2,7 @@
  * writes, RabbitMQ 3.10's shape) at start: vhosts, users (with their RabbitMQ password
  * hashes as they come, or a clear "password" hashed here), permissions, topic permissions,
  * vhost-limits parameters, users[].limits, exchanges, queues and bindings. What Ferry does
- * not understand (policies, other parameters, global parameters, stream queues, unknown
+ * not understand (policies, other parameters, global parameters, unknown queue types, unknown
  * keys) is reported in the log, never dropped silently. A file that is not such JSON, or a
  * known entry that is malformed (a user without a name, a bad hash, a regex that does not
  * compile), stops ferryd from starting, naming the entry.
@@ -345,7 +345,7 @@ static int load_queues(ctx *c, json_t *a) {
         slice as = {buf_head(&args), args.len};
         fval qt;
         if (table_get(as, "x-queue-type", &qt) && fval_is_str(&qt) && !slice_eqs(qt.s, "classic") &&
-            !slice_eqs(qt.s, "quorum")) {
+            !slice_eqs(qt.s, "quorum") && !slice_eqs(qt.s, "stream")) {
             log_warn("definitions: queue '%.*s': type '%.*s' is not supported by Ferry, skipped", (int)name.n,
                      (const char *)name.p, (int)qt.s.n, (const char *)qt.s.p);
             buf_free(&args);
@@ -366,6 +366,8 @@ static int load_queues(ctx *c, json_t *a) {
         buf_free(&args);
         broker_add_queue(q);
         persist_queue(c->b->store, q, 1);
+        if (q->is_stream)
+            stream_attach(q, 1); /* as queue.declare: its log's files appear with its first record */
     }
     return 0;
 }

@@ -273,3 +273,38 @@ def test_definitions_import_refuses_a_queue_its_declare_would_refuse(mgmt):
     status, body, _ = mgmt.api.post("/api/definitions", defs)
     assert status == 400 and "invalid property 'non-durable' for queue 'qq'" in body["reason"]
     assert mgmt.api.get("/api/queues/%2F/qq")[0] == 404
+
+
+def test_definitions_import_creates_a_stream_that_takes_and_replays_messages(mgmt):
+    """A stream queue in imported definitions (as an export from RabbitMQ or ferryd has it) is a
+    stream: appended to, replayed from the first offset with its x-stream-offset headers."""
+    import pika
+    defs = {"queues": [{"name": "events", "vhost": "/", "durable": True, "auto_delete": False,
+                        "arguments": {"x-queue-type": "stream", "x-max-length-bytes": 1 << 30}}]}
+    status, body, _ = mgmt.api.post("/api/definitions", defs)
+    assert status in (201, 204), body
+    assert mgmt.api.get("/api/queues/%2F/events")[1]["type"] == "stream"
+    conn = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for i in range(3):
+            ch.basic_publish("", "events", f"e{i}".encode())
+        ch.basic_qos(prefetch_count=10)
+        got = []
+
+        def on(c, m, p, b):
+            got.append((p.headers["x-stream-offset"], b))
+            c.basic_ack(m.delivery_tag)
+        ch.basic_consume("events", on, arguments={"x-stream-offset": "first"})
+        deadline = time.monotonic() + 5
+        while len(got) < 3 and time.monotonic() < deadline:
+            conn.process_data_events(0.1)
+        assert [b for _, b in got] == [b"e0", b"e1", b"e2"]
+        assert [o for o, _ in got] == sorted(o for o, _ in got)
+    finally:
+        conn.close()
+    # exported again as a stream
+    status, exported, _ = mgmt.api.get("/api/definitions")
+    q = [x for x in exported["queues"] if x["name"] == "events"][0]
+    assert q["arguments"]["x-queue-type"] == "stream"
