@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -339,35 +340,64 @@ static int shape_list(mgmt_req *r) {
     return 0;
 }
 
-/* ---- the alerts file: written here, off the loop (write, fsync, rename) ---- */
+/* ---- the alerts file: written here, off the loop (write, fsync, rename, fsync dir) ---- */
 
-static void write_alerts(const char *text) {
+/* One writer at a time: the daemons of several --bind addresses each have a thread. */
+static pthread_mutex_t alerts_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* 0, or -1 with why in err (the previous alerts.json is left as it was, no .tmp behind). */
+static int write_alerts(const char *text, char *err, size_t errlen) {
     if (!http_alerts_path[0])
-        return;
+        return 0;
+    pthread_mutex_lock(&alerts_mu);
     char tmp[640];
     snprintf(tmp, sizeof tmp, "%s.tmp", http_alerts_path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int rc = -1, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0) {
-        log_error("alerts: cannot write %s: %s", tmp, strerror(errno));
-        return;
+        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        goto out;
     }
     size_t n = strlen(text), off = 0;
     while (off < n) {
         ssize_t w = write(fd, text + off, n - off);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
+        if (w <= 0) {
+            if (w == 0)
+                errno = ENOSPC;
             break;
+        }
         off += (size_t)w;
     }
     if (off < n || fsync(fd) < 0) {
-        log_error("alerts: cannot write %s: %s", tmp, strerror(errno));
+        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
         close(fd);
-        return;
+        unlink(tmp);
+        goto out;
     }
     close(fd);
-    if (rename(tmp, http_alerts_path) < 0)
-        log_error("alerts: cannot rename %s: %s", tmp, strerror(errno));
+    if (rename(tmp, http_alerts_path) < 0) {
+        snprintf(err, errlen, "cannot rename %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        goto out;
+    }
+    rc = 0;
+    char dir[640];
+    snprintf(dir, sizeof dir, "%s", http_alerts_path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { /* the rename itself survives a power cut */
+        if (fsync(dfd) < 0)
+            log_warn("alerts: cannot sync the directory of %s: %s", http_alerts_path, strerror(errno));
+        close(dfd);
+    }
+out:
+    pthread_mutex_unlock(&alerts_mu);
+    if (rc < 0)
+        log_error("alerts: %s", err);
+    return rc;
 }
 
 /* ---- the request handler ---- */
@@ -511,8 +541,11 @@ static enum MHD_Result api(struct MHD_Connection *c, const char *url, int method
             qblob_unref(text);
         }
     }
-    if (r.persist_alerts)
-        write_alerts(r.persist_alerts);
+    char werr[800];
+    if (r.persist_alerts && write_alerts(r.persist_alerts, werr, sizeof werr) < 0 && r.status < 300)
+        mgmt_error(&r, 500, "internal_server_error",
+                   "the change is in effect but was not saved (%s): a restart loses it unless a later change is saved",
+                   werr);
     if (r.status < 300 && r.json && method == HM_GET)
         shape_list(&r);
     enum MHD_Result rc;
