@@ -36,6 +36,21 @@ PATHS = {"off": None, "loopback": None, "full": "/api/queues",
          "paged": "/api/queues?page=1&page_size=100&sort=messages&sort_reverse=true"}
 
 
+def idle_thread():
+    """This thread runs as SCHED_IDLE: preempted by any normal thread that wakes."""
+    os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+
+
+def next_tick(nxt, stop):
+    """Waits for the next 100 ms tick after nxt (or, when late, starts again from now)."""
+    nxt += 0.1
+    delay = nxt - time.time()
+    if delay > 0:
+        stop.wait(delay)
+        return nxt
+    return time.time()
+
+
 class Poller:
     """GET /api/queues every 100 ms on one kept-alive connection."""
 
@@ -51,7 +66,7 @@ class Poller:
         # CPU the benchmark's clients or the broker want, so it runs as SCHED_IDLE (preempted by
         # any normal thread that wakes); its reading of 180 MB/s of JSON is the client's cost,
         # not the broker's. ferryd's HTTP thread runs as it always does (nice 10).
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+        idle_thread()
         auth = "Basic " + base64.b64encode(b"guest:guest").decode()
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         nxt = time.time()
@@ -74,12 +89,7 @@ class Poller:
                 self.errors += 1
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            nxt += 0.1
-            delay = nxt - time.time()
-            if delay > 0:
-                self.stop.wait(delay)
-            else:
-                nxt = time.time()
+            nxt = next_tick(nxt, self.stop)
         conn.close()
 
     def __enter__(self):
@@ -106,26 +116,17 @@ class Blaster:
         self.threads = [threading.Thread(target=self.send, daemon=True),
                         threading.Thread(target=self.recv, daemon=True)]
 
-    @staticmethod
-    def idle():
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
-
     def send(self):
-        self.idle()
+        idle_thread()
         c, _ = self.ls.accept()
         nxt = time.time()
         while not self.stop.is_set():
             c.sendall(self.data)
-            nxt += 0.1
-            delay = nxt - time.time()
-            if delay > 0:
-                self.stop.wait(delay)
-            else:
-                nxt = time.time()
+            nxt = next_tick(nxt, self.stop)
         c.close()
 
     def recv(self):
-        self.idle()
+        idle_thread()
         s = socket.create_connection(self.ls.getsockname())
         while s.recv(1 << 20):
             pass
