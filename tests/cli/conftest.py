@@ -86,9 +86,16 @@ def rabbit_mgmt():
 @pytest.fixture(scope="session")
 def ferryd_mgmt(tmp_path_factory):
     """ferryd with its HTTP API on a free loopback port."""
-    http_port = free_port()
-    d = Ferryd(data_dir=str(tmp_path_factory.mktemp("ferryd-cli")), args=["--http-port", str(http_port)])
-    d.start()
+    for attempt in (1, 2):
+        http_port = free_port()
+        d = Ferryd(data_dir=str(tmp_path_factory.mktemp("ferryd-cli")), args=["--http-port", str(http_port)])
+        try:
+            d.start()
+            break
+        except RuntimeError:
+            # the free port was bound by another process before ferryd bound it: once more
+            if attempt == 2:
+                raise
     stop = _once(d.stop_and_check)  # a clean exit 0 and no sanitizer report, checked once
     _cleanups.append(stop)
     wait_port("127.0.0.1", http_port, 10, d.proc)

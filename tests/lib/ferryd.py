@@ -52,6 +52,7 @@ class Ferryd:
         self.binary = binary or os.environ.get("FERRYD") or os.path.join(ROOT, "build", "ferryd")
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="ferryd-")
         self.port = port or free_port()
+        self.own_port = port is None  # chosen here: may be chosen again if taken (start)
         self.host = "127.0.0.1"
         self.args = list(args or [])
         self.env = env
@@ -67,11 +68,25 @@ class Ferryd:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         if self.env:
             env.update(self.env)
-        self.log = open(self.log_path, "ab")
-        cmd = [self.binary, "--port", str(self.port), "--data-dir", self.data_dir,
-               "--http-port", "0"] + self.args
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        wait_port(self.host, self.port, timeout, self.proc)
+        first = self.proc is None
+        for attempt in (1, 2):
+            self.log = open(self.log_path, "ab")
+            cmd = [self.binary, "--port", str(self.port), "--data-dir", self.data_dir,
+                   "--http-port", "0"] + self.args
+            self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            try:
+                wait_port(self.host, self.port, timeout, self.proc)
+                return self
+            except RuntimeError:
+                # free_port() found the port free, but another process bound it before ferryd
+                # did: on a first start (a restart keeps its port), once more on a new port.
+                taken = f"cannot listen on 127.0.0.1 port {self.port}: Address already in use"
+                if (not first or not self.own_port or attempt == 2 or self.proc.poll() is None
+                        or taken not in self.log_text()):
+                    raise
+                self.log.close()
+                self.port = free_port()
+                self.url = f"amqp://guest:guest@{self.host}:{self.port}/"
         return self
 
     def running(self):
