@@ -49,13 +49,17 @@ void qblob_unref(void *cls) {
         free(b);
 }
 
+void qsnaps_truncate(qsnaps *s, size_t n) {
+    for (; s->n > n; s->n--) {
+        free(s->a[s->n - 1].name);
+        free(s->a[s->n - 1].extra);
+    }
+}
+
 void qsnaps_free(qsnaps *s) {
     if (!s)
         return;
-    for (size_t i = 0; i < s->n; i++) {
-        free(s->a[i].name);
-        free(s->a[i].extra);
-    }
+    qsnaps_truncate(s, 0);
     free(s->a);
     free(s);
 }

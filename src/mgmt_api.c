@@ -266,14 +266,6 @@ static void qlist_free(qlist *l) {
     free(l);
 }
 
-/* Drops the snapshot's entries from n on (a queue map walked again from its start). */
-static void qsnaps_truncate(qsnaps *s, size_t n) {
-    for (; s->n > n; s->n--) {
-        free(s->a[s->n - 1].name);
-        free(s->a[s->n - 1].extra);
-    }
-}
-
 static void qlist_cont(broker *b, mgmt_req *r) {
     qlist *l = r->cont;
     size_t budget = r->status == -1 ? 0 : SLICE_QUEUES; /* -1: shutting down, just free */

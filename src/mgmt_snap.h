@@ -35,6 +35,8 @@ typedef struct qsnaps {
 } qsnaps;
 
 void qsnaps_free(qsnaps *s);
+/* Frees the entries from n on (the snapshot keeps its first n). */
+void qsnaps_truncate(qsnaps *s, size_t n);
 /* Loop side: the copy of one queue appended to s. */
 void qsnap_take(qsnaps *s, queue *q);
 
