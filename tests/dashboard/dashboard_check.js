@@ -166,11 +166,17 @@ async function main() {
     await page.selectOption('#al-form select[name=op]', '>');
     await page.fill('#al-form input[name=threshold]', '25');
     await page.fill('#al-form input[name=for_seconds]', '0');
+    const tSave = Date.now();
     await page.click('#al-form button[type=submit]');
+    /* Saving writes alerts.json with fsync: on a CI disk busy flushing other tests' data that
+     * has taken seconds, so the wait is long and its length is reported. */
+    const saved = await until(async () => (await page.textContent('#al-form-note')).trim(), 30000);
+    const saveMs = Date.now() - tSave;
     const badge = 'tr[data-alert="dash-backlog"] .state';
     const okState = await until(async () => (await page.getAttribute(badge, 'class')).includes('state-ok'));
     const green = okState && await page.$eval(badge, e => getComputedStyle(e).backgroundColor);
-    check('the new alert is ok (green) while the queue holds 21 of 25', okState && green === 'rgb(209, 250, 229)', green);
+    check('the new alert is ok (green) while the queue holds 21 of 25', saved === 'alert dash-backlog saved' && okState && green === 'rgb(209, 250, 229)',
+      `${green}; form said "${saved}" after ${saveMs} ms`);
     for (let i = 0; i < 10; i++) await publish(Q, `more ${i}`);
     const t0 = Date.now();
     const firing = await until(async () => (await page.getAttribute(badge, 'class')).includes('state-firing'));
