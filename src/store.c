@@ -259,6 +259,10 @@ int store_tick(store *s) {
         s->disk_alarm = low;
     }
     s->compact_due = 1;
+    /* A release reclaims at once only when it empties the oldest segment while a later one
+     * exists; one emptied while it was still the active segment (its messages consumed as
+     * fast as they came) is reclaimed here, once later segments exist. */
+    wbatch_reclaim(s->log.pending, &s->log.segs);
     return s->disk_alarm;
 }
 

@@ -4,6 +4,8 @@ filled many segments are drained (fully acked segments are deleted, oldest first
 import os
 import time
 
+import pika
+
 from . import helpers
 from .helpers import connect, drain, segment_files
 
@@ -100,3 +102,27 @@ def test_deleting_or_purging_a_durable_queue_reclaims_its_segments(ferryd_factor
     conn.close()
     after = wait_segments_at_most(d.data_dir, 2)
     assert len(after) <= 2, f"{len(after)} segments left after purging one queue and deleting the other"
+
+
+def test_segments_emptied_while_still_active_are_reclaimed(ferryd_factory, tmp_path):
+    """Each message is consumed and acked right after it is published, so every segment's
+    messages are gone while it is still the one being written: once the log has rolled past
+    it, it is deleted all the same (it used to stay on disk, and held every later segment
+    with it, until the next restart)."""
+    d = helpers.start(ferryd_factory, str(tmp_path / "data"), "--segment-size", str(SEG))
+    conn = connect(d)
+    ch = conn.channel()
+    ch.queue_declare("q", durable=True)
+    ch.confirm_delivery()
+    body = b"x" * 4096
+    for i in range(200):  # 800 KiB: about 12 segments
+        ch.basic_publish("", "q", body, pika.BasicProperties(delivery_mode=2))
+        method, _, got = ch.basic_get("q")
+        assert method is not None and got == body, f"message {i} not in the queue right after its confirm"
+        ch.basic_ack(method.delivery_tag)
+    rolled = segment_files(d.data_dir)
+    conn.close()
+    assert rolled and max(int(os.path.basename(p)[:-4], 16) for p, _ in rolled) >= 5, (
+        f"800 KiB in {SEG}-byte segments never rolled: {rolled}")
+    after = wait_segments_at_most(d.data_dir, 1, timeout=5)
+    assert len(after) <= 1, f"{len(after)} segments left with every message acked: {after}"
