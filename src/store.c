@@ -101,6 +101,7 @@ static void on_written(void *ctx, wbatch *w) {
     if (err)
         swrite_doom(s->streams, s->log.pending->sw);
     int had_meta = w->meta.len > 0, meta_ok = w->meta_err == 0;
+    wbatch_keep_spare(w, &s->log.spare);
     wbatch_free(w);
     s->inflight_bytes = 0;
     compact_synced(s, gen, err);
@@ -123,7 +124,7 @@ void store_kick(store *s) {
         return;
     /* Records waiting for a slow disk count toward the memory watermark: publishers that do
      * not wait for confirms are blocked rather than growing the batch without bound. */
-    memacct_set(MEM_STORE_BATCH, batch_bytes(s->log.pending) + s->inflight_bytes);
+    memacct_set(MEM_STORE_BATCH, batch_bytes(s->log.pending) + s->inflight_bytes + s->log.spare.cap);
     if (!writer_idle(&s->wr) || wbatch_empty(s->log.pending))
         return;
     wbatch *w = s->log.pending;
@@ -259,6 +260,8 @@ int store_tick(store *s) {
         s->disk_alarm = low;
     }
     s->compact_due = 1;
+    if (writer_idle(&s->wr) && wbatch_empty(s->log.pending))
+        buf_free(&s->log.spare); /* an idle log keeps no spare room */
     /* A release reclaims at once only when it empties the oldest segment while a later one
      * exists; one emptied while it was still the active segment (its messages consumed as
      * fast as they came) is reclaimed here, once later segments exist. */
@@ -547,6 +550,7 @@ void store_close(store *s) {
     paging_close(&s->pg);
     meta_close(&s->meta);
     wbatch_free(s->log.pending);
+    buf_free(&s->log.spare);
     segset_free(&s->log.segs);
     slogs_free(s->streams);
     free(s);

@@ -38,7 +38,7 @@ void wbatch_free(wbatch *w) {
 
 int wbatch_empty(const wbatch *w) { return w->npieces == 0 && w->nunlinks == 0 && w->meta.len == 0 && swrite_empty(w->sw); }
 
-buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need) {
+buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need, buf *spare) {
     seg *a = segset_active(ss);
     if (a->bytes > 0 && a->bytes + need > segment_size)
         a = segset_add(ss, ss->next_id, rec_new_salt(), 0);
@@ -50,7 +50,8 @@ buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need) {
         w->pieces[w->npieces].seg = a->id;
         w->pieces[w->npieces].salt = a->salt;
         w->pieces[w->npieces].off = 0;
-        buf_init(&w->pieces[w->npieces].data);
+        w->pieces[w->npieces].data = *spare; /* (empty, with or without room) */
+        buf_init(spare);
         w->npieces++;
     }
     buf *b = &w->pieces[w->npieces - 1].data;
@@ -58,6 +59,20 @@ buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need) {
         a->bytes = 2 * REC_FILE_HEADER; /* written by the writer (writer_write) */
     a->bytes += need;
     return b;
+}
+
+void wbatch_keep_spare(wbatch *w, buf *spare) {
+    if (spare->cap)
+        return;
+    piece *best = NULL;
+    for (size_t i = 0; i < w->npieces; i++)
+        if (w->pieces[i].data.cap <= SPARE_MAX && (!best || w->pieces[i].data.cap > best->data.cap))
+            best = &w->pieces[i];
+    if (!best)
+        return;
+    *spare = best->data;
+    spare->off = spare->len = 0;
+    buf_init(&best->data);
 }
 
 void wbatch_reclaim(wbatch *w, segset *ss) { segset_reclaim(ss, &w->unlinks, &w->nunlinks, &w->capunlinks); }

@@ -56,7 +56,12 @@ int wbatch_empty(const wbatch *w);
 /* The buffer that the next record of `need` bytes goes to: the active segment's piece of w,
  * rolling the segment set to a new segment first when the active one would pass
  * segment_size. Counts the bytes in the segment (and its headers, for a new one). */
-buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need);
+buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need, buf *spare);
+/* Keeps the largest record buffer of a written batch w (emptied) in *spare, for the next
+ * batch's first piece, unless *spare already holds one or it is over SPARE_MAX: a batch then
+ * starts with room for what the last one held instead of growing to it again. */
+void wbatch_keep_spare(wbatch *w, buf *spare);
+#define SPARE_MAX (32u << 20)
 /* Reclaims what segset_reclaim allows; the files are deleted after w is written. */
 void wbatch_reclaim(wbatch *w, segset *ss);
 
@@ -65,11 +70,12 @@ typedef struct mlog {
     segset segs;
     wbatch *pending;
     uint64_t segment_size;
+    buf spare; /* a written batch's record buffer, emptied, for the next piece (wbatch_keep_spare) */
     char segdir[600];
 } mlog;
 
 static inline buf *mlog_append(mlog *l, size_t need) {
-    return wbatch_append(l->pending, &l->segs, l->segment_size, need);
+    return wbatch_append(l->pending, &l->segs, l->segment_size, need, &l->spare);
 }
 /* Takes one live count from segment id; reclaims the oldest segments if that freed them. */
 static inline void mlog_release(mlog *l, uint32_t id) {
