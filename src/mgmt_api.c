@@ -279,8 +279,10 @@ static void qlist_cont(broker *b, mgmt_req *r) {
             continue;
         }
         if (!l->started || vh->queues.gen != l->mgen) {
-            if (l->started)
+            if (l->started) {
+                log_debug("queue list: vhost %s's queue map was rehashed between turns: walked again", vh->name);
                 qsnaps_truncate(r->snap, l->start);
+            }
             l->started = 1;
             l->k = 0;
             l->mgen = vh->queues.gen;
