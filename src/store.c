@@ -101,7 +101,10 @@ static void on_written(void *ctx, wbatch *w) {
     if (err)
         swrite_doom(s->streams, s->log.pending->sw);
     int had_meta = w->meta.len > 0, meta_ok = w->meta_err == 0;
-    wbatch_keep_spare(w, &s->log.spare);
+    if (wbatch_empty(s->log.pending))
+        buf_free(&s->log.spare); /* nothing came meanwhile: an idle log keeps no spare room */
+    else
+        wbatch_keep_spare(w, &s->log.spare);
     wbatch_free(w);
     s->inflight_bytes = 0;
     compact_synced(s, gen, err);
@@ -260,8 +263,6 @@ int store_tick(store *s) {
         s->disk_alarm = low;
     }
     s->compact_due = 1;
-    if (writer_idle(&s->wr) && wbatch_empty(s->log.pending))
-        buf_free(&s->log.spare); /* an idle log keeps no spare room */
     /* A release reclaims at once only when it empties the oldest segment while a later one
      * exists; one emptied while it was still the active segment (its messages consumed as
      * fast as they came) is reclaimed here, once later segments exist. */
