@@ -20,7 +20,7 @@ void paging_note(mlog *l, message *m, size_t at) {
     }
     piece *p = &w->pieces[w->npieces - 1];
     w->precs[w->nprecs++] =
-        (precord){message_ref(m), (uint32_t)(w->npieces - 1), (uint32_t)at, (uint32_t)(piece_len(p) - at)};
+        (precord){message_ref(m), (uint32_t)(w->npieces - 1), (uint32_t)at, (uint32_t)(p->data.len - at)};
     m->on_disk = 0;
     m->pg_wait = 1;
 }
@@ -62,7 +62,7 @@ int paging_out(mlog *l, int disk_alarm, message *m, uint64_t *loc, uint32_t *len
     slice ex = {(const uint8_t *)msg_exchange(m), m->exchange_len}, rk = {(const uint8_t *)msg_rkey(m), m->rkey_len};
     slice props = {msg_props(m), m->props_len}, body = {msg_body(m), m->body_len};
     buf *b = mlog_append(l, rec_publish_size(0, ex.n, rk.n, props.n, body.n));
-    size_t at = mlog_tail(l);
+    size_t at = b->len;
     seg *a = segset_active(&l->segs);
     rec_put_publish(b, R_PAGE, a->salt, wall_ms(), m->ttl, NULL, NULL, 0, ex, rk, props, body);
     m->in_store = 0; /* if it had a publish record, that record's segment is gone */

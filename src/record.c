@@ -185,15 +185,11 @@ static size_t message_size(size_t exchange_len, size_t rkey_len, size_t props_le
     return 2 + exchange_len + rkey_len + 4 + props_len + 8 + body_len;
 }
 
-static void put_message_head(buf *b, slice ex, slice rk, slice props, slice body) {
+static void put_message(buf *b, slice ex, slice rk, slice props, slice body) {
     buf_shortstr(b, (const char *)ex.p, ex.n);
     buf_shortstr(b, (const char *)rk.p, rk.n);
     buf_longstr(b, props.p, props.n);
     buf_u64(b, body.n);
-}
-
-static void put_message(buf *b, slice ex, slice rk, slice props, slice body) {
-    put_message_head(b, ex, rk, props, body);
     buf_put(b, body.p, body.n);
 }
 
@@ -215,7 +211,7 @@ size_t rec_publish_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t
 /* The payload of a PUBLISH, MOVE or PAGE record, up to the end of the message: the queue
  * count takes 32 bits in R_PUBLISH_WIDE (more than 65,535 queues), 16 otherwise. */
 static void put_publish_payload(buf *b, uint64_t published, int64_t ttl, const uint32_t *qids, const uint64_t *seqs,
-                                uint32_t n, slice ex, slice rk, slice props, slice body, int with_body) {
+                                uint32_t n, slice ex, slice rk, slice props, slice body) {
     int wide = n > UINT16_MAX;
     buf_u64(b, published); /* publish time, for TTLs across restarts */
     buf_u64(b, (uint64_t)ttl);
@@ -227,30 +223,15 @@ static void put_publish_payload(buf *b, uint64_t published, int64_t ttl, const u
         buf_u32(b, qids[i]);
         buf_u64(b, seqs[i]);
     }
-    if (with_body)
-        put_message(b, ex, rk, props, body);
-    else
-        put_message_head(b, ex, rk, props, body);
+    put_message(b, ex, rk, props, body);
 }
 
 void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
                      const uint64_t *seqs, uint32_t n, slice ex, slice rk, slice props, slice body) {
     assert(type == R_PUBLISH || (type == R_PAGE && n == 0));
     size_t at = rec_begin(b, n > UINT16_MAX ? R_PUBLISH_WIDE : type);
-    put_publish_payload(b, published, ttl, qids, seqs, n, ex, rk, props, body, 1);
+    put_publish_payload(b, published, ttl, qids, seqs, n, ex, rk, props, body);
     rec_end(b, at, salt);
-}
-
-void rec_put_publish_head(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
-                          const uint64_t *seqs, uint32_t n, slice ex, slice rk, slice props, slice body) {
-    assert(type == R_PUBLISH || (type == R_PAGE && n == 0));
-    size_t at = rec_begin(b, n > UINT16_MAX ? R_PUBLISH_WIDE : type);
-    put_publish_payload(b, published, ttl, qids, seqs, n, ex, rk, props, body, 0);
-    /* as rec_end, with the body (the record's last field) after what is in b */
-    assert(b->len - at - REC_HEADER + body.n <= UINT32_MAX);
-    buf_patch_u32(b, at + 8, (uint32_t)(b->len - at - REC_HEADER + body.n));
-    uint32_t crc = rec_crc(buf_head(b) + at + 8, b->len - at - 8, salt);
-    buf_patch_u32(b, at + 4, crc32c(crc, body.p, body.n));
 }
 
 size_t rec_move_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t props_len, uint64_t body_len) {
@@ -261,7 +242,7 @@ void rec_put_move(buf *b, uint64_t salt, uint64_t published, int64_t ttl, const 
                   const uint16_t *deliveries, uint32_t n, slice ex, slice rk, slice props, slice body) {
     assert(n > 0 && n <= UINT16_MAX); /* store_move splits a larger set of copies */
     size_t at = rec_begin(b, R_MOVE);
-    put_publish_payload(b, published, ttl, qids, seqs, n, ex, rk, props, body, 1);
+    put_publish_payload(b, published, ttl, qids, seqs, n, ex, rk, props, body);
     for (uint32_t i = 0; i < n; i++)
         buf_u16(b, deliveries[i]);
     rec_end(b, at, salt);

@@ -92,10 +92,6 @@ size_t rec_publish_size(uint32_t n, size_t exchange_len, size_t rkey_len, size_t
  * written as R_PUBLISH_WIDE (records of up to 65,535 keep the original layout). */
 void rec_put_publish(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
                      const uint64_t *seqs, uint32_t n, slice exchange, slice rkey, slice props, slice body);
-/* The same record without its body's bytes, which must follow it in the file as they are
- * (the writer writes them from the message itself): length and checksum cover them. */
-void rec_put_publish_head(buf *b, uint8_t type, uint64_t salt, uint64_t published, int64_t ttl, const uint32_t *qids,
-                          const uint64_t *seqs, uint32_t n, slice exchange, slice rkey, slice props, slice body);
 /* Decodes a checked PUBLISH (either width), MOVE or PAGE record; 0, or -1 if it is
  * malformed or of another type. */
 int rec_publish_read(const uint8_t *rec, size_t len, rec_publish *out);

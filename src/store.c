@@ -80,8 +80,8 @@ static void on_written(void *ctx, wbatch *w) {
         for (size_t i = 0; i < w->npieces; i++) { /* the failed bytes are not in the segment */
             seg *sg = segset_find(&s->log.segs, w->pieces[i].seg);
             if (sg)
-                sg->bytes -= MIN(sg->bytes, piece_len(&w->pieces[i]));
-            failed += piece_len(&w->pieces[i]);
+                sg->bytes -= MIN(sg->bytes, w->pieces[i].data.len);
+            failed += w->pieces[i].data.len;
         }
         if (err == -ENOSPC || err == -EDQUOT) {
             /* Publishers are blocked at once (not at the next tick) and stay blocked until
@@ -209,16 +209,9 @@ uint32_t store_publish(store *s, message *m, const uint32_t *qids, const uint64_
     s->appended++;
     buf *b = mlog_append(&s->log, rec_publish_size((uint32_t)n, m->exchange_len, m->rkey_len, m->props_len, m->body_len));
     seg *a = segset_active(&s->log.segs);
-    wbatch *w = s->log.pending;
-    size_t at = mlog_tail(&s->log);
-    if (m->body_len >= EXT_MIN) { /* the body goes to the segment from the message: no copy */
-        rec_put_publish_head(b, R_PUBLISH, a->salt, wall_ms(), m->ttl, qids, seqs, (uint32_t)n, msg_ex(m), msg_rk(m),
-                             msg_pr(m), msg_bd(m));
-        wbatch_attach(w, m, msg_body(m), m->body_len);
-    } else {
-        rec_put_publish(b, R_PUBLISH, a->salt, wall_ms(), m->ttl, qids, seqs, (uint32_t)n, msg_ex(m), msg_rk(m),
-                        msg_pr(m), msg_bd(m));
-    }
+    size_t at = b->len;
+    rec_put_publish(b, R_PUBLISH, a->salt, wall_ms(), m->ttl, qids, seqs, (uint32_t)n, msg_ex(m), msg_rk(m), msg_pr(m),
+                    msg_bd(m));
     m->seg = a->id;
     m->in_store = 1;
     a->live += (uint64_t)n;
@@ -314,7 +307,7 @@ size_t store_move(store *s, message *m, uint64_t published, const uint32_t *qids
         uint32_t k = MIN(n - i, UINT16_MAX);
         buf *b = mlog_append(&s->log, rec_move_size(k, m->exchange_len, m->rkey_len, m->props_len, m->body_len));
         seg *a = segset_active(&s->log.segs);
-        size_t at = mlog_tail(&s->log);
+        size_t at = b->len;
         rec_put_move(b, a->salt, published, m->ttl, qids + i, seqs + i, deliveries + i, k, msg_ex(m), msg_rk(m),
                      msg_pr(m), msg_bd(m));
         assert(a->id != from);
@@ -322,7 +315,7 @@ size_t store_move(store *s, message *m, uint64_t published, const uint32_t *qids
         a->copies += k;
         m->seg = a->id;
         paging_note(&s->log, m, at); /* where its record is, once written */
-        bytes += mlog_tail(&s->log) - at;
+        bytes += b->len - at;
         i += k;
     }
     seg *old = segset_find(&s->log.segs, from);

@@ -589,37 +589,6 @@ int sio_pwrite(sio_file *f, const void *p, size_t n, uint64_t off) {
     return 0;
 }
 
-int sio_pwritev(sio_file *f, struct iovec *iov, int cnt, uint64_t off) {
-    if (tracking) { /* each buffer a write of its own, with its own chance of failing */
-        for (int i = 0; i < cnt; i++) {
-            int err = sio_pwrite(f, iov[i].iov_base, iov[i].iov_len, off);
-            if (err)
-                return err;
-            off += iov[i].iov_len;
-        }
-        return 0;
-    }
-    while (cnt > 0) {
-        ssize_t w = pwritev(f->fd, iov, cnt, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        off += (uint64_t)w;
-        while (cnt > 0 && (size_t)w >= iov->iov_len) { /* (a short write: go on after it) */
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            cnt--;
-        }
-        if (cnt > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
-    }
-    return 0;
-}
-
 ssize_t sio_pread(sio_file *f, void *p, size_t n, uint64_t off) {
     if (tracking) {
         pthread_mutex_lock(&lock);

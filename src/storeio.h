@@ -47,7 +47,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/uio.h>
 #include <sys/types.h>
 
 #define SIO_POWERCUT_EXIT 99
@@ -63,9 +62,6 @@ sio_file *sio_open(const char *path, int create);
 void sio_close(sio_file *f);
 /* Writes all n bytes at off; 0 or -errno (then a part of them may be in the file). */
 int sio_pwrite(sio_file *f, const void *p, size_t n, uint64_t off);
-/* Writes cnt buffers one after the other from off (one pwritev); 0 or -errno (then a part
- * of them may be in the file). Under fault injection, each buffer is one sio_pwrite. */
-int sio_pwritev(sio_file *f, struct iovec *iov, int cnt, uint64_t off);
 /* Reads up to n bytes at off (including writes not yet synced); bytes read or -errno. */
 ssize_t sio_pread(sio_file *f, void *p, size_t n, uint64_t off);
 /* Makes everything written so far durable; 0 or -errno. After a failure, what was written

@@ -27,12 +27,8 @@ void wbatch_free(wbatch *w) {
         message_unref(w->precs[i].m);
     }
     free(w->precs);
-    for (size_t i = 0; i < w->npieces; i++) {
+    for (size_t i = 0; i < w->npieces; i++)
         buf_free(&w->pieces[i].data);
-        for (size_t k = 0; k < w->pieces[i].next; k++)
-            message_unref(w->pieces[i].ext[k].m);
-        free(w->pieces[i].ext);
-    }
     free(w->pieces);
     free(w->unlinks);
     buf_free(&w->meta);
@@ -54,9 +50,6 @@ buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need, bu
         w->pieces[w->npieces].seg = a->id;
         w->pieces[w->npieces].salt = a->salt;
         w->pieces[w->npieces].off = 0;
-        w->pieces[w->npieces].ext = NULL;
-        w->pieces[w->npieces].next = w->pieces[w->npieces].capext = 0;
-        w->pieces[w->npieces].ext_bytes = 0;
         w->pieces[w->npieces].data = *spare; /* (empty, with or without room) */
         buf_init(spare);
         w->npieces++;
@@ -66,17 +59,6 @@ buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need, bu
         a->bytes = 2 * REC_FILE_HEADER; /* written by the writer (writer_write) */
     a->bytes += need;
     return b;
-}
-
-void wbatch_attach(wbatch *w, message *m, const uint8_t *p, size_t n) {
-    assert(w->npieces > 0);
-    piece *pc = &w->pieces[w->npieces - 1];
-    if (pc->next == pc->capext) {
-        pc->capext = pc->capext ? pc->capext * 2 : 16;
-        pc->ext = xrealloc(pc->ext, pc->capext * sizeof *pc->ext);
-    }
-    pc->ext[pc->next++] = (pext){pc->data.len, message_ref(m), p, n};
-    pc->ext_bytes += n;
 }
 
 void wbatch_keep_spare(wbatch *w, buf *spare) {
@@ -154,44 +136,6 @@ static void stat_add(uint64_t *buckets, const double *bounds, int n, double v) {
     __atomic_fetch_add(&buckets[k], 1, __ATOMIC_RELAXED);
 }
 
-/* Writes a piece at off: its data, with each attached body from its message in its place,
- * in as few pwritev calls as IOV_MAX allows. */
-static int write_piece(sio_file *f, const piece *p, uint64_t off) {
-    enum { NIOV = 256 };
-    struct iovec iov[NIOV];
-    int n = 0, err = 0;
-    size_t from = 0, k = 0;
-    uint64_t batch = 0;
-    while (!err) {
-        /* the next buffer: data up to the next body, the body, or the data's tail */
-        const uint8_t *bp;
-        size_t bn;
-        if (k < p->next && p->ext[k].at == from) {
-            bp = p->ext[k].p;
-            bn = p->ext[k].n;
-            k++;
-        } else {
-            size_t to = k < p->next ? p->ext[k].at : p->data.len;
-            assert(to >= from && to <= p->data.len);
-            bp = buf_head(&p->data) + from;
-            bn = to - from;
-            from = to;
-        }
-        int last = k == p->next && from == p->data.len;
-        if (bn)
-            iov[n++] = (struct iovec){(void *)bp, bn}, batch += bn;
-        if (n && (n == NIOV || last)) {
-            err = sio_pwritev(f, iov, n, off);
-            off += batch;
-            n = 0;
-            batch = 0;
-        }
-        if (last)
-            break;
-    }
-    return err;
-}
-
 /* Writes one batch: its meta.log records appended and synced, every piece appended to its
  * segment, each file synced, new files made durable in the directory, then the segments no
  * longer needed deleted. A failed write abandons its segment (abandon_segment). */
@@ -243,14 +187,14 @@ int writer_write(writer *wr, wbatch *w) {
             buf_free(&h);
         }
         if (!err)
-            err = write_piece(wr->wfile, p, wr->woff);
+            err = sio_pwrite(wr->wfile, buf_head(&p->data), p->data.len, wr->woff);
         p->off = wr->woff; /* where its records are (paging), if it was written */
         if (err) {
             sio_truncate(wr->wfile, wr->woff);
             abandon_segment(wr);
             break;
         }
-        wr->woff += piece_len(p);
+        wr->woff += p->data.len;
     }
     if (!err && wr->wfile) {
         uint64_t t0 = now_us();
@@ -265,7 +209,7 @@ int writer_write(writer *wr, wbatch *w) {
     {
         uint64_t bytes = w->meta.len;
         for (size_t i = 0; i < w->npieces; i++)
-            bytes += piece_len(&w->pieces[i]);
+            bytes += w->pieces[i].data.len;
         stat_add(wstats.batch, wstat_batch_bounds, WSTAT_BATCH_BUCKETS, (double)bytes);
         __atomic_fetch_add(&wstats.batch_count, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&wstats.batch_sum_bytes, bytes, __ATOMIC_RELAXED);

@@ -23,28 +23,12 @@
 #include "segment.h"
 #include "storeio.h"
 
-typedef struct pext { /* a large body written from its message, not copied into a piece */
-    size_t at;       /* its place: after this many bytes of the piece's data */
-    message *m;      /* holds a reference until the batch is freed */
-    const uint8_t *p;
-    size_t n;
-} pext;
-
 typedef struct piece { /* a run of records for one segment */
     uint32_t seg;
     uint64_t salt; /* the segment's (the writer puts the headers in an empty file) */
     buf data;
-    pext *ext;     /* bodies that sit between data's bytes, in order of `at` */
-    size_t next, capext;
-    uint64_t ext_bytes;
     uint64_t off; /* set by the writer: where in the segment it was written */
 } piece;
-
-/* The bytes a piece puts in its segment: its data and the bodies between. */
-static inline uint64_t piece_len(const piece *p) { return p->data.len + p->ext_bytes; }
-
-/* Bodies at least this large go to the segment from the message itself (wbatch_attach). */
-#define EXT_MIN (16u << 10)
 
 typedef struct precord { /* paging: a message record in this batch, told its place once written */
     message *m;          /* holds a reference */
@@ -78,9 +62,6 @@ buf *wbatch_append(wbatch *w, segset *ss, uint64_t segment_size, size_t need, bu
  * starts with room for what the last one held instead of growing to it again. */
 void wbatch_keep_spare(wbatch *w, buf *spare);
 #define SPARE_MAX (32u << 20)
-/* The n bytes at p (inside message m, which is referenced) follow what the last piece of w
- * holds so far, written from there by the writer (rec_put_publish_head wrote the rest). */
-void wbatch_attach(wbatch *w, message *m, const uint8_t *p, size_t n);
 /* Reclaims what segset_reclaim allows; the files are deleted after w is written. */
 void wbatch_reclaim(wbatch *w, segset *ss);
 
@@ -95,12 +76,6 @@ typedef struct mlog {
 
 static inline buf *mlog_append(mlog *l, size_t need) {
     return wbatch_append(l->pending, &l->segs, l->segment_size, need, &l->spare);
-}
-/* Where the next record goes in the pending batch's last piece (after mlog_append): the
- * offset that paging_note takes, counting attached bodies. */
-static inline size_t mlog_tail(const mlog *l) {
-    const wbatch *w = l->pending;
-    return w->npieces ? (size_t)piece_len(&w->pieces[w->npieces - 1]) : 0;
 }
 /* Takes one live count from segment id; reclaims the oldest segments if that freed them. */
 static inline void mlog_release(mlog *l, uint32_t id) {

@@ -94,71 +94,6 @@ static void collect(void *ctx, const uint8_t *rec, size_t len) {
 
 static buf no_spare; /* stays empty: batches in these tests start without a spare buffer */
 
-/* Writes, into a fresh segment 1, records of bodies sized 0, 20 KiB, 100 and 64 KiB, each with
- * a SETTLE after it; attach: large bodies attached (rec_put_publish_head + wbatch_attach) as
- * store_publish does. Returns the file's bytes (*len). */
-static uint8_t *write_publishes(int attach, size_t *len) {
-    fresh_dir();
-    segset ss = {0};
-    segset_add(&ss, 1, 4242, 0);
-    wbatch *w = wbatch_new();
-    static const size_t sizes[] = {0, 20 << 10, 100, 64 << 10};
-    message *ms[4];
-    for (int i = 0; i < 4; i++) {
-        ms[i] = message_new((slice){(const uint8_t *)"ex", 2}, (slice){(const uint8_t *)"rk", 2},
-                            (slice){(const uint8_t *)"", 0}, sizes[i]);
-        for (size_t k = 0; k < sizes[i]; k++)
-            msg_body(ms[i])[k] = (uint8_t)(k * 31 + (size_t)i);
-        uint32_t qid = 1;
-        uint64_t seq = (uint64_t)i;
-        slice ex = {(const uint8_t *)"ex", 2}, rk = {(const uint8_t *)"rk", 2}, pr = {(const uint8_t *)"", 0};
-        slice body = {msg_body(ms[i]), sizes[i]};
-        buf *b = wbatch_append(w, &ss, 1 << 20, rec_publish_size(1, 2, 2, 0, sizes[i]), &no_spare);
-        if (attach && sizes[i] >= EXT_MIN) {
-            rec_put_publish_head(b, R_PUBLISH, 4242, 1000, -1, &qid, &seq, 1, ex, rk, pr, body);
-            wbatch_attach(w, ms[i], body.p, body.n);
-        } else {
-            rec_put_publish(b, R_PUBLISH, 4242, 1000, -1, &qid, &seq, 1, ex, rk, pr, body);
-        }
-        rec_put_copy(wbatch_append(w, &ss, 1 << 20, REC_COPY_SIZE, &no_spare), R_SETTLE, 4242, 1, seq);
-    }
-    CHECK(w->npieces == 1 && piece_len(&w->pieces[0]) + 2 * REC_FILE_HEADER == ss.a[0].bytes);
-    CHECK(w->pieces[0].next == (attach ? 2u : 0u));
-    writer wr = {0};
-    snprintf(wr.segdir, sizeof wr.segdir, "%s", segdir);
-    CHECK(writer_write(&wr, w) == 0);
-    if (wr.wfile)
-        sio_close(wr.wfile);
-    char path[700];
-    seg_path(segdir, 1, path, sizeof path);
-    uint8_t *data = NULL;
-    CHECK(rec_read_file(path, &data, len) == 0);
-    CHECK(*len == ss.a[0].bytes);
-    seen sn = {0};
-    uint64_t corrupt = 0;
-    CHECK(rec_scan(path, data, *len, 1, collect, &sn, &corrupt) == *len && corrupt == 0 && sn.n == 8);
-    wbatch_free(w); /* drops the attached bodies' references */
-    for (int i = 0; i < 4; i++) {
-        CHECK(ms[i]->refs == 1);
-        message_unref(ms[i]);
-    }
-    segset_free(&ss);
-    rm_dir(tmpdir);
-    return data;
-}
-
-/* A large body attached to a batch (written from its message, not copied into the piece)
- * gives the very bytes a copied one gives: the same file, every record checked. */
-static void test_attached_bodies_are_written_as_copied_ones_would_be(void) {
-    size_t na = 0, nc = 0;
-    uint8_t *a = write_publishes(1, &na), *c = write_publishes(0, &nc);
-    CHECK(a && c && na == nc && na > (84u << 10));
-    /* the salts of the two files are the same (4242), so are the records */
-    CHECK(a && c && na == nc && memcmp(a, c, na) == 0);
-    free(a);
-    free(c);
-}
-
 /* A written batch's largest record buffer (up to SPARE_MAX) is kept, emptied, and the next
  * batch's first piece starts with its room; a spare already held is not replaced. */
 static void test_a_written_batch_leaves_its_largest_buffer_for_the_next_one(void) {
@@ -1178,7 +1113,6 @@ int main(void) {
     log_level = LOG_ERROR + 1; /* the damaged cases log on purpose */
     sio_init();
     static const unit_test tests[] = {
-        {"attached_bodies_are_written_as_copied_ones_would_be", test_attached_bodies_are_written_as_copied_ones_would_be},
         {"a_written_batch_leaves_its_largest_buffer_for_the_next_one",
          test_a_written_batch_leaves_its_largest_buffer_for_the_next_one},
         {"crc32c_matches_the_table_driven_crc_at_every_length_and_alignment",
