@@ -31,6 +31,12 @@ SCALE = os.path.join(ROOT, "bench", "scale")
 FERRY = os.path.join(ROOT, "build", "ferry")
 
 
+def median(vals):
+    """The middle value (the upper one of an even count); None for no values."""
+    v = sorted(vals)
+    return v[len(v) // 2] if v else None
+
+
 def env_list(name, default):
     return [int(x) for x in os.environ.get(name, default).split(",") if x.strip()]
 
@@ -169,18 +175,23 @@ def row13(b):
             bases.append(base)
             ratios.append(rate / base if base else 0.0)
             before = after
-        out[key] = sorted(rates)[len(rates) // 2]
+        out[key] = median(rates)
         out[f"{key}_runs"] = rates
         out[f"{key}_base"] = bases
-        out[f"{key}_ratio"] = sorted(ratios)[len(ratios) // 2]
+        out[f"{key}_ratio"] = median(ratios)
         out[f"{key}_ratios"] = ratios
     return out
 
 
+_tcpcopy_built = []
+
+
 def tcpcopy_tool():
+    """bench/scale/tcpcopy.c, compiled once per run (never a stale binary of an older source)."""
     tool = os.path.join(C.raw, "tcpcopy")
-    if not os.path.exists(tool):
+    if not _tcpcopy_built:
         subprocess.run(["cc", "-O2", "-o", tool, os.path.join(SCALE, "tcpcopy.c")], check=True)
+        _tcpcopy_built.append(tool)
     return tool
 
 
@@ -287,8 +298,8 @@ def row15(b):
     p99s = sorted(x["p99"] for x in runs if x["p99"] is not None)
     p999s = sorted(x["p999"] for x in runs if x["p999"] is not None)
     busy = sum(x["busy"] for x in runs)
-    out = {"p99_med": p99s[len(p99s) // 2] if p99s else None, "p99_max": p99s[-1] if p99s else None,
-           "p999_med": p999s[len(p999s) // 2] if p999s else None, "p999_max": p999s[-1] if p999s else None,
+    out = {"p99_med": median(p99s), "p99_max": p99s[-1] if p99s else None,
+           "p999_med": median(p999s), "p999_max": p999s[-1] if p999s else None,
            "busy_runs": busy, "_runs": runs}
     out["_note"] = (f"{busy} of 5 runs started on a busy machine (load ≥ 0.3 after waiting {max_wait:.0f} s): "
                     if busy else "every run started with load < 0.3: ") + \
@@ -386,7 +397,7 @@ def section(res, base, repeat_note):
         x, xs, bs = g(f13, f"{key}_ratio"), g(f13, f"{key}_ratios"), g(f13, f"{key}_base")
         if xs:  # each run against the baseline measured around it
             L.append(f"| 13 | {label} within 2× of {what} | {fmtv(g(f13, key))} MB/s (median of {len(xs)}) vs "
-                     f"{fmtv(sorted(bs)[len(bs) // 2])} MB/s measured around each run; ratio {fmtv(x, 2)} "
+                     f"{fmtv(median(bs))} MB/s measured around each run; ratio {fmtv(x, 2)} "
                      f"(runs: {', '.join(fmtv(v, 2) for v in xs)}) | {verdict(x and x >= 0.5, x)}"
                      f"{'' if not x or x < 0.5 or min(xs) >= 0.5 else ' at the median (not in every run)'} |")
             continue

@@ -9,7 +9,6 @@ static uint32_t table[8][256];
 static int hw;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-
 #if defined(__x86_64__)
 #define LONG_BLOCK 8192
 #define SHORT_BLOCK 256

@@ -16,7 +16,7 @@ import pika
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ferryd import Ferryd, free_port, wait_port  # noqa: E402
+from ferryd import Ferryd, free_port, on_free_port, wait_port  # noqa: E402
 import rabbitmq  # noqa: E402
 from clilib import MgmtBroker  # noqa: E402
 
@@ -86,16 +86,8 @@ def rabbit_mgmt():
 @pytest.fixture(scope="session")
 def ferryd_mgmt(tmp_path_factory):
     """ferryd with its HTTP API on a free loopback port."""
-    for attempt in (1, 2):
-        http_port = free_port()
-        d = Ferryd(data_dir=str(tmp_path_factory.mktemp("ferryd-cli")), args=["--http-port", str(http_port)])
-        try:
-            d.start()
-            break
-        except RuntimeError:
-            # the free port was bound by another process before ferryd bound it: once more
-            if attempt == 2:
-                raise
+    http_port, d = on_free_port(lambda p: Ferryd(data_dir=str(tmp_path_factory.mktemp("ferryd-cli")),
+                                                 args=["--http-port", str(p)]).start())
     stop = _once(d.stop_and_check)  # a clean exit 0 and no sanitizer report, checked once
     _cleanups.append(stop)
     wait_port("127.0.0.1", http_port, 10, d.proc)

@@ -34,6 +34,19 @@ def wait_port(host, port, timeout=10.0, proc=None):
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
+
+def on_free_port(start):
+    """start(port) with a port free_port() found; once more with another if it raises
+    RuntimeError (another process bound the port before the server did). Returns (port,
+    what start returned)."""
+    for attempt in (1, 2):
+        port = free_port()
+        try:
+            return port, start(port)
+        except RuntimeError:
+            if attempt == 2:
+                raise
+
 class ExternalBroker:
     """A broker someone else started (FERRY_TEST_AMQP_URL)."""
 

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
-from ferryd import free_port, wait_port  # noqa: E402
+from ferryd import free_port, on_free_port, wait_port  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from mgmtlib import Api  # noqa: E402
@@ -23,15 +23,7 @@ def mgmt(ferryd_factory):
         pass
 
     m = M()
-    for attempt in (1, 2):
-        port = free_port()
-        try:
-            m.broker = ferryd_factory("--http-port", str(port))
-            break
-        except RuntimeError:
-            # the free port was bound by another process before ferryd bound it: once more
-            if attempt == 2:
-                raise
+    port, m.broker = on_free_port(lambda p: ferryd_factory("--http-port", str(p)))
     m.http_port = port
     wait_port("127.0.0.1", port, 10, m.broker.proc)
     m.api = Api("127.0.0.1", port)

@@ -4,8 +4,6 @@ filled many segments are drained (fully acked segments are deleted, oldest first
 import os
 import time
 
-import pika
-
 from . import helpers
 from .helpers import connect, drain, segment_files
 
@@ -116,7 +114,7 @@ def test_segments_emptied_while_still_active_are_reclaimed(ferryd_factory, tmp_p
     ch.confirm_delivery()
     body = b"x" * 4096
     for i in range(200):  # 800 KiB: about 12 segments
-        ch.basic_publish("", "q", body, pika.BasicProperties(delivery_mode=2))
+        ch.basic_publish("", "q", body, helpers.PERSISTENT)
         method, _, got = ch.basic_get("q")
         assert method is not None and got == body, f"message {i} not in the queue right after its confirm"
         ch.basic_ack(method.delivery_tag)
