@@ -25,6 +25,7 @@ typedef struct mgmt {
     mgmt_req *active;           /* loop: requests handled over several turns */
     loop_timer tick;
     rate_hist overview;         /* the overview's counters, one sample a second */
+    stats_round round;          /* the queues' and exchanges' sampling, a slice a turn */
     uint64_t started_ms;
     char node[128];             /* "ferry@<hostname>" */
     struct alerts *alerts;

@@ -2,7 +2,7 @@
  * history and publish-time marks (for the oldest message's age).
  *
  * The counters themselves are plain fields bumped on the hot paths (queue.cnt, b->cnt,
- * exchange publish_in/out). Once a second (mgmt.c's tick) mgmt_stats_sample() records
+ * exchange publish_in/out). Once a second (mgmt.c's tick) a sampling round records
  * them in a short ring per queue, so a rate is (now - 5 s ago) / elapsed, as the
  * management plugin's default 5 s sample interval gives it.
  *
@@ -141,29 +141,77 @@ double hist_rate(const rate_hist *h, int k) {
     return ((double)now->v[k] - (double)old->v[k]) * 1000.0 / (double)(now->t - old->t);
 }
 
-static void sample_one(void *ctx, queue *q) {
-    uint64_t *t = ctx;
-    uint64_t v[R_N];
-    read_counters(q, v);
-    hist_push(&qstats_get(q)->rates, *t, v);
+#define RESAMPLE_MS 500 /* a map walked again skips what it sampled this recently */
+
+static int sampled_recently(const rate_hist *h, uint64_t now) {
+    return h->n && now >= h->s[h->i].t && now - h->s[h->i].t < RESAMPLE_MS;
 }
 
-void mgmt_stats_sample(broker *b, uint64_t now) {
-    broker_each_queue(b, sample_one, &now);
-    /* exchanges: publish_in and publish_out in the first two slots of their history */
-    size_t i = 0, k;
-    map_entry *e, *f;
-    while (map_iter(&b->vhosts, &i, &e)) {
+static void sample_queue(queue *q, uint64_t now) {
+    qstats *st = qstats_get(q);
+    if (sampled_recently(&st->rates, now))
+        return;
+    uint64_t v[R_N];
+    read_counters(q, v);
+    hist_push(&st->rates, now, v);
+}
+
+/* exchanges: publish_in and publish_out in the first two slots of their history */
+static void sample_exchange(exchange *x, uint64_t now) {
+    if (!x->rates)
+        x->rates = xcalloc(1, sizeof *x->rates);
+    if (sampled_recently(x->rates, now))
+        return;
+    uint64_t v[R_N] = {x->publish_in, x->publish_out};
+    hist_push(x->rates, now, v);
+}
+
+void mgmt_stats_round_start(broker *b, stats_round *w) {
+    *w = (stats_round){.active = 1, .vgen = b->vhosts.gen};
+}
+
+int mgmt_stats_round_step(broker *b, stats_round *w, uint64_t now, size_t budget) {
+    if (!w->active)
+        return 0;
+    if (b->vhosts.gen != w->vgen) /* rehashed: from the first vhost again */
+        *w = (stats_round){.active = 1, .vgen = b->vhosts.gen};
+    while (budget) {
+        size_t i = w->vi;
+        map_entry *e, *f;
+        if (!map_iter(&b->vhosts, &i, &e)) {
+            w->active = 0;
+            return 0;
+        }
+        if (i - 1 != w->vi) { /* the vhost of slot vi went: on with the next one */
+            w->vi = i - 1;
+            w->phase = 0;
+            w->mgen = 0;
+        }
         vhost *vh = e->val;
-        k = 0;
-        while (map_iter(&vh->exchanges, &k, &f)) {
-            exchange *x = f->val;
-            if (!x->rates)
-                x->rates = xcalloc(1, sizeof *x->rates);
-            uint64_t v[R_N] = {x->publish_in, x->publish_out};
-            hist_push(x->rates, now, v);
+        map *m = w->phase == 0 ? &vh->queues : &vh->exchanges;
+        if (m->gen != w->mgen) { /* new to this map, or it was rehashed (or replaced) */
+            w->k = 0;
+            w->mgen = m->gen;
+        }
+        int more = 1;
+        while (budget && (more = map_iter(m, &w->k, &f))) {
+            budget--;
+            if (w->phase == 0)
+                sample_queue(f->val, now);
+            else
+                sample_exchange(f->val, now);
+        }
+        if (!more) {
+            w->mgen = 0;
+            if (w->phase == 0) {
+                w->phase = 1;
+            } else {
+                w->phase = 0;
+                w->vi++;
+            }
         }
     }
+    return 1;
 }
 
 double xstats_rate(const exchange *x, int out) { return x->rates ? hist_rate(x->rates, out ? 1 : 0) : 0.0; }

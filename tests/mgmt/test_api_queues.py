@@ -227,6 +227,62 @@ def test_queue_list_under_churn_has_no_duplicates_and_misses_no_stable_queue(mgm
     assert not errors, errors
 
 
+def test_every_queue_is_sampled_while_rounds_span_many_turns_and_the_map_rehashes(mgmt):
+    """Rates come from a sampling round that records 64 queues a loop turn (so 10,000 queues do
+    not stall the loop once a second). With 2,000 queues a round spans dozens of turns while
+    another client declares and deletes queues (the map grows and rehashes between turns).
+    Every one of the 2,000 queues, published to twice a second, shows a publish rate near 2/s:
+    a queue the rounds skipped would show 0."""
+    import threading
+
+    conn = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
+    ch = conn.channel()
+    names = [f"sampled-{i:04d}" for i in range(2000)]
+    for q in names:
+        ch.queue_declare(q)
+    stop = threading.Event()
+    errors = []
+
+    def churn():
+        try:
+            c = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
+            cc = c.channel()
+            n = 0
+            while not stop.is_set():
+                for i in range(500):
+                    cc.queue_declare(f"churn-{n}-{i}")
+                for i in range(500):
+                    cc.queue_delete(f"churn-{n}-{i}")
+                n += 1
+            c.close()
+        except Exception as e:  # reported by the assertion below
+            errors.append(e)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        passes = 0
+        while time.monotonic() - t0 < 6:
+            for q in names:
+                ch.basic_publish("", q, b"x")
+            passes += 1
+            conn.process_data_events(max(0.0, t0 + passes * 0.5 - time.monotonic()))
+        time.sleep(1.1)  # counts are at most 1 s old
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    status, body, _ = mgmt.api.get("/api/queues?columns=name,message_stats")
+    assert status == 200
+    rates = {q["name"]: q.get("message_stats", {}).get("publish_details", {}).get("rate", 0.0)
+             for q in body if q["name"].startswith("sampled-")}
+    assert sorted(rates) == names
+    low = {q: r for q, r in rates.items() if not 0.8 < r < 4}
+    assert not low, f"{len(low)} of 2,000 queues with a publish rate off 2/s, e.g. {sorted(low.items())[:5]}"
+    conn.close()
+
+
 def test_send_pend_counts_large_bodies_waiting_for_a_slow_reader(mgmt):
     """A consumer that stops reading: the 1 MiB bodies waiting for its socket are sent from the
     shared messages (writev slices, not the output buffer), and send_pend counts them too."""
