@@ -8,7 +8,7 @@ BASE      = -std=c11 -D_GNU_SOURCE -Isrc -Iinclude $(PG_CFLAGS) $(WARN) -MMD -MP
 LDLIBS    = -lpthread -lssl -lcrypto -ljansson
 # ferryd's management API: libmicrohttpd (HTTP server), rabbitmq-c (its AMQP operations),
 # libcurl (alert webhooks)
-BROKER_LIBS = -lmicrohttpd -lrabbitmq -lcurl
+BROKER_LIBS = -lmicrohttpd -lrabbitmq -lcurl -lz
 SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # The wire codec is shared by the broker, the CLI (load generator) and the fuzz target.

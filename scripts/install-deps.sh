@@ -24,6 +24,9 @@ want tzdata
 # (rabbitmq-c) lets that thread do declares, publishes and gets as an AMQP client of ferryd;
 # libcurl4-openssl-dev POSTs alert webhooks (with retries) from the webhook thread.
 want libmicrohttpd-dev librabbitmq-dev libcurl4-openssl-dev
+# zlib1g-dev: gzipped management answers for clients that ask (browsers, Prometheus, curl
+# --compressed): a list of 10,000 queues is 18 MB of JSON, about 1 MB gzipped.
+want zlib1g-dev
 # libcurl4-openssl-dev: the HTTP client of the `ferry` management commands (queues, dlq, top...);
 # librabbitmq-dev: rabbitmq-c, the AMQP client of `ferry consume`.
 want libcurl4-openssl-dev librabbitmq-dev

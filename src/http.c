@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <arpa/inet.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -60,15 +61,100 @@ typedef struct hctx {
 
 static const char *location; /* a Location header for the next answer (HTTP thread only) */
 
+/* ---- gzip (what browsers, Prometheus and `curl --compressed` ask for, as RabbitMQ's
+ * management listener answers it): a list of 10,000 queues is 18 MB of JSON and about 1 MB
+ * gzipped, and moving the 18 MB over loopback ten times a second was itself what a
+ * dashboard's polling cost the broker's latency on a 2-core machine (bench/http_cost.sh) ---- */
+
+#define GZIP_MIN 1024 /* smaller answers are sent as they are */
+
+/* Does the request's Accept-Encoding take gzip? ("gzip", "x-gzip" or "*", not with q=0) */
+static int accepts_gzip(struct MHD_Connection *c) {
+    const char *ae = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept-Encoding");
+    for (const char *p = ae; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *tok = p;
+        while (*p && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
+            p++;
+        size_t n = (size_t)(p - tok);
+        int match = (n == 4 && strncasecmp(tok, "gzip", 4) == 0) || (n == 6 && strncasecmp(tok, "x-gzip", 6) == 0) ||
+                    (n == 1 && *tok == '*');
+        double q = 1.0;
+        while (*p && *p != ',') { /* parameters: only q counts */
+            if (*p == ';') {
+                p++;
+                while (*p == ' ' || *p == '\t')
+                    p++;
+                if ((p[0] == 'q' || p[0] == 'Q') && p[1] == '=')
+                    q = strtod(p + 2, NULL);
+            } else {
+                p++;
+            }
+        }
+        if (match && q > 0.0)
+            return 1;
+    }
+    return 0;
+}
+
+char *http_gzip(const char *data, size_t len, size_t *out_len) {
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    /* level 1: JSON lists repeat their keys, so even the fastest level takes off ~95% */
+    if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL;
+    size_t cap = deflateBound(&z, (uLong)len);
+    char *out = malloc(cap);
+    if (!out) {
+        deflateEnd(&z);
+        return NULL;
+    }
+    z.next_in = (Bytef *)data;
+    z.avail_in = (uInt)len;
+    z.next_out = (Bytef *)out;
+    z.avail_out = (uInt)cap;
+    int rc = deflate(&z, Z_FINISH);
+    *out_len = z.total_out;
+    deflateEnd(&z);
+    if (rc != Z_STREAM_END) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* The response for data: gzipped when the client takes it and it is worth it. */
+static struct MHD_Response *response_for(struct MHD_Connection *c, char *data, size_t len, int must_free,
+                                         int *gzipped) {
+    *gzipped = 0;
+    if (len >= GZIP_MIN && len <= UINT32_MAX && accepts_gzip(c)) {
+        size_t zl = 0;
+        char *z = http_gzip(data, len, &zl);
+        if (z) {
+            if (must_free)
+                free(data);
+            *gzipped = 1;
+            struct MHD_Response *r = MHD_create_response_from_buffer(zl, z, MHD_RESPMEM_MUST_FREE);
+            if (!r)
+                free(z);
+            return r;
+        }
+    }
+    return MHD_create_response_from_buffer(len, data, must_free ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+}
+
 static enum MHD_Result send_buf(struct MHD_Connection *c, int status, const char *ctype, char *data, size_t len,
                                 int must_free, const char *allow) {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        len, data, must_free ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    int gz;
+    struct MHD_Response *resp = response_for(c, data, len, must_free, &gz);
     if (!resp) {
-        if (must_free)
+        if (must_free && !gz)
             free(data);
         return MHD_NO;
     }
+    if (gz)
+        MHD_add_response_header(resp, "Content-Encoding", "gzip");
     MHD_add_response_header(resp, "Content-Type", ctype);
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     MHD_add_response_header(resp, "Vary", "accept, accept-encoding, origin");
@@ -518,11 +604,18 @@ static enum MHD_Result api(struct MHD_Connection *c, const char *url, int method
             mgmt_call(&r);
             rc = r.qlist && r.status == 200 ? http_queue_list(&r, key, ukey, http_node, &text) : -1;
         }
-        if (rc == 0) { /* the shared text, sent without a copy */
+        if (rc == 0) { /* the shared text (or its gzipped form, made once), sent without a copy */
+            qblob *z = text->len >= GZIP_MIN && accepts_gzip(c) ? qblob_gzip(text) : NULL;
+            if (z) {
+                qblob_unref(text);
+                text = z;
+            }
             struct MHD_Response *resp =
                 MHD_create_response_from_buffer_with_free_callback_cls(text->len, text->data, qblob_unref, text);
             enum MHD_Result res = MHD_NO;
             if (resp) {
+                if (z)
+                    MHD_add_response_header(resp, "Content-Encoding", "gzip");
                 MHD_add_response_header(resp, "Content-Type", "application/json");
                 MHD_add_response_header(resp, "Cache-Control", "no-cache");
                 MHD_add_response_header(resp, "Vary", "accept, accept-encoding, origin");

@@ -32,21 +32,55 @@ static struct {
 qblob *qblob_new(const void *p, size_t n) {
     qblob *b = xmalloc(sizeof *b + n + 1);
     b->refs = 1;
+    b->gz = NULL;
     b->len = n;
     memcpy(b->data, p, n);
     b->data[n] = 0;
     return b;
 }
 
+/* Drops one reference (cache_mu held): the blob to free, and its gzipped text, or NULL. */
+static qblob *drop_locked(qblob *b) {
+    if (!b || --b->refs > 0)
+        return NULL;
+    if (b->gz && --b->gz->refs == 0)
+        free(b->gz);
+    return b;
+}
+
 void qblob_unref(void *cls) {
-    qblob *b = cls;
-    if (!b)
-        return;
     pthread_mutex_lock(&cache_mu);
-    int last = --b->refs == 0;
+    qblob *dead = drop_locked(cls);
     pthread_mutex_unlock(&cache_mu);
-    if (last)
-        free(b);
+    free(dead);
+}
+
+qblob *qblob_gzip(qblob *t) {
+    pthread_mutex_lock(&cache_mu);
+    qblob *z = t->gz;
+    if (z)
+        z->refs++;
+    pthread_mutex_unlock(&cache_mu);
+    if (z)
+        return z;
+    size_t zl = 0;
+    char *d = http_gzip(t->data, t->len, &zl); /* (outside the lock: 50-100 ms for 18 MB) */
+    if (!d)
+        return NULL;
+    z = qblob_new(d, zl);
+    free(d);
+    qblob *spare = NULL;
+    pthread_mutex_lock(&cache_mu);
+    if (t->gz) { /* made meanwhile by another request */
+        spare = z;
+        z = t->gz;
+    } else {
+        t->gz = z; /* t's reference */
+    }
+    z->refs++;
+    pthread_mutex_unlock(&cache_mu);
+    free(spare);
+    return z;
 }
 
 void qsnaps_truncate(qsnaps *s, size_t n) {
@@ -399,8 +433,7 @@ static qsnaps *snapshot_for(mgmt_req *r, const char *key) {
         snprintf(cache.key, sizeof cache.key, "%s", key);
         free(cache.url);
         cache.url = NULL;
-        if (cache.text && --cache.text->refs == 0)
-            free(cache.text);
+        free(drop_locked(cache.text));
         cache.text = NULL;
     } else if (cache.snap && strcmp(cache.key, key) == 0) {
         s = cache.snap;
@@ -444,8 +477,7 @@ int http_queue_list(mgmt_req *r, const char *key, const char *url, const char *n
     buf_free(&out);
     if (rc == 0 && cache.snap == s) {
         free(cache.url);
-        if (cache.text && --cache.text->refs == 0)
-            free(cache.text);
+        free(drop_locked(cache.text));
         cache.url = xstrndup(url, strlen(url));
         cache.text = b;
         b->refs++;

@@ -171,3 +171,58 @@ def test_a_busy_http_port_refuses_to_start(tmp_path):
     assert r.returncode == 1
     assert "cannot listen on 127.0.0.1 port %d for HTTP" % port in r.stderr
     assert "ERROR: AddressSanitizer" not in r.stderr and "LeakSanitizer" not in r.stderr
+
+
+def test_answers_are_gzipped_only_for_clients_that_take_gzip(mgmt):
+    """A client sending Accept-Encoding with gzip (browsers, Prometheus, `curl --compressed`) gets
+    a large answer gzipped — the queue list (the shared text of the second) and any other JSON
+    or /metrics alike — and the same content once unzipped. No Accept-Encoding (rabbitmqadmin),
+    identity, deflate only or gzip;q=0 gets the plain text; a small answer is never gzipped."""
+    import base64
+    import gzip
+    import http.client
+    import urllib.parse
+
+    c = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
+    ch = c.channel()
+    for i in range(300):
+        ch.queue_declare(f"gz-{i:03d}")
+    c.close()
+    u = urllib.parse.urlparse(mgmt.api.base)
+    auth = "Basic " + base64.b64encode(b"guest:guest").decode()
+
+    def fetch(path, ae):
+        hc = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        headers = {"Authorization": auth}
+        if ae is not None:
+            headers["Accept-Encoding"] = ae
+        hc.request("GET", path, headers=headers)
+        r = hc.getresponse()
+        body = r.read()
+        hc.close()
+        return r.status, r.getheader("Content-Encoding"), body
+
+    def content(path, body):
+        if path == "/metrics":  # values move between calls; the metric families do not
+            return sorted(ln for ln in body.decode().splitlines() if ln.startswith("# TYPE"))
+        j = json.loads(body)
+        if path.startswith("/api/queues"):  # (idle_since of a queue never used is "now")
+            items = j["items"] if isinstance(j, dict) else j
+            return [(q["name"], q["messages"], q["durable"]) for q in items]
+        return j
+
+    for path in ("/api/queues", "/api/queues?page=2&page_size=100&sort=name", "/api/definitions", "/metrics"):
+        st, enc, plain = fetch(path, None)
+        assert (st, enc) == (200, None), path
+        want = content(path, plain)
+        for ae in ("gzip", "deflate, gzip;q=0.5", "x-gzip", "*", "br, GZIP"):
+            st, enc, z = fetch(path, ae)
+            assert (st, enc) == (200, "gzip"), (path, ae)
+            assert len(z) < len(plain) / 4, (path, ae, len(z), len(plain))
+            assert content(path, gzip.decompress(z)) == want, (path, ae)
+        for ae in ("identity", "gzip;q=0", "gzip; q=0.0, identity", "deflate"):
+            st, enc, body = fetch(path, ae)
+            assert (st, enc) == (200, None), (path, ae)
+            assert content(path, body) == want, (path, ae)
+    st, enc, body = fetch("/api/whoami", "gzip")
+    assert (st, enc) == (200, None) and json.loads(body)["name"] == "guest"
