@@ -226,3 +226,27 @@ def test_answers_are_gzipped_only_for_clients_that_take_gzip(mgmt):
             assert content(path, body) == want, (path, ae)
     st, enc, body = fetch("/api/whoami", "gzip")
     assert (st, enc) == (200, None) and json.loads(body)["name"] == "guest"
+
+
+def test_the_http_thread_runs_below_the_loop_and_never_preempts_it(mgmt):
+    """After serving a request, the HTTP thread (libmicrohttpd's, named MHD-…) runs at nice 10
+    and as SCHED_BATCH (a woken SCHED_BATCH thread does not preempt the running one: woken by the
+    loop's answer, a normal thread took the loop's CPU for the milliseconds of writing a list);
+    the loop thread stays a normal thread at nice 0."""
+    import os
+
+    assert mgmt.api.get("/api/overview")[0] == 200
+    pid = mgmt.broker.proc.pid
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            stat = f.read()
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()  # fields from the 3rd (state) on
+        nice, policy = int(fields[16]), int(fields[38])  # stat fields 19 and 41
+        threads.setdefault(comm, []).append((int(tid), nice, policy))
+    served = [t for name, ts in threads.items() if name.startswith("MHD") for t in ts if t[2] != 0]
+    assert served, threads
+    assert all((nice, policy) == (10, 3) for _, nice, policy in served), served  # 3: SCHED_BATCH
+    main = [t for t in threads.get("ferryd", []) if t[0] == pid]
+    assert main and main[0][1:] == (0, 0), threads
