@@ -16,6 +16,7 @@ struct loop {
     int epfd;
     int stop;
     uint64_t now;
+    uint64_t wall_off, wall_at; /* wall clock - now, as read at now = wall_at */
     loop_timer **heap;
     size_t nheap, capheap;
     int (*after)(void *ud);
@@ -31,6 +32,8 @@ loop *loop_new(void) {
         return NULL;
     }
     l->now = now_ms();
+    l->wall_at = l->now;
+    l->wall_off = wall_ms() - l->now;
     return l;
 }
 
@@ -124,6 +127,14 @@ void loop_set_after_batch(loop *l, int (*fn)(void *ud), void *ud) {
 void loop_stop(loop *l) { l->stop = 1; }
 
 uint64_t loop_now_ms(loop *l) { return l->now; }
+
+uint64_t loop_wall_ms(loop *l) {
+    if (l->now - l->wall_at >= 1000) { /* (a step of the wall clock shows within a second) */
+        l->wall_at = l->now;
+        l->wall_off = wall_ms() - l->now;
+    }
+    return l->now + l->wall_off;
+}
 
 static void run_timers(loop *l) {
     while (l->nheap && l->heap[0]->due_ms <= l->now) {

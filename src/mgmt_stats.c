@@ -60,7 +60,7 @@ static void add_mark(qstats *st, uint64_t seq, uint64_t ms) {
 void qstats_published(queue *q) {
     qstats *st = qstats_get(q);
     add_mark(st, q->next_seq - 1, loop_now_ms(q->b->loop));
-    q->cnt.last_activity_ms = wall_ms();
+    q->cnt.last_activity_ms = loop_wall_ms(q->b->loop);
 }
 
 void qstats_recovered(queue *q, uint64_t seq, uint64_t published) {

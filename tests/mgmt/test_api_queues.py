@@ -1,9 +1,45 @@
 """Queues over the management API (issue 11): declare, list, page and sort, publish through
 amq.default, get, purge, delete, bindings — the forms RabbitMQ's API accepts, including
 rabbitmqadmin's booleans and counts sent as strings."""
+import threading
 import time
 
 import pika
+
+
+class Churn:
+    """Another client declaring 500 queues and deleting them again, over and over (enough new
+    queues to double a vhost's queue map, so it rehashes between the loop's turns), for as long
+    as the with-block runs; what went wrong is in .errors."""
+
+    def __init__(self, url):
+        self.url = url
+        self.stop = threading.Event()
+        self.errors = []
+        self.t = threading.Thread(target=self.run)
+
+    def run(self):
+        try:
+            c = pika.BlockingConnection(pika.URLParameters(self.url))
+            cc = c.channel()
+            n = 0
+            while not self.stop.is_set():
+                for i in range(500):
+                    cc.queue_declare(f"churn-{n}-{i}")
+                for i in range(500):
+                    cc.queue_delete(f"churn-{n}-{i}")
+                n += 1
+            c.close()
+        except Exception as e:  # reported by the tests' assertions
+            self.errors.append(e)
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.t.join()
 
 
 def test_declare_list_and_inequivalent_redeclare(mgmt):
@@ -178,36 +214,12 @@ def test_queue_list_under_churn_has_no_duplicates_and_misses_no_stable_queue(mgm
     declares and deletes queues (the vhost's queue map grows and rehashes between turns). Every
     listing is sorted by name, holds each name once, and holds every queue that existed before
     the listing began and was not deleted."""
-    import threading
-    import pika
-
     conn = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
     ch = conn.channel()
     stable = [f"stable-{i:04d}" for i in range(3000)]
     for q in stable:
         ch.queue_declare(q)
-    stop = threading.Event()
-    errors = []
-
-    def churn():
-        try:
-            c = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
-            cc = c.channel()
-            n = 0
-            while not stop.is_set():
-                # enough new queues to double the map (rehash) while listings run
-                for i in range(500):
-                    cc.queue_declare(f"churn-{n}-{i}")
-                for i in range(500):
-                    cc.queue_delete(f"churn-{n}-{i}")
-                n += 1
-            c.close()
-        except Exception as e:  # reported by the assertion below
-            errors.append(e)
-
-    t = threading.Thread(target=churn)
-    t.start()
-    try:
+    with Churn(mgmt.broker.url) as churn:
         listings = 0
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
@@ -220,11 +232,8 @@ def test_queue_list_under_churn_has_no_duplicates_and_misses_no_stable_queue(mgm
             assert not missing, f"{len(missing)} stable queues missing, e.g. {sorted(missing)[:3]}"
             listings += 1
         assert listings >= 3
-    finally:
-        stop.set()
-        t.join()
-        conn.close()
-    assert not errors, errors
+    conn.close()
+    assert not churn.errors, churn.errors
 
 
 def test_every_queue_is_sampled_while_rounds_span_many_turns_and_the_map_rehashes(mgmt):
@@ -233,34 +242,13 @@ def test_every_queue_is_sampled_while_rounds_span_many_turns_and_the_map_rehashe
     another client declares and deletes queues (the map grows and rehashes between turns).
     Every one of the 2,000 queues, published to twice a second, shows a publish rate near 2/s:
     a queue the rounds skipped would show 0."""
-    import threading
 
     conn = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
     ch = conn.channel()
     names = [f"sampled-{i:04d}" for i in range(2000)]
     for q in names:
         ch.queue_declare(q)
-    stop = threading.Event()
-    errors = []
-
-    def churn():
-        try:
-            c = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
-            cc = c.channel()
-            n = 0
-            while not stop.is_set():
-                for i in range(500):
-                    cc.queue_declare(f"churn-{n}-{i}")
-                for i in range(500):
-                    cc.queue_delete(f"churn-{n}-{i}")
-                n += 1
-            c.close()
-        except Exception as e:  # reported by the assertion below
-            errors.append(e)
-
-    t = threading.Thread(target=churn)
-    t.start()
-    try:
+    with Churn(mgmt.broker.url) as churn:
         t0 = time.monotonic()
         passes = 0
         while time.monotonic() - t0 < 6:
@@ -269,10 +257,7 @@ def test_every_queue_is_sampled_while_rounds_span_many_turns_and_the_map_rehashe
             passes += 1
             conn.process_data_events(max(0.0, t0 + passes * 0.5 - time.monotonic()))
         time.sleep(1.1)  # counts are at most 1 s old
-    finally:
-        stop.set()
-        t.join()
-    assert not errors, errors
+    assert not churn.errors, churn.errors
     status, body, _ = mgmt.api.get("/api/queues?columns=name,message_stats")
     assert status == 200
     rates = {q["name"]: q.get("message_stats", {}).get("publish_details", {}).get("rate", 0.0)
