@@ -69,9 +69,11 @@ static const char *location; /* a Location header for the next answer (HTTP thre
 
 #define GZIP_MIN 1024 /* smaller answers are sent as they are */
 
-/* Does the request's Accept-Encoding take gzip? ("gzip", "x-gzip" or "*", not with q=0) */
+/* Does the request's Accept-Encoding take gzip? "gzip" or "x-gzip" with a q above 0; else "*"
+ * with a q above 0 (an explicit "gzip;q=0" refuses even beside "*", RFC 9110 12.5.3). */
 static int accepts_gzip(struct MHD_Connection *c) {
     const char *ae = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept-Encoding");
+    double gzip_q = -1.0, star_q = -1.0; /* -1: not named */
     for (const char *p = ae; p && *p;) {
         while (*p == ' ' || *p == '\t' || *p == ',')
             p++;
@@ -79,8 +81,6 @@ static int accepts_gzip(struct MHD_Connection *c) {
         while (*p && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
             p++;
         size_t n = (size_t)(p - tok);
-        int match = (n == 4 && strncasecmp(tok, "gzip", 4) == 0) || (n == 6 && strncasecmp(tok, "x-gzip", 6) == 0) ||
-                    (n == 1 && *tok == '*');
         double q = 1.0;
         while (*p && *p != ',') { /* parameters: only q counts */
             if (*p == ';') {
@@ -93,13 +93,17 @@ static int accepts_gzip(struct MHD_Connection *c) {
                 p++;
             }
         }
-        if (match && q > 0.0)
-            return 1;
+        if ((n == 4 && strncasecmp(tok, "gzip", 4) == 0) || (n == 6 && strncasecmp(tok, "x-gzip", 6) == 0))
+            gzip_q = q;
+        else if (n == 1 && *tok == '*')
+            star_q = q;
     }
-    return 0;
+    return gzip_q >= 0.0 ? gzip_q > 0.0 : star_q > 0.0;
 }
 
 char *http_gzip(const char *data, size_t len, size_t *out_len) {
+    if (len > UINT32_MAX) /* (zlib counts in 32 bits: sent plain) */
+        return NULL;
     z_stream z;
     memset(&z, 0, sizeof z);
     /* level 1: JSON lists repeat their keys, so even the fastest level takes off ~95% */
@@ -125,11 +129,20 @@ char *http_gzip(const char *data, size_t len, size_t *out_len) {
     return out;
 }
 
+/* The headers every answer carries (RabbitMQ's Vary among them). */
+static void add_headers(struct MHD_Response *resp, const char *ctype, int gzipped) {
+    if (gzipped)
+        MHD_add_response_header(resp, "Content-Encoding", "gzip");
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "Vary", "accept, accept-encoding, origin");
+}
+
 /* The response for data: gzipped when the client takes it and it is worth it. */
 static struct MHD_Response *response_for(struct MHD_Connection *c, char *data, size_t len, int must_free,
                                          int *gzipped) {
     *gzipped = 0;
-    if (len >= GZIP_MIN && len <= UINT32_MAX && accepts_gzip(c)) {
+    if (len >= GZIP_MIN && accepts_gzip(c)) {
         size_t zl = 0;
         char *z = http_gzip(data, len, &zl);
         if (z) {
@@ -154,11 +167,7 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, int status, const char
             free(data);
         return MHD_NO;
     }
-    if (gz)
-        MHD_add_response_header(resp, "Content-Encoding", "gzip");
-    MHD_add_response_header(resp, "Content-Type", ctype);
-    MHD_add_response_header(resp, "Cache-Control", "no-cache");
-    MHD_add_response_header(resp, "Vary", "accept, accept-encoding, origin");
+    add_headers(resp, ctype, gz);
     if (status == 401)
         MHD_add_response_header(resp, "WWW-Authenticate", "Basic realm=\"RabbitMQ Management\"");
     if (allow)
@@ -615,11 +624,7 @@ static enum MHD_Result api(struct MHD_Connection *c, const char *url, int method
                 MHD_create_response_from_buffer_with_free_callback_cls(text->len, text->data, qblob_unref, text);
             enum MHD_Result res = MHD_NO;
             if (resp) {
-                if (z)
-                    MHD_add_response_header(resp, "Content-Encoding", "gzip");
-                MHD_add_response_header(resp, "Content-Type", "application/json");
-                MHD_add_response_header(resp, "Cache-Control", "no-cache");
-                MHD_add_response_header(resp, "Vary", "accept, accept-encoding, origin");
+                add_headers(resp, "application/json", z != NULL);
                 res = MHD_queue_response(c, 200, resp);
                 MHD_destroy_response(resp);
             } else {

@@ -7,6 +7,15 @@ import time
 import pika
 
 
+def declared(url, names):
+    """A connection to url after declaring the queues names on it (and its channel)."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    for q in names:
+        ch.queue_declare(q)
+    return conn, ch
+
+
 class Churn:
     """Another client declaring 500 queues and deleting them again, over and over (enough new
     queues to double a vhost's queue map, so it rehashes between the loop's turns), for as long
@@ -214,11 +223,8 @@ def test_queue_list_under_churn_has_no_duplicates_and_misses_no_stable_queue(mgm
     declares and deletes queues (the vhost's queue map grows and rehashes between turns). Every
     listing is sorted by name, holds each name once, and holds every queue that existed before
     the listing began and was not deleted."""
-    conn = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
-    ch = conn.channel()
     stable = [f"stable-{i:04d}" for i in range(3000)]
-    for q in stable:
-        ch.queue_declare(q)
+    conn, ch = declared(mgmt.broker.url, stable)
     with Churn(mgmt.broker.url) as churn:
         listings = 0
         deadline = time.monotonic() + 8
@@ -236,6 +242,29 @@ def test_queue_list_under_churn_has_no_duplicates_and_misses_no_stable_queue(mgm
     assert not churn.errors, churn.errors
 
 
+def test_idle_since_is_the_wall_clock_of_the_last_publish(mgmt):
+    """A queue's idle_since is the time of its last publish in UTC, to the second: it comes
+    from the loop's cached clock plus an offset read again once a second, so it must follow a
+    publish made seconds after the first, and never be ahead of the real clock."""
+    import datetime
+
+    def idle_since():
+        status, q, _ = mgmt.api.get("/api/queues/%2F/idle")
+        assert status == 200
+        return datetime.datetime.fromisoformat(q["idle_since"]).timestamp()
+
+    conn, ch = declared(mgmt.broker.url, ["idle"])
+    for _ in range(2):
+        before = time.time()
+        ch.basic_publish("", "idle", b"x")
+        conn.process_data_events(0.2)
+        after = time.time()
+        t = idle_since()
+        assert before - 1.0 <= t <= after + 0.01, (before, t, after)
+        time.sleep(2.5)
+    conn.close()
+
+
 def test_every_queue_is_sampled_while_rounds_span_many_turns_and_the_map_rehashes(mgmt):
     """Rates come from a sampling round that records 64 queues a loop turn (so 10,000 queues do
     not stall the loop once a second). With 2,000 queues a round spans dozens of turns while
@@ -243,11 +272,8 @@ def test_every_queue_is_sampled_while_rounds_span_many_turns_and_the_map_rehashe
     Every one of the 2,000 queues, published to twice a second, shows a publish rate near 2/s:
     a queue the rounds skipped would show 0."""
 
-    conn = pika.BlockingConnection(pika.URLParameters(mgmt.broker.url))
-    ch = conn.channel()
     names = [f"sampled-{i:04d}" for i in range(2000)]
-    for q in names:
-        ch.queue_declare(q)
+    conn, ch = declared(mgmt.broker.url, names)
     with Churn(mgmt.broker.url) as churn:
         t0 = time.monotonic()
         passes = 0
