@@ -6,11 +6,16 @@
  * with one send() per batch; the loop never blocks on the socket, so confirms and
  * connection.blocked are read while publishing. With --rate, messages are released on an
  * even schedule (message i at t0 + i/rate, released in steps at least PACE_MIN_NS apart)
- * and the thread sleeps in ppoll between steps.
+ * and the thread sleeps in ppoll between steps. A message of OUT_BATCH bytes or more (over
+ * plain TCP) is not copied whole: its head up to the stamp goes into the output buffer and the
+ * rest is written from the template itself (client_write_extra), as the broker writes bodies
+ * from the message; copying each 1 MiB body took the generator ~10% of the machine in row 13,
+ * CPU the broker under test shares with it.
  *
  * Consumer: reads into one large buffer, walks every whole frame in it, and acks with
  * multiple=true every --ack-every messages (and when the stream goes idle, so a run never
  * stalls on a partial batch). */
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
@@ -70,11 +75,12 @@ static void worker_fail(worker *w, const char *what, const char *why) {
     atomic_store(&w->st->failed, 1);
 }
 
-/* Waits for the socket (and at most timeout_ns) without busy-looping; 1 if it is readable. */
-static int wait_socket(client *c, uint64_t timeout_ns) {
+/* Waits for the socket (and at most timeout_ns) without busy-looping; 1 if it is readable.
+ * `more`: bytes to write besides c->out (a large message's tail). */
+static int wait_socket(client *c, size_t more, uint64_t timeout_ns) {
     if (client_pending(c))
         return 1; /* decrypted already: the socket would not say so */
-    struct pollfd pfd = {c->fd, (short)(POLLIN | (c->out.len ? POLLOUT : 0)), 0};
+    struct pollfd pfd = {c->fd, (short)(POLLIN | (c->out.len + more ? POLLOUT : 0)), 0};
     struct timespec ts = {(time_t)(timeout_ns / 1000000000u), (long)(timeout_ns % 1000000000u)};
     if (ppoll(&pfd, 1, &ts, NULL) <= 0)
         return 0;
@@ -158,6 +164,9 @@ void *producer_main(void *arg) {
     for (int k = 0; k < nk; k++)
         buf_init(&tmpls[k]);
     confirms cf = {0};
+    /* in_place (large messages): the part of the last one still to be written from its template */
+    const uint8_t *tail = NULL;
+    size_t tail_n = 0, tail_after = 0; /* tail_after: bytes of c.out written before the tail */
     char name[64];
     snprintf(name, sizeof name, "ferry-bench-producer-%d", w->index);
     int ready = 0;
@@ -173,6 +182,7 @@ void *producer_main(void *arg) {
         tmin = MIN(tmin, tlens[k]);
     }
     int next_key = 0;
+    const int in_place = !c.ssl && tlen >= OUT_BATCH && cfg->size >= STAMP_BYTES;
     if (cfg->confirm) {
         uint64_t n = 1;
         while (n < cfg->confirm)
@@ -208,7 +218,7 @@ void *producer_main(void *arg) {
 
         /* How many messages may go now: the batch, the quota, the confirm window, the rate. */
         uint64_t allow = 0;
-        if (!finished_at && !c.blocked && c.out.len < OUT_HIGH) {
+        if (!finished_at && !c.blocked && c.out.len + tail_n < OUT_HIGH && tail_n == 0) {
             allow = batch_max;
             if (cfg->duration == 0)
                 allow = MIN(allow, w->quota - sent);
@@ -225,7 +235,28 @@ void *producer_main(void *arg) {
                     allow = 0;
             }
         }
-        if (allow > 0) {
+        if (allow > 0 && in_place) {
+            assert(allow == 1 && tail_n == 0);
+            const int k = next_key;
+            next_key = next_key + 1 == nk ? 0 : next_key + 1;
+            const size_t head = stamps[k] + STAMP_BYTES;
+            uint8_t *p = buf_reserve(&c.out, head);
+            memcpy(p, tmpls[k].data, head);
+            put_be64(p + stamps[k], now);
+            put_be64(p + stamps[k] + 8, seq_base | sent);
+            c.out.len += head;
+            tail = tmpls[k].data + head;
+            tail_n = tlens[k] - head;
+            tail_after = c.out.len;
+            if (cfg->confirm) {
+                uint64_t tag = cf.next++;
+                cf.sent[tag & cf.mask] = now;
+                cf.done[tag & cf.mask] = 0;
+            }
+            sent++;
+            last_release = now - (now - t0) % PACE_MIN_NS;
+            atomic_store_explicit(&w->published, sent, memory_order_relaxed);
+        } else if (allow > 0) {
             uint8_t *p0 = buf_reserve(&c.out, allow * tlen), *p = p0;
             for (uint64_t i = 0; i < allow; i++) {
                 const int k = next_key;
@@ -248,16 +279,17 @@ void *producer_main(void *arg) {
             last_release = now - (now - t0) % PACE_MIN_NS;
             atomic_store_explicit(&w->published, sent, memory_order_relaxed);
         }
-        size_t before = c.out.len;
-        if (c.out.len && client_write_some(&c) < 0) {
+        size_t before = c.out.len + tail_n;
+        if (before && (tail_n ? client_write_extra(&c, &tail_after, &tail, &tail_n) : client_write_some(&c)) < 0) {
             worker_fail(w, "", c.err);
             goto out;
         }
-        if (c.out.len < before)
+        if (c.out.len + tail_n < before)
             last_written = now;
-        if (finished_at && cfg->duration > 0 && c.out.len && now - MAX(last_written, finished_at) > FLUSH_GIVE_UP_NS) {
+        if (finished_at && cfg->duration > 0 && c.out.len + tail_n &&
+            now - MAX(last_written, finished_at) > FLUSH_GIVE_UP_NS) {
             /* The messages still in our buffer never reached the broker: not published. */
-            uint64_t unsent = (c.out.len + tmin - 1) / tmin; /* at most this many */
+            uint64_t unsent = (c.out.len + tail_n + tmin - 1) / tmin; /* at most this many */
             sent -= MIN(unsent, sent);
             if (cfg->confirm)
                 w->unconfirmed = cf.next - cf.lowest;
@@ -310,7 +342,7 @@ void *producer_main(void *arg) {
             }
         }
 
-        if (finished_at && c.out.len == 0) {
+        if (finished_at && c.out.len + tail_n == 0) {
             if (!cfg->confirm || cf.lowest == cf.next)
                 break;
             /* Waiting for the last confirms: briefly after a duration run, up to --timeout
@@ -325,9 +357,9 @@ void *producer_main(void *arg) {
         }
         /* Sleep only when this turn moved nothing: no message encoded, no byte written or
          * read. Then wait for the socket, the next message due (--rate), or 50 ms. */
-        if (allow == 0 && r == 0 && c.out.len == before) {
+        if (allow == 0 && r == 0 && c.out.len + tail_n == before) {
             uint64_t wait = 50000000; /* 50 ms: notice stop/deadline */
-            if (rate > 0 && !finished_at && c.out.len < OUT_HIGH) {
+            if (rate > 0 && !finished_at && c.out.len + tail_n < OUT_HIGH) {
                 uint64_t due_at =
                     MAX(t0 + (uint64_t)ceil((double)sent * 1e9 / rate) + 1, last_release + PACE_MIN_NS);
                 wait = MIN(wait, due_at > now ? due_at - now : 0);
@@ -335,7 +367,7 @@ void *producer_main(void *arg) {
             if (st->deadline_ns && !finished_at)
                 wait = MIN(wait, st->deadline_ns > now ? st->deadline_ns - now : 0);
             if (wait > 0)
-                readable = wait_socket(&c, wait);
+                readable = wait_socket(&c, tail_n, wait);
         }
     }
     atomic_store(&w->published, sent);
@@ -362,6 +394,11 @@ out:
         atomic_fetch_add(&st->ready, 1); /* counted, so the main thread does not wait for it */
     if (!w->end_ns)
         w->end_ns = now_ns();
+    if (tail_n && c.fd >= 0) { /* failed mid-message: a close frame now would land inside it */
+        buf_consume(&c.out, c.out.len);
+        close(c.fd);
+        c.fd = -1;
+    }
     /* Closing waits for close-ok, i.e. until the broker has handled every publish. */
     client_close(&c, 10000);
     for (int k = 0; k < nk; k++)
@@ -444,7 +481,7 @@ void *consumer_main(void *arg) {
                 worker_fail(w, "", c.err);
                 goto out;
             }
-            wait_socket(&c, unacked ? IDLE_ACK_MS * 1000000ull : 50000000ull);
+            wait_socket(&c, 0, unacked ? IDLE_ACK_MS * 1000000ull : 50000000ull);
             continue;
         }
         idle_since = 0;

@@ -5,6 +5,7 @@
  * the bench never sits idle long enough to need them. */
 #include "client.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -282,6 +283,29 @@ int client_write_some(client *c) {
         return fail(c, "write to broker failed: %s", w < 0 ? strerror(errno) : "connection closed");
     }
     return 0;
+}
+
+int client_write_extra(client *c, size_t *before, const uint8_t **p, size_t *n) {
+    assert(!c->ssl && *before <= c->out.len);
+    while (*n > 0) {
+        struct iovec iov[2] = {{buf_head(&c->out), *before}, {(void *)*p, *n}};
+        struct msghdr mh = {.msg_iov = *before ? iov : iov + 1, .msg_iovlen = *before ? 2 : 1};
+        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            size_t k = MIN((size_t)w, *before);
+            buf_consume(&c->out, k);
+            *before -= k;
+            *p += (size_t)w - k;
+            *n -= (size_t)w - k;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        return fail(c, "write to broker failed: %s", w < 0 ? strerror(errno) : "connection closed");
+    }
+    return client_write_some(c);
 }
 
 long client_read_some(client *c, size_t room) {

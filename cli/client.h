@@ -52,6 +52,10 @@ void client_set_nonblocking(client *c);
 
 /* Writes out as far as the socket takes it without blocking: 0, or -1 on a dead socket. */
 int client_write_some(client *c);
+/* client_write_some with n more bytes at *p (a body written in place, not copied into `out`)
+ * going after the first *before bytes of `out`: *before, *p and *n advance by what was
+ * written; the rest of `out` follows once *n is 0. Plain TCP only. */
+int client_write_extra(client *c, size_t *before, const uint8_t **p, size_t *n);
 /* Reads once, without blocking, into `in`: bytes read, 0 if none were ready, -1 on EOF/error.
  * (amqps: up to `room` bytes of decrypted records; see client_pending.) */
 long client_read_some(client *c, size_t room);
